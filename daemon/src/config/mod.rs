@@ -1,0 +1,351 @@
+//! The configuration file: one typed section per stage, gathered here, validated at start-up.
+//!
+//! Each stage owns its section's struct (with documented defaults) in its own module; this module
+//! only reads the file, collects *every* problem — syntax, unknown keys, wrong types and invalid
+//! values — and names each one with its key path and its line and column.
+
+mod locate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use locate::{KeyPath, Position};
+use locate::{Seg, SpanIndex};
+
+use crate::detect::DetectorConfig;
+use crate::embed::EmbedderConfig;
+use crate::outbox::OutboxConfig;
+use crate::source::CameraConfig;
+use crate::status::MqttConfig;
+use crate::sync::PineconeConfig;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Config {
+    pub device: DeviceConfig,
+    #[serde(default)]
+    pub cameras: Vec<CameraConfig>,
+    pub detector: DetectorConfig,
+    pub embedder: EmbedderConfig,
+    /// Absent: embeddings stay in the local outbox.
+    #[serde(default)]
+    pub pinecone: Option<PineconeConfig>,
+    /// Absent: status goes to the log only.
+    #[serde(default)]
+    pub mqtt: Option<MqttConfig>,
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+}
+
+/// `[device]`: who this box is and where it keeps its state.
+#[derive(Clone, Debug, Deserialize)]
+pub struct DeviceConfig {
+    /// `[a-z0-9_-]{1,64}`; appears in MQTT topics and in every vector id.
+    pub id: String,
+    /// Directory for the sled outbox and other state.
+    pub data_dir: PathBuf,
+}
+
+impl DeviceConfig {
+    fn validate(&self, at: &KeyPath, problems: &mut Vec<Problem>) {
+        check_name(&self.id, &at.key("id"), problems);
+        if self.data_dir.as_os_str().is_empty() {
+            problems.push(Problem::new(at.key("data_dir"), "must not be empty; set a directory such as \"/var/lib/glimpse\""));
+        }
+    }
+}
+
+/// Checks a device or camera name: it becomes part of MQTT topics and vector ids.
+pub fn check_name(name: &str, at: &KeyPath, problems: &mut Vec<Problem>) {
+    let ok = (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !ok {
+        problems.push(Problem::new(
+            at.clone(),
+            format!("{name:?} is not a valid name: use 1 to 64 characters from a-z, 0-9, '_' and '-'"),
+        ));
+    }
+}
+
+/// One thing wrong with the configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    pub path: KeyPath,
+    pub position: Option<Position>,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(path: KeyPath, message: impl Into<String>) -> Self {
+        Self { path, position: None, message: message.into() }
+    }
+}
+
+/// Every problem found in one configuration file.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(f, "{} has {n} problem{}:", self.file.display(), if n == 1 { "" } else { "s" })?;
+        for p in &self.problems {
+            write!(f, "\n  {}", self.describe(p))?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    /// `file:line:column: key: message`, the shape editors and people both read.
+    pub fn describe(&self, p: &Problem) -> String {
+        match p.position {
+            Some(pos) => format!("{}:{pos}: {}: {}", self.file.display(), p.path, p.message),
+            None => format!("{}: {}: {}", self.file.display(), p.path, p.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.to_owned(),
+            problems: vec![Problem::new(KeyPath::root(), format!("cannot read the file: {e}"))],
+        })?;
+        Self::parse(&text, file)
+    }
+
+    /// Parses and validates configuration text; `file` only names it in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        let fail = |problems| ConfigError { file: file.to_owned(), problems };
+        let doc = toml_edit::Document::parse(text.to_owned()).map_err(|e| {
+            let position = e.span().map(|s| locate::position(text, s.start));
+            let message = format!("not valid TOML: {}", e.message().trim());
+            fail(vec![Problem { path: KeyPath::root(), position, message }])
+        })?;
+        let index = SpanIndex::new(text, &doc);
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            fail(vec![Problem::new(KeyPath::root(), format!("not valid TOML: {}", e.message()))])
+        })?;
+
+        let (config, mut problems) = deserialize_collecting(table);
+        if let Some(config) = &config {
+            config.validate(&mut problems);
+        }
+        for p in &mut problems {
+            p.position = index.locate(&p.path);
+        }
+        problems.sort_by_key(|p| p.position.map(|pos| (pos.line, pos.column)));
+        problems.dedup();
+        match config {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ => Err(fail(problems)),
+        }
+    }
+
+    fn validate(&self, problems: &mut Vec<Problem>) {
+        let root = KeyPath::root();
+        self.device.validate(&root.key("device"), problems);
+        if self.cameras.is_empty() {
+            problems.push(Problem::new(root.key("cameras"), "no camera configured: add at least one [[cameras]] table"));
+        }
+        for (i, camera) in self.cameras.iter().enumerate() {
+            camera.validate(&root.key("cameras").index(i), problems);
+            if self.cameras[..i].iter().any(|other| other.name == camera.name) {
+                problems.push(Problem::new(
+                    root.key("cameras").index(i).key("name"),
+                    format!("camera name {:?} is used twice; names must be unique", camera.name),
+                ));
+            }
+        }
+        self.detector.validate(&root.key("detector"), problems);
+        self.embedder.validate(&root.key("embedder"), problems);
+        if let Some(p) = &self.pinecone {
+            p.validate(&root.key("pinecone"), problems);
+        }
+        if let Some(m) = &self.mqtt {
+            m.validate(&root.key("mqtt"), problems);
+        }
+        self.outbox.validate(&root.key("outbox"), problems);
+    }
+}
+
+/// Deserializes the typed config, reporting every unknown key and, by removing each wrongly typed
+/// key and trying again, every type error rather than only the first.
+fn deserialize_collecting(mut table: toml::Table) -> (Option<Config>, Vec<Problem>) {
+    const MAX_PASSES: usize = 64;
+    let mut problems = Vec::new();
+    let mut removed: Vec<KeyPath> = Vec::new();
+    for _ in 0..MAX_PASSES {
+        let mut unknown = Vec::new();
+        let mut collect = |p: serde_ignored::Path<'_>| unknown.push(KeyPath::from_serde_ignored(&p));
+        let de = serde_ignored::Deserializer::new(table.clone(), &mut collect);
+        let result: Result<Config, _> = serde_path_to_error::deserialize(de);
+        for path in unknown {
+            let message = "unknown key: check its spelling and section against config/glimpse.example.toml";
+            problems.push(Problem::new(path, message));
+        }
+        match result {
+            Ok(config) => return (Some(config), problems),
+            Err(e) => {
+                let path = KeyPath::from_serde_path(e.path());
+                let message = e.inner().message().trim().to_owned();
+                let missing = missing_field(&message).map(|field| path.key(field));
+                if let Some(field) = &missing {
+                    if removed.contains(field) {
+                        // Already reported as a wrong type; it cannot be told apart further.
+                        return (None, problems);
+                    }
+                    problems.push(Problem::new(field.clone(), format!("required key is missing ({message})")));
+                    return (None, problems);
+                }
+                problems.push(Problem::new(path.clone(), message));
+                if !remove(&mut table, &path) {
+                    return (None, problems);
+                }
+                removed.push(path);
+            }
+        }
+    }
+    (None, problems)
+}
+
+fn missing_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("missing field `")?;
+    rest.split('`').next()
+}
+
+/// Removes the value at `path` from `table`; false when there is nothing there to remove.
+fn remove(table: &mut toml::Table, path: &KeyPath) -> bool {
+    let Some((last, parents)) = path.0.split_last() else { return false };
+    let mut value: &mut toml::Value = match parents.first() {
+        Some(Seg::Key(k)) => match table.get_mut(k) {
+            Some(v) => v,
+            None => return false,
+        },
+        Some(Seg::Index(_)) => return false,
+        None => {
+            return match last {
+                Seg::Key(k) => table.remove(k).is_some(),
+                Seg::Index(_) => false,
+            }
+        }
+    };
+    for seg in &parents[1..] {
+        let next = match (seg, value) {
+            (Seg::Key(k), toml::Value::Table(t)) => t.get_mut(k),
+            (Seg::Index(i), toml::Value::Array(a)) => a.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(v) => value = v,
+            None => return false,
+        }
+    }
+    match (last, value) {
+        (Seg::Key(k), toml::Value::Table(t)) => t.remove(k).is_some(),
+        (Seg::Index(i), toml::Value::Array(a)) if *i < a.len() => {
+            a.remove(*i);
+            true
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"
+[device]
+id = "lab-01"
+data_dir = "/tmp/glimpse"
+
+[[cameras]]
+name = "street"
+uri = "test:"
+sample_fps = 1
+
+[detector]
+model = "/m/detr.onnx"
+threshold = 0.9
+
+[embedder]
+model = "/m/clip.onnx"
+"#;
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::parse(text, Path::new("g.toml")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems.iter().map(|p| e.describe(p)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_minimal_config_is_valid_and_optional_sections_stay_absent() {
+        let config = Config::parse(VALID, Path::new("g.toml")).expect("valid");
+        assert_eq!(config.cameras[0].sample_fps, 1.0);
+        assert!(config.pinecone.is_none() && config.mqtt.is_none());
+    }
+
+    #[test]
+    fn every_unknown_key_and_wrong_type_is_reported_with_its_position() {
+        let text = VALID
+            .replace("sample_fps = 1", "sample_fps = \"fast\"\ncolour = 3")
+            .replace("threshold = 0.9", "threshold = [1]\nthreshhold = 0.5");
+        let found = problems(&text);
+        assert_eq!(found.len(), 4, "{found:#?}");
+        assert!(found[0].starts_with("g.toml:10:14: cameras[0].sample_fps: invalid type"), "{found:#?}");
+        assert!(found[1].starts_with("g.toml:11:1: cameras[0].colour: unknown key"), "{found:#?}");
+        assert!(found[2].starts_with("g.toml:15:13: detector.threshold: invalid type"), "{found:#?}");
+        assert!(found[3].starts_with("g.toml:16:1: detector.threshhold: unknown key"), "{found:#?}");
+    }
+
+    #[test]
+    fn invalid_values_are_all_reported() {
+        let text = VALID.replace("lab-01", "Lab 01").replace("sample_fps = 1", "sample_fps = -2").replace("0.9", "1.5");
+        let found = problems(&text);
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert!(found[0].contains("g.toml:3:6: device.id"), "{found:#?}");
+        assert!(found[1].contains("cameras[0].sample_fps"), "{found:#?}");
+        assert!(found[2].contains("detector.threshold"), "{found:#?}");
+    }
+
+    #[test]
+    fn a_missing_required_key_is_named() {
+        let found = problems(&VALID.replace("[embedder]\nmodel = \"/m/clip.onnx\"\n", ""));
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(found[0].contains("embedder: required key is missing"), "{found:#?}");
+    }
+
+    #[test]
+    fn syntax_errors_carry_a_position() {
+        let found = problems("[device]\nid = \n");
+        assert_eq!(found.len(), 1);
+        assert!(found[0].starts_with("g.toml:2:"), "{found:#?}");
+    }
+
+    #[test]
+    fn every_example_config_in_the_repository_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("config/ exists") {
+            let path = entry.expect("readable dir entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                if let Err(e) = Config::load(&path) {
+                    panic!("{e}");
+                }
+                seen += 1;
+            }
+        }
+        assert!(seen > 0);
+    }
+}

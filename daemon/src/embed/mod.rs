@@ -1,0 +1,142 @@
+//! Image embeddings with a CLIP vision ONNX model (vision tower + projection) in tract, with
+//! CLIPImageProcessor's pre-processing: short side to 224 (bicubic), centre crop, CLIP mean/std.
+//! Outputs are L2-normalised, so cosine similarity in the index is a dot product.
+//!
+//! Also owns cropping detections out of frames. Pure computation, like `detect/`.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::config::{KeyPath, Problem};
+use crate::detect::Detection;
+use crate::model::{normalized_chw, ModelError, OnnxFile, Plan};
+
+const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+const INPUT_SIDE: u32 = 224;
+
+/// `[embedder]`
+#[derive(Clone, Debug, Deserialize)]
+pub struct EmbedderConfig {
+    /// Path of the CLIP vision ONNX file (input `pixel_values` [B,3,224,224], output `image_embeds`).
+    pub model: PathBuf,
+}
+
+impl EmbedderConfig {
+    pub fn validate(&self, at: &KeyPath, problems: &mut Vec<Problem>) {
+        if self.model.as_os_str().is_empty() {
+            problems.push(Problem::new(at.key("model"), "must name the CLIP vision ONNX file"));
+        }
+    }
+}
+
+pub struct Embedder {
+    file: OnnxFile,
+    plan: Plan,
+    dimension: usize,
+}
+
+impl Embedder {
+    /// Loads the model and embeds a blank crop once, which also measures the output dimension.
+    pub fn load(config: &EmbedderConfig) -> Result<Self, ModelError> {
+        let file = OnnxFile::open(&config.model)?;
+        let plan = file.plan([1, 3, INPUT_SIDE as usize, INPUT_SIDE as usize])?;
+        let mut embedder = Self { file, plan, dimension: 0 };
+        let probe = embedder.run(&image::RgbImage::new(INPUT_SIDE, INPUT_SIDE))?;
+        embedder.dimension = probe.len();
+        Ok(embedder)
+    }
+
+    /// The length of every embedding; must equal the Pinecone index's dimension.
+    pub fn dimension(&self) -> usize {
+        self.dimension
+    }
+
+    pub fn embed(&self, crop: &image::RgbImage) -> Result<Vec<f32>, ModelError> {
+        let mut v = self.run(crop)?;
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 && norm.is_finite() {
+            v.iter_mut().for_each(|x| *x /= norm);
+        }
+        Ok(v)
+    }
+
+    fn run(&self, crop: &image::RgbImage) -> Result<Vec<f32>, ModelError> {
+        let input = normalized_chw(&clip_preprocess(crop), CLIP_MEAN, CLIP_STD);
+        let outputs = self.file.run(&self.plan, input)?;
+        let out = self.file.output(&outputs, 0)?;
+        if out.ndim() != 2 || out.shape()[0] != 1 || out.shape()[1] == 0 {
+            return Err(ModelError::Shape {
+                path: self.file.path.clone(),
+                reason: format!("output must be image_embeds [batch, dimension], found {:?}", out.shape()),
+            });
+        }
+        Ok(out.iter().copied().collect())
+    }
+}
+
+/// Resizes the short side to 224 with bicubic filtering, then cuts the centre 224×224.
+fn clip_preprocess(crop: &image::RgbImage) -> image::RgbImage {
+    let (w, h) = crop.dimensions();
+    let (nw, nh) = if w <= h {
+        (INPUT_SIDE, ((INPUT_SIDE as u64 * h as u64) / w.max(1) as u64) as u32)
+    } else {
+        (((INPUT_SIDE as u64 * w as u64) / h.max(1) as u64) as u32, INPUT_SIDE)
+    };
+    let resized = image::imageops::resize(crop, nw.max(INPUT_SIDE), nh.max(INPUT_SIDE), image::imageops::FilterType::CatmullRom);
+    let left = (resized.width() - INPUT_SIDE) / 2;
+    let top = (resized.height() - INPUT_SIDE) / 2;
+    image::imageops::crop_imm(&resized, left, top, INPUT_SIDE, INPUT_SIDE).to_image()
+}
+
+/// A detection's box clamped to the frame, in whole pixels: left, top, width, height.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PixelBox {
+    pub x: u32,
+    pub y: u32,
+    pub w: u32,
+    pub h: u32,
+}
+
+/// The box of `det` inside a `frame_w`×`frame_h` frame, or `None` when what is left after
+/// clamping is narrower or lower than `min_px` (too small to embed meaningfully).
+pub fn clamp_box(det: &Detection, frame_w: u32, frame_h: u32, min_px: u32) -> Option<PixelBox> {
+    let clamp = |v: f32, max: u32| v.round().clamp(0.0, max as f32) as u32;
+    let (x0, y0) = (clamp(det.x0, frame_w), clamp(det.y0, frame_h));
+    let (x1, y1) = (clamp(det.x1, frame_w), clamp(det.y1, frame_h));
+    let (w, h) = (x1.saturating_sub(x0), y1.saturating_sub(y0));
+    (w >= min_px.max(1) && h >= min_px.max(1)).then_some(PixelBox { x: x0, y: y0, w, h })
+}
+
+pub fn crop(frame: &image::RgbImage, b: PixelBox) -> image::RgbImage {
+    image::imageops::crop_imm(frame, b.x, b.y, b.w, b.h).to_image()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(x0: f32, y0: f32, x1: f32, y1: f32) -> Detection {
+        Detection { label: "person", score: 0.95, x0, y0, x1, y1 }
+    }
+
+    #[test]
+    fn boxes_are_clamped_to_the_frame() {
+        assert_eq!(clamp_box(&det(-10.0, 5.2, 50.0, 300.0), 640, 272, 8), Some(PixelBox { x: 0, y: 5, w: 50, h: 267 }));
+    }
+
+    #[test]
+    fn tiny_and_outside_boxes_are_skipped() {
+        assert_eq!(clamp_box(&det(10.0, 10.0, 15.0, 100.0), 640, 272, 8), None);
+        assert_eq!(clamp_box(&det(700.0, 10.0, 800.0, 100.0), 640, 272, 8), None);
+    }
+
+    #[test]
+    fn clip_preprocessing_gives_a_centred_square() {
+        let wide = image::RgbImage::new(448, 100);
+        assert_eq!(clip_preprocess(&wide).dimensions(), (224, 224));
+        let tall = image::RgbImage::new(9, 300);
+        assert_eq!(clip_preprocess(&tall).dimensions(), (224, 224));
+    }
+}

@@ -1,0 +1,34 @@
+//! Glimpse: an edge appliance that turns camera streams into searchable embeddings.
+//!
+//! Module map, in the order data flows (ARCHITECTURE.md has the invariants):
+//! - [`config`]: reads the TOML file, gathers each stage's section, reports every problem with
+//!   its line and column.
+//! - [`source`]: GStreamer pipelines, one per camera, sampling RGB [`source::Frame`]s.
+//! - [`detect`]: DETR in tract, with DetrImageProcessor's pre- and post-processing.
+//! - [`embed`]: CLIP vision in tract, with CLIPImageProcessor's pre-processing; crops boxes.
+//! - [`analyze`]: one frame → detections → crops → embeddings → [`record::Record`]s.
+//! - [`outbox`]: the durable sled buffer; nothing leaves it before the index acknowledged it.
+//! - [`sync`]: the Pinecone data-plane client and the syncer that drains the outbox.
+//! - [`status`]: MQTT availability, stats and camera status (or the log without a broker).
+//! - [`supervisor`]: threads, channels, signals and the order of shutdown.
+//! - [`check`]: `glimpse check`, every problem of a deployment in one report.
+//!
+//! Shared pieces: [`stats`] (counters and typed events), [`model`] (tract loading),
+//! [`backoff`], [`redact`] (secrets out of logs), [`systemd_notify`].
+
+pub mod analyze;
+pub mod backoff;
+pub mod check;
+pub mod config;
+pub mod detect;
+pub mod embed;
+pub mod model;
+pub mod outbox;
+pub mod record;
+pub mod redact;
+pub mod source;
+pub mod stats;
+pub mod status;
+pub mod supervisor;
+pub mod sync;
+pub mod systemd_notify;

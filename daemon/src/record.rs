@@ -1,0 +1,50 @@
+//! The unit that flows from inference to the index: one embedded object in one frame.
+
+use serde::{Deserialize, Serialize};
+
+/// One detected, cropped and embedded object, as stored in the outbox and upserted to Pinecone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// `{device}:{camera}:{frame_ms}:{box}`: deterministic, so a retried upsert overwrites the
+    /// same vector instead of adding a second one.
+    pub id: String,
+    /// The L2-normalised image embedding of the crop.
+    pub values: Vec<f32>,
+    pub metadata: Metadata,
+}
+
+/// What Pinecone stores beside the vector: flat, only strings and numbers (Pinecone's rule).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    pub device: String,
+    pub camera: String,
+    /// When the frame was captured, unix milliseconds.
+    pub ts: i64,
+    /// Position of the frame in its stream, milliseconds (files: from the start of the file).
+    pub pts_ms: u64,
+    pub label: String,
+    pub score: f32,
+    /// The box in pixels of the frame: left, top, width, height.
+    pub x: u32,
+    pub y: u32,
+    pub w: u32,
+    pub h: u32,
+    pub frame_w: u32,
+    pub frame_h: u32,
+}
+
+/// The record id for box number `box_index` of the frame keyed `frame_ms` (see [`Record::id`]).
+pub fn record_id(device: &str, camera: &str, frame_ms: u64, box_index: usize) -> String {
+    format!("{device}:{camera}:{frame_ms}:{box_index}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_deterministic_and_distinct_per_box() {
+        assert_eq!(record_id("lab-01", "street", 1_700_000_000_123, 2), "lab-01:street:1700000000123:2");
+        assert_ne!(record_id("a", "b", 1, 0), record_id("a", "b", 1, 1));
+    }
+}

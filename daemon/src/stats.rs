@@ -1,0 +1,220 @@
+//! Counters shared by every stage and read by `status/`. Each method here is a typed event: the
+//! one place that moves a counter and, where the event deserves it, logs it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+/// The state of one camera as operators see it on `{prefix}/{device}/cameras/{name}/status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraState {
+    Online,
+    Offline,
+    Error,
+}
+
+impl CameraState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CameraState::Online => "online",
+            CameraState::Offline => "offline",
+            CameraState::Error => "error",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CameraStatus {
+    pub state: CameraState,
+    /// Why the camera is not online, with credentials already redacted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Default)]
+pub struct CameraCounters {
+    pub frames_decoded: AtomicU64,
+    pub frames_sampled: AtomicU64,
+    pub frames_dropped: AtomicU64,
+    pub frames_processed: AtomicU64,
+    pub detections: AtomicU64,
+    pub boxes_too_small: AtomicU64,
+    pub embeddings: AtomicU64,
+    pub reconnects: AtomicU64,
+}
+
+pub struct CameraStats {
+    pub name: String,
+    pub counters: CameraCounters,
+}
+
+impl CameraStats {
+    pub fn frame_decoded(&self) {
+        self.counters.frames_decoded.fetch_add(1, Relaxed);
+    }
+    pub fn frame_sampled(&self) {
+        self.counters.frames_sampled.fetch_add(1, Relaxed);
+    }
+    /// A live frame the inference stage had no room for; the newer one wins.
+    pub fn frame_dropped(&self) {
+        let total = self.counters.frames_dropped.fetch_add(1, Relaxed) + 1;
+        tracing::debug!(camera = %self.name, dropped_total = total, "inference busy: live frame dropped");
+    }
+    pub fn frame_processed(&self, detections: usize, too_small: usize, embeddings: usize) {
+        self.counters.frames_processed.fetch_add(1, Relaxed);
+        self.counters.detections.fetch_add(detections as u64, Relaxed);
+        self.counters.boxes_too_small.fetch_add(too_small as u64, Relaxed);
+        self.counters.embeddings.fetch_add(embeddings as u64, Relaxed);
+    }
+    pub fn reconnect(&self) {
+        self.counters.reconnects.fetch_add(1, Relaxed);
+    }
+}
+
+#[derive(Default)]
+pub struct SyncCounters {
+    pub upserted: AtomicU64,
+    pub retried: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub last_sync_unix_ms: AtomicU64,
+}
+
+/// Everything the daemon counts, shared behind an `Arc`.
+pub struct Stats {
+    started: Instant,
+    pub cameras: Vec<CameraStats>,
+    pub sync: SyncCounters,
+    pub outbox_pending: AtomicU64,
+    pub outbox_appended: AtomicU64,
+    statuses: watch::Sender<BTreeMap<String, CameraStatus>>,
+}
+
+impl Stats {
+    pub fn new(camera_names: &[String]) -> Arc<Self> {
+        let offline = CameraStatus { state: CameraState::Offline, reason: Some("starting".into()) };
+        let statuses = camera_names.iter().map(|n| (n.clone(), offline.clone())).collect();
+        Arc::new(Self {
+            started: Instant::now(),
+            cameras: camera_names.iter().map(|n| CameraStats { name: n.clone(), counters: Default::default() }).collect(),
+            sync: SyncCounters::default(),
+            outbox_pending: AtomicU64::new(0),
+            outbox_appended: AtomicU64::new(0),
+            statuses: watch::Sender::new(statuses),
+        })
+    }
+
+    pub fn camera(&self, index: usize) -> &CameraStats {
+        &self.cameras[index]
+    }
+
+    /// Records a camera's new state; logs and notifies `status/` only when it changed.
+    pub fn set_camera_status(&self, camera: &str, state: CameraState, reason: Option<String>) {
+        let status = CameraStatus { state, reason };
+        self.statuses.send_if_modified(|all| match all.get_mut(camera) {
+            Some(current) if *current != status => {
+                tracing::info!(camera, state = status.state.as_str(), reason = status.reason.as_deref().unwrap_or(""), "camera status");
+                *current = status;
+                true
+            }
+            _ => false,
+        });
+    }
+
+    pub fn camera_statuses(&self) -> watch::Receiver<BTreeMap<String, CameraStatus>> {
+        self.statuses.subscribe()
+    }
+
+    pub fn upserted(&self, n: usize) {
+        self.sync.upserted.fetch_add(n as u64, Relaxed);
+        self.sync.last_sync_unix_ms.store(unix_ms() as u64, Relaxed);
+    }
+
+    pub fn snapshot(&self, device: &str) -> Snapshot {
+        let statuses = self.statuses.borrow().clone();
+        let load = |a: &AtomicU64| a.load(Relaxed);
+        Snapshot {
+            device: device.to_owned(),
+            ts: unix_ms(),
+            uptime_s: self.started.elapsed().as_secs(),
+            cameras: self
+                .cameras
+                .iter()
+                .map(|c| {
+                    let k = &c.counters;
+                    let status = statuses.get(&c.name).map(|s| s.state.as_str()).unwrap_or("offline");
+                    (
+                        c.name.clone(),
+                        CameraSnapshot {
+                            status: status.to_owned(),
+                            frames_decoded: load(&k.frames_decoded),
+                            frames_sampled: load(&k.frames_sampled),
+                            frames_dropped: load(&k.frames_dropped),
+                            frames_processed: load(&k.frames_processed),
+                            detections: load(&k.detections),
+                            boxes_too_small: load(&k.boxes_too_small),
+                            embeddings: load(&k.embeddings),
+                            reconnects: load(&k.reconnects),
+                        },
+                    )
+                })
+                .collect(),
+            outbox: OutboxSnapshot { pending: load(&self.outbox_pending), appended: load(&self.outbox_appended) },
+            sync: SyncSnapshot {
+                upserted: load(&self.sync.upserted),
+                retried: load(&self.sync.retried),
+                dead_lettered: load(&self.sync.dead_lettered),
+                last_sync_ts: match load(&self.sync.last_sync_unix_ms) {
+                    0 => None,
+                    ms => Some(ms),
+                },
+            },
+        }
+    }
+}
+
+/// The JSON published on `{prefix}/{device}/stats` (documented in docs/mqtt.md).
+#[derive(Clone, Debug, Serialize)]
+pub struct Snapshot {
+    pub device: String,
+    pub ts: i64,
+    pub uptime_s: u64,
+    pub cameras: BTreeMap<String, CameraSnapshot>,
+    pub outbox: OutboxSnapshot,
+    pub sync: SyncSnapshot,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CameraSnapshot {
+    pub status: String,
+    pub frames_decoded: u64,
+    pub frames_sampled: u64,
+    pub frames_dropped: u64,
+    pub frames_processed: u64,
+    pub detections: u64,
+    pub boxes_too_small: u64,
+    pub embeddings: u64,
+    pub reconnects: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OutboxSnapshot {
+    pub pending: u64,
+    pub appended: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SyncSnapshot {
+    pub upserted: u64,
+    pub retried: u64,
+    pub dead_lettered: u64,
+    pub last_sync_ts: Option<u64>,
+}
+
+pub fn unix_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,192 @@
+//! A small client for the Pinecone data plane, following `db_data_2025-10.oas.yaml`.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiKey, PineconeConfig, MAX_BODY_BYTES};
+use crate::record::Record;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("cannot reach the Pinecone index: {0}")]
+    Transport(String),
+    #[error("Pinecone answered {status}: {message}")]
+    Status { status: u16, message: String, retry_after: Option<Duration> },
+    #[error("Pinecone's answer could not be read: {0}")]
+    Decode(String),
+    #[error("the Pinecone index holds {index}-dimensional vectors but the embedder produces {embedder}; use an index of dimension {embedder} or the matching embedder model")]
+    Dimension { index: usize, embedder: usize },
+    #[error("one record alone is larger than Pinecone's 2 MB request limit: {0}")]
+    TooLarge(String),
+    #[error("invalid Pinecone settings: {0}")]
+    Setup(String),
+}
+
+impl SyncError {
+    /// A 4xx that condemns the batch's content: retrying it would fail the same way.
+    pub fn rejects_batch(&self) -> bool {
+        match self {
+            SyncError::Status { status, .. } => matches!(status, 400 | 413 | 422),
+            SyncError::TooLarge(_) => true,
+            _ => false,
+        }
+    }
+
+    /// An answer that says the device is misconfigured (key, host) rather than the batch bad.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, SyncError::Status { status: 401 | 403 | 404, .. })
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SyncError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// The parts of `describe_index_stats`' answer (`IndexDescription`) that Glimpse reads.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexStats {
+    pub dimension: Option<i64>,
+    #[serde(default)]
+    pub total_vector_count: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct UpsertRequest<'a> {
+    vectors: Vec<Vector<'a>>,
+    namespace: &'a str,
+}
+
+#[derive(Serialize)]
+struct Vector<'a> {
+    id: &'a str,
+    values: &'a [f32],
+    metadata: &'a crate::record::Metadata,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UpsertResponse {
+    upserted_count: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct RpcStatus {
+    message: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct PineconeClient {
+    http: reqwest::Client,
+    base: String,
+    namespace: String,
+}
+
+impl PineconeClient {
+    pub fn new(config: &PineconeConfig, key: &ApiKey) -> Result<Self, SyncError> {
+        let mut headers = HeaderMap::new();
+        let mut key_header = HeaderValue::from_str(&key.0).map_err(|_| SyncError::Setup("the API key contains characters not allowed in an HTTP header".into()))?;
+        key_header.set_sensitive(true);
+        headers.insert("Api-Key", key_header);
+        let version = HeaderValue::from_str(&config.api_version).map_err(|_| SyncError::Setup("api_version is not a valid header value".into()))?;
+        headers.insert("X-Pinecone-Api-Version", version);
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(Duration::from_secs_f64(config.timeout_s))
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("glimpse/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| SyncError::Setup(e.to_string()))?;
+        Ok(Self { http, base: config.host.trim_end_matches('/').to_owned(), namespace: config.namespace.clone() })
+    }
+
+    pub async fn describe_index_stats(&self) -> Result<IndexStats, SyncError> {
+        let body = self.post("/describe_index_stats", b"{}".to_vec()).await?;
+        serde_json::from_slice(&body).map_err(|e| SyncError::Decode(e.to_string()))
+    }
+
+    /// Upserts `records`, splitting them into as many requests as Pinecone's 2 MB limit needs.
+    /// Returns the total `upsertedCount`.
+    pub async fn upsert(&self, records: &[Record]) -> Result<usize, SyncError> {
+        let mut total = 0;
+        for body in self.upsert_bodies(records)? {
+            let answer = self.post("/vectors/upsert", body).await?;
+            let parsed: UpsertResponse = serde_json::from_slice(&answer).map_err(|e| SyncError::Decode(e.to_string()))?;
+            total += parsed.upserted_count.unwrap_or(0).max(0) as usize;
+        }
+        Ok(total)
+    }
+
+    /// Request bodies for `records`, each under [`MAX_BODY_BYTES`], in record order.
+    fn upsert_bodies(&self, records: &[Record]) -> Result<Vec<Vec<u8>>, SyncError> {
+        let encode = |chunk: &[Record]| {
+            let request = UpsertRequest {
+                vectors: chunk.iter().map(|r| Vector { id: &r.id, values: &r.values, metadata: &r.metadata }).collect(),
+                namespace: &self.namespace,
+            };
+            serde_json::to_vec(&request).map_err(|e| SyncError::Setup(e.to_string()))
+        };
+        let body = encode(records)?;
+        if body.len() <= MAX_BODY_BYTES {
+            return Ok(vec![body]);
+        }
+        if records.len() == 1 {
+            return Err(SyncError::TooLarge(records[0].id.clone()));
+        }
+        let (left, right) = records.split_at(records.len() / 2);
+        let mut bodies = self.upsert_bodies(left)?;
+        bodies.extend(self.upsert_bodies(right)?);
+        Ok(bodies)
+    }
+
+    async fn post(&self, path: &str, body: Vec<u8>) -> Result<Vec<u8>, SyncError> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| SyncError::Transport(describe_transport(&e)))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(300)));
+        let bytes = response.bytes().await.map_err(|e| SyncError::Transport(describe_transport(&e)))?;
+        if status == StatusCode::OK {
+            return Ok(bytes.to_vec());
+        }
+        let message = serde_json::from_slice::<RpcStatus>(&bytes)
+            .ok()
+            .and_then(|s| s.message)
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned());
+        Err(SyncError::Status { status: status.as_u16(), message, retry_after })
+    }
+}
+
+/// reqwest's error text without the URL's query (never holds secrets here, but stays short).
+fn describe_transport(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() { kind.to_owned() } else { format!("{kind}: {detail}") }
+}

@@ -1,0 +1,244 @@
+//! Draining the outbox into a Pinecone index over its REST data-plane API
+//! (`../shared/pinecone/`): `POST /vectors/upsert` in batches, `POST /describe_index_stats` at
+//! start-up. The only module that speaks HTTP.
+//!
+//! Delivery rule: records leave the outbox only after a 200. Throttling (429), server errors
+//! (5xx), timeouts and connection errors are retried with backoff, honouring `Retry-After`;
+//! errors that say the configuration is wrong (401, 403, 404) are retried slowly and reported;
+//! other 4xx reject the batch itself, which is moved to the dead-letter tree with the error.
+
+mod client;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::{watch, Notify};
+
+pub use client::{IndexStats, PineconeClient, SyncError};
+
+use crate::backoff::Backoff;
+use crate::config::{KeyPath, Problem};
+use crate::outbox::Outbox;
+use crate::stats::Stats;
+
+/// API versions whose specs are in `../shared/pinecone/`.
+pub const API_VERSIONS: [&str; 2] = ["2025-10", "2026-04"];
+/// Pinecone's per-request limits (README of the spec folder).
+pub const MAX_BATCH_VECTORS: usize = 1000;
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// `[pinecone]`: the index to sync to. Absent: records stay in the outbox.
+#[derive(Clone, Debug, Deserialize)]
+pub struct PineconeConfig {
+    /// The index host URL from the Pinecone console. Plain `http://` only to loopback.
+    pub host: String,
+    /// Namespace within the index. Default: the default namespace ("").
+    #[serde(default)]
+    pub namespace: String,
+    /// Value of `X-Pinecone-Api-Version`. Default "2025-10".
+    #[serde(default = "default_api_version")]
+    pub api_version: String,
+    /// File holding the API key. Otherwise env `PINECONE_API_KEY`, or the systemd credential
+    /// `pinecone-api-key`.
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// Vectors per upsert request (at most 1000; requests are also kept under 2 MB). Default 100.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Seconds before an HTTP request is abandoned and retried. Default 30.
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: f64,
+}
+
+fn default_api_version() -> String {
+    "2025-10".into()
+}
+fn default_batch_size() -> usize {
+    100
+}
+fn default_timeout_s() -> f64 {
+    30.0
+}
+
+impl PineconeConfig {
+    pub fn validate(&self, at: &KeyPath, problems: &mut Vec<Problem>) {
+        if let Err(message) = check_host(&self.host) {
+            problems.push(Problem::new(at.key("host"), message));
+        }
+        if !API_VERSIONS.contains(&self.api_version.as_str()) {
+            problems.push(Problem::new(
+                at.key("api_version"),
+                format!("{:?} is not a supported API version: use one of {}", self.api_version, API_VERSIONS.join(", ")),
+            ));
+        }
+        if !(1..=MAX_BATCH_VECTORS).contains(&self.batch_size) {
+            problems.push(Problem::new(at.key("batch_size"), format!("must be between 1 and {MAX_BATCH_VECTORS}")));
+        }
+        if !(self.timeout_s >= 1.0 && self.timeout_s <= 600.0) {
+            problems.push(Problem::new(at.key("timeout_s"), "must be between 1 and 600 seconds"));
+        }
+    }
+
+    /// The API key: env `PINECONE_API_KEY`, then `api_key_file`, then the systemd credential.
+    pub fn api_key(&self) -> Result<ApiKey, String> {
+        if let Ok(key) = std::env::var("PINECONE_API_KEY") {
+            if !key.trim().is_empty() {
+                return Ok(ApiKey(key.trim().to_owned()));
+            }
+        }
+        let credential = std::env::var_os("CREDENTIALS_DIRECTORY").map(|d| PathBuf::from(d).join("pinecone-api-key"));
+        let file = match (&self.api_key_file, credential) {
+            (Some(file), _) => file.clone(),
+            (None, Some(cred)) if cred.exists() => cred,
+            _ => {
+                return Err("no Pinecone API key: set env PINECONE_API_KEY, pinecone.api_key_file, or the systemd credential \"pinecone-api-key\"".into())
+            }
+        };
+        let key = std::fs::read_to_string(&file).map_err(|e| format!("cannot read the Pinecone API key from {}: {e}", file.display()))?;
+        match key.trim() {
+            "" => Err(format!("the Pinecone API key file {} is empty", file.display())),
+            k => Ok(ApiKey(k.to_owned())),
+        }
+    }
+}
+
+/// The Pinecone API key; its `Debug` never shows it.
+#[derive(Clone)]
+pub struct ApiKey(String);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(***)")
+    }
+}
+
+fn check_host(host: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(host).map_err(|e| format!("{host:?} is not a URL ({e}); copy the index host from the Pinecone console, e.g. \"https://my-index-abc123.svc.aped-1234.pinecone.io\""))?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match url.host() {
+                Some(url::Host::Domain(d)) => d == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if loopback { Ok(()) } else { Err(format!("{host:?}: plain http is allowed only to loopback; use https://")) }
+        }
+        other => Err(format!("{host:?}: scheme {other:?} is not supported; use https://")),
+    }
+}
+
+/// Checks at start-up that the index holds vectors of the embedder's size.
+pub async fn check_dimension(client: &PineconeClient, dimension: usize) -> Result<IndexStats, SyncError> {
+    let stats = client.describe_index_stats().await?;
+    match stats.dimension {
+        Some(d) if d as usize != dimension => Err(SyncError::Dimension { index: d as usize, embedder: dimension }),
+        _ => Ok(stats),
+    }
+}
+
+/// Drains the outbox until `shutdown` turns true. `wake` is notified after every append.
+pub async fn run_syncer(
+    outbox: Outbox,
+    client: PineconeClient,
+    batch_size: usize,
+    stats: Arc<Stats>,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let reader = outbox.clone();
+        let batch = match tokio::task::spawn_blocking(move || reader.oldest(batch_size)).await {
+            Ok(Ok(batch)) => batch,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot read the outbox; retrying");
+                wait(backoff.next_delay(), &mut shutdown).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "outbox reader task failed");
+                break;
+            }
+        };
+        if batch.is_empty() {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        let records: Vec<_> = batch.iter().map(|(_, r)| r.clone()).collect();
+        match client.upsert(&records).await {
+            Ok(count) => {
+                let seqs: Vec<u64> = batch.iter().map(|(s, _)| *s).collect();
+                let writer = outbox.clone();
+                match tokio::task::spawn_blocking(move || writer.remove(&seqs)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "upserted records could not be removed from the outbox; they will be upserted again (same ids)"),
+                    Err(e) => tracing::error!(error = %e, "outbox writer task failed"),
+                }
+                stats.outbox_pending.fetch_sub(batch.len() as u64, Relaxed);
+                stats.upserted(batch.len());
+                tracing::debug!(records = batch.len(), upserted_count = count, "batch upserted");
+                backoff.reset();
+            }
+            Err(e) if e.rejects_batch() => {
+                tracing::error!(error = %e, records = batch.len(), first_id = %records[0].id, "Pinecone rejected the batch; moved to dead letters");
+                let writer = outbox.clone();
+                let reason = e.to_string();
+                if let Ok(Err(err)) = tokio::task::spawn_blocking(move || writer.dead_letter(&batch, &reason)).await {
+                    tracing::error!(error = %err, "cannot write dead letters; the batch stays pending");
+                    wait(backoff.next_delay(), &mut shutdown).await;
+                    continue;
+                }
+                stats.outbox_pending.fetch_sub(records.len() as u64, Relaxed);
+                stats.sync.dead_lettered.fetch_add(records.len() as u64, Relaxed);
+            }
+            Err(e) => {
+                stats.sync.retried.fetch_add(1, Relaxed);
+                let delay = match e.retry_after() {
+                    Some(d) => d,
+                    None if e.is_configuration() => backoff.cap(),
+                    None => backoff.next_delay(),
+                };
+                if e.is_configuration() {
+                    tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "Pinecone refuses this device's requests; check [pinecone] host and the API key");
+                } else {
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "upsert failed; will retry");
+                }
+                wait(delay, &mut shutdown).await;
+            }
+        }
+    }
+}
+
+async fn wait(delay: Duration, shutdown: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_host;
+
+    #[test]
+    fn plain_http_is_only_for_loopback() {
+        assert!(check_host("https://idx-abc.svc.aped.pinecone.io").is_ok());
+        assert!(check_host("http://127.0.0.1:5080").is_ok());
+        assert!(check_host("http://localhost:5080").is_ok());
+        assert!(check_host("http://[::1]:5080").is_ok());
+        assert!(check_host("http://10.0.0.5:5080").is_err());
+        assert!(check_host("idx.pinecone.io").is_err());
+    }
+}

@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Export Glimpse's two models to ONNX.
+
+Real checkpoints (needs a model hub or a local checkpoint directory):
+    python models/export.py --detr facebook/detr-resnet-50 --clip openai/clip-vit-base-patch32 --out models/dist
+
+Small random-weight models of the same architectures, with no download at all (these are the
+files committed under models/tiny/ and used by the test suite):
+    python models/export.py --tiny --out models/tiny
+
+The tiny set holds three files:
+  detr-tiny-random.onnx   DETR (ResNet backbone + transformer) with random weights.
+  detr-tiny-fixture.onnx  the same architecture whose class head is fixed so that every one of its
+                          FIXTURE_QUERIES object queries is a "person" at a score above 0.99 on any
+                          input: tests can assert exact record counts end to end.
+  clip-tiny-random.onnx   CLIP ViT vision tower with projection (512-d output) and random weights.
+and models/manifest.toml is rewritten with their sha256 and pre-processing constants.
+"""
+import argparse
+import hashlib
+import pathlib
+import sys
+
+import torch
+
+# The COCO label map of facebook/detr-resnet-50 (config.id2label); index 91 is "no object".
+COCO_LABELS = [
+    "N/A", "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "N/A", "stop sign", "parking meter", "bench", "bird", "cat",
+    "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "N/A", "backpack",
+    "umbrella", "N/A", "N/A", "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard",
+    "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "N/A", "wine glass", "cup", "fork", "knife", "spoon", "bowl",
+    "banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut",
+    "cake", "chair", "couch", "potted plant", "bed", "N/A", "dining table", "N/A", "N/A", "toilet",
+    "N/A", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone", "microwave", "oven",
+    "toaster", "sink", "refrigerator", "N/A", "book", "clock", "vase", "scissors", "teddy bear",
+    "hair drier", "toothbrush",
+]
+FIXTURE_QUERIES = 5
+PERSON = COCO_LABELS.index("person")
+OPSET = 17
+
+
+class DetrOutputs(torch.nn.Module):
+    """DETR with the two tensors Glimpse reads: logits [B,Q,C+1] and pred_boxes [B,Q,4] (cx,cy,w,h)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values):
+        out = self.model(pixel_values=pixel_values)
+        return out.logits, out.pred_boxes
+
+
+class ClipImageEmbeds(torch.nn.Module):
+    """CLIP vision tower + visual projection: image_embeds [B,D], not yet L2-normalised."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values):
+        return self.model(pixel_values=pixel_values).image_embeds
+
+
+def export(module, example, path, output_names, dynamic_axes):
+    module.eval()
+    with torch.no_grad():
+        torch.onnx.export(
+            module, (example,), str(path), input_names=["pixel_values"], output_names=output_names,
+            dynamic_axes=dynamic_axes, opset_version=OPSET, dynamo=False,
+        )
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
+
+
+def export_detr(model, path):
+    export(
+        DetrOutputs(model), torch.rand(1, 3, 320, 480), path, ["logits", "pred_boxes"],
+        {"pixel_values": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}, "pred_boxes": {0: "batch"}},
+    )
+
+
+def export_clip(model, path):
+    export(
+        ClipImageEmbeds(model), torch.rand(2, 3, 224, 224), path, ["image_embeds"],
+        {"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}},
+    )
+
+
+def tiny_detr():
+    from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
+
+    backbone = ResNetConfig(
+        num_channels=3, embedding_size=8, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1],
+        layer_type="basic", out_features=["stage4"],
+    )
+    config = DetrConfig(
+        use_timm_backbone=False, backbone_config=backbone, use_pretrained_backbone=False,
+        d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        num_queries=FIXTURE_QUERIES, id2label=dict(enumerate(COCO_LABELS)),
+    )
+    return DetrForObjectDetection(config)
+
+
+def make_fixture(model):
+    """Every query: class "person" with probability > 0.99; boxes near the centre, half the frame."""
+    with torch.no_grad():
+        head = model.class_labels_classifier
+        head.weight.zero_()
+        head.bias.fill_(-10.0)
+        head.bias[PERSON] = 10.0
+        last = model.bbox_predictor.layers[-1]
+        last.weight.mul_(0.05)
+        last.bias.zero_()  # sigmoid(0) = 0.5: centre (0.5, 0.5), size (0.5, 0.5)
+    return model
+
+
+def tiny_clip():
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    config = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        image_size=224, patch_size=32, projection_dim=512,
+    )
+    return CLIPVisionModelWithProjection(config)
+
+
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_manifest(out, files):
+    lines = ["# Written by models/export.py; `glimpse models verify` checks files against it.", ""]
+    for name, kind, source, extra in files:
+        lines += [
+            "[[model]]",
+            f'file = "{out.name}/{name}"',
+            f'kind = "{kind}"',
+            f'source = "{source}"',
+            'format = "onnx-fp32"',
+            f'sha256 = "{sha256(out / name)}"',
+        ]
+        lines += [f"{k} = {v}" for k, v in extra.items()]
+        lines.append("")
+    manifest = out.parent / "manifest.toml"
+    manifest.write_text("\n".join(lines))
+    print(f"wrote {manifest}", file=sys.stderr)
+
+
+DETR_EXTRA = {
+    "labels": "\"coco-91\"",
+    "resize": '"shortest_edge=800,longest_edge=1333,bilinear"',
+    "mean": "[0.485, 0.456, 0.406]",
+    "std": "[0.229, 0.224, 0.225]",
+}
+CLIP_EXTRA = {
+    "resize": '"shortest_edge=224,bicubic,center_crop=224"',
+    "mean": "[0.48145466, 0.4578275, 0.40821073]",
+    "std": "[0.26862954, 0.26130258, 0.27577711]",
+    "output_dim": 512,
+}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="build small random-weight models, no download")
+    parser.add_argument("--detr", help="DETR checkpoint (hub id or directory)")
+    parser.add_argument("--clip", help="CLIP checkpoint (hub id or directory)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=pathlib.Path, required=True)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+
+    if args.tiny:
+        export_detr(tiny_detr(), args.out / "detr-tiny-random.onnx")
+        export_detr(make_fixture(tiny_detr()), args.out / "detr-tiny-fixture.onnx")
+        export_clip(tiny_clip(), args.out / "clip-tiny-random.onnx")
+        write_manifest(args.out, [
+            ("detr-tiny-random.onnx", "detector", "random:detr-tiny", DETR_EXTRA),
+            ("detr-tiny-fixture.onnx", "detector", "random:detr-tiny-fixture", DETR_EXTRA),
+            ("clip-tiny-random.onnx", "embedder", "random:clip-vit-tiny", CLIP_EXTRA),
+        ])
+        return
+    if not (args.detr and args.clip):
+        parser.error("give --tiny, or both --detr and --clip")
+    from transformers import CLIPVisionModelWithProjection, DetrForObjectDetection
+
+    export_detr(DetrForObjectDetection.from_pretrained(args.detr, use_timm_backbone=False), args.out / "detr.onnx")
+    export_clip(CLIPVisionModelWithProjection.from_pretrained(args.clip), args.out / "clip_vision.onnx")
+    write_manifest(args.out, [
+        ("detr.onnx", "detector", args.detr, DETR_EXTRA),
+        ("clip_vision.onnx", "embedder", args.clip, CLIP_EXTRA),
+    ])
+
+
+if __name__ == "__main__":
+    main()

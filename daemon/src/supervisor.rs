@@ -78,7 +78,10 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         }
     };
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Two stop signals, because status must report the syncer's final figures: the syncer
+    // stops first, status (and its `offline`) last.
+    let (stop_sync_tx, stop_sync_rx) = watch::channel(false);
+    let (stop_status_tx, stop_status_rx) = watch::channel(false);
     let wake = Arc::new(Notify::new());
     let stop_sources = Arc::new(AtomicBool::new(false));
 
@@ -99,11 +102,11 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     }
     drop(frame_tx);
 
-    let status = runtime.spawn(status::run_status(config.mqtt.clone(), config.device.id.clone(), stats.clone(), shutdown_rx.clone()));
+    let status = runtime.spawn(status::run_status(config.mqtt.clone(), config.device.id.clone(), stats.clone(), stop_status_rx.clone()));
     let syncer = pinecone.map(|(client, batch)| {
-        runtime.spawn(sync::run_syncer(outbox.clone(), client, batch, stats.clone(), wake.clone(), shutdown_rx.clone()))
+        runtime.spawn(sync::run_syncer(outbox.clone(), client, batch, stats.clone(), wake.clone(), stop_sync_rx))
     });
-    let watchdog = runtime.spawn(systemd_notify::watchdog_pings(shutdown_rx.clone()));
+    let watchdog = runtime.spawn(systemd_notify::watchdog_pings(stop_status_rx));
     systemd_notify::ready(config.cameras.len());
     tracing::info!(cameras = config.cameras.len(), device = %config.device.id, "glimpse running");
 
@@ -133,13 +136,14 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     if let Err(e) = outbox.flush() {
         tracing::error!(error = %e, "final outbox flush failed");
     }
-    let _ = shutdown_tx.send(true);
+    let _ = stop_sync_tx.send(true);
     runtime.block_on(async {
         if let Some(syncer) = syncer {
             if tokio::time::timeout(options.stop_timeout, syncer).await.is_err() {
                 tracing::warn!("syncer did not stop in time; its records stay in the outbox");
             }
         }
+        let _ = stop_status_tx.send(true);
         if tokio::time::timeout(options.stop_timeout, status).await.is_err() {
             tracing::warn!("status publisher did not stop in time");
         }

@@ -1,1 +1,9 @@
-fn main(){}
+//! End-to-end tests: the real `glimpse` binary against a real mosquitto broker, a real
+//! gst-rtsp-server and a strict Pinecone emulator, all on loopback. Each test reads as a
+//! specification of one behaviour an operator relies on.
+
+mod harness;
+
+mod check;
+mod emulator;
+mod pipeline;

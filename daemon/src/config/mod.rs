@@ -75,11 +75,18 @@ pub struct Problem {
     pub path: KeyPath,
     pub position: Option<Position>,
     pub message: String,
+    /// Point at the key itself (unknown keys) rather than at its value.
+    pub at_key: bool,
 }
 
 impl Problem {
     pub fn new(path: KeyPath, message: impl Into<String>) -> Self {
-        Self { path, position: None, message: message.into() }
+        Self { path, position: None, message: message.into(), at_key: false }
+    }
+
+    fn unknown_key(path: KeyPath) -> Self {
+        let message = "unknown key: check its spelling and section against config/glimpse.example.toml";
+        Self { at_key: true, ..Self::new(path, message) }
     }
 }
 
@@ -129,7 +136,7 @@ impl Config {
         let doc = toml_edit::Document::parse(text.to_owned()).map_err(|e| {
             let position = e.span().map(|s| locate::position(text, s.start));
             let message = format!("not valid TOML: {}", e.message().trim());
-            fail(vec![Problem { path: KeyPath::root(), position, message }])
+            fail(vec![Problem { position, ..Problem::new(KeyPath::root(), message) }])
         })?;
         let index = SpanIndex::new(text, &doc);
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
@@ -141,7 +148,7 @@ impl Config {
             config.validate(&mut problems);
         }
         for p in &mut problems {
-            p.position = index.locate(&p.path);
+            p.position = index.locate(&p.path, p.at_key);
         }
         problems.sort_by_key(|p| p.position.map(|pos| (pos.line, pos.column)));
         problems.dedup();
@@ -189,10 +196,7 @@ fn deserialize_collecting(mut table: toml::Table) -> (Option<Config>, Vec<Proble
         let mut collect = |p: serde_ignored::Path<'_>| unknown.push(KeyPath::from_serde_ignored(&p));
         let de = serde_ignored::Deserializer::new(table.clone(), &mut collect);
         let result: Result<Config, _> = serde_path_to_error::deserialize(de);
-        for path in unknown {
-            let message = "unknown key: check its spelling and section against config/glimpse.example.toml";
-            problems.push(Problem::new(path, message));
-        }
+        problems.extend(unknown.into_iter().map(Problem::unknown_key));
         match result {
             Ok(config) => return (Some(config), problems),
             Err(e) => {
@@ -303,10 +307,10 @@ model = "/m/clip.onnx"
             .replace("threshold = 0.9", "threshold = [1]\nthreshhold = 0.5");
         let found = problems(&text);
         assert_eq!(found.len(), 4, "{found:#?}");
-        assert!(found[0].starts_with("g.toml:10:14: cameras[0].sample_fps: invalid type"), "{found:#?}");
-        assert!(found[1].starts_with("g.toml:11:1: cameras[0].colour: unknown key"), "{found:#?}");
-        assert!(found[2].starts_with("g.toml:15:13: detector.threshold: invalid type"), "{found:#?}");
-        assert!(found[3].starts_with("g.toml:16:1: detector.threshhold: unknown key"), "{found:#?}");
+        assert!(found[0].starts_with("g.toml:9:14: cameras[0].sample_fps: invalid type"), "{found:#?}");
+        assert!(found[1].starts_with("g.toml:10:1: cameras[0].colour: unknown key"), "{found:#?}");
+        assert!(found[2].starts_with("g.toml:14:13: detector.threshold: invalid type"), "{found:#?}");
+        assert!(found[3].starts_with("g.toml:15:1: detector.threshhold: unknown key"), "{found:#?}");
     }
 
     #[test]
@@ -314,9 +318,9 @@ model = "/m/clip.onnx"
         let text = VALID.replace("lab-01", "Lab 01").replace("sample_fps = 1", "sample_fps = -2").replace("0.9", "1.5");
         let found = problems(&text);
         assert_eq!(found.len(), 3, "{found:#?}");
-        assert!(found[0].contains("g.toml:3:6: device.id"), "{found:#?}");
-        assert!(found[1].contains("cameras[0].sample_fps"), "{found:#?}");
-        assert!(found[2].contains("detector.threshold"), "{found:#?}");
+        assert!(found[0].starts_with("g.toml:3:6: device.id: \"Lab 01\" is not a valid name"), "{found:#?}");
+        assert!(found[1].starts_with("g.toml:9:14: cameras[0].sample_fps: must be above 0"), "{found:#?}");
+        assert!(found[2].starts_with("g.toml:13:13: detector.threshold: must be between 0 and 1"), "{found:#?}");
     }
 
     #[test]

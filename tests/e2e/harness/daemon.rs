@@ -1,0 +1,93 @@
+//! Runs the real `glimpse` binary as a subprocess, with its logs captured to a file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_glimpse");
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn model(name: &str) -> String {
+    repo().join("models/tiny").join(name).display().to_string()
+}
+
+pub fn clip(name: &str) -> PathBuf {
+    repo().join("tests/media").join(name)
+}
+
+pub struct Daemon {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(config: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Self {
+        let log = config.with_extension("log");
+        let file = std::fs::File::create(&log).expect("create log file");
+        let mut command = Command::new(BIN);
+        command.args(["run", "--config"]).arg(config).args(extra_args).env("GLIMPSE_LOG", "info,glimpse=debug");
+        command.env_remove("PINECONE_API_KEY").env_remove("NOTIFY_SOCKET");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.stdout(Stdio::null()).stderr(file).spawn().expect("start glimpse");
+        Self { child, log }
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal glimpse");
+    }
+
+    /// Waits for the process to exit; panics with its log after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for glimpse") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("glimpse did not exit within {timeout:?}; log:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `glimpse ARGS...` to completion.
+pub fn glimpse(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    command.args(args).env_remove("PINECONE_API_KEY");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("run glimpse")
+}
+
+/// Polls `cond` every 100 ms until it holds; panics with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

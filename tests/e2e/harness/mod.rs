@@ -1,0 +1,66 @@
+//! Real components for end-to-end tests: mosquitto, gst-rtsp-server, a strict Pinecone
+//! emulator, and the `glimpse` binary itself.
+
+pub mod daemon;
+pub mod mosquitto;
+pub mod mqtt;
+pub mod pinecone;
+pub mod rtsp;
+
+/// A loopback TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A config file for one camera, with the tiny test models; `extra` is appended verbatim.
+pub struct ConfigBuilder {
+    pub dir: tempfile::TempDir,
+    text: String,
+}
+
+impl ConfigBuilder {
+    pub fn new(device: &str, detector: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            "[device]\nid = \"{device}\"\ndata_dir = \"{}\"\n\n[detector]\nmodel = \"{}\"\nthreshold = 0.9\nshortest_edge = 256\nlongest_edge = 512\n\n[embedder]\nmodel = \"{}\"\n\n",
+            dir.path().join("data").display(),
+            daemon::model(detector),
+            daemon::model("clip-tiny-random.onnx"),
+        );
+        Self { dir, text }
+    }
+
+    pub fn camera(mut self, name: &str, uri: &str, sample_fps: f64) -> Self {
+        self.text += &format!("[[cameras]]\nname = \"{name}\"\nuri = \"{uri}\"\nsample_fps = {sample_fps}\n\n");
+        self
+    }
+
+    pub fn pinecone(mut self, url: &str, namespace: &str) -> Self {
+        self.text += &format!("[pinecone]\nhost = \"{url}\"\nnamespace = \"{namespace}\"\napi_version = \"2025-10\"\n\n");
+        self
+    }
+
+    pub fn mqtt(mut self, port: u16, stats_interval_s: f64) -> Self {
+        self.text += &format!("[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\ntopic_prefix = \"glimpse\"\nstats_interval_s = {stats_interval_s}\n\n");
+        self
+    }
+
+    /// Writes the file; it lives (in its temporary directory) as long as the returned value.
+    pub fn write(self) -> TestConfig {
+        let path = self.dir.path().join("glimpse.toml");
+        std::fs::write(&path, &self.text).expect("write config");
+        TestConfig { path, dir: self.dir }
+    }
+}
+
+pub struct TestConfig {
+    pub path: std::path::PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TestConfig {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.path
+    }
+}

@@ -7,3 +7,4 @@ mod harness;
 mod check;
 mod emulator;
 mod pipeline;
+mod service;

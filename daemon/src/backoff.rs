@@ -2,25 +2,41 @@
 
 use std::time::Duration;
 
-/// Each delay is drawn from the upper half of a window that doubles from `base` up to `cap`
-/// ("equal jitter"), so many cameras or devices do not retry in lockstep.
+/// Each delay is drawn at random from a window that doubles from `base` up to `cap`, so many
+/// cameras or devices do not retry in lockstep.
 #[derive(Clone, Debug)]
 pub struct Backoff {
     base: Duration,
     cap: Duration,
     current: Duration,
+    jitter: Jitter,
+}
+
+/// How much of the window is random.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Jitter {
+    /// The upper half of the window: never retries too soon (sources, MQTT).
+    Equal,
+    /// Anywhere in the window: spreads a crowd of clients best (HTTP to a throttling server).
+    Full,
 }
 
 impl Backoff {
     pub fn new(base: Duration, cap: Duration) -> Self {
-        Self { base, cap, current: base }
+        Self { base, cap, current: base, jitter: Jitter::Equal }
+    }
+
+    pub fn with_full_jitter(base: Duration, cap: Duration) -> Self {
+        Self { jitter: Jitter::Full, ..Self::new(base, cap) }
     }
 
     pub fn next_delay(&mut self) -> Duration {
         let window = self.current;
         self.current = (self.current * 2).min(self.cap);
-        let half = window / 2;
-        half + half.mul_f64(rand::random::<f64>())
+        match self.jitter {
+            Jitter::Equal => window / 2 + (window / 2).mul_f64(rand::random::<f64>()),
+            Jitter::Full => window.mul_f64(rand::random::<f64>()),
+        }
     }
 
     /// The largest delay this backoff gives: for errors that will not clear up quickly.
@@ -46,5 +62,14 @@ mod tests {
         assert!(delays[7] >= Duration::from_secs(15) && delays[7] <= Duration::from_secs(30));
         b.reset();
         assert!(b.next_delay() <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn full_jitter_stays_within_the_doubling_window() {
+        let mut b = Backoff::with_full_jitter(Duration::from_millis(100), Duration::from_secs(2));
+        for n in 0..10u32 {
+            let window = (Duration::from_millis(100) * 2u32.pow(n)).min(Duration::from_secs(2));
+            assert!(b.next_delay() <= window);
+        }
     }
 }

@@ -77,6 +77,17 @@ impl CameraStats {
 }
 
 #[derive(Default)]
+pub struct OutboxCounters {
+    pub pending: AtomicU64,
+    pub pending_bytes: AtomicU64,
+    /// Unix ms of the oldest pending record's capture, 0 when nothing is pending.
+    pub oldest_ts: AtomicU64,
+    pub accepted: AtomicU64,
+    pub dropped: AtomicU64,
+    pub paused: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
 pub struct SyncCounters {
     pub upserted: AtomicU64,
     pub retried: AtomicU64,
@@ -89,8 +100,7 @@ pub struct Stats {
     started: Instant,
     pub cameras: Vec<CameraStats>,
     pub sync: SyncCounters,
-    pub outbox_pending: AtomicU64,
-    pub outbox_appended: AtomicU64,
+    pub outbox: OutboxCounters,
     statuses: watch::Sender<BTreeMap<String, CameraStatus>>,
 }
 
@@ -102,8 +112,7 @@ impl Stats {
             started: Instant::now(),
             cameras: camera_names.iter().map(|n| CameraStats { name: n.clone(), counters: Default::default() }).collect(),
             sync: SyncCounters::default(),
-            outbox_pending: AtomicU64::new(0),
-            outbox_appended: AtomicU64::new(0),
+            outbox: OutboxCounters::default(),
             statuses: watch::Sender::new(statuses),
         })
     }
@@ -127,6 +136,31 @@ impl Stats {
 
     pub fn camera_statuses(&self) -> watch::Receiver<BTreeMap<String, CameraStatus>> {
         self.statuses.subscribe()
+    }
+
+    /// Records made durable; `backlog` is the outbox's pending count and size after them.
+    pub fn outbox_accepted(&self, n: u64, backlog: crate::outbox::Backlog) {
+        self.outbox.accepted.fetch_add(n, Relaxed);
+        self.outbox_backlog(backlog);
+    }
+
+    pub fn outbox_backlog(&self, backlog: crate::outbox::Backlog) {
+        self.outbox.pending.store(backlog.records, Relaxed);
+        self.outbox.pending_bytes.store(backlog.bytes, Relaxed);
+    }
+
+    pub fn outbox_oldest(&self, ts: Option<i64>) {
+        self.outbox.oldest_ts.store(ts.map_or(0, |t| t.max(0) as u64), Relaxed);
+    }
+
+    /// Oldest records deleted at a disk cap (policy `drop_oldest`): data lost, said out loud.
+    pub fn outbox_dropped(&self, n: u64) {
+        let total = self.outbox.dropped.fetch_add(n, Relaxed) + n;
+        tracing::warn!(dropped = n, dropped_total = total, "outbox at its cap: oldest records dropped");
+    }
+
+    pub fn outbox_paused(&self, paused: bool) {
+        self.outbox.paused.store(paused, Relaxed);
     }
 
     pub fn upserted(&self, n: usize) {
@@ -163,7 +197,17 @@ impl Stats {
                     )
                 })
                 .collect(),
-            outbox: OutboxSnapshot { pending: load(&self.outbox_pending), appended: load(&self.outbox_appended) },
+            outbox: OutboxSnapshot {
+                pending: load(&self.outbox.pending),
+                pending_bytes: load(&self.outbox.pending_bytes),
+                oldest_pending_age_s: match load(&self.outbox.oldest_ts) {
+                    0 => None,
+                    ts => Some((unix_ms() as u64).saturating_sub(ts) / 1000),
+                },
+                accepted: load(&self.outbox.accepted),
+                dropped: load(&self.outbox.dropped),
+                paused: self.outbox.paused.load(Relaxed),
+            },
             sync: SyncSnapshot {
                 upserted: load(&self.sync.upserted),
                 retried: load(&self.sync.retried),
@@ -204,7 +248,11 @@ pub struct CameraSnapshot {
 #[derive(Clone, Debug, Serialize)]
 pub struct OutboxSnapshot {
     pub pending: u64,
-    pub appended: u64,
+    pub pending_bytes: u64,
+    pub oldest_pending_age_s: Option<u64>,
+    pub accepted: u64,
+    pub dropped: u64,
+    pub paused: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]

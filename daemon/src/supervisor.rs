@@ -25,11 +25,11 @@ use crate::analyze::analyze;
 use crate::config::Config;
 use crate::detect::Detector;
 use crate::embed::Embedder;
-use crate::outbox::Outbox;
+use crate::outbox::{self, Outbox};
 use crate::record::Record;
 use crate::source::{self, Frame};
 use crate::stats::Stats;
-use crate::sync::{self, PineconeClient, SyncError};
+use crate::sync::{self, PineconeClient, SyncError, SyncOptions};
 use crate::{status, systemd_notify};
 
 /// How `glimpse run` behaves beyond the config file.
@@ -49,14 +49,16 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     source::init()?;
     let data_dir = &config.device.data_dir;
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
-    let outbox = Outbox::open(data_dir)?;
+    let outbox = Arc::new(Outbox::open(data_dir, &config.outbox)?);
     let detector = Detector::load(&config.detector)?;
     let embedder = Embedder::load(&config.embedder)?;
     tracing::info!(detector = %config.detector.model.display(), embedder = %config.embedder.model.display(), dimension = embedder.dimension(), "models loaded");
 
     let names: Vec<String> = config.cameras.iter().map(|c| c.name.clone()).collect();
     let stats = Stats::new(&names);
-    stats.outbox_pending.store(outbox.pending_len() as u64, Ordering::Relaxed);
+    stats.outbox_backlog(outbox.backlog());
+    stats.outbox_oldest(outbox.oldest_ts()?);
+    tracing::info!(pending = outbox.backlog().records, bytes = outbox.backlog().bytes, "outbox opened");
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -70,7 +72,7 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
             let key = p.api_key().map_err(|e| anyhow::anyhow!(e))?;
             let client = PineconeClient::new(p, &key)?;
             runtime.block_on(check_index(&client, embedder.dimension()))?;
-            Some((client, p.batch_size))
+            Some((client, SyncOptions { batch_size: p.batch_size, in_flight: p.in_flight }))
         }
         None => {
             tracing::warn!("no [pinecone] section: records stay in the local outbox");
@@ -89,7 +91,8 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     let (record_tx, record_rx) = sync_channel::<Vec<Record>>(RECORD_QUEUE);
     let writer = spawn("outbox-writer", {
         let (outbox, stats, wake) = (outbox.clone(), stats.clone(), wake.clone());
-        move || write_records(outbox, record_rx, stats, wake)
+        let (flush_ms, flush_records) = (config.outbox.flush_ms, config.outbox.flush_records);
+        move || outbox::run_writer(outbox, record_rx, stats, wake, flush_ms, flush_records)
     })?;
     let inference = spawn("inference", {
         let (config, stats) = (config.clone(), stats.clone());
@@ -103,8 +106,8 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     drop(frame_tx);
 
     let status = runtime.spawn(status::run_status(config.mqtt.clone(), config.device.id.clone(), stats.clone(), stop_status_rx.clone()));
-    let syncer = pinecone.map(|(client, batch)| {
-        runtime.spawn(sync::run_syncer(outbox.clone(), client, batch, stats.clone(), wake.clone(), stop_sync_rx))
+    let syncer = pinecone.map(|(client, options)| {
+        runtime.spawn(sync::run_syncer(outbox.clone(), client, options, stats.clone(), wake.clone(), stop_sync_rx))
     });
     let watchdog = runtime.spawn(systemd_notify::watchdog_pings(stop_status_rx));
     systemd_notify::ready(config.cameras.len());
@@ -115,7 +118,7 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         cameras.iter().all(|c| c.is_finished())
             && inference.is_finished()
             && writer.is_finished()
-            && (!syncing || stats.outbox_pending.load(Ordering::Relaxed) == 0)
+            && (!syncing || outbox.backlog().records == 0)
     };
     let why = runtime.block_on(wait_for_stop(options.exit_when_done, done));
     tracing::info!(reason = why, "stopping");
@@ -150,7 +153,7 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         watchdog.abort();
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
-    tracing::info!(pending = outbox.pending_len(), "stopped");
+    tracing::info!(pending = outbox.backlog().records, "stopped");
     Ok(())
 }
 
@@ -215,21 +218,5 @@ fn run_inference(
             }
             Err(e) => tracing::error!(camera = %camera, error = %e, "inference failed on a frame"),
         }
-    }
-}
-
-/// The outbox writer thread: makes records durable, then wakes the syncer. A storage error is
-/// retried, never skipped: the records are held until the disk takes them.
-fn write_records(outbox: Outbox, records: Receiver<Vec<Record>>, stats: Arc<Stats>, wake: Arc<Notify>) {
-    for batch in records {
-        let mut delay = Duration::from_millis(100);
-        while let Err(e) = outbox.append(&batch) {
-            tracing::error!(error = %e, records = batch.len(), "cannot write to the outbox; retrying");
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
-        stats.outbox_pending.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        stats.outbox_appended.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        wake.notify_one();
     }
 }

@@ -2,123 +2,273 @@
 //!
 //! Invariants:
 //! - A record is *accepted* once [`Outbox::append`] has returned: it is written and flushed to
-//!   disk before anything else happens to it.
+//!   disk. Nothing upstream of the outbox is told "done" before that.
 //! - A record leaves `pending` only through [`Outbox::remove`] after the index acknowledged it
-//!   with a 2xx, or through [`Outbox::dead_letter`] after a permanent rejection (kept, not lost).
+//!   with a 200, through [`Outbox::dead_letter`] after a permanent rejection (kept in `dead`), or
+//!   through the disk cap's `drop_oldest` policy (counted and reported, never silent).
 //! - Records keep their id forever, so replaying after a crash overwrites rather than duplicates.
+//! - The pending count and byte total are stored beside the records and updated in the same
+//!   atomic batch, so they are right after a crash and start-up never scans the records.
 //!
-//! Key layout: tree `pending` and tree `dead`, keyed by the record's sequence number (`u64`,
-//! big-endian, from sled's monotonic `generate_id`, so iteration order is arrival order).
-//! Value: one format byte (`1`) then the record as JSON. A value that does not decode is moved
-//! to tree `quarantine` and counted, never sent.
+//! Key layout in tree `pending`: records under their 8-byte big-endian sequence number (from
+//! sled's monotonic `generate_id`, so key order is arrival order); the counters under
+//! `~count` and `~bytes`, which sort after every record key. Tree `dead` holds rejected records
+//! as JSON `{error, record}`; tree `quarantine` holds values that failed their checksum.
+//! Values are encoded by [`codec`] (versioned, CRC32-checked, raw f32 embeddings).
+
+pub mod codec;
+mod config;
+mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-use serde::Deserialize;
+pub use config::{ByteSize, CapPolicy, OutboxConfig};
+pub use writer::run_writer;
 
-use crate::config::{KeyPath, Problem};
 use crate::record::Record;
 
-const FORMAT_V1: u8 = 1;
-
-/// `[outbox]`: reserved for caps and flush policy; the defaults need no keys.
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct OutboxConfig {}
-
-impl OutboxConfig {
-    pub fn validate(&self, _at: &KeyPath, _problems: &mut Vec<Problem>) {}
-}
+const COUNT_KEY: &[u8] = b"~count";
+const BYTES_KEY: &[u8] = b"~bytes";
+/// Record keys are 8 bytes that start below `~`; counters start with `~`.
+const RECORDS_END: &[u8] = b"~";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
+    #[error("the outbox in {path} is in use by another process (a running glimpse?); stop it first")]
+    Locked { path: PathBuf },
     #[error("cannot open the outbox database in {path}: {source}; check that data_dir exists and is writable")]
     Open { path: PathBuf, source: sled::Error },
     #[error("outbox storage failed: {0}")]
     Storage(#[from] sled::Error),
     #[error("cannot encode record {id}: {source}")]
-    Encode { id: String, source: serde_json::Error },
+    Encode { id: String, source: codec::EncodeError },
+    #[error("the outbox is full ({reason}) and the policy is pause_ingest")]
+    Full { reason: String },
 }
 
-#[derive(Clone)]
+/// What one append did besides storing the records.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// Oldest records dropped to make room (policy `drop_oldest`).
+    pub dropped: u64,
+}
+
+/// Pending records and their encoded size, as stored beside them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub records: u64,
+    pub bytes: u64,
+}
+
 pub struct Outbox {
     db: sled::Db,
+    dir: PathBuf,
     pending: sled::Tree,
     dead: sled::Tree,
     quarantine: sled::Tree,
+    config: OutboxConfig,
+    /// Serialises every change to `pending`, so the stored counters stay exact.
+    backlog: Mutex<Backlog>,
 }
 
 impl Outbox {
-    pub fn open(data_dir: &Path) -> Result<Self, OutboxError> {
+    pub fn open(data_dir: &Path, config: &OutboxConfig) -> Result<Self, OutboxError> {
         let path = data_dir.join("outbox");
-        let open_err = |source| OutboxError::Open { path: path.clone(), source };
+        let open_err = |source: sled::Error| match &source {
+            sled::Error::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") => {
+                OutboxError::Locked { path: path.clone() }
+            }
+            _ => OutboxError::Open { path: path.clone(), source },
+        };
         let db = sled::Config::new().path(&path).open().map_err(open_err)?;
         let pending = db.open_tree("pending").map_err(open_err)?;
         let dead = db.open_tree("dead").map_err(open_err)?;
         let quarantine = db.open_tree("quarantine").map_err(open_err)?;
-        Ok(Self { db, pending, dead, quarantine })
+        let read = |key: &[u8]| -> Result<u64, OutboxError> {
+            Ok(pending.get(key)?.and_then(|v| v.as_ref().try_into().ok()).map_or(0, u64::from_le_bytes))
+        };
+        let backlog = Backlog { records: read(COUNT_KEY)?, bytes: read(BYTES_KEY)? };
+        Ok(Self { db, dir: path, pending, dead, quarantine, config: config.clone(), backlog: Mutex::new(backlog) })
+    }
+
+    pub fn backlog(&self) -> Backlog {
+        *self.lock()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Backlog> {
+        // A panic while holding the lock cannot leave the counters half-written (they are
+        // written in the same atomic batch as the records), so a poisoned lock is still usable.
+        self.backlog.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Writes `records` and flushes them to disk; when this returns Ok they are accepted.
-    pub fn append(&self, records: &[Record]) -> Result<(), OutboxError> {
-        let mut batch = sled::Batch::default();
+    /// At a cap, `drop_oldest` makes room (the count is returned) and `pause_ingest` refuses.
+    pub fn append(&self, records: &[Record]) -> Result<Appended, OutboxError> {
+        let mut encoded = Vec::with_capacity(records.len());
         for record in records {
-            let seq = self.db.generate_id()?;
-            batch.insert(&seq.to_be_bytes(), encode(record)?);
+            let value = codec::encode(record).map_err(|source| OutboxError::Encode { id: record.id.clone(), source })?;
+            encoded.push(value);
         }
+        let new_bytes: u64 = encoded.iter().map(|v| v.len() as u64).sum();
+        let mut backlog = self.lock();
+        let mut next = *backlog;
+        let mut batch = sled::Batch::default();
+        let mut appended = Appended::default();
+        if let Some(excess) = self.excess(&backlog, new_bytes) {
+            match self.config.policy {
+                CapPolicy::PauseIngest => return Err(OutboxError::Full { reason: excess.reason }),
+                CapPolicy::DropOldest => {
+                    let mut freed = 0;
+                    for entry in self.pending.range(..RECORDS_END) {
+                        if freed >= excess.bytes {
+                            break;
+                        }
+                        let (key, value) = entry?;
+                        batch.remove(key);
+                        freed += value.len() as u64;
+                        next.records -= 1;
+                        next.bytes -= value.len() as u64;
+                        appended.dropped += 1;
+                    }
+                }
+            }
+        }
+        for value in encoded {
+            let seq = self.db.generate_id()?;
+            batch.insert(&seq.to_be_bytes(), value);
+        }
+        next.records += records.len() as u64;
+        next.bytes += new_bytes;
+        write_counters(&mut batch, next);
         self.pending.apply_batch(batch)?;
         self.db.flush()?;
-        Ok(())
+        *backlog = next;
+        Ok(appended)
     }
 
-    /// Up to `max` of the oldest pending records, with their sequence numbers.
-    pub fn oldest(&self, max: usize) -> Result<Vec<(u64, Record)>, OutboxError> {
-        let mut out = Vec::with_capacity(max);
-        for entry in self.pending.iter() {
+    /// How far over a cap adding `new_bytes` would go, and why; `None` when within both caps.
+    fn excess(&self, backlog: &Backlog, new_bytes: u64) -> Option<Excess> {
+        let total = backlog.bytes + new_bytes;
+        let max = self.config.max_bytes.0;
+        if total > max {
+            return Some(Excess { bytes: total - max, reason: format!("backlog would reach {total} bytes, max_bytes is {max}") });
+        }
+        let min_free = self.config.min_free_disk.0;
+        match free_disk(&self.dir) {
+            Some(free) if free < min_free + new_bytes => Some(Excess {
+                // Sled frees disk space lazily, so hold the backlog's size instead of growing it.
+                bytes: new_bytes,
+                reason: format!("{free} bytes free on disk, min_free_disk is {min_free}"),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Up to `max` of the oldest pending records with a sequence number of at least `from`.
+    /// Values that fail to decode are moved to quarantine and skipped.
+    pub fn read_from(&self, from: u64, max: usize) -> Result<Vec<(u64, Record)>, OutboxError> {
+        let mut out = Vec::with_capacity(max.min(1024));
+        let mut bad = Vec::new();
+        for entry in self.pending.range(from.to_be_bytes().as_slice()..RECORDS_END) {
             if out.len() == max {
                 break;
             }
             let (key, value) = entry?;
-            let seq = key_seq(&key);
-            match decode(&value) {
-                Some(record) => out.push((seq, record)),
-                None => {
-                    tracing::error!(seq, "outbox record does not decode; moved to quarantine, not sent");
-                    self.quarantine.insert(&key, value)?;
-                    self.pending.remove(&key)?;
-                }
+            match codec::decode(&value) {
+                Ok(record) => out.push((key_seq(&key), record)),
+                Err(e) => bad.push((key, value, e)),
             }
+        }
+        for (key, value, error) in bad {
+            tracing::error!(seq = key_seq(&key), %error, "outbox record fails its check; quarantined, never sent");
+            self.quarantine.insert(&key, value.clone())?;
+            self.forget(&[key_seq(&key)], None)?;
         }
         Ok(out)
     }
 
     /// Forgets records the index has acknowledged.
     pub fn remove(&self, seqs: &[u64]) -> Result<(), OutboxError> {
-        let mut batch = sled::Batch::default();
-        for seq in seqs {
-            batch.remove(&seq.to_be_bytes());
-        }
-        self.pending.apply_batch(batch)?;
-        self.db.flush()?;
-        Ok(())
+        self.forget(seqs, None)
     }
 
     /// Sets aside records the index rejected permanently, with the reason.
     pub fn dead_letter(&self, records: &[(u64, Record)], reason: &str) -> Result<(), OutboxError> {
+        let mut dead = sled::Batch::default();
         for (seq, record) in records {
             let entry = serde_json::json!({ "error": reason, "record": record });
-            self.dead.insert(seq.to_be_bytes(), serde_json::to_vec(&entry).map_err(|source| OutboxError::Encode { id: record.id.clone(), source })?)?;
-            self.pending.remove(seq.to_be_bytes())?;
+            dead.insert(&seq.to_be_bytes(), entry.to_string().into_bytes());
         }
+        let seqs: Vec<u64> = records.iter().map(|(s, _)| *s).collect();
+        self.forget(&seqs, Some(dead))
+    }
+
+    /// Removes `seqs` from `pending` (those still there), updating the counters in the same
+    /// batch; `dead` entries are written first, so a crash in between keeps both copies rather
+    /// than none.
+    fn forget(&self, seqs: &[u64], dead: Option<sled::Batch>) -> Result<(), OutboxError> {
+        if let Some(dead) = dead {
+            self.dead.apply_batch(dead)?;
+        }
+        let mut backlog = self.lock();
+        let mut next = *backlog;
+        let mut batch = sled::Batch::default();
+        for seq in seqs {
+            let key = seq.to_be_bytes();
+            if let Some(value) = self.pending.get(key)? {
+                batch.remove(&key);
+                next.records = next.records.saturating_sub(1);
+                next.bytes = next.bytes.saturating_sub(value.len() as u64);
+            }
+        }
+        write_counters(&mut batch, next);
+        self.pending.apply_batch(batch)?;
         self.db.flush()?;
+        *backlog = next;
         Ok(())
     }
 
-    pub fn pending_len(&self) -> usize {
-        self.pending.len()
+    /// Capture time (unix ms) of the oldest pending record.
+    pub fn oldest_ts(&self) -> Result<Option<i64>, OutboxError> {
+        match self.pending.range(..RECORDS_END).next() {
+            Some(entry) => Ok(codec::decode(&entry?.1).ok().map(|r| r.metadata.ts)),
+            None => Ok(None),
+        }
     }
 
     pub fn dead_len(&self) -> usize {
         self.dead.len()
+    }
+
+    pub fn quarantined_len(&self) -> usize {
+        self.quarantine.len()
+    }
+
+    /// Every dead letter as stored: JSON `{error, record}`.
+    pub fn dead_letters(&self) -> impl Iterator<Item = Result<Vec<u8>, OutboxError>> + '_ {
+        self.dead.iter().values().map(|v| v.map(|v| v.to_vec()).map_err(OutboxError::from))
+    }
+
+    /// Deletes every pending record (the operator's `glimpse outbox purge`); returns how many.
+    pub fn purge_pending(&self) -> Result<u64, OutboxError> {
+        let mut backlog = self.lock();
+        let n = backlog.records;
+        self.pending.clear()?;
+        let mut batch = sled::Batch::default();
+        write_counters(&mut batch, Backlog::default());
+        self.pending.apply_batch(batch)?;
+        self.db.flush()?;
+        *backlog = Backlog::default();
+        Ok(n)
+    }
+
+    /// Deletes every dead letter; returns how many.
+    pub fn purge_dead(&self) -> Result<usize, OutboxError> {
+        let n = self.dead.len();
+        self.dead.clear()?;
+        self.db.flush()?;
+        Ok(n)
     }
 
     pub fn flush(&self) -> Result<(), OutboxError> {
@@ -127,24 +277,24 @@ impl Outbox {
     }
 }
 
+struct Excess {
+    bytes: u64,
+    reason: String,
+}
+
+fn write_counters(batch: &mut sled::Batch, backlog: Backlog) {
+    batch.insert(COUNT_KEY, &backlog.records.to_le_bytes());
+    batch.insert(BYTES_KEY, &backlog.bytes.to_le_bytes());
+}
+
 fn key_seq(key: &[u8]) -> u64 {
-    let mut bytes = [0u8; 8];
-    let n = key.len().min(8);
-    bytes[8 - n..].copy_from_slice(&key[key.len() - n..]);
-    u64::from_be_bytes(bytes)
+    key.try_into().map_or(u64::MAX, u64::from_be_bytes)
 }
 
-fn encode(record: &Record) -> Result<Vec<u8>, OutboxError> {
-    let mut out = vec![FORMAT_V1];
-    serde_json::to_writer(&mut out, record).map_err(|source| OutboxError::Encode { id: record.id.clone(), source })?;
-    Ok(out)
-}
-
-fn decode(value: &[u8]) -> Option<Record> {
-    match value.split_first() {
-        Some((&FORMAT_V1, json)) => serde_json::from_slice(json).ok(),
-        _ => None,
-    }
+/// Bytes available to unprivileged users on the filesystem holding `dir`.
+fn free_disk(dir: &Path) -> Option<u64> {
+    let stat = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(stat.blocks_available() as u64 * stat.fragment_size() as u64)
 }
 
 #[cfg(test)]
@@ -163,40 +313,82 @@ mod tests {
         }
     }
 
+    fn ids(outbox: &Outbox) -> Vec<String> {
+        outbox.read_from(0, 100).expect("read").into_iter().map(|(_, r)| r.id).collect()
+    }
+
     #[test]
-    fn records_survive_reopening_in_arrival_order_until_removed() {
+    fn records_survive_reopening_in_arrival_order_with_their_counters() {
         let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let outbox = Outbox::open(dir.path()).expect("open");
+        let config = OutboxConfig::default();
+        let before = {
+            let outbox = Outbox::open(dir.path(), &config).expect("open");
             outbox.append(&[record("a"), record("b")]).expect("append");
             outbox.append(&[record("c")]).expect("append");
-        }
-        let outbox = Outbox::open(dir.path()).expect("reopen");
-        let ids: Vec<_> = outbox.oldest(10).expect("read").into_iter().map(|(_, r)| r.id).collect();
-        assert_eq!(ids, ["a", "b", "c"]);
-        let first_two: Vec<u64> = outbox.oldest(2).expect("read").into_iter().map(|(s, _)| s).collect();
+            outbox.backlog()
+        };
+        let outbox = Outbox::open(dir.path(), &config).expect("reopen");
+        assert_eq!(ids(&outbox), ["a", "b", "c"]);
+        assert_eq!(outbox.backlog(), before);
+        assert_eq!(before.records, 3);
+        let first_two: Vec<u64> = outbox.read_from(0, 2).expect("read").into_iter().map(|(s, _)| s).collect();
         outbox.remove(&first_two).expect("remove");
-        assert_eq!(outbox.pending_len(), 1);
+        outbox.remove(&first_two).expect("removing twice is harmless");
+        assert_eq!(outbox.backlog().records, 1);
+        let rest = outbox.read_from(first_two[1] + 1, 10).expect("read");
+        assert_eq!(rest.len(), 1);
     }
 
     #[test]
-    fn undecodable_values_are_quarantined_not_returned() {
+    fn a_record_failing_its_checksum_is_quarantined_not_returned() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let outbox = Outbox::open(dir.path()).expect("open");
-        outbox.pending.insert(7u64.to_be_bytes(), b"garbage".to_vec()).expect("insert");
-        outbox.append(&[record("ok")]).expect("append");
-        let got = outbox.oldest(10).expect("read");
-        assert_eq!(got.len(), 1);
-        assert_eq!(outbox.quarantine.len(), 1);
+        let outbox = Outbox::open(dir.path(), &OutboxConfig::default()).expect("open");
+        outbox.append(&[record("bad"), record("ok")]).expect("append");
+        let (seq, _) = outbox.read_from(0, 1).expect("read")[0].clone();
+        let mut value = outbox.pending.get(seq.to_be_bytes()).expect("get").expect("present").to_vec();
+        let last = value.len() - 1;
+        value[last] ^= 0xff;
+        outbox.pending.insert(seq.to_be_bytes(), value).expect("corrupt");
+        assert_eq!(ids(&outbox), ["ok"]);
+        assert_eq!((outbox.quarantined_len(), outbox.backlog().records), (1, 1));
     }
 
     #[test]
-    fn dead_letters_leave_pending_but_are_kept() {
+    fn dead_letters_leave_pending_but_are_kept_with_their_reason() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let outbox = Outbox::open(dir.path()).expect("open");
+        let outbox = Outbox::open(dir.path(), &OutboxConfig::default()).expect("open");
         outbox.append(&[record("x")]).expect("append");
-        let batch = outbox.oldest(10).expect("read");
+        let batch = outbox.read_from(0, 10).expect("read");
         outbox.dead_letter(&batch, "400: bad metadata").expect("dead letter");
-        assert_eq!((outbox.pending_len(), outbox.dead_len()), (0, 1));
+        assert_eq!((outbox.backlog().records, outbox.dead_len()), (0, 1));
+        let letter = outbox.dead_letters().next().expect("one").expect("readable");
+        assert!(String::from_utf8_lossy(&letter).contains("400: bad metadata"));
+    }
+
+    #[test]
+    fn at_max_bytes_drop_oldest_makes_room_and_counts_what_it_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let size = codec::encode(&record("a")).expect("encode").len() as u64;
+        let config = OutboxConfig { max_bytes: ByteSize(size * 3), ..OutboxConfig::default() };
+        let outbox = Outbox::open(dir.path(), &config).expect("open");
+        outbox.append(&[record("a"), record("b"), record("c")]).expect("append");
+        let result = outbox.append(&[record("d"), record("e")]).expect("append");
+        assert_eq!(result.dropped, 2);
+        assert_eq!(ids(&outbox), ["c", "d", "e"]);
+        assert_eq!(outbox.backlog(), Backlog { records: 3, bytes: size * 3 });
+    }
+
+    #[test]
+    fn at_max_bytes_pause_ingest_refuses_until_there_is_room() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let size = codec::encode(&record("a")).expect("encode").len() as u64;
+        let config = OutboxConfig { max_bytes: ByteSize(size * 2), policy: CapPolicy::PauseIngest, ..OutboxConfig::default() };
+        let outbox = Outbox::open(dir.path(), &config).expect("open");
+        outbox.append(&[record("a"), record("b")]).expect("append");
+        assert!(matches!(outbox.append(&[record("c")]), Err(OutboxError::Full { .. })));
+        let first: Vec<u64> = outbox.read_from(0, 1).expect("read").into_iter().map(|(s, _)| s).collect();
+        outbox.remove(&first).expect("remove");
+        outbox.append(&[record("c")]).expect("room again");
+        assert_eq!(ids(&outbox), ["b", "c"]);
     }
 }

@@ -22,6 +22,7 @@ pub use client::{IndexStats, PineconeClient, SyncError};
 use crate::backoff::Backoff;
 use crate::config::{KeyPath, Problem};
 use crate::outbox::Outbox;
+use crate::record::Record;
 use crate::stats::Stats;
 
 /// API versions whose specs are in `../shared/pinecone/`.
@@ -51,6 +52,13 @@ pub struct PineconeConfig {
     /// Seconds before an HTTP request is abandoned and retried. Default 30.
     #[serde(default = "default_timeout_s")]
     pub timeout_s: f64,
+    /// Upsert requests in flight at once. Default 2.
+    #[serde(default = "default_in_flight")]
+    pub in_flight: usize,
+}
+
+fn default_in_flight() -> usize {
+    2
 }
 
 fn default_api_version() -> String {
@@ -76,6 +84,9 @@ impl PineconeConfig {
         }
         if !(1..=MAX_BATCH_VECTORS).contains(&self.batch_size) {
             problems.push(Problem::new(at.key("batch_size"), format!("must be between 1 and {MAX_BATCH_VECTORS}")));
+        }
+        if !(1..=16).contains(&self.in_flight) {
+            problems.push(Problem::new(at.key("in_flight"), "must be between 1 and 16"));
         }
         if !(self.timeout_s >= 1.0 && self.timeout_s <= 600.0) {
             problems.push(Problem::new(at.key("timeout_s"), "must be between 1 and 600 seconds"));
@@ -142,25 +153,31 @@ pub async fn check_dimension(client: &PineconeClient, dimension: usize) -> Resul
 }
 
 /// Drains the outbox until `shutdown` turns true. `wake` is notified after every append.
-pub async fn run_syncer(
-    outbox: Outbox,
-    client: PineconeClient,
-    batch_size: usize,
-    stats: Arc<Stats>,
-    wake: Arc<Notify>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+///
+/// Up to `in_flight` batches are sent at once. A cursor hands each pending record to exactly one
+/// in-flight batch; a batch keeps its records until the index acknowledged or rejected them, so
+/// nothing is sent twice concurrently and nothing pending is skipped.
+pub async fn run_syncer(outbox: Arc<Outbox>, client: PineconeClient, options: SyncOptions, stats: Arc<Stats>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(options.in_flight));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut cursor = 0u64;
     loop {
-        if *shutdown.borrow() {
-            break;
-        }
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.changed() => break,
+        };
+        while tasks.try_join_next().is_some() {}
         let reader = outbox.clone();
-        let batch = match tokio::task::spawn_blocking(move || reader.oldest(batch_size)).await {
+        let batch_size = options.batch_size;
+        let batch = match tokio::task::spawn_blocking(move || reader.read_from(cursor, batch_size)).await {
             Ok(Ok(batch)) => batch,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot read the outbox; retrying");
-                wait(backoff.next_delay(), &mut shutdown).await;
+                drop(permit);
+                wait(Duration::from_secs(1), &mut shutdown).await;
                 continue;
             }
             Err(e) => {
@@ -168,40 +185,66 @@ pub async fn run_syncer(
                 break;
             }
         };
-        if batch.is_empty() {
+        let Some((last, _)) = batch.last() else {
+            drop(permit);
+            update_oldest(&outbox, &stats).await;
             tokio::select! {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.changed() => {}
+                _ = shutdown.changed() => break,
             }
             continue;
-        }
-        let records: Vec<_> = batch.iter().map(|(_, r)| r.clone()).collect();
+        };
+        cursor = last + 1;
+        let (outbox, client, stats, shutdown) = (outbox.clone(), client.clone(), stats.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            deliver(batch, &outbox, &client, &stats, shutdown).await;
+            update_oldest(&outbox, &stats).await;
+            drop(permit);
+        });
+    }
+    // In-flight requests finish (or give up at shutdown); their records stay pending if not acknowledged.
+    while tasks.join_next().await.is_some() {}
+}
+
+/// How the syncer batches and paces its requests.
+#[derive(Clone, Copy, Debug)]
+pub struct SyncOptions {
+    pub batch_size: usize,
+    pub in_flight: usize,
+}
+
+/// Sends one batch until the index acknowledges or rejects it, or shutdown begins.
+async fn deliver(batch: Vec<(u64, Record)>, outbox: &Arc<Outbox>, client: &PineconeClient, stats: &Stats, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = Backoff::with_full_jitter(Duration::from_millis(250), Duration::from_secs(30));
+    let records: Vec<Record> = batch.iter().map(|(_, r)| r.clone()).collect();
+    let seqs: Vec<u64> = batch.iter().map(|(s, _)| *s).collect();
+    loop {
         match client.upsert(&records).await {
             Ok(count) => {
-                let seqs: Vec<u64> = batch.iter().map(|(s, _)| *s).collect();
                 let writer = outbox.clone();
                 match tokio::task::spawn_blocking(move || writer.remove(&seqs)).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "upserted records could not be removed from the outbox; they will be upserted again (same ids)"),
+                    Ok(Err(e)) => tracing::error!(error = %e, "acknowledged records could not be removed from the outbox; they will be upserted again under the same ids"),
                     Err(e) => tracing::error!(error = %e, "outbox writer task failed"),
                 }
-                stats.outbox_pending.fetch_sub(batch.len() as u64, Relaxed);
-                stats.upserted(batch.len());
-                tracing::debug!(records = batch.len(), upserted_count = count, "batch upserted");
-                backoff.reset();
+                stats.outbox_backlog(outbox.backlog());
+                stats.upserted(records.len());
+                tracing::debug!(records = records.len(), upserted_count = count, "batch upserted");
+                return;
             }
             Err(e) if e.rejects_batch() => {
-                tracing::error!(error = %e, records = batch.len(), first_id = %records[0].id, "Pinecone rejected the batch; moved to dead letters");
+                tracing::error!(error = %e, records = records.len(), first_id = %records[0].id, "Pinecone rejected the batch; moved to dead letters");
                 let writer = outbox.clone();
                 let reason = e.to_string();
-                if let Ok(Err(err)) = tokio::task::spawn_blocking(move || writer.dead_letter(&batch, &reason)).await {
-                    tracing::error!(error = %err, "cannot write dead letters; the batch stays pending");
-                    wait(backoff.next_delay(), &mut shutdown).await;
-                    continue;
+                match tokio::task::spawn_blocking(move || writer.dead_letter(&batch, &reason)).await {
+                    Ok(Ok(())) => {
+                        stats.outbox_backlog(outbox.backlog());
+                        stats.sync.dead_lettered.fetch_add(records.len() as u64, Relaxed);
+                    }
+                    _ => tracing::error!("cannot write dead letters; the batch stays pending and is retried after a restart"),
                 }
-                stats.outbox_pending.fetch_sub(records.len() as u64, Relaxed);
-                stats.sync.dead_lettered.fetch_add(records.len() as u64, Relaxed);
+                return;
             }
             Err(e) => {
                 stats.sync.retried.fetch_add(1, Relaxed);
@@ -215,9 +258,22 @@ pub async fn run_syncer(
                 } else {
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "upsert failed; will retry");
                 }
-                wait(delay, &mut shutdown).await;
+                if *shutdown.borrow() {
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => return,
+                }
             }
         }
+    }
+}
+
+async fn update_oldest(outbox: &Arc<Outbox>, stats: &Arc<Stats>) {
+    let reader = outbox.clone();
+    if let Ok(Ok(ts)) = tokio::task::spawn_blocking(move || reader.oldest_ts()).await {
+        stats.outbox_oldest(ts);
     }
 }
 

@@ -47,6 +47,38 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Inspect or empty the local outbox (the daemon must be stopped).
+    Outbox {
+        #[command(subcommand)]
+        action: OutboxAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxAction {
+    /// Print pending records and bytes, the oldest pending record, dead letters (JSON).
+    Stats {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Write pending records (or, with --dead, dead letters) to stdout as JSON lines.
+    Export {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Export the records Pinecone rejected instead of the pending ones.
+        #[arg(long)]
+        dead: bool,
+    },
+    /// Delete every pending record (or, with --dead, every dead letter). Needs --yes.
+    Purge {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        dead: bool,
+        /// Confirm: the records are deleted for good.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -82,6 +114,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Outbox { action } => match outbox_command(action) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Check { config } => {
             let problems = glimpse::check::check(&config);
             if problems.is_empty() {
@@ -96,4 +135,36 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn outbox_command(action: OutboxAction) -> anyhow::Result<()> {
+    use glimpse::outbox::{admin, Outbox};
+    let config_path = match &action {
+        OutboxAction::Stats { config } | OutboxAction::Export { config, .. } | OutboxAction::Purge { config, .. } => config,
+    };
+    let config = Config::load(config_path)?;
+    let outbox = Outbox::open(&config.device.data_dir, &config.outbox)?;
+    let mut stdout = std::io::stdout().lock();
+    match action {
+        OutboxAction::Stats { .. } => {
+            serde_json::to_writer_pretty(&mut stdout, &admin::report(&outbox)?)?;
+            println!();
+        }
+        OutboxAction::Export { dead: false, .. } => {
+            let n = admin::export_pending(&outbox, &mut stdout)?;
+            eprintln!("exported {n} pending record(s)");
+        }
+        OutboxAction::Export { dead: true, .. } => {
+            let n = admin::export_dead(&outbox, &mut stdout)?;
+            eprintln!("exported {n} dead letter(s)");
+        }
+        OutboxAction::Purge { yes: false, dead, .. } => {
+            let report = admin::report(&outbox)?;
+            let what = if dead { format!("{} dead letter(s)", report.dead_letters) } else { format!("{} pending record(s)", report.pending) };
+            anyhow::bail!("this would delete {what} for good; run again with --yes to do it");
+        }
+        OutboxAction::Purge { dead: false, .. } => println!("deleted {} pending record(s)", outbox.purge_pending()?),
+        OutboxAction::Purge { dead: true, .. } => println!("deleted {} dead letter(s)", outbox.purge_dead()?),
+    }
+    Ok(())
 }

@@ -25,7 +25,7 @@ use crate::analyze::analyze;
 use crate::config::Config;
 use crate::detect::Detector;
 use crate::embed::Embedder;
-use crate::outbox::{self, Outbox};
+use crate::outbox::{self, Outbox, WriterLinks};
 use crate::record::Record;
 use crate::source::{self, Frame};
 use crate::stats::Stats;
@@ -90,9 +90,9 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     let (frame_tx, frame_rx) = sync_channel::<Frame>(config.cameras.len().max(1));
     let (record_tx, record_rx) = sync_channel::<Vec<Record>>(RECORD_QUEUE);
     let writer = spawn("outbox-writer", {
-        let (outbox, stats, wake) = (outbox.clone(), stats.clone(), wake.clone());
-        let (flush_ms, flush_records) = (config.outbox.flush_ms, config.outbox.flush_records);
-        move || outbox::run_writer(outbox, record_rx, stats, wake, flush_ms, flush_records)
+        let links = WriterLinks { stats: stats.clone(), wake: wake.clone(), stopping: stop_sources.clone() };
+        let (outbox, flush_ms, flush_records) = (outbox.clone(), config.outbox.flush_ms, config.outbox.flush_records);
+        move || outbox::run_writer(outbox, record_rx, links, flush_ms, flush_records)
     })?;
     let inference = spawn("inference", {
         let (config, stats) = (config.clone(), stats.clone());

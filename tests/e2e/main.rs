@@ -5,6 +5,6 @@
 mod harness;
 
 mod check;
-mod emulator;
+mod durability;
 mod pipeline;
 mod service;

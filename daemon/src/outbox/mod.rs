@@ -16,6 +16,7 @@
 //! as JSON `{error, record}`; tree `quarantine` holds values that failed their checksum.
 //! Values are encoded by [`codec`] (versioned, CRC32-checked, raw f32 embeddings).
 
+pub mod admin;
 pub mod codec;
 mod config;
 mod writer;
@@ -24,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 pub use config::{ByteSize, CapPolicy, OutboxConfig};
-pub use writer::run_writer;
+pub use writer::{run_writer, WriterLinks};
 
 use crate::record::Record;
 
@@ -76,7 +77,7 @@ impl Outbox {
     pub fn open(data_dir: &Path, config: &OutboxConfig) -> Result<Self, OutboxError> {
         let path = data_dir.join("outbox");
         let open_err = |source: sled::Error| match &source {
-            sled::Error::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") => {
+            sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
                 OutboxError::Locked { path: path.clone() }
             }
             _ => OutboxError::Open { path: path.clone(), source },

@@ -6,6 +6,7 @@
 //! never skipped; with `pause_ingest` at a cap the writer waits, and the bounded channel in
 //! front of it pushes back on inference.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +17,14 @@ use super::{Outbox, OutboxError};
 use crate::record::Record;
 use crate::stats::Stats;
 
-pub fn run_writer(outbox: Arc<Outbox>, records: Receiver<Vec<Record>>, stats: Arc<Stats>, wake: Arc<Notify>, flush_ms: u64, flush_records: usize) {
+/// Where the writer sends what it accepted, and what tells it the daemon is stopping.
+pub struct WriterLinks {
+    pub stats: Arc<Stats>,
+    pub wake: Arc<Notify>,
+    pub stopping: Arc<AtomicBool>,
+}
+
+pub fn run_writer(outbox: Arc<Outbox>, records: Receiver<Vec<Record>>, links: WriterLinks, flush_ms: u64, flush_records: usize) {
     let flush_after = Duration::from_millis(flush_ms);
     let mut waiting: Vec<Record> = Vec::new();
     let mut first_at = Instant::now();
@@ -41,9 +49,11 @@ pub fn run_writer(outbox: Arc<Outbox>, records: Receiver<Vec<Record>>, stats: Ar
             Err(RecvTimeoutError::Disconnected) => true,
         };
         if !waiting.is_empty() {
-            commit(&outbox, &waiting, &stats);
+            if !commit(&outbox, &waiting, &links) {
+                return;
+            }
             waiting.clear();
-            wake.notify_one();
+            links.wake.notify_one();
         }
         if closed {
             return;
@@ -51,8 +61,11 @@ pub fn run_writer(outbox: Arc<Outbox>, records: Receiver<Vec<Record>>, stats: Ar
     }
 }
 
-/// Appends until the outbox takes the records: they are never dropped here.
-fn commit(outbox: &Outbox, records: &[Record], stats: &Stats) {
+/// Appends until the outbox takes the records: they are never dropped here. Returns false
+/// only when the daemon stops while the outbox is full (`pause_ingest`): those records were
+/// never accepted, and the log says how many.
+fn commit(outbox: &Outbox, records: &[Record], links: &WriterLinks) -> bool {
+    let stats = &links.stats;
     let mut delay = Duration::from_millis(100);
     let mut paused_since: Option<Instant> = None;
     loop {
@@ -69,13 +82,17 @@ fn commit(outbox: &Outbox, records: &[Record], stats: &Stats) {
                 for record in records {
                     tracing::trace!(target: "glimpse::accepted", id = %record.id);
                 }
-                return;
+                return true;
             }
             Err(OutboxError::Full { reason }) => {
                 if paused_since.is_none() {
                     tracing::warn!(%reason, "outbox full: ingest paused until the syncer makes room");
                     stats.outbox_paused(true);
                     paused_since = Some(Instant::now());
+                }
+                if links.stopping.load(Ordering::Relaxed) {
+                    tracing::error!(records = records.len(), "stopping while the outbox is full: these records were not accepted");
+                    return false;
                 }
                 std::thread::sleep(Duration::from_millis(200));
             }

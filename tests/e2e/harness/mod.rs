@@ -4,7 +4,7 @@
 pub mod daemon;
 pub mod mosquitto;
 pub mod mqtt;
-pub mod pinecone;
+pub use pinecone_emulator as pinecone;
 pub mod rtsp;
 
 /// A loopback TCP port that was free a moment ago.
@@ -21,9 +21,19 @@ pub struct ConfigBuilder {
 impl ConfigBuilder {
     pub fn new(device: &str, detector: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("data");
+        Self::with_data_dir(dir, &data_dir, device, detector)
+    }
+
+    /// A second config for the same device state: it uses `other`'s data_dir.
+    pub fn sharing_data_dir(other: &TestConfig, device: &str, detector: &str) -> Self {
+        Self::with_data_dir(tempfile::tempdir().expect("tempdir"), &other.dir.path().join("data"), device, detector)
+    }
+
+    fn with_data_dir(dir: tempfile::TempDir, data_dir: &std::path::Path, device: &str, detector: &str) -> Self {
         let text = format!(
             "[device]\nid = \"{device}\"\ndata_dir = \"{}\"\n\n[detector]\nmodel = \"{}\"\nthreshold = 0.9\nshortest_edge = 256\nlongest_edge = 512\n\n[embedder]\nmodel = \"{}\"\n\n",
-            dir.path().join("data").display(),
+            data_dir.display(),
             daemon::model(detector),
             daemon::model("clip-tiny-random.onnx"),
         );
@@ -37,6 +47,13 @@ impl ConfigBuilder {
 
     pub fn pinecone(mut self, url: &str, namespace: &str) -> Self {
         self.text += &format!("[pinecone]\nhost = \"{url}\"\nnamespace = \"{namespace}\"\napi_version = \"2025-10\"\n\n");
+        self
+    }
+
+    /// Appends TOML text as it is (extra sections such as `[outbox]`).
+    pub fn raw(mut self, toml: &str) -> Self {
+        self.text += toml;
+        self.text += "\n";
         self
     }
 

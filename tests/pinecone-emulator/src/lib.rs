@@ -36,6 +36,8 @@ pub enum Fault {
     Status(u16, Option<u64>),
     /// Wait this long, then handle the request normally.
     Delay(Duration),
+    /// Close the connection without answering (the request is not stored).
+    Drop,
 }
 
 #[derive(Clone, Debug)]
@@ -67,6 +69,11 @@ pub struct Emulator {
 
 impl Emulator {
     pub fn start(api_key: &str, dimension: usize) -> Self {
+        Self::start_on(0, api_key, dimension)
+    }
+
+    /// Like [`Emulator::start`], on a given loopback port (0: any free one).
+    pub fn start_on(port: u16, api_key: &str, dimension: usize) -> Self {
         let index: Shared = Arc::new(Mutex::new(Index { api_key: api_key.into(), dimension, ..Default::default() }));
         let app = Router::new()
             .route("/vectors/upsert", post(upsert))
@@ -79,7 +86,7 @@ impl Emulator {
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("emulator runtime");
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind emulator");
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind emulator");
                 addr_tx.send(listener.local_addr().expect("emulator address")).expect("report address");
                 axum::serve(listener, app)
                     .with_graceful_shutdown(async {
@@ -112,6 +119,11 @@ impl Emulator {
     pub fn largest_batch(&self) -> (usize, usize) {
         let i = self.index.lock().expect("emulator lock");
         (i.largest_batch, i.largest_body)
+    }
+
+    /// Every id stored in `namespace`.
+    pub fn ids(&self, namespace: &str) -> std::collections::BTreeSet<String> {
+        self.index.lock().expect("emulator lock").namespaces.get(namespace).map(|n| n.keys().cloned().collect()).unwrap_or_default()
     }
 
     pub fn rejected(&self) -> Vec<String> {
@@ -175,6 +187,9 @@ async fn upsert(State(index): State<Shared>, headers: HeaderMap, body: Bytes) ->
             return response;
         }
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        // Unwinding out of a handler makes hyper close the connection with no response;
+        // resume_unwind skips the panic hook, so nothing is printed.
+        Some(Fault::Drop) => std::panic::resume_unwind(Box::new("injected dropped connection")),
         None => {}
     }
     let mut i = index.lock().expect("emulator lock");
@@ -306,3 +321,6 @@ async fn fetch(State(index): State<Shared>, headers: HeaderMap, RawQuery(query):
         .collect();
     Json(json!({ "vectors": vectors, "namespace": namespace, "usage": { "readUnits": 1 } })).into_response()
 }
+
+#[cfg(test)]
+mod strictness_tests;

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::harness::pinecone::validate_upsert;
+use crate::validate_upsert;
 
 fn body(vectors: serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(&json!({ "vectors": vectors, "namespace": "ns" })).expect("json")

@@ -11,7 +11,10 @@ use crate::harness::pinecone::{Emulator, Fault};
 use crate::harness::ConfigBuilder;
 
 const API_KEY: &str = "pk-durability";
-const CRASH_CYCLES: usize = 20;
+/// Kill-and-restart cycles; `tests/soak/crash-loop.sh` raises it to 500.
+fn crash_cycles() -> usize {
+    std::env::var("GLIMPSE_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(20)
+}
 
 /// The ids the daemon logged as accepted (durable in the outbox) under `glimpse::accepted`.
 fn accepted_ids(log: &str) -> Vec<String> {
@@ -33,7 +36,7 @@ fn every_record_accepted_before_a_sigkill_reaches_the_index_after_restart() {
     let mut rng = rand::rng();
     let mut accepted = BTreeSet::new();
     let env = [("PINECONE_API_KEY", API_KEY), ("GLIMPSE_LOG", "info,glimpse::accepted=trace")];
-    for cycle in 0..CRASH_CYCLES {
+    for cycle in 0..crash_cycles() {
         // Slow and failing responses keep a backlog in the outbox at the moment of the kill.
         emulator.inject([Fault::Delay(Duration::from_millis(300)), Fault::Status(503, None), Fault::Drop]);
         let mut daemon = Daemon::start(&config, &[], &env);

@@ -78,6 +78,9 @@ fn commit(outbox: &Outbox, records: &[Record], links: &WriterLinks) -> bool {
                 if appended.dropped > 0 {
                     stats.outbox_dropped(appended.dropped);
                 }
+                if appended.dropped > 0 || stats.outbox.oldest_ts.load(Ordering::Relaxed) == 0 {
+                    stats.outbox_oldest(outbox.oldest_ts().ok().flatten());
+                }
                 stats.outbox_accepted(records.len() as u64, outbox.backlog());
                 for record in records {
                     tracing::trace!(target: "glimpse::accepted", id = %record.id);

@@ -13,9 +13,34 @@ pub fn redact_uri(uri: &str) -> String {
     format!("{}{masked}{}", &uri[..scheme_end + 3], &rest[at..])
 }
 
+/// `text` with the URI's password removed wherever it appears (GStreamer errors can quote it).
+pub fn redact_secrets(text: &str, uri: &str) -> String {
+    let mut out = text.replace(uri, &redact_uri(uri));
+    if let Some(password) = uri_password(uri) {
+        if password.len() >= 3 {
+            out = out.replace(password, "***");
+        }
+    }
+    out
+}
+
+fn uri_password(uri: &str) -> Option<&str> {
+    let rest = &uri[uri.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    userinfo.split_once(':').map(|(_, p)| p)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::redact_uri;
+    use super::{redact_secrets, redact_uri};
+
+    #[test]
+    fn passwords_quoted_in_error_text_are_masked() {
+        let uri = "rtsp://admin:s3cret@cam/live";
+        let text = "Could not open rtsp://admin:s3cret@cam/live: auth s3cret rejected";
+        assert_eq!(redact_secrets(text, uri), "Could not open rtsp://admin:***@cam/live: auth *** rejected");
+    }
 
     #[test]
     fn passwords_in_uris_are_masked_and_everything_else_is_kept() {

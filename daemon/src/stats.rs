@@ -46,16 +46,32 @@ pub struct CameraCounters {
     pub boxes_too_small: AtomicU64,
     pub embeddings: AtomicU64,
     pub reconnects: AtomicU64,
+    pub stalls: AtomicU64,
+    pub deltas_skipped: AtomicU64,
 }
 
 pub struct CameraStats {
     pub name: String,
     pub counters: CameraCounters,
+    /// The decoder element in use (e.g. `avdec_h264`, `nvv4l2decoder`), once known.
+    pub decoder: std::sync::Mutex<Option<String>>,
 }
 
 impl CameraStats {
-    pub fn frame_decoded(&self) {
-        self.counters.frames_decoded.fetch_add(1, Relaxed);
+    /// Frames out of the decoder and delta units skipped before it, since the last call.
+    pub fn decoded(&self, frames: u64, deltas_skipped: u64) {
+        self.counters.frames_decoded.fetch_add(frames, Relaxed);
+        self.counters.deltas_skipped.fetch_add(deltas_skipped, Relaxed);
+    }
+
+    pub fn set_decoder(&self, decoder: Option<String>) {
+        if let Ok(mut d) = self.decoder.lock() {
+            *d = decoder;
+        }
+    }
+
+    pub fn stalled(&self) {
+        self.counters.stalls.fetch_add(1, Relaxed);
     }
     pub fn frame_sampled(&self) {
         self.counters.frames_sampled.fetch_add(1, Relaxed);
@@ -110,7 +126,10 @@ impl Stats {
         let statuses = camera_names.iter().map(|n| (n.clone(), offline.clone())).collect();
         Arc::new(Self {
             started: Instant::now(),
-            cameras: camera_names.iter().map(|n| CameraStats { name: n.clone(), counters: Default::default() }).collect(),
+            cameras: camera_names
+                .iter()
+                .map(|n| CameraStats { name: n.clone(), counters: Default::default(), decoder: Default::default() })
+                .collect(),
             sync: SyncCounters::default(),
             outbox: OutboxCounters::default(),
             statuses: watch::Sender::new(statuses),
@@ -132,6 +151,10 @@ impl Stats {
             }
             _ => false,
         });
+    }
+
+    pub fn camera_is(&self, camera: &str, state: CameraState) -> bool {
+        self.statuses.borrow().get(camera).is_some_and(|s| s.state == state)
     }
 
     pub fn camera_statuses(&self) -> watch::Receiver<BTreeMap<String, CameraStatus>> {
@@ -180,11 +203,13 @@ impl Stats {
                 .iter()
                 .map(|c| {
                     let k = &c.counters;
-                    let status = statuses.get(&c.name).map(|s| s.state.as_str()).unwrap_or("offline");
+                    let status = statuses.get(&c.name);
                     (
                         c.name.clone(),
                         CameraSnapshot {
-                            status: status.to_owned(),
+                            status: status.map_or("offline", |s| s.state.as_str()).to_owned(),
+                            reason: status.and_then(|s| s.reason.clone()),
+                            decoder: c.decoder.lock().ok().and_then(|d| d.clone()),
                             frames_decoded: load(&k.frames_decoded),
                             frames_sampled: load(&k.frames_sampled),
                             frames_dropped: load(&k.frames_dropped),
@@ -193,6 +218,8 @@ impl Stats {
                             boxes_too_small: load(&k.boxes_too_small),
                             embeddings: load(&k.embeddings),
                             reconnects: load(&k.reconnects),
+                            stalls: load(&k.stalls),
+                            deltas_skipped: load(&k.deltas_skipped),
                         },
                     )
                 })
@@ -235,6 +262,10 @@ pub struct Snapshot {
 #[derive(Clone, Debug, Serialize)]
 pub struct CameraSnapshot {
     pub status: String,
+    /// Why the camera is not online (credentials redacted).
+    pub reason: Option<String>,
+    /// The decoder element in use, once the first frame arrived.
+    pub decoder: Option<String>,
     pub frames_decoded: u64,
     pub frames_sampled: u64,
     pub frames_dropped: u64,
@@ -243,6 +274,8 @@ pub struct CameraSnapshot {
     pub boxes_too_small: u64,
     pub embeddings: u64,
     pub reconnects: u64,
+    pub stalls: u64,
+    pub deltas_skipped: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -6,5 +6,6 @@ mod harness;
 
 mod check;
 mod durability;
+mod ingest;
 mod pipeline;
 mod service;

@@ -66,6 +66,29 @@ impl Daemon {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits until the log has at least `count` lines containing every one of `parts`.
+    pub fn wait_for_log(&mut self, parts: &[&str], count: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.count_in_log(parts) < count {
+            if Instant::now() > deadline || !matches!(self.child.try_wait(), Ok(None)) {
+                panic!("log never had {count} line(s) with {parts:?} within {timeout:?}; log:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn count_in_log(&self, parts: &[&str]) -> usize {
+        self.logs().lines().filter(|l| parts.iter().all(|p| l.contains(p))).count()
+    }
+
+    /// The last stats JSON the daemon logged (without MQTT it logs them, and always at exit).
+    pub fn last_stats(&self) -> serde_json::Value {
+        let logs = self.logs();
+        let line = logs.lines().filter(|l| l.contains(" stats stats=")).last().expect("stats logged");
+        let json = line.split(" stats stats=").nth(1).expect("stats JSON");
+        serde_json::from_str(json).expect("stats are JSON")
+    }
 }
 
 impl Drop for Daemon {

@@ -2,6 +2,7 @@
 //! emulator, and the `glimpse` binary itself.
 
 pub mod daemon;
+pub mod media;
 pub mod mosquitto;
 pub mod mqtt;
 pub use pinecone_emulator as pinecone;

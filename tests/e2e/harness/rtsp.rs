@@ -1,54 +1,102 @@
-//! A real gst-rtsp-server in this process on a free loopback port, serving a clip. Every client
-//! gets its own media from the start of the clip (not shared), like a camera that restarts.
+//! A real gst-rtsp-server in this process on a loopback port, serving a clip. Every client gets
+//! its own media from the start of the clip (not shared), like a camera that restarts. The
+//! server can require a password, freeze its streams, and be killed and started again on the
+//! same port.
+
+use std::sync::{Arc, Mutex};
 
 use gstreamer as gst;
 use gstreamer::glib;
+use gstreamer::prelude::*;
 use gstreamer_rtsp_server as rtsp;
 use gstreamer_rtsp_server::prelude::*;
 
 pub struct RtspServer {
     pub port: u16,
+    server: rtsp::RTSPServer,
     main_loop: glib::MainLoop,
+    /// The `valve` of every media served so far: closing them freezes the streams.
+    gates: Arc<Mutex<Vec<gst::Element>>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+pub struct Options {
+    /// Port to listen on; 0 for any free one.
+    pub port: u16,
+    /// Require this user and password (HTTP basic).
+    pub credentials: Option<(String, String)>,
 }
 
 impl RtspServer {
     /// Serves the H.264 MP4 file `clip` at `rtsp://127.0.0.1:{port}/{mount}`.
     pub fn serve_mp4(clip: &std::path::Path, mount: &str) -> Self {
+        Self::start(clip, mount, Options::default())
+    }
+
+    pub fn start(clip: &std::path::Path, mount: &str, options: Options) -> Self {
         gst::init().expect("GStreamer initialises");
         let context = glib::MainContext::new();
         let main_loop = glib::MainLoop::new(Some(&context), false);
-        let (port_tx, port_rx) = std::sync::mpsc::channel();
-        let launch = format!(
-            "( filesrc location=\"{}\" ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 )",
+        let server = rtsp::RTSPServer::new();
+        server.set_address("127.0.0.1");
+        server.set_service(&options.port.to_string());
+        let factory = rtsp::RTSPMediaFactory::new();
+        factory.set_launch(&format!(
+            "( filesrc location=\"{}\" ! qtdemux ! h264parse ! valve name=gate ! rtph264pay name=pay0 pt=96 config-interval=1 )",
             clip.display()
-        );
-        let mount = format!("/{mount}");
-        let thread_loop = main_loop.clone();
+        ));
+        factory.set_shared(false);
+        let gates = Arc::new(Mutex::new(Vec::new()));
+        let seen = gates.clone();
+        factory.connect_media_configure(move |_, media| {
+            if let Some(gate) = media.element().downcast_ref::<gst::Bin>().and_then(|b| b.by_name("gate")) {
+                seen.lock().expect("gates").push(gate);
+            }
+        });
+        if let Some((user, password)) = &options.credentials {
+            let auth = rtsp::RTSPAuth::new();
+            let token = rtsp::RTSPToken::builder().field(rtsp::RTSP_TOKEN_MEDIA_FACTORY_ROLE, "user").build();
+            auth.add_basic(rtsp::RTSPAuth::make_basic(user, password).as_str(), &token);
+            server.set_auth(Some(&auth));
+            let role = gst::Structure::builder("user")
+                .field(rtsp::RTSP_PERM_MEDIA_FACTORY_ACCESS, true)
+                .field(rtsp::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, true)
+                .build();
+            factory.add_role_from_structure(&role);
+        }
+        server.mount_points().expect("mount points").add_factory(&format!("/{mount}"), factory);
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let (thread_loop, thread_server) = (main_loop.clone(), server.clone());
         let thread = std::thread::spawn(move || {
             context
                 .with_thread_default(|| {
-                    let server = rtsp::RTSPServer::new();
-                    server.set_address("127.0.0.1");
-                    server.set_service("0");
-                    let factory = rtsp::RTSPMediaFactory::new();
-                    factory.set_launch(&launch);
-                    factory.set_shared(false);
-                    server.mount_points().expect("mount points").add_factory(&mount, factory);
-                    let source = server.attach(Some(&context)).expect("RTSP server attaches");
-                    port_tx.send(server.bound_port()).expect("report port");
+                    let source = thread_server.attach(Some(&context)).expect("RTSP server attaches");
+                    port_tx.send(thread_server.bound_port()).expect("report port");
                     thread_loop.run();
-                    drop(source);
+                    // Destroying the listening source closes the port, so a restart can bind it.
+                    if let Some(listening) = context.find_source_by_id(&source) {
+                        listening.destroy();
+                    }
                 })
                 .expect("RTSP server context");
         });
         let port = port_rx.recv_timeout(std::time::Duration::from_secs(10)).expect("RTSP server started");
-        Self { port: port as u16, main_loop, thread: Some(thread) }
+        Self { port: port as u16, server, main_loop, gates, thread: Some(thread) }
+    }
+
+    /// Stops every stream's data (sessions stay open): what a hung camera looks like.
+    pub fn freeze(&self) {
+        for gate in self.gates.lock().expect("gates").iter() {
+            gate.set_property("drop", true);
+        }
     }
 }
 
 impl Drop for RtspServer {
+    /// Like killing the camera: clients are disconnected and the port closes.
     fn drop(&mut self) {
+        self.server.client_filter(Some(&mut |_, _| rtsp::RTSPFilterResult::Remove));
         self.main_loop.quit();
         if let Some(t) = self.thread.take() {
             let _ = t.join();

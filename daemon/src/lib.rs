@@ -17,6 +17,7 @@
 //! [`backoff`], [`redact`] (secrets out of logs), [`systemd_notify`].
 
 pub mod analyze;
+pub mod bench;
 pub mod backoff;
 pub mod check;
 pub mod config;

@@ -47,10 +47,25 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Measure; see docs/benchmarks.md.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
     /// Inspect or empty the local outbox (the daemon must be stopped).
     Outbox {
         #[command(subcommand)]
         action: OutboxAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// CPU cost of ingesting an H.264 MP4 file, against gst-launch and a bare keyframe-only decode.
+    Ingest {
+        file: PathBuf,
+        #[arg(long, default_value_t = 1.0)]
+        sample_fps: f64,
     },
 }
 
@@ -114,6 +129,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Bench { what: BenchWhat::Ingest { file, sample_fps } } => match glimpse::bench::ingest(&file, sample_fps) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Outbox { action } => match outbox_command(action) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

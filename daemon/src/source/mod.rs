@@ -12,7 +12,7 @@
 //! the camera's counters and state in [`crate::stats`].
 
 pub mod decoder;
-mod pipeline;
+pub(crate) mod pipeline;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};

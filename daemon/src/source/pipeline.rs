@@ -172,7 +172,7 @@ fn add_uridecodebin(pipeline: &gst::Pipeline, camera: &CameraConfig, target: &gs
                     gst::PadProbeReturn::Ok
                 } else {
                     counters.deltas_skipped.fetch_add(1, Ordering::Relaxed);
-                    gst::PadProbeReturn::Drop
+                    drop_buffer(info)
                 }
             });
         }
@@ -193,6 +193,13 @@ fn add_uridecodebin(pipeline: &gst::Pipeline, camera: &CameraConfig, target: &gs
         }
     });
     Ok(())
+}
+
+/// Consumes the probed buffer so it never reaches the element. (Taking it and answering
+/// `Handled` avoids GStreamer unreffing the buffer a second time, which `Drop` does here.)
+pub fn drop_buffer(info: &mut gst::PadProbeInfo) -> gst::PadProbeReturn {
+    drop(info.take_buffer());
+    gst::PadProbeReturn::Handled
 }
 
 /// NVIDIA decoders output NVMM (device) memory; nvvidconv copies it to system memory.

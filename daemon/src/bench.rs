@@ -1,0 +1,123 @@
+//! `glimpse bench ingest FILE`: CPU cost of video ingest, each figure measured in the same run
+//! as its reference (docs/benchmarks.md):
+//!
+//! - reference A: `gst-launch-1.0 filesrc ! qtdemux ! h264parse ! avdec_h264 ! fakesink`
+//!   (decode every frame), CPU from `getrusage(RUSAGE_CHILDREN)`;
+//! - reference B: the same pipeline in this process with delta units dropped before the decoder
+//!   (a bare keyframe-only decode);
+//! - Glimpse's own ingest at `sample_fps` (sampling, RGB conversion, frames copied out, as the
+//!   daemon does) with `keyframes = "never"` and `"always"`.
+//!
+//! CPU is user + system time, reported per minute of video.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use nix::sys::resource::{getrusage, UsageWho};
+
+use crate::source::pipeline::{self, copy_frame, Probes};
+use crate::source::{CameraConfig, DecoderMode, KeyframeMode, Transport};
+
+fn cpu_seconds(who: UsageWho) -> anyhow::Result<f64> {
+    let usage = getrusage(who).context("getrusage")?;
+    let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    Ok(seconds(usage.user_time()) + seconds(usage.system_time()))
+}
+
+/// Runs a pipeline description to EOS; with `keyframes_only`, drops delta units before the
+/// element named `dec`.
+fn run_to_eos(description: &str, keyframes_only: bool) -> anyhow::Result<()> {
+    let pipeline = gst::parse::launch(description)?.downcast::<gst::Pipeline>().map_err(|_| anyhow::anyhow!("not a pipeline"))?;
+    if keyframes_only {
+        let pad = pipeline.by_name("dec").and_then(|d| d.static_pad("sink")).context("decoder sink pad")?;
+        pad.add_probe(gst::PadProbeType::BUFFER, |_, info| match info.buffer() {
+            Some(b) if b.flags().contains(gst::BufferFlags::DELTA_UNIT) => pipeline::drop_buffer(info),
+            _ => gst::PadProbeReturn::Ok,
+        });
+    }
+    pipeline.set_state(gst::State::Playing)?;
+    let bus = pipeline.bus().context("bus")?;
+    let result = match bus.timed_pop_filtered(gst::ClockTime::NONE, &[gst::MessageType::Eos, gst::MessageType::Error]) {
+        Some(msg) => match msg.view() {
+            gst::MessageView::Error(e) => Err(anyhow::anyhow!("{}", e.error())),
+            _ => Ok(()),
+        },
+        None => Ok(()),
+    };
+    pipeline.set_state(gst::State::Null)?;
+    result
+}
+
+/// Glimpse's ingest of `file` to EOS; returns (frames sampled, video duration in seconds).
+fn glimpse_ingest(file: &Path, sample_fps: f64, keyframes: KeyframeMode) -> anyhow::Result<(u64, f64)> {
+    let camera = CameraConfig {
+        name: "bench".into(),
+        uri: format!("file://{}", file.canonicalize()?.display()),
+        sample_fps,
+        stall_timeout_s: 10.0,
+        decoder: DecoderMode::Software,
+        keyframes,
+        transport: Transport::Tcp,
+        r#loop: false,
+    };
+    let built = pipeline::build(&camera, Arc::new(Probes::default()), false)?;
+    built.pipeline.set_state(gst::State::Playing)?;
+    let bus = built.pipeline.bus().context("bus")?;
+    let (mut frames, mut last_pts_ms) = (0u64, 0u64);
+    loop {
+        if let Some(sample) = built.sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) {
+            let (_, pts) = copy_frame(&sample)?;
+            frames += 1;
+            last_pts_ms = pts;
+            continue;
+        }
+        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Eos, gst::MessageType::Error]) {
+            if let gst::MessageView::Error(e) = msg.view() {
+                anyhow::bail!("{}", e.error());
+            }
+            break;
+        }
+    }
+    let duration = built.pipeline.query_duration::<gst::ClockTime>().map_or(last_pts_ms as f64 / 1000.0, |d| d.seconds_f64());
+    built.pipeline.set_state(gst::State::Null)?;
+    Ok((frames, duration))
+}
+
+pub fn ingest(file: &Path, sample_fps: f64) -> anyhow::Result<()> {
+    crate::source::init()?;
+    let location = file.display().to_string();
+    let decode = format!("filesrc location=\"{location}\" ! qtdemux ! h264parse ! avdec_h264 name=dec ! fakesink sync=false");
+
+    let before = cpu_seconds(UsageWho::RUSAGE_CHILDREN)?;
+    let status = std::process::Command::new("gst-launch-1.0").arg("-q").args(decode.replace('"', "").split_whitespace()).status()
+        .context("running gst-launch-1.0 (gstreamer1.0-tools)")?;
+    anyhow::ensure!(status.success(), "gst-launch-1.0 failed on {location}");
+    let reference_full = cpu_seconds(UsageWho::RUSAGE_CHILDREN)? - before;
+
+    let measure = |f: &dyn Fn() -> anyhow::Result<()>| -> anyhow::Result<f64> {
+        let before = cpu_seconds(UsageWho::RUSAGE_SELF)?;
+        f()?;
+        Ok(cpu_seconds(UsageWho::RUSAGE_SELF)? - before)
+    };
+    let reference_keyframes = measure(&|| run_to_eos(&decode, true))?;
+    let timed_ingest = |keyframes| -> anyhow::Result<(f64, u64, f64)> {
+        let before = cpu_seconds(UsageWho::RUSAGE_SELF)?;
+        let (frames, duration) = glimpse_ingest(file, sample_fps, keyframes)?;
+        Ok((cpu_seconds(UsageWho::RUSAGE_SELF)? - before, frames, duration))
+    };
+    let (glimpse_full, full_frames, duration) = timed_ingest(KeyframeMode::Never)?;
+    let (glimpse_keyframes, keyframe_frames, _) = timed_ingest(KeyframeMode::Always)?;
+    let sampled = (full_frames, keyframe_frames);
+    let per_minute = |cpu: f64| cpu / (duration / 60.0).max(1e-9);
+    println!("ingest of {location}: {duration:.1} s of video, sample_fps {sample_fps}");
+    println!("  A  gst-launch full decode (reference)        {:7.2} CPU-s per minute of video", per_minute(reference_full));
+    println!("  B  bare keyframe-only decode (reference)     {:7.2} CPU-s per minute of video", per_minute(reference_keyframes));
+    println!("  C  glimpse, keyframes = never   ({:4} frames) {:7.2} CPU-s per minute of video", sampled.0, per_minute(glimpse_full));
+    println!("  D  glimpse, keyframes = always  ({:4} frames) {:7.2} CPU-s per minute of video", sampled.1, per_minute(glimpse_keyframes));
+    println!("  ratios: D/B {:.2} (goal <= 1.2)   C/A {:.2}   A/D {:.1} (saved by keyframe-only sampling)",
+        glimpse_keyframes / reference_keyframes, glimpse_full / reference_full, reference_full / glimpse_keyframes);
+    Ok(())
+}

@@ -21,6 +21,7 @@ pub mod bench;
 pub mod backoff;
 pub mod check;
 pub mod config;
+pub mod control;
 pub mod detect;
 pub mod embed;
 pub mod model;

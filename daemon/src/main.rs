@@ -111,8 +111,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Run { config, exit_when_done, stop_timeout_s } => {
-            let config = match Config::load(&config) {
+        Command::Run { config: config_path, exit_when_done, stop_timeout_s } => {
+            let config = match Config::load(&config_path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
@@ -120,7 +120,7 @@ fn main() -> ExitCode {
                 }
             };
             let options = RunOptions { exit_when_done, stop_timeout: Duration::from_secs_f64(stop_timeout_s.clamp(0.0, 3600.0)) };
-            match supervisor::run(config, options) {
+            match supervisor::run(&config_path, config, options) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "glimpse cannot run");

@@ -1,9 +1,9 @@
 //! Counters shared by every stage and read by `status/`. Each method here is a typed event: the
 //! one place that moves a counter and, where the event deserves it, logs it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -54,10 +54,57 @@ pub struct CameraStats {
     pub name: String,
     pub counters: CameraCounters,
     /// The decoder element in use (e.g. `avdec_h264`, `nvv4l2decoder`), once known.
-    pub decoder: std::sync::Mutex<Option<String>>,
+    pub decoder: Mutex<Option<String>>,
+    /// Inference time of the most recent frames, milliseconds (for p50/p95).
+    latencies_ms: Mutex<VecDeque<f32>>,
+    /// Counters at the previous snapshot, for rates: (when, decoded, processed, detections).
+    last_rates: Mutex<(Instant, u64, u64, u64)>,
 }
 
+/// How many recent frames the latency percentiles cover.
+const LATENCY_WINDOW: usize = 256;
+
 impl CameraStats {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            counters: CameraCounters::default(),
+            decoder: Mutex::default(),
+            latencies_ms: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
+            last_rates: Mutex::new((Instant::now(), 0, 0, 0)),
+        }
+    }
+
+    /// Inference (detection and embedding) of one frame took `latency`.
+    pub fn inference_latency(&self, latency: std::time::Duration) {
+        let mut window = self.latencies_ms.lock().unwrap_or_else(|p| p.into_inner());
+        if window.len() == LATENCY_WINDOW {
+            window.pop_front();
+        }
+        window.push_back(latency.as_secs_f32() * 1000.0);
+    }
+
+    /// (p50, p95) of the recent inference latencies, milliseconds.
+    fn latency_percentiles(&self) -> (Option<f32>, Option<f32>) {
+        let window = self.latencies_ms.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sorted: Vec<f32> = window.iter().copied().collect();
+        sorted.sort_by(f32::total_cmp);
+        let at = |q: f32| sorted.get(((sorted.len() as f32 - 1.0) * q).round() as usize).copied();
+        (at(0.5), at(0.95))
+    }
+
+    /// Since the previous call: frames decoded and processed per second, detections per minute.
+    fn rates(&self) -> (f64, f64, f64) {
+        let mut last = self.last_rates.lock().unwrap_or_else(|p| p.into_inner());
+        let k = &self.counters;
+        let now = (k.frames_decoded.load(Relaxed), k.frames_processed.load(Relaxed), k.detections.load(Relaxed));
+        let seconds = last.0.elapsed().as_secs_f64().max(1e-3);
+        let per_second = |new: u64, old: u64| new.saturating_sub(old) as f64 / seconds;
+        let rates = (per_second(now.0, last.1), per_second(now.1, last.2), 60.0 * per_second(now.2, last.3));
+        *last = (Instant::now(), now.0, now.1, now.2);
+        rates
+    }
+
     /// Frames out of the decoder and delta units skipped before it, since the last call.
     pub fn decoded(&self, frames: u64, deltas_skipped: u64) {
         self.counters.frames_decoded.fetch_add(frames, Relaxed);
@@ -65,9 +112,7 @@ impl CameraStats {
     }
 
     pub fn set_decoder(&self, decoder: Option<String>) {
-        if let Ok(mut d) = self.decoder.lock() {
-            *d = decoder;
-        }
+        *self.decoder.lock().unwrap_or_else(|p| p.into_inner()) = decoder;
     }
 
     pub fn stalled(&self) {
@@ -114,30 +159,42 @@ pub struct SyncCounters {
 /// Everything the daemon counts, shared behind an `Arc`.
 pub struct Stats {
     started: Instant,
-    pub cameras: Vec<CameraStats>,
+    /// Cameras come and go with configuration reloads.
+    cameras: RwLock<BTreeMap<String, Arc<CameraStats>>>,
     pub sync: SyncCounters,
     pub outbox: OutboxCounters,
     statuses: watch::Sender<BTreeMap<String, CameraStatus>>,
 }
 
 impl Stats {
-    pub fn new(camera_names: &[String]) -> Arc<Self> {
-        let offline = CameraStatus { state: CameraState::Offline, reason: Some("starting".into()) };
-        let statuses = camera_names.iter().map(|n| (n.clone(), offline.clone())).collect();
+    pub fn new() -> Arc<Self> {
         Arc::new(Self {
             started: Instant::now(),
-            cameras: camera_names
-                .iter()
-                .map(|n| CameraStats { name: n.clone(), counters: Default::default(), decoder: Default::default() })
-                .collect(),
+            cameras: RwLock::default(),
             sync: SyncCounters::default(),
             outbox: OutboxCounters::default(),
-            statuses: watch::Sender::new(statuses),
+            statuses: watch::Sender::new(BTreeMap::new()),
         })
     }
 
-    pub fn camera(&self, index: usize) -> &CameraStats {
-        &self.cameras[index]
+    /// The counters of camera `name`, created (state offline, "starting") if new. A camera that
+    /// is restarted by a reload keeps its counters.
+    pub fn add_camera(&self, name: &str) -> Arc<CameraStats> {
+        let mut cameras = self.cameras.write().unwrap_or_else(|p| p.into_inner());
+        let stats = cameras.entry(name.to_owned()).or_insert_with(|| Arc::new(CameraStats::new(name))).clone();
+        let starting = CameraStatus { state: CameraState::Offline, reason: Some("starting".into()) };
+        self.statuses.send_if_modified(|all| {
+            let new = !all.contains_key(name);
+            all.entry(name.to_owned()).or_insert(starting);
+            new
+        });
+        stats
+    }
+
+    /// Forgets a camera removed from the configuration.
+    pub fn remove_camera(&self, name: &str) {
+        self.cameras.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        self.statuses.send_if_modified(|all| all.remove(name).is_some());
     }
 
     /// Records a camera's new state; logs and notifies `status/` only when it changed.
@@ -193,23 +250,31 @@ impl Stats {
 
     pub fn snapshot(&self, device: &str) -> Snapshot {
         let statuses = self.statuses.borrow().clone();
+        let cameras: Vec<Arc<CameraStats>> = self.cameras.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         let load = |a: &AtomicU64| a.load(Relaxed);
         Snapshot {
             device: device.to_owned(),
             ts: unix_ms(),
             uptime_s: self.started.elapsed().as_secs(),
-            cameras: self
-                .cameras
+            process: ProcessSnapshot::now(),
+            cameras: cameras
                 .iter()
                 .map(|c| {
                     let k = &c.counters;
                     let status = statuses.get(&c.name);
+                    let (fps_in, fps_out, detections_per_min) = c.rates();
+                    let (p50, p95) = c.latency_percentiles();
                     (
                         c.name.clone(),
                         CameraSnapshot {
                             status: status.map_or("offline", |s| s.state.as_str()).to_owned(),
                             reason: status.and_then(|s| s.reason.clone()),
                             decoder: c.decoder.lock().ok().and_then(|d| d.clone()),
+                            fps_in: round2(fps_in),
+                            fps_out: round2(fps_out),
+                            detections_per_min: round2(detections_per_min),
+                            inference_ms_p50: p50.map(|v| round2(v as f64)),
+                            inference_ms_p95: p95.map(|v| round2(v as f64)),
                             frames_decoded: load(&k.frames_decoded),
                             frames_sampled: load(&k.frames_sampled),
                             frames_dropped: load(&k.frames_dropped),
@@ -243,6 +308,10 @@ impl Stats {
                     0 => None,
                     ms => Some(ms),
                 },
+                last_sync_age_s: match load(&self.sync.last_sync_unix_ms) {
+                    0 => None,
+                    ms => Some((unix_ms() as u64).saturating_sub(ms) / 1000),
+                },
             },
         }
     }
@@ -254,6 +323,7 @@ pub struct Snapshot {
     pub device: String,
     pub ts: i64,
     pub uptime_s: u64,
+    pub process: ProcessSnapshot,
     pub cameras: BTreeMap<String, CameraSnapshot>,
     pub outbox: OutboxSnapshot,
     pub sync: SyncSnapshot,
@@ -266,6 +336,13 @@ pub struct CameraSnapshot {
     pub reason: Option<String>,
     /// The decoder element in use, once the first frame arrived.
     pub decoder: Option<String>,
+    /// Frames per second out of the decoder and through inference, since the previous stats.
+    pub fps_in: f64,
+    pub fps_out: f64,
+    pub detections_per_min: f64,
+    /// Inference time per frame over the last 256 frames, milliseconds.
+    pub inference_ms_p50: Option<f64>,
+    pub inference_ms_p95: Option<f64>,
     pub frames_decoded: u64,
     pub frames_sampled: u64,
     pub frames_dropped: u64,
@@ -294,6 +371,36 @@ pub struct SyncSnapshot {
     pub retried: u64,
     pub dead_lettered: u64,
     pub last_sync_ts: Option<u64>,
+    pub last_sync_age_s: Option<u64>,
+}
+
+/// The daemon process as the operating system sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcessSnapshot {
+    /// User + system CPU seconds since start.
+    pub cpu_s: f64,
+    /// Resident memory, bytes.
+    pub rss_bytes: u64,
+}
+
+impl ProcessSnapshot {
+    fn now() -> Self {
+        let cpu_s = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
+            let s = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+            s(u.user_time()) + s(u.system_time())
+        });
+        // statm's second field is resident pages.
+        let rss_pages = std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+            .unwrap_or(0);
+        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u64;
+        Self { cpu_s: round2(cpu_s), rss_bytes: rss_pages * page }
+    }
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
 }
 
 pub fn unix_ms() -> i64 {

@@ -1,36 +1,42 @@
-//! Wires the stages together, runs them, and stops them in order.
+//! Wires the stages together, runs them, applies reloads and commands, and stops them in order.
 //!
 //! Threads and channels (data flows one way; every channel is bounded):
 //!
 //! ```text
 //! camera threads ──Frame──▶ inference thread ──Vec<Record>──▶ outbox writer ──(sled)──▶ syncer task
-//!   (GStreamer)   (live: drop when full;      (never dropped:        (append + flush,       (tokio, HTTP)
+//!   (GStreamer)   (live: drop when full;      (never dropped:        (group commit,        (tokio, HTTP)
 //!                  files: wait)                blocks instead)         then wake syncer)
 //! ```
 //! The tokio runtime runs only I/O: the syncer, MQTT status, signals and sd_notify. Inference
-//! runs on its own thread. Shutdown follows the data: sources stop, frames in flight finish,
-//! records are flushed, then the syncer and status tasks are told to stop (status says
-//! `offline` last).
+//! runs on its own thread. The main thread waits for events — SIGTERM/SIGINT (stop), SIGHUP or
+//! an MQTT `reload` (re-read the config and apply camera changes without touching the other
+//! cameras), MQTT commands — and carries them out. Shutdown follows the data: sources stop,
+//! frames in flight finish, records are flushed, the syncer stops, then status says `offline`.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use tokio::sync::{watch, Notify};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::analyze::analyze;
 use crate::config::Config;
+use crate::control::{Command, Request};
 use crate::detect::Detector;
 use crate::embed::Embedder;
 use crate::outbox::{self, Outbox, WriterLinks};
 use crate::record::Record;
-use crate::source::{self, Frame};
-use crate::stats::Stats;
+use crate::source::{self, CameraConfig, Frame};
+use crate::stats::{CameraState, Stats};
 use crate::sync::{self, PineconeClient, SyncError, SyncOptions};
-use crate::{status, systemd_notify};
+use crate::systemd_notify::{self, Heartbeat, Heartbeats};
+use crate::status;
 
 /// How `glimpse run` behaves beyond the config file.
 #[derive(Clone, Debug)]
@@ -44,8 +50,12 @@ pub struct RunOptions {
 
 /// Records waiting between inference and the outbox writer: a few frames' worth.
 const RECORD_QUEUE: usize = 16;
+/// Commands waiting for the main thread.
+const COMMAND_QUEUE: usize = 16;
+/// How often an idle stage shows it is alive.
+pub const IDLE_BEAT: Duration = Duration::from_millis(250);
 
-pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
+pub fn run(config_path: &Path, config: Config, options: RunOptions) -> anyhow::Result<()> {
     source::init()?;
     let data_dir = &config.device.data_dir;
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
@@ -54,8 +64,7 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     let embedder = Embedder::load(&config.embedder)?;
     tracing::info!(detector = %config.detector.model.display(), embedder = %config.embedder.model.display(), dimension = embedder.dimension(), "models loaded");
 
-    let names: Vec<String> = config.cameras.iter().map(|c| c.name.clone()).collect();
-    let stats = Stats::new(&names);
+    let stats = Stats::new();
     stats.outbox_backlog(outbox.backlog());
     stats.outbox_oldest(outbox.oldest_ts()?);
     tracing::info!(pending = outbox.backlog().records, bytes = outbox.backlog().bytes, "outbox opened");
@@ -85,51 +94,87 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     let (stop_sync_tx, stop_sync_rx) = watch::channel(false);
     let (stop_status_tx, stop_status_rx) = watch::channel(false);
     let wake = Arc::new(Notify::new());
-    let stop_sources = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::new(AtomicBool::new(false));
+    let heartbeats = Arc::new(Heartbeats::default());
 
-    let (frame_tx, frame_rx) = sync_channel::<Frame>(config.cameras.len().max(1));
+    let (frame_tx, frame_rx) = sync_channel::<Frame>(config.cameras.len().max(2));
     let (record_tx, record_rx) = sync_channel::<Vec<Record>>(RECORD_QUEUE);
     let writer = spawn("outbox-writer", {
-        let links = WriterLinks { stats: stats.clone(), wake: wake.clone(), stopping: stop_sources.clone() };
+        let links = WriterLinks { stats: stats.clone(), wake: wake.clone(), stopping: stopping.clone(), heartbeat: heartbeats.register("outbox writer") };
         let (outbox, flush_ms, flush_records) = (outbox.clone(), config.outbox.flush_ms, config.outbox.flush_records);
         move || outbox::run_writer(outbox, record_rx, links, flush_ms, flush_records)
     })?;
     let inference = spawn("inference", {
-        let (config, stats) = (config.clone(), stats.clone());
-        move || run_inference(frame_rx, record_tx, detector, embedder, config, stats)
+        let (device, min_box, beat) = (config.device.id.clone(), config.detector.min_box_px, heartbeats.register("inference"));
+        move || run_inference(frame_rx, record_tx, detector, embedder, &device, min_box, &beat)
     })?;
-    let mut cameras = Vec::new();
-    for (index, camera) in config.cameras.iter().enumerate() {
-        let (camera, frames, stats, stop) = (camera.clone(), frame_tx.clone(), stats.clone(), stop_sources.clone());
-        cameras.push(spawn(&format!("cam-{}", camera.name), move || source::run_camera(index, camera, frames, stats, stop))?);
+    let mut cameras = Cameras { running: BTreeMap::new(), paused: BTreeSet::new(), frames: Some(frame_tx), stats: stats.clone(), heartbeats: heartbeats.clone() };
+    for camera in &config.cameras {
+        cameras.start(camera.clone())?;
     }
-    drop(frame_tx);
 
-    let status = runtime.spawn(status::run_status(config.mqtt.clone(), config.device.id.clone(), stats.clone(), stop_status_rx.clone()));
+    let (command_tx, mut command_rx) = mpsc::channel::<Request>(COMMAND_QUEUE);
+    let status = runtime.spawn(status::run_status(config.mqtt.clone(), config.device.id.clone(), stats.clone(), command_tx, stop_status_rx.clone()));
     let syncer = pinecone.map(|(client, options)| {
         runtime.spawn(sync::run_syncer(outbox.clone(), client, options, stats.clone(), wake.clone(), stop_sync_rx))
     });
-    let watchdog = runtime.spawn(systemd_notify::watchdog_pings(stop_status_rx));
-    systemd_notify::ready(config.cameras.len());
-    tracing::info!(cameras = config.cameras.len(), device = %config.device.id, "glimpse running");
-
-    let syncing = syncer.is_some();
-    let done = || {
-        cameras.iter().all(|c| c.is_finished())
-            && inference.is_finished()
-            && writer.is_finished()
-            && (!syncing || outbox.backlog().records == 0)
+    let watchdog = runtime.spawn(systemd_notify::watchdog_pings(heartbeats.clone(), stop_status_rx));
+    let mut signals = {
+        let _entered = runtime.enter();
+        Signals::new()?
     };
-    let why = runtime.block_on(wait_for_stop(options.exit_when_done, done));
-    tracing::info!(reason = why, "stopping");
-    systemd_notify::stopping();
+    systemd_notify::ready(&format!("running {} camera(s)", cameras.running.len()));
+    tracing::info!(cameras = cameras.running.len(), device = %config.device.id, "glimpse running");
 
-    stop_sources.store(true, Ordering::Relaxed);
-    for (camera, handle) in config.cameras.iter().zip(cameras) {
-        if handle.join().is_err() {
-            tracing::error!(camera = %camera.name, "camera thread panicked");
+    let mut current = config;
+    let syncing = syncer.is_some();
+    loop {
+        if options.exit_when_done && cameras.all_finished() {
+            // Every file is read: let inference and the writer drain and finish.
+            cameras.frames = None;
+            if inference.is_finished() && writer.is_finished() && (!syncing || outbox.backlog().records == 0) {
+                tracing::info!(reason = "all sources finished and every record is delivered", "stopping");
+                break;
+            }
+        }
+        match runtime.block_on(next_event(&mut signals, &mut command_rx, options.exit_when_done)) {
+            Event::Check => {}
+            Event::Stop(why) => {
+                tracing::info!(reason = why, "stopping");
+                break;
+            }
+            Event::Reload => {
+                systemd_notify::reloading();
+                let result = reload(config_path, &mut current, &mut cameras);
+                systemd_notify::ready(&format!("running {} camera(s)", cameras.running.len()));
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "configuration reload rejected; the running configuration stays in force");
+                }
+            }
+            Event::Command(request) => {
+                let result = match &request.command {
+                    Command::Reload { .. } => {
+                        systemd_notify::reloading();
+                        let r = reload(config_path, &mut current, &mut cameras);
+                        systemd_notify::ready(&format!("running {} camera(s)", cameras.running.len()));
+                        r
+                    }
+                    Command::Pause { camera, .. } => cameras.pause(camera),
+                    Command::Resume { camera, .. } => cameras.resume(camera, &current),
+                    Command::Flush { .. } => outbox.flush().map(|()| {
+                        wake.notify_one();
+                        format!("outbox flushed; {} record(s) pending", outbox.backlog().records)
+                    }).map_err(|e| e.to_string()),
+                };
+                let _ = request.reply.send(result);
+            }
         }
     }
+    systemd_notify::stopping();
+
+    stopping.store(true, Ordering::Relaxed);
+    cameras.stop_all();
+    drop(cameras);
     if inference.join().is_err() {
         tracing::error!("inference thread panicked");
     }
@@ -176,47 +221,221 @@ async fn check_index(client: &PineconeClient, dimension: usize) -> anyhow::Resul
     }
 }
 
-/// Waits for SIGTERM or SIGINT, or (with `exit_when_done`) for `done()` to hold.
-async fn wait_for_stop(exit_when_done: bool, done: impl Fn() -> bool) -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            tracing::error!("cannot install signal handlers; stopping");
-            return "no signal handlers";
+/// The running camera threads, by name.
+struct Cameras {
+    running: BTreeMap<String, RunningCamera>,
+    /// Cameras an operator paused; they stay stopped across reloads until resumed.
+    paused: BTreeSet<String>,
+    /// Where new camera threads send frames; `None` once `--exit-when-done` saw every file end.
+    frames: Option<SyncSender<Frame>>,
+    stats: Arc<Stats>,
+    heartbeats: Arc<Heartbeats>,
+}
+
+struct RunningCamera {
+    config: CameraConfig,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Cameras {
+    fn start(&mut self, camera: CameraConfig) -> anyhow::Result<()> {
+        let name = camera.name.clone();
+        if self.paused.contains(&name) {
+            self.stats.add_camera(&name);
+            self.stats.set_camera_status(&name, CameraState::Offline, Some("paused".into()));
+            return Ok(());
+        }
+        let frames = self.frames.clone().context("the daemon is finishing; no camera can start")?;
+        let cam = self.stats.add_camera(&name);
+        let stop = Arc::new(AtomicBool::new(false));
+        let beat = self.heartbeats.register(&format!("camera {name}"));
+        let (config, stats, flag) = (camera.clone(), self.stats.clone(), stop.clone());
+        let thread = spawn(&format!("cam-{name}"), move || source::run_camera(config, cam, frames, stats, flag, beat))?;
+        self.running.insert(name, RunningCamera { config: camera, stop, thread });
+        Ok(())
+    }
+
+    fn stop(&mut self, name: &str) {
+        if let Some(camera) = self.running.remove(name) {
+            camera.stop.store(true, Ordering::Relaxed);
+            if camera.thread.join().is_err() {
+                tracing::error!(camera = name, "camera thread panicked");
+            }
+        }
+        self.heartbeats.unregister(&format!("camera {name}"));
+    }
+
+    fn stop_all(&mut self) {
+        for camera in self.running.values() {
+            camera.stop.store(true, Ordering::Relaxed);
+        }
+        let names: Vec<String> = self.running.keys().cloned().collect();
+        for name in names {
+            self.stop(&name);
+        }
+    }
+
+    fn all_finished(&self) -> bool {
+        self.running.values().all(|c| c.thread.is_finished())
+    }
+
+    /// Applies a new camera list: removed cameras stop, new ones start, changed ones restart,
+    /// the rest are not touched.
+    fn apply(&mut self, wanted: &[CameraConfig]) -> anyhow::Result<String> {
+        let wanted_names: BTreeSet<&str> = wanted.iter().map(|c| c.name.as_str()).collect();
+        let removed: Vec<String> = self.configured().into_iter().filter(|n| !wanted_names.contains(n.as_str())).collect();
+        for name in &removed {
+            self.stop(name);
+            self.paused.remove(name);
+            self.stats.remove_camera(name);
+        }
+        let (mut added, mut changed, mut unchanged) = (0, 0, 0);
+        for camera in wanted {
+            match self.running.get(&camera.name) {
+                Some(running) if running.config == *camera => unchanged += 1,
+                Some(_) => {
+                    self.stop(&camera.name);
+                    self.start(camera.clone())?;
+                    changed += 1;
+                }
+                None if self.paused.contains(&camera.name) => unchanged += 1,
+                None => {
+                    self.start(camera.clone())?;
+                    added += 1;
+                }
+            }
+        }
+        Ok(format!("{added} camera(s) added, {} removed, {changed} restarted with new settings, {unchanged} untouched", removed.len()))
+    }
+
+    fn configured(&self) -> Vec<String> {
+        self.running.keys().chain(self.paused.iter()).cloned().collect()
+    }
+
+    fn pause(&mut self, name: &str) -> Result<String, String> {
+        if self.paused.contains(name) {
+            return Ok(format!("camera {name} was already paused"));
+        }
+        if !self.running.contains_key(name) {
+            return Err(format!("no camera named {name:?}; cameras: {}", self.configured().join(", ")));
+        }
+        self.stop(name);
+        self.paused.insert(name.to_owned());
+        self.stats.set_camera_status(name, CameraState::Offline, Some("paused".into()));
+        Ok(format!("camera {name} paused"))
+    }
+
+    fn resume(&mut self, name: &str, config: &Config) -> Result<String, String> {
+        if !self.paused.remove(name) {
+            return match self.running.contains_key(name) {
+                true => Ok(format!("camera {name} was not paused")),
+                false => Err(format!("no camera named {name:?}; cameras: {}", self.configured().join(", "))),
+            };
+        }
+        let camera = config.cameras.iter().find(|c| c.name == name).cloned().ok_or_else(|| format!("camera {name} is no longer configured"))?;
+        self.start(camera).map_err(|e| format!("{e:#}"))?;
+        Ok(format!("camera {name} resumed"))
+    }
+}
+
+/// Re-reads the configuration file and applies what can change while running (the cameras).
+fn reload(path: &Path, current: &mut Config, cameras: &mut Cameras) -> Result<String, String> {
+    let new = Config::load(path).map_err(|e| e.to_string())?;
+    let mut needs_restart = Vec::new();
+    if new.device != current.device { needs_restart.push("[device]"); }
+    if new.detector != current.detector { needs_restart.push("[detector]"); }
+    if new.embedder != current.embedder { needs_restart.push("[embedder]"); }
+    if new.pinecone != current.pinecone { needs_restart.push("[pinecone]"); }
+    if new.mqtt != current.mqtt { needs_restart.push("[mqtt]"); }
+    if new.outbox != current.outbox { needs_restart.push("[outbox]"); }
+    let summary = cameras.apply(&new.cameras).map_err(|e| format!("{e:#}"))?;
+    current.cameras = new.cameras;
+    let message = if needs_restart.is_empty() {
+        format!("configuration reloaded: {summary}")
+    } else {
+        format!("configuration reloaded: {summary}; changes to {} take effect after a restart", needs_restart.join(", "))
+    };
+    tracing::info!(path = %path.display(), "{message}");
+    Ok(message)
+}
+
+enum Event {
+    /// Time to look at whether `--exit-when-done` is satisfied.
+    Check,
+    Stop(&'static str),
+    Reload,
+    Command(Request),
+}
+
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        let install = |kind| signal(kind).context("cannot install signal handlers");
+        Ok(Self { term: install(SignalKind::terminate())?, int: install(SignalKind::interrupt())?, hup: install(SignalKind::hangup())? })
+    }
+}
+
+async fn next_event(signals: &mut Signals, commands: &mut mpsc::Receiver<Request>, checking: bool) -> Event {
+    let poll = async {
+        if checking {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        } else {
+            std::future::pending::<()>().await;
         }
     };
-    let mut poll = tokio::time::interval(Duration::from_millis(200));
-    loop {
-        tokio::select! {
-            _ = term.recv() => return "SIGTERM",
-            _ = int.recv() => return "SIGINT",
-            _ = poll.tick() => if exit_when_done && done() { return "all sources finished and every record is delivered" },
-        }
+    tokio::select! {
+        _ = signals.term.recv() => Event::Stop("SIGTERM"),
+        _ = signals.int.recv() => Event::Stop("SIGINT"),
+        _ = signals.hup.recv() => Event::Reload,
+        Some(request) = commands.recv() => Event::Command(request),
+        _ = poll => Event::Check,
     }
 }
 
 /// The inference thread: one loaded copy of each model serves every camera.
-fn run_inference(
-    frames: Receiver<Frame>,
-    records: SyncSender<Vec<Record>>,
-    mut detector: Detector,
-    embedder: Embedder,
-    config: Config,
-    stats: Arc<Stats>,
-) {
-    let min_box = config.detector.min_box_px;
-    for frame in frames {
-        let camera = &config.cameras[frame.camera].name;
-        match analyze(&frame, &config.device.id, camera, &mut detector, &embedder, min_box) {
+fn run_inference(frames: Receiver<Frame>, records: SyncSender<Vec<Record>>, mut detector: Detector, embedder: Embedder, device: &str, min_box: u32, beat: &Heartbeat) {
+    loop {
+        beat.beat();
+        let frame = match frames.recv_timeout(IDLE_BEAT) {
+            Ok(frame) => frame,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        test_hooks::maybe_wedge_inference();
+        let started = Instant::now();
+        let camera = &frame.camera;
+        match analyze(&frame, device, &camera.name, &mut detector, &embedder, min_box) {
             Ok(analysis) => {
-                stats.camera(frame.camera).frame_processed(analysis.detections, analysis.too_small, analysis.records.len());
+                camera.inference_latency(started.elapsed());
+                camera.frame_processed(analysis.detections, analysis.too_small, analysis.records.len());
                 if !analysis.records.is_empty() && records.send(analysis.records).is_err() {
                     tracing::error!("outbox writer is gone; stopping inference");
                     return;
                 }
             }
-            Err(e) => tracing::error!(camera = %camera, error = %e, "inference failed on a frame"),
+            Err(e) => tracing::error!(camera = %camera.name, error = %e, "inference failed on a frame"),
         }
     }
 }
+
+/// Faults that only debug builds can be told to inject, for tests of the watchdog.
+mod test_hooks {
+    /// With `GLIMPSE_TEST_WEDGE_INFERENCE=1` (debug builds only), inference hangs on its first
+    /// frame, as a wedged model would.
+    pub fn maybe_wedge_inference() {
+        #[cfg(debug_assertions)]
+        if std::env::var_os("GLIMPSE_TEST_WEDGE_INFERENCE").is_some() {
+            tracing::warn!("GLIMPSE_TEST_WEDGE_INFERENCE: inference hangs now");
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+    }
+}
+

@@ -1,10 +1,20 @@
-//! The sd_notify protocol: READY, STATUS, WATCHDOG and STOPPING. Outside systemd (no
+//! The sd_notify protocol: READY, RELOADING, STATUS, WATCHDOG and STOPPING. Outside systemd (no
 //! `NOTIFY_SOCKET`) every call is a no-op.
+//!
+//! The watchdog is pinged only while every registered stage shows signs of life: each stage's
+//! [`Heartbeat`] is beaten when it makes progress and while it is legitimately idle (waiting
+//! for input). A stage stuck in one piece of work stops beating; the pings stop; systemd
+//! restarts the service.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use systemd::daemon::{self, STATE_READY, STATE_STATUS, STATE_STOPPING, STATE_WATCHDOG};
+use systemd::daemon::{self, STATE_READY, STATE_RELOADING, STATE_STATUS, STATE_STOPPING, STATE_WATCHDOG};
 use tokio::sync::watch;
+
+use crate::stats::unix_ms;
 
 fn send(states: &[(&str, String)]) {
     if let Err(e) = daemon::notify(states.iter()) {
@@ -12,24 +22,83 @@ fn send(states: &[(&str, String)]) {
     }
 }
 
-pub fn ready(cameras: usize) {
-    send(&[(STATE_READY, "1".into()), (STATE_STATUS, format!("running {cameras} camera(s)"))]);
+pub fn ready(status: &str) {
+    send(&[(STATE_READY, "1".into()), (STATE_STATUS, status.to_owned())]);
+}
+
+pub fn reloading() {
+    send(&[(STATE_RELOADING, "1".into()), (STATE_STATUS, "reloading the configuration".into())]);
+}
+
+pub fn status(status: &str) {
+    send(&[(STATE_STATUS, status.to_owned())]);
 }
 
 pub fn stopping() {
     send(&[(STATE_STOPPING, "1".into()), (STATE_STATUS, "stopping".into())]);
 }
 
-/// Pings the systemd watchdog at half its interval until shutdown, when `WatchdogSec` is set.
-pub async fn watchdog_pings(mut shutdown: watch::Receiver<bool>) {
+/// A stage's sign of life: the last time it made progress or waited for input.
+#[derive(Debug, Default)]
+pub struct Heartbeat(AtomicU64);
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        self.0.store(unix_ms() as u64, Ordering::Relaxed);
+    }
+
+    fn age(&self) -> Duration {
+        Duration::from_millis((unix_ms() as u64).saturating_sub(self.0.load(Ordering::Relaxed)))
+    }
+}
+
+/// Every stage's heartbeat, by stage name.
+#[derive(Default)]
+pub struct Heartbeats(Mutex<BTreeMap<String, Arc<Heartbeat>>>);
+
+impl Heartbeats {
+    pub fn register(&self, stage: &str) -> Arc<Heartbeat> {
+        let beat = Arc::new(Heartbeat::default());
+        beat.beat();
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(stage.to_owned(), beat.clone());
+        beat
+    }
+
+    pub fn unregister(&self, stage: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(stage);
+    }
+
+    /// The stages that have not beaten for longer than `limit`.
+    pub fn stale(&self, limit: Duration) -> Vec<String> {
+        let beats = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        beats.iter().filter(|(_, b)| b.age() > limit).map(|(name, _)| name.clone()).collect()
+    }
+}
+
+/// Pings the systemd watchdog at a third of its interval, while no stage is stale, until
+/// shutdown. Does nothing when `WatchdogSec` is not set.
+pub async fn watchdog_pings(heartbeats: Arc<Heartbeats>, mut shutdown: watch::Receiver<bool>) {
     let usec = match daemon::watchdog_enabled() {
         Ok(usec) if usec > 0 => usec,
         _ => return,
     };
-    let mut tick = tokio::time::interval(Duration::from_micros(usec / 2));
+    let interval = Duration::from_micros(usec);
+    let mut tick = tokio::time::interval(interval / 3);
+    let mut reported = false;
     loop {
         tokio::select! {
-            _ = tick.tick() => send(&[(STATE_WATCHDOG, "1".into())]),
+            _ = tick.tick() => {
+                // A stage may be silent for up to half the interval before pings stop.
+                let stale = heartbeats.stale(interval / 2);
+                if stale.is_empty() {
+                    send(&[(STATE_WATCHDOG, "1".into())]);
+                    reported = false;
+                } else if !reported {
+                    tracing::error!(stages = ?stale, "stages stopped making progress; withholding the watchdog ping so systemd restarts glimpse");
+                    send(&[(STATE_STATUS, format!("stuck: {}", stale.join(", ")))]);
+                    reported = true;
+                }
+            }
             _ = shutdown.changed() => return,
         }
     }

@@ -5,7 +5,11 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::harness::daemon::{clip, Daemon};
+use crate::harness::daemon::{clip, glimpse, Daemon};
+use crate::harness::mosquitto::{BrokerOptions, Mosquitto};
+use crate::harness::mqtt::Observer;
+use crate::harness::pinecone::Emulator;
+use crate::harness::rtsp::{Options, RtspServer};
 use crate::harness::ConfigBuilder;
 
 /// Collects datagrams from the socket until `until` matches one or `timeout` passes.
@@ -34,7 +38,7 @@ fn the_daemon_tells_systemd_when_it_is_ready_and_when_it_is_stopping() {
         .camera("bikes", &format!("file://{}", clip("bikes.mp4").display()), 1.0)
         .write();
     let socket_path = path.display().to_string();
-    let mut daemon = Daemon::start(&config, &[], &[("NOTIFY_SOCKET", &socket_path), ("WATCHDOG_USEC", "400000")]);
+    let mut daemon = Daemon::start(&config, &[], &[("NOTIFY_SOCKET", &socket_path), ("WATCHDOG_USEC", "2000000")]);
     let mut messages = Vec::new();
     collect(&socket, Duration::from_secs(60), "READY=1", &mut messages);
     assert!(messages.iter().any(|m| m.contains("READY=1") && m.contains("STATUS=")), "{messages:?}");
@@ -44,4 +48,183 @@ fn the_daemon_tells_systemd_when_it_is_ready_and_when_it_is_stopping() {
     collect(&socket, Duration::from_secs(30), "STOPPING=1", &mut messages);
     assert!(messages.iter().any(|m| m.contains("STOPPING=1")), "{messages:?}");
     assert!(daemon.wait(Duration::from_secs(30)).success(), "{}", daemon.logs());
+}
+
+#[test]
+fn the_watchdog_is_no_longer_fed_once_inference_is_wedged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).expect("bind notify socket");
+    socket.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let config = ConfigBuilder::new("e2e-wedge", "detr-tiny-fixture.onnx").camera("live", "test:", 2.0).write();
+    let socket_path = path.display().to_string();
+    let env = [("NOTIFY_SOCKET", socket_path.as_str()), ("WATCHDOG_USEC", "2000000"), ("GLIMPSE_TEST_WEDGE_INFERENCE", "1")];
+    let mut daemon = Daemon::start(&config, &[], &env);
+    let mut messages = Vec::new();
+    collect(&socket, Duration::from_secs(60), "STATUS=stuck: inference", &mut messages);
+    assert!(messages.iter().any(|m| m.contains("stuck: inference")), "{messages:?}");
+    // From now on, no more pings: systemd would restart the service.
+    let mut after = Vec::new();
+    collect(&socket, Duration::from_secs(3), "never", &mut after);
+    assert!(!after.iter().any(|m| m.contains("WATCHDOG=1")), "pinged while wedged: {after:?}");
+    daemon.signal(Signal::SIGKILL);
+    daemon.wait(Duration::from_secs(10));
+}
+
+fn camera_starts(daemon: &Daemon, camera: &str) -> usize {
+    daemon.count_in_log(&[&format!("camera={camera}"), "starting source"])
+}
+
+#[test]
+fn sighup_applies_camera_changes_without_touching_the_others_and_rejects_a_bad_config() {
+    let first = ConfigBuilder::new("e2e-reload", "detr-tiny-fixture.onnx").camera("keep", "test:", 1.0).camera("drop", "test:", 1.0).write();
+    let mut daemon = Daemon::start(&first, &[], &[]);
+    daemon.wait_for_log(&["camera=\"keep\"", "state=\"online\""], 1, Duration::from_secs(60));
+    daemon.wait_for_log(&["camera=\"drop\"", "state=\"online\""], 1, Duration::from_secs(60));
+
+    let second = ConfigBuilder::sharing_data_dir(&first, "e2e-reload", "detr-tiny-fixture.onnx").camera("keep", "test:", 1.0).camera("new", "test:", 1.0).write();
+    std::fs::copy(&second.path, &first.path).expect("replace config");
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_for_log(&["configuration reloaded: 1 camera(s) added, 1 removed, 0 restarted with new settings, 1 untouched"], 1, Duration::from_secs(30));
+    daemon.wait_for_log(&["camera=\"new\"", "state=\"online\""], 1, Duration::from_secs(60));
+    assert_eq!(camera_starts(&daemon, "keep"), 1, "the unchanged camera was restarted");
+
+    std::fs::write(&first.path, "[device]\nid = \"e2e-reload\"\nbogus = 1\n").expect("write broken config");
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_for_log(&["configuration reload rejected"], 1, Duration::from_secs(30));
+    assert!(daemon.logs().contains("bogus: unknown key"), "{}", daemon.logs());
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(daemon.is_running());
+    assert_eq!((camera_starts(&daemon, "keep"), camera_starts(&daemon, "new")), (1, 1));
+
+    daemon.signal(Signal::SIGTERM);
+    let status = daemon.wait(Duration::from_secs(30));
+    assert!(status.success(), "{}", daemon.logs());
+    let stats = daemon.last_stats();
+    assert!(stats["cameras"].get("drop").is_none() && stats["cameras"].get("new").is_some(), "{stats}");
+}
+
+#[test]
+fn mqtt_commands_pause_and_resume_cameras_and_bad_commands_get_an_error() {
+    let broker = Mosquitto::start();
+    let observer = Observer::subscribe(broker.port, "glimpse/#");
+    let config = ConfigBuilder::new("e2e-cmd", "detr-tiny-fixture.onnx")
+        .camera("yard", "test:", 1.0)
+        .mqtt(broker.port, 1.0)
+        .raw("commands = true")
+        .write();
+    let mut daemon = Daemon::start(&config, &[], &[]);
+    observer.wait_for("glimpse/e2e-cmd/cameras/yard/status", Duration::from_secs(60), |m| m.payload == "online");
+    let result = "glimpse/e2e-cmd/cmd/result";
+
+    observer.publish("glimpse/e2e-cmd/cmd", r#"{"command": "pause", "camera": "yard", "id": "p1"}"#);
+    let answer = observer.wait_for(result, Duration::from_secs(10), |m| m.payload.contains("\"p1\""));
+    assert!(answer.payload.contains("\"ok\":true") && answer.payload.contains("camera yard paused"), "{}", answer.payload);
+    observer.wait_for("glimpse/e2e-cmd/cameras/yard/reason", Duration::from_secs(10), |m| m.payload == "paused");
+
+    observer.publish("glimpse/e2e-cmd/cmd", r#"{"command": "resume", "camera": "yard", "id": "r1"}"#);
+    observer.wait_for(result, Duration::from_secs(10), |m| m.payload.contains("\"r1\"") && m.payload.contains("\"ok\":true"));
+    observer.wait_for("glimpse/e2e-cmd/cameras/yard/status", Duration::from_secs(30), |m| m.payload == "online");
+
+    observer.publish("glimpse/e2e-cmd/cmd", r#"{"command": "pause", "camera": "nope", "id": "n1"}"#);
+    let unknown = observer.wait_for(result, Duration::from_secs(10), |m| m.payload.contains("\"n1\""));
+    assert!(unknown.payload.contains("\"ok\":false") && unknown.payload.contains("no camera named"), "{}", unknown.payload);
+    observer.publish("glimpse/e2e-cmd/cmd", "this is not json");
+    let garbage = observer.wait_for(result, Duration::from_secs(10), |m| m.payload.contains("not a command"));
+    assert!(garbage.payload.contains("\"ok\":false"));
+    observer.publish("glimpse/e2e-cmd/cmd", r#"{"command": "flush", "id": "f1"}"#);
+    observer.wait_for(result, Duration::from_secs(10), |m| m.payload.contains("\"f1\"") && m.payload.contains("outbox flushed"));
+
+    assert!(daemon.is_running());
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait(Duration::from_secs(30)).success(), "{}", daemon.logs());
+}
+
+#[test]
+fn status_is_back_within_5_seconds_of_the_broker_restarting() {
+    let broker = Mosquitto::start();
+    let port = broker.port;
+    let config = ConfigBuilder::new("e2e-broker", "detr-tiny-fixture.onnx").camera("yard", "test:", 1.0).mqtt(port, 1.0).write();
+    let mut daemon = Daemon::start(&config, &[], &[]);
+    daemon.wait_for_log(&["MQTT connected"], 1, Duration::from_secs(60));
+    drop(broker);
+    std::thread::sleep(Duration::from_secs(3));
+    let _broker = Mosquitto::start_on(port);
+    let back = Instant::now();
+    // The restarted broker has no retained messages: glimpse must publish them again.
+    let observer = Observer::subscribe(port, "glimpse/e2e-broker/#");
+    observer.wait_for("glimpse/e2e-broker/availability", Duration::from_secs(5), |m| m.payload == "online");
+    observer.wait_for("glimpse/e2e-broker/cameras/yard/status", Duration::from_secs(5), |m| m.payload == "online");
+    assert!(back.elapsed() <= Duration::from_secs(6), "took {:?}", back.elapsed());
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn mqtt_over_tls_with_a_test_ca_and_home_assistant_discovery() {
+    let broker = Mosquitto::start_with(BrokerOptions { tls: true, ..BrokerOptions::default() });
+    let (tls_port, ca) = (broker.tls_port.expect("TLS listener"), broker.ca_file.clone().expect("CA"));
+    let observer = Observer::subscribe(broker.port, "#");
+    let config = ConfigBuilder::new("e2e-tls", "detr-tiny-fixture.onnx")
+        .camera("porch", "test:", 1.0)
+        .mqtt(tls_port, 1.0)
+        .raw(&format!("tls = true\nca_file = \"{}\"\nha_discovery = true", ca.display()))
+        .write();
+    let mut daemon = Daemon::start(&config, &[], &[]);
+    observer.wait_for("glimpse/e2e-tls/availability", Duration::from_secs(60), |m| m.payload == "online");
+    assert!(daemon.logs().contains("tls=true"));
+    let sensor = "homeassistant/sensor/glimpse_e2e-tls_porch_status/config";
+    let announced = observer.wait_for(sensor, Duration::from_secs(10), |_| true);
+    let config_json: serde_json::Value = serde_json::from_str(&announced.payload).expect("discovery JSON");
+    assert_eq!(config_json["state_topic"], "glimpse/e2e-tls/cameras/porch/status");
+    assert_eq!(config_json["availability_topic"], "glimpse/e2e-tls/availability");
+    observer.wait_for("homeassistant/sensor/glimpse_e2e-tls_outbox_pending/config", Duration::from_secs(10), |_| true);
+    let before = observer.on(sensor).len();
+    observer.publish("homeassistant/status", "online");
+    crate::harness::daemon::wait_until("re-announcement", Duration::from_secs(10), || observer.on(sensor).len() > before);
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait(Duration::from_secs(30)).success(), "{}", daemon.logs());
+}
+
+#[test]
+fn no_secret_appears_in_logs_mqtt_payloads_or_command_output() {
+    let (api_key, rtsp_password, mqtt_password) = ("pk-SECRET-4f7a1c", "rtsp-SECRET-99x", "mqtt-SECRET-31q");
+    let emulator = Emulator::start(api_key, 512);
+    let broker = Mosquitto::start_with(BrokerOptions { credentials: Some(("glimpse".into(), mqtt_password.into())), ..BrokerOptions::default() });
+    let observer = Observer::subscribe_as(broker.port, "#", Some(("glimpse", mqtt_password)));
+    let camera = RtspServer::start(&clip("bikes.mp4"), "cam", Options { credentials: Some(("viewer".into(), "another-pass".into())), ..Options::default() });
+    let cfg = ConfigBuilder::new("e2e-secrets", "detr-tiny-fixture.onnx")
+        .camera("cam", &format!("rtsp://viewer:{rtsp_password}@127.0.0.1:{}/cam", camera.port), 1.0)
+        .pinecone(&emulator.url, "secrets");
+    let key_file = cfg.dir.path().join("pinecone-key");
+    let mqtt_file = cfg.dir.path().join("mqtt-password");
+    std::fs::write(&key_file, api_key).expect("key file");
+    std::fs::write(&mqtt_file, mqtt_password).expect("password file");
+    let config = cfg
+        .raw(&format!("api_key_file = \"{}\"", key_file.display()))
+        .mqtt(broker.port, 1.0)
+        .raw(&format!("username = \"glimpse\"\npassword_file = \"{}\"\ncommands = true", mqtt_file.display()))
+        .write();
+    let mut daemon = Daemon::start(&config, &[], &[("GLIMPSE_LOG", "debug")]);
+    observer.wait_for("glimpse/e2e-secrets/availability", Duration::from_secs(60), |m| m.payload == "online");
+    // The camera refuses the (wrong) password: the error path quotes URIs and server answers.
+    daemon.wait_for_log(&["camera=\"cam\"", "state=\"error\""], 1, Duration::from_secs(60));
+    observer.publish("glimpse/e2e-secrets/cmd", r#"{"command": "reload"}"#);
+    observer.wait_for("glimpse/e2e-secrets/cmd/result", Duration::from_secs(10), |_| true);
+    observer.wait_for("glimpse/e2e-secrets/stats", Duration::from_secs(10), |m| m.payload.contains("\"reason\""));
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait(Duration::from_secs(30)).success(), "{}", daemon.logs());
+    let check = glimpse(&["check", "--config", &config.display().to_string()], &[]);
+    let help = glimpse(&["run", "--help"], &[]);
+    let everything = format!(
+        "{}{}{}{}{}",
+        daemon.logs(),
+        observer.messages().iter().map(|m| m.payload.clone()).collect::<String>(),
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr),
+        String::from_utf8_lossy(&help.stdout)
+    );
+    for secret in [api_key, rtsp_password, mqtt_password] {
+        assert!(!everything.contains(secret), "secret {secret} leaked");
+    }
 }

@@ -40,7 +40,7 @@ pub struct Config {
 }
 
 /// `[device]`: who this box is and where it keeps its state.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct DeviceConfig {
     /// `[a-z0-9_-]{1,64}`; appears in MQTT topics and in every vector id.
     pub id: String,

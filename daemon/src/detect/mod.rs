@@ -18,7 +18,7 @@ const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// `[detector]`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct DetectorConfig {
     /// Path of the DETR ONNX file (input `pixel_values`, outputs `logits` and `pred_boxes`).
     pub model: PathBuf,

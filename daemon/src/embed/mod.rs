@@ -17,7 +17,7 @@ const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 const INPUT_SIDE: u32 = 224;
 
 /// `[embedder]`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct EmbedderConfig {
     /// Path of the CLIP vision ONNX file (input `pixel_values` [B,3,224,224], output `image_embeds`).
     pub model: PathBuf,

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::config::{KeyPath, Problem};
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct OutboxConfig {
     /// Group commit: records are flushed to disk at most this many milliseconds after they

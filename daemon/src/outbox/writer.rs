@@ -16,10 +16,12 @@ use tokio::sync::Notify;
 use super::{Outbox, OutboxError};
 use crate::record::Record;
 use crate::stats::Stats;
+use crate::systemd_notify::Heartbeat;
 
 /// Where the writer sends what it accepted, and what tells it the daemon is stopping.
 pub struct WriterLinks {
     pub stats: Arc<Stats>,
+    pub heartbeat: Arc<Heartbeat>,
     pub wake: Arc<Notify>,
     pub stopping: Arc<AtomicBool>,
 }
@@ -29,8 +31,12 @@ pub fn run_writer(outbox: Arc<Outbox>, records: Receiver<Vec<Record>>, links: Wr
     let mut waiting: Vec<Record> = Vec::new();
     let mut first_at = Instant::now();
     loop {
+        links.heartbeat.beat();
         let received = if waiting.is_empty() {
-            records.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            match records.recv_timeout(crate::supervisor::IDLE_BEAT) {
+                Err(RecvTimeoutError::Timeout) => continue,
+                other => other,
+            }
         } else {
             records.recv_timeout(flush_after.saturating_sub(first_at.elapsed()))
         };
@@ -97,6 +103,7 @@ fn commit(outbox: &Outbox, records: &[Record], links: &WriterLinks) -> bool {
                     tracing::error!(records = records.len(), "stopping while the outbox is full: these records were not accepted");
                     return false;
                 }
+                links.heartbeat.beat(); // waiting for room is legitimate idleness
                 std::thread::sleep(Duration::from_millis(200));
             }
             Err(e) => {

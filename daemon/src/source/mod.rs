@@ -31,10 +31,11 @@ use pipeline::{bus_error, copy_frame, first_error, Probes, PULL_TIMEOUT};
 use crate::backoff::Backoff;
 use crate::config::{check_name, KeyPath, Problem};
 use crate::redact::{redact_secrets, redact_uri};
-use crate::stats::{unix_ms, CameraState, Stats};
+use crate::stats::{unix_ms, CameraState, CameraStats, Stats};
+use crate::systemd_notify::Heartbeat;
 
 /// `[[cameras]]`: one video source.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct CameraConfig {
     /// `[a-z0-9_-]{1,64}`; appears in MQTT topics and vector ids.
     pub name: String,
@@ -128,7 +129,8 @@ impl CameraConfig {
 
 /// One sampled frame, copied out of GStreamer.
 pub struct Frame {
-    pub camera: usize,
+    /// The camera's counters (and name).
+    pub camera: Arc<CameraStats>,
     /// The frame's identity within its camera: stream position for files (so two runs over the
     /// same file give the same ids), capture wall-clock time for live sources.
     pub key_ms: u64,
@@ -176,14 +178,14 @@ pub fn init() -> anyhow::Result<()> {
 
 /// Runs one camera until `stop` is set: connects, streams, and reconnects as the module
 /// documentation says.
-pub fn run_camera(index: usize, camera: CameraConfig, frames: SyncSender<Frame>, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
+pub fn run_camera(camera: CameraConfig, cam: Arc<CameraStats>, frames: SyncSender<Frame>, stats: Arc<Stats>, stop: Arc<AtomicBool>, beat: Arc<Heartbeat>) {
     let redacted = redact_uri(&camera.uri);
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let mut hardware_failed = false;
     loop {
         tracing::info!(camera = %camera.name, uri = %redacted, "starting source");
         let probes = Arc::new(Probes::default());
-        let (ended, delivered) = stream_once(index, &camera, &frames, &stats, &stop, &probes, hardware_failed);
+        let (ended, delivered) = stream_once(&camera, &cam, &frames, &stats, &stop, &probes, hardware_failed, &beat);
         if delivered > 0 {
             backoff.reset();
         }
@@ -203,7 +205,7 @@ pub fn run_camera(index: usize, camera: CameraConfig, frames: SyncSender<Frame>,
                 backoff.next_delay()
             }
             Ended::Stalled => {
-                stats.camera(index).stalled();
+                cam.stalled();
                 stats.set_camera_status(&camera.name, CameraState::Offline, Some(format!("no data for {} s; reconnecting", camera.stall_timeout_s)));
                 backoff.next_delay()
             }
@@ -218,8 +220,8 @@ pub fn run_camera(index: usize, camera: CameraConfig, frames: SyncSender<Frame>,
             }
         };
         tracing::warn!(camera = %camera.name, reason = %redact_secrets(&format!("{ended:?}"), &camera.uri), retry_in_ms = delay.as_millis() as u64, "source stopped; reconnecting");
-        stats.camera(index).reconnect();
-        if sleep_unless_stopped(delay, &stop) {
+        cam.reconnect();
+        if sleep_unless_stopped(delay, &stop, &beat) {
             break;
         }
     }
@@ -231,28 +233,29 @@ pub fn run_camera(index: usize, camera: CameraConfig, frames: SyncSender<Frame>,
 
 /// One pipeline's life; returns why it ended and how many frames it delivered.
 fn stream_once(
-    index: usize,
     camera: &CameraConfig,
+    cam: &Arc<CameraStats>,
     frames: &SyncSender<Frame>,
     stats: &Stats,
     stop: &AtomicBool,
     probes: &Arc<Probes>,
     hardware_failed: bool,
+    beat: &Heartbeat,
 ) -> (Ended, u64) {
     let built = match pipeline::build(camera, probes.clone(), hardware_failed) {
         Ok(p) => p,
         Err(e) => return (Ended::Failed(Failure::new(format!("{e:#}"))), 0),
     };
-    let mut pump = Pump { index, camera, frames, stats, probes, delivered: 0 };
-    let ended = pump.run(&built.pipeline, &built.sink, stop);
+    let mut pump = Pump { camera, cam, frames, stats, probes, delivered: 0 };
+    let ended = pump.run(&built.pipeline, &built.sink, stop, beat);
     // Always back to Null on the way out, or GStreamer threads and sockets leak.
     let _ = built.pipeline.set_state(gst::State::Null);
     (ended, pump.delivered)
 }
 
 struct Pump<'a> {
-    index: usize,
     camera: &'a CameraConfig,
+    cam: &'a Arc<CameraStats>,
     frames: &'a SyncSender<Frame>,
     stats: &'a Stats,
     probes: &'a Probes,
@@ -260,7 +263,7 @@ struct Pump<'a> {
 }
 
 impl Pump<'_> {
-    fn run(&mut self, pipeline: &gst::Pipeline, sink: &gstreamer_app::AppSink, stop: &AtomicBool) -> Ended {
+    fn run(&mut self, pipeline: &gst::Pipeline, sink: &gstreamer_app::AppSink, stop: &AtomicBool, beat: &Heartbeat) -> Ended {
         if let Err(e) = pipeline.set_state(gst::State::Playing) {
             let detail = pipeline.bus().and_then(|b| first_error(&b)).unwrap_or_else(|| e.to_string());
             return Ended::Failed(Failure::new(detail));
@@ -271,6 +274,7 @@ impl Pump<'_> {
         let mut seen = (0, 0, 0);
         let mut online = false;
         loop {
+            beat.beat();
             if stop.load(Ordering::Relaxed) {
                 return Ended::ShutDown;
             }
@@ -292,7 +296,7 @@ impl Pump<'_> {
             let p = self.probes;
             let now = (p.decoded.load(Ordering::Relaxed), p.buffers_in.load(Ordering::Relaxed), p.deltas_skipped.load(Ordering::Relaxed));
             if now != seen {
-                self.stats.camera(self.index).decoded(now.0 - seen.0, now.2 - seen.2);
+                self.cam.decoded(now.0 - seen.0, now.2 - seen.2);
                 seen = now;
                 last_progress = Instant::now();
             } else if self.camera.is_live() && last_progress.elapsed() > stall_after {
@@ -301,7 +305,7 @@ impl Pump<'_> {
             let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(PULL_TIMEOUT.as_millis() as u64)) else { continue };
             if !online {
                 let decoder = self.probes.decoder.lock().ok().and_then(|d| d.clone());
-                self.stats.camera(self.index).set_decoder(decoder);
+                self.cam.set_decoder(decoder);
                 self.stats.set_camera_status(&self.camera.name, CameraState::Online, None);
                 online = true;
             }
@@ -313,7 +317,7 @@ impl Pump<'_> {
 
     /// Hands one sample to inference; false when inference has gone away.
     fn deliver(&mut self, sample: &gst::Sample) -> bool {
-        let cam = self.stats.camera(self.index);
+        let cam = self.cam;
         let (image, pts_ms) = match copy_frame(sample) {
             Ok(f) => f,
             Err(e) => {
@@ -325,7 +329,7 @@ impl Pump<'_> {
         self.delivered += 1;
         let ts = unix_ms();
         let key_ms = if self.camera.is_live() { ts as u64 } else { pts_ms };
-        let frame = Frame { camera: self.index, key_ms, pts_ms, ts, image };
+        let frame = Frame { camera: cam.clone(), key_ms, pts_ms, ts, image };
         if self.camera.is_live() {
             match self.frames.try_send(frame) {
                 Ok(()) => true,
@@ -342,9 +346,10 @@ impl Pump<'_> {
 }
 
 /// Sleeps up to `delay`, waking early for shutdown; true when shutdown was asked for.
-fn sleep_unless_stopped(delay: Duration, stop: &AtomicBool) -> bool {
+fn sleep_unless_stopped(delay: Duration, stop: &AtomicBool, beat: &Heartbeat) -> bool {
     let until = Instant::now() + delay;
     while Instant::now() < until {
+        beat.beat();
         if stop.load(Ordering::Relaxed) {
             return true;
         }

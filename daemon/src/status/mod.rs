@@ -7,25 +7,34 @@
 //! - `{prefix}/{device}/stats`: JSON [`crate::stats::Snapshot`] every `stats_interval_s`.
 //! - `{prefix}/{device}/cameras/{name}/status`: retained `online`, `offline` or `error`.
 //!
+//! - `{prefix}/{device}/cameras/{name}/reason`: retained; why the camera is not online ("" when it is).
+//! - `{prefix}/{device}/cmd` → `{prefix}/{device}/cmd/result`: operator commands (opt-in).
+//!
 //! The rumqttc event loop is polled continuously (its `publish` only queues), publishing never
-//! waits on the broker (`try_publish`), and after every (re)connection availability and the
-//! camera statuses are published again, because a broker restart may have lost them.
+//! waits on the broker (`try_publish`), and after every (re)connection availability, the camera
+//! statuses and Home Assistant discovery are published again, and the command topic subscribed
+//! again, because a broker restart may have lost them.
+
+mod discovery;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport};
 use serde::Deserialize;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::control::{self, Request};
+use discovery::Discovery;
 
 use crate::backoff::Backoff;
 use crate::config::{KeyPath, Problem};
 use crate::stats::{CameraStatus, Stats};
 
 /// `[mqtt]`: the broker that operators watch. Absent: status goes to the log only.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct MqttConfig {
     pub host: String,
     /// Default 1883.
@@ -37,11 +46,31 @@ pub struct MqttConfig {
     /// Seconds between stats messages. Default 60.
     #[serde(default = "default_stats_interval_s")]
     pub stats_interval_s: f64,
-    /// Optional broker login; the password comes from `password_file`.
+    /// Optional broker login. The password comes from `password_file`, else from the systemd
+    /// credential `mqtt-password`.
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// Connect with TLS (mqtts), trusting the CA in `ca_file`. Default false.
+    #[serde(default)]
+    pub tls: bool,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Optional client certificate and key (PEM) for brokers that require them.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    /// Accept commands on `{prefix}/{device}/cmd`. Default false.
+    #[serde(default)]
+    pub commands: bool,
+    /// Announce sensors to Home Assistant (MQTT discovery). Default false.
+    #[serde(default)]
+    pub ha_discovery: bool,
+    /// Home Assistant's discovery prefix. Default "homeassistant".
+    #[serde(default = "default_ha_prefix")]
+    pub ha_prefix: String,
     /// MQTT keep-alive in seconds; the broker declares the device gone after 1.5 times this.
     /// Default 30.
     #[serde(default = "default_keep_alive_s")]
@@ -59,6 +88,9 @@ fn default_stats_interval_s() -> f64 {
 }
 fn default_keep_alive_s() -> u64 {
     30
+}
+fn default_ha_prefix() -> String {
+    "homeassistant".into()
 }
 
 impl MqttConfig {
@@ -79,6 +111,45 @@ impl MqttConfig {
         if self.password_file.is_some() && self.username.is_none() {
             problems.push(Problem::new(at.key("password_file"), "a password needs a username: set mqtt.username too"));
         }
+        if self.tls && self.ca_file.is_none() {
+            problems.push(Problem::new(at.key("ca_file"), "tls = true needs the broker's CA certificate (PEM) in mqtt.ca_file"));
+        }
+        if !self.tls && (self.ca_file.is_some() || self.client_cert_file.is_some()) {
+            problems.push(Problem::new(at.key("tls"), "certificates are set but tls is false: set mqtt.tls = true"));
+        }
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
+            problems.push(Problem::new(at.key("client_cert_file"), "a client certificate needs its key: set both client_cert_file and client_key_file"));
+        }
+    }
+
+    /// The broker password: `password_file`, else the systemd credential `mqtt-password`.
+    fn password(&self) -> Result<String, String> {
+        let credential = std::env::var_os("CREDENTIALS_DIRECTORY").map(|d| PathBuf::from(d).join("mqtt-password"));
+        let file = match (&self.password_file, credential) {
+            (Some(f), _) => f.clone(),
+            (None, Some(c)) if c.exists() => c,
+            _ => return Ok(String::new()),
+        };
+        std::fs::read_to_string(&file).map(|p| p.trim().to_owned()).map_err(|e| format!("cannot read the MQTT password from {}: {e}", file.display()))
+    }
+
+    fn options(&self, device: &str, will_topic: &str) -> Result<MqttOptions, String> {
+        let mut options = MqttOptions::new(format!("glimpse-{device}"), self.host.clone(), self.port);
+        options.set_keep_alive(Duration::from_secs(self.keep_alive_s));
+        options.set_last_will(LastWill::new(will_topic, "offline", QoS::AtLeastOnce, true));
+        if let Some(user) = &self.username {
+            options.set_credentials(user.clone(), self.password()?);
+        }
+        if self.tls {
+            let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+            let ca = read(self.ca_file.as_ref().ok_or("mqtt.ca_file is not set")?)?;
+            let client_auth = match (&self.client_cert_file, &self.client_key_file) {
+                (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+                _ => None,
+            };
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple { ca, alpn: None, client_auth }));
+        }
+        Ok(options)
     }
 }
 
@@ -86,6 +157,8 @@ struct Topics {
     availability: String,
     stats: String,
     camera_prefix: String,
+    command: String,
+    command_result: String,
 }
 
 impl Topics {
@@ -94,18 +167,31 @@ impl Topics {
             availability: format!("{prefix}/{device}/availability"),
             stats: format!("{prefix}/{device}/stats"),
             camera_prefix: format!("{prefix}/{device}/cameras"),
+            command: format!("{prefix}/{device}/cmd"),
+            command_result: format!("{prefix}/{device}/cmd/result"),
         }
     }
 
     fn camera(&self, name: &str) -> String {
         format!("{}/{name}/status", self.camera_prefix)
     }
+
+    fn camera_reason(&self, name: &str) -> String {
+        format!("{}/{name}/reason", self.camera_prefix)
+    }
 }
 
-/// Publishes status until `shutdown` turns true, then says goodbye (`offline`).
-pub async fn run_status(config: Option<MqttConfig>, device: String, stats: Arc<Stats>, shutdown: watch::Receiver<bool>) {
+/// Publishes status until `shutdown` turns true, then says goodbye (`offline`). Commands go to
+/// `commands` when `[mqtt] commands = true`.
+pub async fn run_status(config: Option<MqttConfig>, device: String, stats: Arc<Stats>, commands: mpsc::Sender<Request>, shutdown: watch::Receiver<bool>) {
     match config {
-        Some(config) => run_mqtt(config, device, stats, shutdown).await,
+        Some(config) => match config.options(&device, &Topics::new(&config.topic_prefix, &device).availability) {
+            Ok(options) => Mqtt::new(config, options, device, stats, commands).run(shutdown).await,
+            Err(e) => {
+                tracing::error!(error = %e, "MQTT is configured but cannot be set up; status goes to the log only");
+                run_log_only(device, stats, shutdown).await
+            }
+        },
         None => run_log_only(device, stats, shutdown).await,
     }
 }
@@ -129,98 +215,213 @@ fn log_snapshot(stats: &Stats, device: &str) {
     }
 }
 
-async fn run_mqtt(config: MqttConfig, device: String, stats: Arc<Stats>, mut shutdown: watch::Receiver<bool>) {
-    let topics = Topics::new(&config.topic_prefix, &device);
-    let mut options = MqttOptions::new(format!("glimpse-{device}"), config.host.clone(), config.port);
-    options.set_keep_alive(Duration::from_secs(config.keep_alive_s));
-    options.set_last_will(LastWill::new(&topics.availability, "offline", QoS::AtLeastOnce, true));
-    if let Some(user) = &config.username {
-        let password = match &config.password_file {
-            Some(file) => match std::fs::read_to_string(file) {
-                Ok(p) => p.trim().to_owned(),
-                Err(e) => {
-                    tracing::error!(file = %file.display(), error = %e, "cannot read the MQTT password file; connecting without a password");
-                    String::new()
-                }
-            },
-            None => String::new(),
-        };
-        options.set_credentials(user.clone(), password);
+struct Mqtt {
+    config: MqttConfig,
+    topics: Topics,
+    device: String,
+    stats: Arc<Stats>,
+    client: AsyncClient,
+    events: rumqttc::EventLoop,
+    commands: mpsc::Sender<Request>,
+    /// Cameras whose retained topics we published, so removed ones can be cleared.
+    announced: BTreeMap<String, CameraStatus>,
+}
+
+impl Mqtt {
+    fn new(config: MqttConfig, options: MqttOptions, device: String, stats: Arc<Stats>, commands: mpsc::Sender<Request>) -> Self {
+        let (client, events) = AsyncClient::new(options, 256);
+        let topics = Topics::new(&config.topic_prefix, &device);
+        Self { config, topics, device, stats, client, events, commands, announced: BTreeMap::new() }
     }
-    let (client, mut events) = AsyncClient::new(options, 256);
-    let mut statuses = stats.camera_statuses();
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(config.stats_interval_s));
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-    let mut connected = false;
-    let publish = |topic: &str, retain: bool, payload: Vec<u8>| {
-        if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, retain, payload) {
+
+    fn publish(&self, topic: &str, retain: bool, payload: impl Into<Vec<u8>>) {
+        if let Err(e) = self.client.try_publish(topic, QoS::AtLeastOnce, retain, payload) {
             tracing::warn!(topic, error = %e, "MQTT publish queue full; message dropped");
         }
-    };
-    let publish_statuses = |all: &BTreeMap<String, CameraStatus>| {
+    }
+
+    fn publish_stats(&self) {
+        match serde_json::to_vec(&self.stats.snapshot(&self.device)) {
+            Ok(json) => self.publish(&self.topics.stats, false, json),
+            Err(e) => tracing::warn!(error = %e, "cannot serialise stats"),
+        }
+    }
+
+    fn discovery(&self) -> Discovery<'_> {
+        Discovery { ha_prefix: &self.config.ha_prefix, topic_prefix: &self.config.topic_prefix, device: &self.device }
+    }
+
+    /// Publishes every camera's state (all of them with `force`, else only changes) and clears
+    /// the retained topics of cameras that no longer exist.
+    fn publish_statuses(&mut self, all: &BTreeMap<String, CameraStatus>, force: bool) {
+        let removed: Vec<String> = self.announced.keys().filter(|k| !all.contains_key(*k)).cloned().collect();
+        for name in removed {
+            self.publish(&self.topics.camera(&name), true, Vec::new());
+            self.publish(&self.topics.camera_reason(&name), true, Vec::new());
+            if self.config.ha_discovery {
+                for (topic, _) in self.discovery().camera_sensors(&name) {
+                    self.publish(&topic, true, Vec::new());
+                }
+            }
+            self.announced.remove(&name);
+        }
         for (name, status) in all {
-            publish(&topics.camera(name), true, status.state.as_str().as_bytes().to_vec());
-        }
-    };
-    let publish_stats = || match serde_json::to_vec(&stats.snapshot(&device)) {
-        Ok(json) => publish(&topics.stats, false, json),
-        Err(e) => tracing::warn!(error = %e, "cannot serialise stats"),
-    };
-    loop {
-        tokio::select! {
-            event = events.poll() => match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    tracing::info!(host = %config.host, port = config.port, "MQTT connected");
-                    connected = true;
-                    backoff.reset();
-                    publish(&topics.availability, true, b"online".to_vec());
-                    publish_statuses(&statuses.borrow_and_update());
-                    publish_stats();
+            if !force && self.announced.get(name) == Some(status) {
+                continue;
+            }
+            if self.config.ha_discovery && (force || !self.announced.contains_key(name)) {
+                for (topic, config) in self.discovery().camera_sensors(name) {
+                    self.publish(&topic, true, config.to_string());
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    if connected {
-                        tracing::warn!(error = %e, "MQTT connection lost; reconnecting");
-                    } else {
-                        tracing::debug!(error = %e, "MQTT broker unreachable; retrying");
-                    }
-                    connected = false;
-                    let delay = backoff.next_delay();
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.changed() => break,
-                    }
-                }
-            },
-            _ = tick.tick() => publish_stats(),
-            Ok(()) = statuses.changed() => publish_statuses(&statuses.borrow_and_update()),
-            _ = shutdown.changed() => break,
+            }
+            self.publish(&self.topics.camera(name), true, status.state.as_str());
+            self.publish(&self.topics.camera_reason(name), true, status.reason.clone().unwrap_or_default());
+            self.announced.insert(name.clone(), status.clone());
         }
     }
-    if !connected {
-        log_snapshot(&stats, &device);
-        return;
-    }
-    // Goodbye: final stats, every camera offline, then availability offline, then DISCONNECT;
-    // the event loop keeps running until the DISCONNECT has gone out.
-    publish_stats();
-    for name in stats.camera_statuses().borrow().keys() {
-        publish(&topics.camera(name), true, b"offline".to_vec());
-    }
-    publish(&topics.availability, true, b"offline".to_vec());
-    if let Err(e) = client.try_disconnect() {
-        tracing::warn!(error = %e, "cannot queue the MQTT disconnect");
-    }
-    let drained = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match events.poll().await {
-                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                Ok(_) => {}
+
+    fn announce_device(&self) {
+        if self.config.ha_discovery {
+            for (topic, config) in self.discovery().device_sensors() {
+                self.publish(&topic, true, config.to_string());
             }
         }
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!("MQTT goodbye not confirmed within 5 s");
+    }
+
+    /// Everything a (re)connection needs: retained state again, subscriptions again.
+    fn on_connected(&mut self, statuses: &BTreeMap<String, CameraStatus>) {
+        self.publish(&self.topics.availability, true, "online");
+        self.announce_device();
+        self.publish_statuses(statuses, true);
+        self.publish_stats();
+        let mut subscriptions = Vec::new();
+        if self.config.commands {
+            subscriptions.push(self.topics.command.clone());
+        }
+        if self.config.ha_discovery {
+            subscriptions.push(format!("{}/status", self.config.ha_prefix));
+        }
+        for topic in subscriptions {
+            if let Err(e) = self.client.try_subscribe(&topic, QoS::AtLeastOnce) {
+                tracing::warn!(topic, error = %e, "cannot subscribe");
+            }
+        }
+    }
+
+    fn on_message(&mut self, topic: &str, payload: &[u8], statuses: &BTreeMap<String, CameraStatus>) {
+        if self.config.ha_discovery && topic == format!("{}/status", self.config.ha_prefix) {
+            if payload == b"online" {
+                tracing::info!("Home Assistant came online; announcing sensors again");
+                self.announce_device();
+                self.publish_statuses(statuses, true);
+            }
+            return;
+        }
+        if !(self.config.commands && topic == self.topics.command) {
+            return;
+        }
+        let command = match control::parse(payload) {
+            Ok(c) => c,
+            Err(error) => {
+                tracing::warn!(%error, "rejected an MQTT command");
+                let answer = serde_json::json!({ "ok": false, "error": error });
+                self.publish(&self.topics.command_result, false, answer.to_string());
+                return;
+            }
+        };
+        tracing::info!(command = command.name(), "MQTT command received");
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let (id, name) = (command.id().map(str::to_owned), command.name());
+        let (client, result_topic, requests) = (self.client.clone(), self.topics.command_result.clone(), self.commands.clone());
+        // The supervisor answers on its own thread; wait for it off the event loop.
+        tokio::spawn(async move {
+            let answer = match requests.try_send(Request { command, reply: reply_tx }) {
+                Err(_) => Err("the daemon is busy or stopping; try again".to_owned()),
+                Ok(()) => reply_rx.await.unwrap_or_else(|_| Err("the daemon stopped before answering".into())),
+            };
+            let payload = match answer {
+                Ok(message) => serde_json::json!({ "id": id, "command": name, "ok": true, "message": message }),
+                Err(error) => serde_json::json!({ "id": id, "command": name, "ok": false, "error": error }),
+            };
+            if let Err(e) = client.publish(result_topic, QoS::AtLeastOnce, false, payload.to_string()).await {
+                tracing::warn!(error = %e, "cannot publish a command result");
+            }
+        });
+    }
+
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut statuses = self.stats.camera_statuses();
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(self.config.stats_interval_s));
+        // Short cap: operators expect status back within seconds of the broker's return.
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(3));
+        let mut connected = false;
+        loop {
+            tokio::select! {
+                event = self.events.poll() => match event {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        tracing::info!(host = %self.config.host, port = self.config.port, tls = self.config.tls, "MQTT connected");
+                        connected = true;
+                        backoff.reset();
+                        let current = statuses.borrow_and_update().clone();
+                        self.on_connected(&current);
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let current = statuses.borrow().clone();
+                        self.on_message(&p.topic, &p.payload, &current);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        if connected {
+                            tracing::warn!(error = %e, "MQTT connection lost; reconnecting");
+                        } else {
+                            tracing::debug!(error = %e, "MQTT broker unreachable; retrying");
+                        }
+                        connected = false;
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff.next_delay()) => {}
+                            _ = shutdown.changed() => break,
+                        }
+                    }
+                },
+                _ = tick.tick() => if connected { self.publish_stats() },
+                Ok(()) = statuses.changed() => {
+                    let current = statuses.borrow_and_update().clone();
+                    if connected {
+                        self.publish_statuses(&current, false);
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        if !connected {
+            log_snapshot(&self.stats, &self.device);
+            return;
+        }
+        self.goodbye().await;
+    }
+
+    /// Final stats, every camera offline, availability offline, then DISCONNECT; the event loop
+    /// keeps running until the DISCONNECT has gone out.
+    async fn goodbye(mut self) {
+        self.publish_stats();
+        for name in self.stats.camera_statuses().borrow().keys() {
+            self.publish(&self.topics.camera(name), true, "offline");
+        }
+        self.publish(&self.topics.availability, true, "offline");
+        if let Err(e) = self.client.try_disconnect() {
+            tracing::warn!(error = %e, "cannot queue the MQTT disconnect");
+        }
+        let drained = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match self.events.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("MQTT goodbye not confirmed within 5 s");
+        }
     }
 }

@@ -32,7 +32,7 @@ pub const MAX_BATCH_VECTORS: usize = 1000;
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// `[pinecone]`: the index to sync to. Absent: records stay in the outbox.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct PineconeConfig {
     /// The index host URL from the Pinecone console. Plain `http://` only to loopback.
     pub host: String,

@@ -19,11 +19,19 @@ pub struct Observer {
 
 impl Observer {
     pub fn subscribe(port: u16, filter: &str) -> Self {
+        Self::subscribe_as(port, filter, None)
+    }
+
+    /// Like [`Observer::subscribe`], logging in with `credentials`.
+    pub fn subscribe_as(port: u16, filter: &str, credentials: Option<(&str, &str)>) -> Self {
         // Client ids must be unique per broker, or the broker disconnects the older client.
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut options = MqttOptions::new(format!("observer-{}-{n}", std::process::id()), "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(5));
+        if let Some((user, password)) = credentials {
+            options.set_credentials(user, password);
+        }
         let (client, mut connection) = Client::new(options, 100);
         client.subscribe(filter, QoS::AtLeastOnce).expect("subscribe");
         let messages = Arc::new(Mutex::new(Vec::new()));
@@ -47,6 +55,10 @@ impl Observer {
         });
         subscribed_rx.recv_timeout(Duration::from_secs(10)).expect("observer subscribed");
         Self { messages, client }
+    }
+
+    pub fn publish(&self, topic: &str, payload: &str) {
+        self.client.publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec()).expect("publish");
     }
 
     pub fn messages(&self) -> Vec<Message> {

@@ -228,3 +228,30 @@ fn no_secret_appears_in_logs_mqtt_payloads_or_command_output() {
         assert!(!everything.contains(secret), "secret {secret} leaked");
     }
 }
+
+/// The unit with `/usr/bin/glimpse` pointing at the binary under test, in a temporary directory.
+fn unit_under_test(dir: &std::path::Path) -> std::path::PathBuf {
+    let unit = std::fs::read_to_string(crate::harness::daemon::repo().join("systemd/glimpse.service")).expect("read unit");
+    let path = dir.join("glimpse.service");
+    std::fs::write(&path, unit.replace("/usr/bin/glimpse", crate::harness::daemon::BIN)).expect("write unit");
+    path
+}
+
+#[test]
+fn the_systemd_unit_verifies_cleanly_and_is_sandboxed_to_an_exposure_of_at_most_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unit = unit_under_test(dir.path());
+    // systemd-analyze verify exits 0 even on unknown keys: its output must be empty.
+    let verify = std::process::Command::new("systemd-analyze").arg("verify").arg(&unit).output().expect("systemd-analyze (package systemd)");
+    let said = format!("{}{}", String::from_utf8_lossy(&verify.stdout), String::from_utf8_lossy(&verify.stderr));
+    assert!(verify.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+    let security = std::process::Command::new("systemd-analyze").args(["security", "--offline=true", "--no-pager"]).arg(&unit).output().expect("systemd-analyze");
+    let report = String::from_utf8_lossy(&security.stdout);
+    let exposure: f64 = report
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for glimpse.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure in: {report}"));
+    assert!(exposure <= 2.0, "exposure {exposure}:\n{report}");
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use rand::Rng;
 
-use crate::harness::daemon::{clip, glimpse, Daemon};
+use crate::harness::daemon::{clip, glimpse, outbox_report, Daemon};
 use crate::harness::pinecone::{Emulator, Fault};
 use crate::harness::ConfigBuilder;
 
@@ -66,8 +66,7 @@ fn every_record_accepted_before_a_sigkill_reaches_the_index_after_restart() {
     let lost: Vec<_> = accepted.difference(&in_index).collect();
     assert!(lost.is_empty(), "{} accepted records never reached the index, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
 
-    let stats = glimpse(&["outbox", "stats", "--config", &drain.display().to_string()], &[]);
-    let report: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("outbox stats JSON");
+    let report = outbox_report(&drain);
     assert_eq!(report["pending"], 0, "{report}");
     assert_eq!(report["quarantined"], 0, "{report}");
 }
@@ -82,8 +81,7 @@ fn at_the_disk_cap_drop_oldest_keeps_the_backlog_under_max_bytes_and_counts_the_
     assert!(daemon.wait(Duration::from_secs(180)).success(), "{}", daemon.logs());
     let log = daemon.logs();
     assert!(log.contains("oldest records dropped"), "{log}");
-    let stats = glimpse(&["outbox", "stats", "--config", &config.display().to_string()], &[]);
-    let report: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("outbox stats JSON");
+    let report = outbox_report(&config);
     let bytes = report["pending_bytes"].as_u64().expect("pending_bytes");
     assert!(bytes <= 1 << 20 && bytes > (1 << 20) - 10_000, "{report}");
     let final_stats = log.lines().filter(|l| l.contains("\"dropped\":")).last().expect("final stats logged");
@@ -106,8 +104,7 @@ fn at_the_disk_cap_pause_ingest_drops_nothing_and_still_stops_on_sigterm() {
     assert!(daemon.wait(Duration::from_secs(30)).success(), "{}", daemon.logs());
     let log = daemon.logs();
     assert!(!log.contains("oldest records dropped"), "{log}");
-    let stats = glimpse(&["outbox", "stats", "--config", &config.display().to_string()], &[]);
-    let report: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("outbox stats JSON");
+    let report = outbox_report(&config);
     assert!(report["pending_bytes"].as_u64() <= Some(1 << 20), "{report}");
 }
 
@@ -132,7 +129,6 @@ fn outbox_commands_export_and_purge_only_with_yes() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("would delete 50 pending record(s)"));
     let purged = glimpse(&["outbox", "purge", "--config", &path, "--yes"], &[]);
     assert!(String::from_utf8_lossy(&purged.stdout).contains("deleted 50 pending record(s)"));
-    let stats = glimpse(&["outbox", "stats", "--config", &path], &[]);
-    let report: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("outbox stats JSON");
+    let report = outbox_report(&config);
     assert_eq!(report["pending"], 0);
 }

@@ -28,16 +28,21 @@ fn collect(socket: &UnixDatagram, timeout: Duration, until: &str, into: &mut Vec
     }
 }
 
-#[test]
-fn the_daemon_tells_systemd_when_it_is_ready_and_when_it_is_stopping() {
+/// A datagram socket standing in for systemd's NOTIFY_SOCKET; keep the directory alive with it.
+fn notify_socket() -> (tempfile::TempDir, UnixDatagram, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&path).expect("bind notify socket");
     socket.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    (dir, socket, path.display().to_string())
+}
+
+#[test]
+fn the_daemon_tells_systemd_when_it_is_ready_and_when_it_is_stopping() {
+    let (_dir, socket, socket_path) = notify_socket();
     let config = ConfigBuilder::new("e2e-notify", "detr-tiny-fixture.onnx")
         .camera("bikes", &format!("file://{}", clip("bikes.mp4").display()), 1.0)
         .write();
-    let socket_path = path.display().to_string();
     let mut daemon = Daemon::start(&config, &[], &[("NOTIFY_SOCKET", &socket_path), ("WATCHDOG_USEC", "2000000")]);
     let mut messages = Vec::new();
     collect(&socket, Duration::from_secs(60), "READY=1", &mut messages);
@@ -52,12 +57,8 @@ fn the_daemon_tells_systemd_when_it_is_ready_and_when_it_is_stopping() {
 
 #[test]
 fn the_watchdog_is_no_longer_fed_once_inference_is_wedged() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&path).expect("bind notify socket");
-    socket.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let (_dir, socket, socket_path) = notify_socket();
     let config = ConfigBuilder::new("e2e-wedge", "detr-tiny-fixture.onnx").camera("live", "test:", 2.0).write();
-    let socket_path = path.display().to_string();
     let env = [("NOTIFY_SOCKET", socket_path.as_str()), ("WATCHDOG_USEC", "2000000"), ("GLIMPSE_TEST_WEDGE_INFERENCE", "1")];
     let mut daemon = Daemon::start(&config, &[], &env);
     let mut messages = Vec::new();

@@ -110,6 +110,13 @@ pub fn glimpse(args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().expect("run glimpse")
 }
 
+/// `glimpse outbox stats` for `config`, parsed.
+pub fn outbox_report(config: &Path) -> serde_json::Value {
+    let out = glimpse(&["outbox", "stats", "--config", &config.display().to_string()], &[]);
+    assert!(out.status.success(), "outbox stats failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("outbox stats JSON")
+}
+
 /// Polls `cond` every 100 ms until it holds; panics with `what` after `timeout`.
 pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

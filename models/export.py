@@ -6,7 +6,7 @@ Real checkpoints (needs a model hub or a local checkpoint directory):
 
 Small random-weight models of the same architectures, with no download at all (these are the
 files committed under models/tiny/ and used by the test suite):
-    python models/export.py --tiny --out models/tiny
+    python models/export.py --tiny --out models/tiny --golden tests/media/golden.json
 
 The tiny set holds three files:
   detr-tiny-random.onnx   DETR (ResNet backbone + transformer) with random weights.
@@ -164,6 +164,59 @@ CLIP_EXTRA = {
 }
 
 
+GOLDEN_PHOTOS = {
+    # name: function of skimage.data returning an RGB array
+    "astronaut": lambda d: d.astronaut(),
+    "chelsea": lambda d: d.chelsea(),
+    "coffee": lambda d: d.coffee(),
+    "motorcycle": lambda d: d.stereo_motorcycle()[0],
+}
+
+
+def write_golden(models, photos_dir, out):
+    """Reference outputs of transformers' processors + onnxruntime for the tiny models on real
+    photos, for the exactness tests of `glimpse detect` and `glimpse embed`."""
+    import json
+
+    import numpy as np
+    import onnxruntime as ort
+    import skimage.data
+    from PIL import Image
+    from transformers import CLIPImageProcessor, DetrImageProcessor
+    from transformers.models.detr.modeling_detr import DetrObjectDetectionOutput
+
+    photos_dir.mkdir(parents=True, exist_ok=True)
+    detr = ort.InferenceSession(str(models / "detr-tiny-fixture.onnx"))
+    clip = ort.InferenceSession(str(models / "clip-tiny-random.onnx"))
+    detr_processor = DetrImageProcessor()  # shortest_edge 800, longest_edge 1333, bilinear
+    clip_processor = CLIPImageProcessor()  # shortest_edge 224 bicubic, centre crop 224
+    golden = {"detector": "detr-tiny-fixture.onnx", "embedder": "clip-tiny-random.onnx", "threshold": 0.9, "images": {}}
+    for name, load in GOLDEN_PHOTOS.items():
+        path = photos_dir / f"{name}.png"
+        Image.fromarray(load(skimage.data)).convert("RGB").save(path)
+        image = Image.open(path).convert("RGB")
+        pixel_values = detr_processor(images=image, return_tensors="np")["pixel_values"].astype(np.float32)
+        logits, boxes = detr.run(None, {"pixel_values": pixel_values})
+        outputs = DetrObjectDetectionOutput(logits=torch.from_numpy(logits), pred_boxes=torch.from_numpy(boxes))
+        result = detr_processor.post_process_object_detection(outputs, threshold=0.9, target_sizes=[(image.height, image.width)])[0]
+        detections = [
+            {"label": COCO_LABELS[int(l)], "score": float(s), "x": float(b[0]), "y": float(b[1]), "w": float(b[2] - b[0]), "h": float(b[3] - b[1])}
+            for s, l, b in zip(result["scores"], result["labels"], result["boxes"])
+        ]
+        clip_input = clip_processor(images=image, return_tensors="np")["pixel_values"].astype(np.float32)
+        embedding = clip.run(None, {"pixel_values": clip_input})[0][0]
+        embedding = embedding / np.linalg.norm(embedding)
+        golden["images"][path.name] = {
+            "size": [image.width, image.height],
+            "detr_input": list(pixel_values.shape),
+            "detections": detections,
+            "embedding": [float(v) for v in embedding],
+        }
+        print(f"golden: {name} {image.size} -> {len(detections)} detections", file=sys.stderr)
+    out.write_text(json.dumps(golden, indent=1))
+    print(f"wrote {out}", file=sys.stderr)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="build small random-weight models, no download")
@@ -171,10 +224,15 @@ def main():
     parser.add_argument("--clip", help="CLIP checkpoint (hub id or directory)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=pathlib.Path, required=True)
+    parser.add_argument("--golden", type=pathlib.Path, help="with --tiny: also write reference outputs on photos to this JSON file")
+    parser.add_argument("--photos", type=pathlib.Path, default=pathlib.Path("tests/media/photos"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
 
+    if args.golden and not args.tiny:
+        write_golden(args.out, args.photos, args.golden)  # for the models already in --out
+        return
     if args.tiny:
         export_detr(tiny_detr(), args.out / "detr-tiny-random.onnx")
         export_detr(make_fixture(tiny_detr()), args.out / "detr-tiny-fixture.onnx")
@@ -184,6 +242,8 @@ def main():
             ("detr-tiny-fixture.onnx", "detector", "random:detr-tiny-fixture", DETR_EXTRA),
             ("clip-tiny-random.onnx", "embedder", "random:clip-vit-tiny", CLIP_EXTRA),
         ])
+        if args.golden:
+            write_golden(args.out, args.photos, args.golden)
         return
     if not (args.detr and args.clip):
         parser.error("give --tiny, or both --detr and --clip")

@@ -20,19 +20,18 @@ pub fn analyze(
     device: &str,
     camera: &str,
     detector: &mut Detector,
-    embedder: &Embedder,
+    embedder: &mut Embedder,
     min_box_px: u32,
 ) -> Result<Analysis, ModelError> {
     let (frame_w, frame_h) = frame.image.dimensions();
     let detections = detector.detect(&frame.image)?;
-    let mut records = Vec::with_capacity(detections.len());
-    let mut too_small = 0;
-    for (index, det) in detections.iter().enumerate() {
-        let Some(b) = clamp_box(det, frame_w, frame_h, min_box_px) else {
-            too_small += 1;
-            continue;
-        };
-        let values = embedder.embed(&crop(&frame.image, b))?;
+    let boxes: Vec<_> = detections.iter().enumerate().filter_map(|(i, det)| clamp_box(det, frame_w, frame_h, min_box_px).map(|b| (i, det, b))).collect();
+    let too_small = detections.len() - boxes.len();
+    // All crops of a frame go through the embedder together (batched).
+    let crops: Vec<_> = boxes.iter().map(|(_, _, b)| crop(&frame.image, *b)).collect();
+    let embeddings = embedder.embed_batch(&crops)?;
+    let mut records = Vec::with_capacity(boxes.len());
+    for ((index, det, b), values) in boxes.into_iter().zip(embeddings) {
         records.push(Record {
             id: record_id(device, camera, frame.key_ms, index),
             values,

@@ -24,6 +24,7 @@ pub mod config;
 pub mod control;
 pub mod detect;
 pub mod embed;
+pub mod inspect;
 pub mod model;
 pub mod outbox;
 pub mod record;

@@ -47,6 +47,22 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Detect objects in image files: one JSON line per image, in argument order. Needs only
+    /// the [detector] section of the config.
+    Detect {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Embed whole image files: one JSON line per image with the L2-normalised vector. Needs
+    /// only the [embedder] section of the config.
+    Embed {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
     /// Measure; see docs/benchmarks.md.
     Bench {
         #[command(subcommand)]
@@ -129,6 +145,8 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Detect { config, images } => inspect_exit(glimpse::inspect::detect(&config, &images)),
+        Command::Embed { config, images } => inspect_exit(glimpse::inspect::embed(&config, &images)),
         Command::Bench { what: BenchWhat::Ingest { file, sample_fps } } => match glimpse::bench::ingest(&file, sample_fps) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -155,6 +173,22 @@ fn main() -> ExitCode {
                 println!("{} problem(s) found", problems.len());
                 ExitCode::from(2)
             }
+        }
+    }
+}
+
+/// 0 when every image was processed, 1 when some could not be read (their lines say why), 2
+/// when nothing could run (config or model).
+fn inspect_exit(result: anyhow::Result<glimpse::inspect::Outcome>) -> ExitCode {
+    match result {
+        Ok(glimpse::inspect::Outcome::AllDone) => ExitCode::SUCCESS,
+        Ok(glimpse::inspect::Outcome::SomeFailed(n)) => {
+            eprintln!("{n} image(s) could not be processed; see their \"error\" lines");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
         }
     }
 }

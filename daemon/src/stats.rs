@@ -145,6 +145,7 @@ pub struct OutboxCounters {
     pub oldest_ts: AtomicU64,
     pub accepted: AtomicU64,
     pub dropped: AtomicU64,
+    pub quarantined: AtomicU64,
     pub paused: std::sync::atomic::AtomicBool,
 }
 
@@ -298,6 +299,7 @@ impl Stats {
                 },
                 accepted: load(&self.outbox.accepted),
                 dropped: load(&self.outbox.dropped),
+                quarantined: load(&self.outbox.quarantined),
                 paused: self.outbox.paused.load(Relaxed),
             },
             sync: SyncSnapshot {
@@ -362,6 +364,8 @@ pub struct OutboxSnapshot {
     pub oldest_pending_age_s: Option<u64>,
     pub accepted: u64,
     pub dropped: u64,
+    /// Records that failed their checksum, set aside and never sent.
+    pub quarantined: u64,
     pub paused: bool,
 }
 

@@ -67,6 +67,7 @@ pub fn run(config_path: &Path, config: Config, options: RunOptions) -> anyhow::R
     let stats = Stats::new();
     stats.outbox_backlog(outbox.backlog());
     stats.outbox_oldest(outbox.oldest_ts()?);
+    stats.outbox.quarantined.store(outbox.quarantined_len() as u64, Ordering::Relaxed);
     tracing::info!(pending = outbox.backlog().records, bytes = outbox.backlog().bytes, "outbox opened");
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -399,7 +400,7 @@ async fn next_event(signals: &mut Signals, commands: &mut mpsc::Receiver<Request
 }
 
 /// The inference thread: one loaded copy of each model serves every camera.
-fn run_inference(frames: Receiver<Frame>, records: SyncSender<Vec<Record>>, mut detector: Detector, embedder: Embedder, device: &str, min_box: u32, beat: &Heartbeat) {
+fn run_inference(frames: Receiver<Frame>, records: SyncSender<Vec<Record>>, mut detector: Detector, mut embedder: Embedder, device: &str, min_box: u32, beat: &Heartbeat) {
     loop {
         beat.beat();
         let frame = match frames.recv_timeout(IDLE_BEAT) {
@@ -410,7 +411,7 @@ fn run_inference(frames: Receiver<Frame>, records: SyncSender<Vec<Record>>, mut 
         test_hooks::maybe_wedge_inference();
         let started = Instant::now();
         let camera = &frame.camera;
-        match analyze(&frame, device, &camera.name, &mut detector, &embedder, min_box) {
+        match analyze(&frame, device, &camera.name, &mut detector, &mut embedder, min_box) {
             Ok(analysis) => {
                 camera.inference_latency(started.elapsed());
                 camera.frame_processed(analysis.detections, analysis.too_small, analysis.records.len());

@@ -7,5 +7,6 @@ mod harness;
 mod check;
 mod durability;
 mod ingest;
+mod numerics;
 mod pipeline;
 mod service;

@@ -146,6 +146,24 @@ fn the_syncer_retries_through_outages_and_throttling_until_every_record_is_ackno
 }
 
 #[test]
+fn a_long_outage_is_ridden_out_and_the_backlog_drains_completely_after_it() {
+    let emulator = Emulator::start(API_KEY, 512);
+    emulator.fail_for(503, Duration::from_secs(20));
+    let config = ConfigBuilder::new("e2e-outage", "detr-tiny-fixture.onnx")
+        .camera("bikes", &format!("file://{}", clip("bikes.mp4").display()), 1.0)
+        .pinecone(&emulator.url, "outage")
+        .write();
+    let started = std::time::Instant::now();
+    let mut daemon = Daemon::start(&config, &["--exit-when-done"], &[("PINECONE_API_KEY", API_KEY)]);
+    let status = daemon.wait(Duration::from_secs(180));
+    assert!(status.success(), "exit {status:?}; log:\n{}", daemon.logs());
+    assert!(started.elapsed() >= Duration::from_secs(20));
+    assert!(emulator.refused() >= 3, "the outage was not exercised: {} refusals", emulator.refused());
+    assert_eq!(emulator.count("outage"), 10 * BOXES_PER_FRAME as usize);
+    assert!(emulator.rejected().is_empty());
+}
+
+#[test]
 fn a_pinecone_index_of_the_wrong_dimension_stops_start_up_with_a_clear_error() {
     let emulator = Emulator::start(API_KEY, 768);
     let config = ConfigBuilder::new("e2e-dim", "detr-tiny-fixture.onnx")

@@ -133,29 +133,12 @@ impl Config {
     /// Parses and validates configuration text; `file` only names it in errors.
     pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
         let fail = |problems| ConfigError { file: file.to_owned(), problems };
-        let doc = toml_edit::Document::parse(text.to_owned()).map_err(|e| {
-            let position = e.span().map(|s| locate::position(text, s.start));
-            let message = format!("not valid TOML: {}", e.message().trim());
-            fail(vec![Problem { position, ..Problem::new(KeyPath::root(), message) }])
-        })?;
-        let index = SpanIndex::new(text, &doc);
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            fail(vec![Problem::new(KeyPath::root(), format!("not valid TOML: {}", e.message()))])
-        })?;
-
-        let (config, mut problems) = deserialize_collecting(table);
+        let (index, table) = read_toml(text).map_err(fail)?;
+        let (config, mut problems) = deserialize_collecting::<Config>(table);
         if let Some(config) = &config {
             config.validate(&mut problems);
         }
-        for p in &mut problems {
-            p.position = index.locate(&p.path, p.at_key);
-        }
-        problems.sort_by_key(|p| p.position.map(|pos| (pos.line, pos.column)));
-        problems.dedup();
-        match config {
-            Some(config) if problems.is_empty() => Ok(config),
-            _ => Err(fail(problems)),
-        }
+        finish(config, problems, &index).map_err(fail)
     }
 
     fn validate(&self, problems: &mut Vec<Problem>) {
@@ -185,9 +168,70 @@ impl Config {
     }
 }
 
+/// The document's spans and its values; a syntax error as the single problem.
+fn read_toml(text: &str) -> Result<(SpanIndex, toml::Table), Vec<Problem>> {
+    let doc = toml_edit::Document::parse(text.to_owned()).map_err(|e| {
+        let position = e.span().map(|s| locate::position(text, s.start));
+        let message = format!("not valid TOML: {}", e.message().trim());
+        vec![Problem { position, ..Problem::new(KeyPath::root(), message) }]
+    })?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| vec![Problem::new(KeyPath::root(), format!("not valid TOML: {}", e.message()))])?;
+    Ok((SpanIndex::new(text, &doc), table))
+}
+
+/// Places and orders the problems; the value only when there are none.
+fn finish<T>(value: Option<T>, mut problems: Vec<Problem>, index: &SpanIndex) -> Result<T, Vec<Problem>> {
+    for p in &mut problems {
+        p.position = index.locate(&p.path, p.at_key);
+    }
+    problems.sort_by_key(|p| p.position.map(|pos| (pos.line, pos.column)));
+    problems.dedup();
+    match value {
+        Some(value) if problems.is_empty() => Ok(value),
+        _ => Err(problems),
+    }
+}
+
+/// A section that can be read on its own (`glimpse detect` needs only `[detector]`).
+pub trait Section: serde::de::DeserializeOwned {
+    fn validate(&self, at: &KeyPath, problems: &mut Vec<Problem>);
+}
+
+impl Section for DetectorConfig {
+    fn validate(&self, at: &KeyPath, problems: &mut Vec<Problem>) {
+        DetectorConfig::validate(self, at, problems)
+    }
+}
+
+impl Section for EmbedderConfig {
+    fn validate(&self, at: &KeyPath, problems: &mut Vec<Problem>) {
+        EmbedderConfig::validate(self, at, problems)
+    }
+}
+
+/// Reads only section `[key]` of a configuration file, with the same checks and positions as
+/// [`Config::load`]; the rest of the file is not looked at.
+pub fn load_section<T: Section>(file: &Path, key: &str) -> Result<T, ConfigError> {
+    let fail = |problems| ConfigError { file: file.to_owned(), problems };
+    let text = std::fs::read_to_string(file).map_err(|e| fail(vec![Problem::new(KeyPath::root(), format!("cannot read the file: {e}"))]))?;
+    let (index, table) = read_toml(&text).map_err(fail)?;
+    let at = KeyPath::root().key(key);
+    let Some(toml::Value::Table(section)) = table.get(key).cloned() else {
+        return Err(fail(vec![Problem::new(at, format!("the [{key}] section is missing"))]));
+    };
+    let (value, mut problems) = deserialize_collecting::<T>(section);
+    for p in &mut problems {
+        p.path = KeyPath(at.0.iter().chain(p.path.0.iter()).cloned().collect());
+    }
+    if let Some(v) = &value {
+        v.validate(&at, &mut problems);
+    }
+    finish(value, problems, &index).map_err(fail)
+}
+
 /// Deserializes the typed config, reporting every unknown key and, by removing each wrongly typed
 /// key and trying again, every type error rather than only the first.
-fn deserialize_collecting(mut table: toml::Table) -> (Option<Config>, Vec<Problem>) {
+fn deserialize_collecting<T: serde::de::DeserializeOwned>(mut table: toml::Table) -> (Option<T>, Vec<Problem>) {
     const MAX_PASSES: usize = 64;
     let mut problems = Vec::new();
     let mut removed: Vec<KeyPath> = Vec::new();
@@ -195,7 +239,7 @@ fn deserialize_collecting(mut table: toml::Table) -> (Option<Config>, Vec<Proble
         let mut unknown = Vec::new();
         let mut collect = |p: serde_ignored::Path<'_>| unknown.push(KeyPath::from_serde_ignored(&p));
         let de = serde_ignored::Deserializer::new(table.clone(), &mut collect);
-        let result: Result<Config, _> = serde_path_to_error::deserialize(de);
+        let result: Result<T, _> = serde_path_to_error::deserialize(de);
         problems.extend(unknown.into_iter().map(Problem::unknown_key));
         match result {
             Ok(config) => return (Some(config), problems),
@@ -328,6 +372,19 @@ model = "/m/clip.onnx"
         let found = problems(&VALID.replace("[embedder]\nmodel = \"/m/clip.onnx\"\n", ""));
         assert_eq!(found.len(), 1, "{found:#?}");
         assert!(found[0].contains("embedder: required key is missing"), "{found:#?}");
+    }
+
+    #[test]
+    fn one_section_can_be_read_alone_with_positions_relative_to_the_whole_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("g.toml");
+        std::fs::write(&path, "[detector]\nmodel = \"/m/d.onnx\"\nthreshold = 2\n").expect("write");
+        let err = load_section::<DetectorConfig>(&path, "detector").expect_err("threshold out of range");
+        assert_eq!(err.describe(&err.problems[0]).split(": ").nth(1), Some("detector.threshold"));
+        assert!(err.describe(&err.problems[0]).contains("g.toml:3:13"));
+        std::fs::write(&path, "[detector]\nmodel = \"/m/d.onnx\"\n").expect("write");
+        assert!(load_section::<DetectorConfig>(&path, "detector").is_ok());
+        assert!(load_section::<EmbedderConfig>(&path, "embedder").is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //!
 //! Also owns cropping detections out of frames. Pure computation, like `detect/`.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -31,9 +32,13 @@ impl EmbedderConfig {
     }
 }
 
+/// Crops embedded in one model call at most (the model's batch axis is dynamic).
+pub const MAX_BATCH: usize = 8;
+
 pub struct Embedder {
     file: OnnxFile,
-    plan: Plan,
+    /// Optimised plans per batch size (1..=MAX_BATCH), made on first use.
+    plans: HashMap<usize, Plan>,
     dimension: usize,
 }
 
@@ -41,10 +46,9 @@ impl Embedder {
     /// Loads the model and embeds a blank crop once, which also measures the output dimension.
     pub fn load(config: &EmbedderConfig) -> Result<Self, ModelError> {
         let file = OnnxFile::open(&config.model)?;
-        let plan = file.plan([1, 3, INPUT_SIDE as usize, INPUT_SIDE as usize])?;
-        let mut embedder = Self { file, plan, dimension: 0 };
-        let probe = embedder.run(&image::RgbImage::new(INPUT_SIDE, INPUT_SIDE))?;
-        embedder.dimension = probe.len();
+        let mut embedder = Self { file, plans: HashMap::new(), dimension: 0 };
+        let probe = embedder.run(&[image::RgbImage::new(INPUT_SIDE, INPUT_SIDE)])?;
+        embedder.dimension = probe.first().map_or(0, Vec::len);
         Ok(embedder)
     }
 
@@ -53,26 +57,46 @@ impl Embedder {
         self.dimension
     }
 
-    pub fn embed(&self, crop: &image::RgbImage) -> Result<Vec<f32>, ModelError> {
-        let mut v = self.run(crop)?;
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm > 0.0 && norm.is_finite() {
-            v.iter_mut().for_each(|x| *x /= norm);
+    /// L2-normalised embeddings of `crops`, in order, in calls of up to [`MAX_BATCH`].
+    pub fn embed_batch(&mut self, crops: &[image::RgbImage]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let mut out = Vec::with_capacity(crops.len());
+        for chunk in crops.chunks(MAX_BATCH) {
+            for mut v in self.run(chunk)? {
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                if norm > 0.0 && norm.is_finite() {
+                    v.iter_mut().for_each(|x| *x /= norm);
+                }
+                out.push(v);
+            }
         }
-        Ok(v)
+        Ok(out)
     }
 
-    fn run(&self, crop: &image::RgbImage) -> Result<Vec<f32>, ModelError> {
-        let input = normalized_chw(&clip_preprocess(crop), CLIP_MEAN, CLIP_STD);
-        let outputs = self.file.run(&self.plan, input)?;
+    pub fn embed(&mut self, crop: &image::RgbImage) -> Result<Vec<f32>, ModelError> {
+        Ok(self.embed_batch(std::slice::from_ref(crop))?.pop().unwrap_or_default())
+    }
+
+    fn run(&mut self, crops: &[image::RgbImage]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let n = crops.len();
+        let inputs: Vec<_> = crops.iter().map(|c| normalized_chw(&clip_preprocess(c), CLIP_MEAN, CLIP_STD)).collect();
+        let input = tract_onnx::prelude::Tensor::stack_tensors(0, &inputs).map_err(|e| ModelError::Run { path: self.file.path.clone(), reason: format!("{e:#}") })?;
+        let plan = match self.plans.get(&n) {
+            Some(p) => p.clone(),
+            None => {
+                let p = self.file.plan([n, 3, INPUT_SIDE as usize, INPUT_SIDE as usize])?;
+                self.plans.insert(n, p.clone());
+                p
+            }
+        };
+        let outputs = self.file.run(&plan, input)?;
         let out = self.file.output(&outputs, 0)?;
-        if out.ndim() != 2 || out.shape()[0] != 1 || out.shape()[1] == 0 {
+        if out.ndim() != 2 || out.shape()[0] != n || out.shape()[1] == 0 {
             return Err(ModelError::Shape {
                 path: self.file.path.clone(),
-                reason: format!("output must be image_embeds [batch, dimension], found {:?}", out.shape()),
+                reason: format!("output must be image_embeds [batch, dimension], found {:?} for a batch of {n}", out.shape()),
             });
         }
-        Ok(out.iter().copied().collect())
+        Ok(out.outer_iter().map(|row| row.iter().copied().collect()).collect())
     }
 }
 

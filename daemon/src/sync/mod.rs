@@ -272,8 +272,9 @@ async fn deliver(batch: Vec<(u64, Record)>, outbox: &Arc<Outbox>, client: &Pinec
 
 async fn update_oldest(outbox: &Arc<Outbox>, stats: &Arc<Stats>) {
     let reader = outbox.clone();
-    if let Ok(Ok(ts)) = tokio::task::spawn_blocking(move || reader.oldest_ts()).await {
+    if let Ok(Ok((ts, quarantined))) = tokio::task::spawn_blocking(move || reader.oldest_ts().map(|ts| (ts, reader.quarantined_len()))).await {
         stats.outbox_oldest(ts);
+        stats.outbox.quarantined.store(quarantined as u64, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

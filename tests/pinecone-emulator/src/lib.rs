@@ -52,7 +52,10 @@ struct Index {
     dimension: usize,
     namespaces: HashMap<String, BTreeMap<String, Stored>>,
     faults: VecDeque<Fault>,
+    /// An outage: every upsert fails with this status until then.
+    down_until: Option<(std::time::Instant, u16)>,
     upsert_requests: usize,
+    refused: usize,
     largest_batch: usize,
     largest_body: usize,
     rejected: Vec<String>,
@@ -98,6 +101,16 @@ impl Emulator {
         });
         let addr = addr_rx.recv_timeout(Duration::from_secs(10)).expect("emulator started");
         Self { url: format!("http://{addr}"), index, stop: Some(stop_tx), thread: Some(thread) }
+    }
+
+    /// Fails every upsert with `status` for `duration` from now (an outage).
+    pub fn fail_for(&self, status: u16, duration: Duration) {
+        self.index.lock().expect("emulator lock").down_until = Some((std::time::Instant::now() + duration, status));
+    }
+
+    /// Upsert requests refused since start (faults and outages included).
+    pub fn refused(&self) -> usize {
+        self.index.lock().expect("emulator lock").refused
     }
 
     pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
@@ -172,8 +185,14 @@ async fn upsert(State(index): State<Shared>, headers: HeaderMap, body: Bytes) ->
         if let Err(r) = authorize(&i, &headers, true) {
             return r;
         }
-        i.faults.pop_front()
+        match i.down_until {
+            Some((until, status)) if std::time::Instant::now() < until => Some(Fault::Status(status, None)),
+            _ => i.faults.pop_front(),
+        }
     };
+    if matches!(fault, Some(Fault::Status(..)) | Some(Fault::Drop)) {
+        index.lock().expect("emulator lock").refused += 1;
+    }
     match fault {
         Some(Fault::Status(status, retry_after)) => {
             let code = match status {

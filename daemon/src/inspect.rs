@@ -1,0 +1,73 @@
+//! `glimpse detect` and `glimpse embed`: run one model on image files and print one JSON line
+//! per image, in argument order. Operators use them to see what the device sees; tests use them
+//! to check numerics against the reference implementation. Each needs only its own section of
+//! the configuration file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::config::load_section;
+use crate::detect::{Detector, DetectorConfig};
+use crate::embed::{Embedder, EmbedderConfig};
+
+/// What went wrong, for the exit code: setup failures stop everything, bad images do not.
+pub enum Outcome {
+    /// Every image was processed.
+    AllDone,
+    /// Some images could not be read; their lines carry `"error"`.
+    SomeFailed(usize),
+}
+
+fn load_image(path: &Path) -> Result<image::RgbImage, String> {
+    image::open(path).map(|i| i.to_rgb8()).map_err(|e| format!("cannot read {} as an image (JPEG or PNG): {e}", path.display()))
+}
+
+fn emit(out: &mut impl Write, line: serde_json::Value) -> anyhow::Result<()> {
+    serde_json::to_writer(&mut *out, &line)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+pub fn detect(config: &Path, images: &[PathBuf]) -> anyhow::Result<Outcome> {
+    let section: DetectorConfig = load_section(config, "detector")?;
+    let mut detector = Detector::load(&section)?;
+    let mut out = std::io::stdout().lock();
+    let mut failed = 0;
+    for path in images {
+        let line = match load_image(path).map_err(anyhow::Error::msg).and_then(|img| Ok(detector.detect(&img)?)) {
+            Ok(found) => {
+                let detections: Vec<_> = found
+                    .iter()
+                    .map(|d| json!({ "label": d.label, "score": d.score, "x": d.x0, "y": d.y0, "w": d.x1 - d.x0, "h": d.y1 - d.y0 }))
+                    .collect();
+                json!({ "image": path, "detections": detections })
+            }
+            Err(e) => {
+                failed += 1;
+                json!({ "image": path, "error": format!("{e:#}") })
+            }
+        };
+        emit(&mut out, line)?;
+    }
+    Ok(if failed == 0 { Outcome::AllDone } else { Outcome::SomeFailed(failed) })
+}
+
+pub fn embed(config: &Path, images: &[PathBuf]) -> anyhow::Result<Outcome> {
+    let section: EmbedderConfig = load_section(config, "embedder")?;
+    let mut embedder = Embedder::load(&section)?;
+    let mut out = std::io::stdout().lock();
+    let mut failed = 0;
+    for path in images {
+        let line = match load_image(path).map_err(anyhow::Error::msg).and_then(|img| Ok(embedder.embed(&img)?)) {
+            Ok(embedding) => json!({ "image": path, "embedding": embedding }),
+            Err(e) => {
+                failed += 1;
+                json!({ "image": path, "error": format!("{e:#}") })
+            }
+        };
+        emit(&mut out, line)?;
+    }
+    Ok(if failed == 0 { Outcome::AllDone } else { Outcome::SomeFailed(failed) })
+}

@@ -186,23 +186,32 @@ def write_golden(models, photos_dir, out):
     from transformers.models.detr.modeling_detr import DetrObjectDetectionOutput
 
     photos_dir.mkdir(parents=True, exist_ok=True)
-    detr = ort.InferenceSession(str(models / "detr-tiny-fixture.onnx"))
+    # The fixture finds 5 fixed "persons" anywhere; the random model at a tiny threshold gives
+    # input-dependent boxes and scores, which is what exposes pre-processing differences.
+    detectors = {"fixture": ("detr-tiny-fixture.onnx", 0.9), "random": ("detr-tiny-random.onnx", 0.001)}
+    sessions = {k: ort.InferenceSession(str(models / f)) for k, (f, _) in detectors.items()}
     clip = ort.InferenceSession(str(models / "clip-tiny-random.onnx"))
     detr_processor = DetrImageProcessor()  # shortest_edge 800, longest_edge 1333, bilinear
     clip_processor = CLIPImageProcessor()  # shortest_edge 224 bicubic, centre crop 224
-    golden = {"detector": "detr-tiny-fixture.onnx", "embedder": "clip-tiny-random.onnx", "threshold": 0.9, "images": {}}
+    golden = {
+        "detectors": {k: {"model": f, "threshold": t} for k, (f, t) in detectors.items()},
+        "embedder": "clip-tiny-random.onnx",
+        "images": {},
+    }
     for name, load in GOLDEN_PHOTOS.items():
         path = photos_dir / f"{name}.png"
         Image.fromarray(load(skimage.data)).convert("RGB").save(path)
         image = Image.open(path).convert("RGB")
         pixel_values = detr_processor(images=image, return_tensors="np")["pixel_values"].astype(np.float32)
-        logits, boxes = detr.run(None, {"pixel_values": pixel_values})
-        outputs = DetrObjectDetectionOutput(logits=torch.from_numpy(logits), pred_boxes=torch.from_numpy(boxes))
-        result = detr_processor.post_process_object_detection(outputs, threshold=0.9, target_sizes=[(image.height, image.width)])[0]
-        detections = [
-            {"label": COCO_LABELS[int(l)], "score": float(s), "x": float(b[0]), "y": float(b[1]), "w": float(b[2] - b[0]), "h": float(b[3] - b[1])}
-            for s, l, b in zip(result["scores"], result["labels"], result["boxes"])
-        ]
+        detections = {}
+        for key, (_, threshold) in detectors.items():
+            logits, boxes = sessions[key].run(None, {"pixel_values": pixel_values})
+            outputs = DetrObjectDetectionOutput(logits=torch.from_numpy(logits), pred_boxes=torch.from_numpy(boxes))
+            result = detr_processor.post_process_object_detection(outputs, threshold=threshold, target_sizes=[(image.height, image.width)])[0]
+            detections[key] = [
+                {"label": COCO_LABELS[int(l)], "score": float(s), "x": float(b[0]), "y": float(b[1]), "w": float(b[2] - b[0]), "h": float(b[3] - b[1])}
+                for s, l, b in zip(result["scores"], result["labels"], result["boxes"])
+            ]
         clip_input = clip_processor(images=image, return_tensors="np")["pixel_values"].astype(np.float32)
         embedding = clip.run(None, {"pixel_values": clip_input})[0][0]
         embedding = embedding / np.linalg.norm(embedding)
@@ -212,7 +221,7 @@ def write_golden(models, photos_dir, out):
             "detections": detections,
             "embedding": [float(v) for v in embedding],
         }
-        print(f"golden: {name} {image.size} -> {len(detections)} detections", file=sys.stderr)
+        print(f"golden: {name} {image.size} -> {[len(d) for d in detections.values()]} detections", file=sys.stderr)
     out.write_text(json.dumps(golden, indent=1))
     print(f"wrote {out}", file=sys.stderr)
 

@@ -16,13 +16,15 @@ fn photos(golden: &Value) -> Vec<PathBuf> {
     golden["images"].as_object().expect("images").keys().map(|name| repo().join("tests/media/photos").join(name)).collect()
 }
 
-fn config(golden: &Value) -> (tempfile::TempDir, String) {
+/// A config for the golden file's detector `which` ("fixture" or "random") and its embedder.
+fn config(golden: &Value, which: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("models.toml");
+    let detector = &golden["detectors"][which];
     let text = format!(
         "[detector]\nmodel = \"{}\"\nthreshold = {}\n\n[embedder]\nmodel = \"{}\"\n",
-        model(golden["detector"].as_str().expect("detector")),
-        golden["threshold"],
+        model(detector["model"].as_str().expect("detector")),
+        detector["threshold"],
         model(golden["embedder"].as_str().expect("embedder")),
     );
     std::fs::write(&path, text).expect("write config");
@@ -41,16 +43,22 @@ fn run(command: &str, config: &str, images: &[PathBuf]) -> Vec<Value> {
 #[test]
 fn detections_match_detr_image_processor_and_onnxruntime_within_a_pixel() {
     let golden = golden();
-    let (_dir, config) = config(&golden);
-    let images = photos(&golden);
+    for which in ["fixture", "random"] {
+        compare_detections(&golden, which);
+    }
+}
+
+fn compare_detections(golden: &Value, which: &str) {
+    let (_dir, config) = config(golden, which);
+    let images = photos(golden);
     let lines = run("detect", &config, &images);
     assert_eq!(lines.len(), images.len(), "one line per image, in order");
     for (line, path) in lines.iter().zip(&images) {
         let name = path.file_name().and_then(|n| n.to_str()).expect("name");
         assert_eq!(line["image"].as_str(), Some(path.display().to_string().as_str()));
-        let expected = golden["images"][name]["detections"].as_array().expect("detections");
+        let expected = golden["images"][name]["detections"][which].as_array().expect("detections");
         let found = line["detections"].as_array().expect("detections");
-        assert_eq!(found.len(), expected.len(), "{name}: {line}");
+        assert_eq!(found.len(), expected.len(), "{which} {name}: {line}");
         for (f, e) in found.iter().zip(expected) {
             assert_eq!(f["label"], e["label"], "{name}");
             let close = |k: &str, tol: f64| (f[k].as_f64().unwrap_or(f64::NAN) - e[k].as_f64().unwrap_or(f64::NAN)).abs() <= tol;
@@ -65,7 +73,7 @@ fn detections_match_detr_image_processor_and_onnxruntime_within_a_pixel() {
 #[test]
 fn embeddings_match_clip_image_processor_and_onnxruntime() {
     let golden = golden();
-    let (_dir, config) = config(&golden);
+    let (_dir, config) = config(&golden, "fixture");
     let images = photos(&golden);
     let lines = run("embed", &config, &images);
     assert_eq!(lines.len(), images.len());
@@ -82,7 +90,7 @@ fn embeddings_match_clip_image_processor_and_onnxruntime() {
 #[test]
 fn unreadable_images_get_an_error_line_and_a_missing_section_stops_with_its_name() {
     let golden = golden();
-    let (dir, config) = config(&golden);
+    let (dir, config) = config(&golden, "fixture");
     let bogus = dir.path().join("not-an-image.png");
     std::fs::write(&bogus, b"plain text").expect("write");
     let photo = photos(&golden)[0].display().to_string();

@@ -26,6 +26,7 @@ pub mod detect;
 pub mod embed;
 pub mod inspect;
 pub mod model;
+pub mod models;
 pub mod outbox;
 pub mod record;
 pub mod redact;

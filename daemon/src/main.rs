@@ -63,6 +63,11 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Check or download model files listed in a manifest (models/manifest.toml).
+    Models {
+        #[command(subcommand)]
+        action: ModelsAction,
+    },
     /// Measure; see docs/benchmarks.md.
     Bench {
         #[command(subcommand)]
@@ -72,6 +77,23 @@ enum Command {
     Outbox {
         #[command(subcommand)]
         action: OutboxAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsAction {
+    /// Check every file's sha256 against the manifest; exit 2 listing every mismatch.
+    Verify {
+        #[arg(long, default_value = "models/manifest.toml")]
+        manifest: PathBuf,
+    },
+    /// Download every model that has a `url`, verify its sha256, then move it into place.
+    Fetch {
+        #[arg(long, default_value = "models/manifest.toml")]
+        manifest: PathBuf,
+        /// Where the files go (paths in the manifest are relative to it); default: the manifest's folder.
+        #[arg(long)]
+        dest: Option<PathBuf>,
     },
 }
 
@@ -145,6 +167,26 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Models { action: ModelsAction::Verify { manifest } } => match glimpse::models::verify(&manifest) {
+            Ok(problems) if problems.is_empty() => ExitCode::SUCCESS,
+            Ok(problems) => {
+                for p in &problems {
+                    println!("problem: {p}");
+                }
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Models { action: ModelsAction::Fetch { manifest, dest } } => match glimpse::models::fetch(&manifest, dest.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Detect { config, images } => inspect_exit(glimpse::inspect::detect(&config, &images)),
         Command::Embed { config, images } => inspect_exit(glimpse::inspect::embed(&config, &images)),
         Command::Bench { what: BenchWhat::Ingest { file, sample_fps } } => match glimpse::bench::ingest(&file, sample_fps) {

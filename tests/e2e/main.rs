@@ -7,6 +7,7 @@ mod harness;
 mod check;
 mod durability;
 mod ingest;
+mod models;
 mod numerics;
 mod pipeline;
 mod service;

@@ -121,3 +121,35 @@ pub fn ingest(file: &Path, sample_fps: f64) -> anyhow::Result<()> {
         glimpse_keyframes / reference_keyframes, glimpse_full / reference_full, reference_full / glimpse_keyframes);
     Ok(())
 }
+
+/// `glimpse bench models`: tract inference time on the model files, with inputs every engine
+/// can reproduce (every value 0.5), for `models/bench.py` to set beside onnxruntime's.
+pub fn models(detector: &Path, embedder: &Path, runs: usize) -> anyhow::Result<()> {
+    use crate::model::OnnxFile;
+    use tract_onnx::prelude::{tract_ndarray, Tensor};
+
+    let time = |file: &OnnxFile, shape: [usize; 4]| -> anyhow::Result<f64> {
+        let plan = file.plan(shape)?;
+        let input: Tensor = tract_ndarray::Array4::<f32>::from_elem((shape[0], shape[1], shape[2], shape[3]), 0.5).into();
+        file.run(&plan, input.clone())?; // warm-up
+        let mut times = Vec::with_capacity(runs);
+        for _ in 0..runs.max(1) {
+            let start = std::time::Instant::now();
+            file.run(&plan, input.clone())?;
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times[times.len() / 2])
+    };
+    let detr = OnnxFile::open(detector)?;
+    let clip = OnnxFile::open(embedder)?;
+    let results = serde_json::json!({
+        "engine": "tract",
+        "threads": 1,
+        "detr_640_ms": time(&detr, [1, 3, 640, 640])?,
+        "clip_b1_ms": time(&clip, [1, 3, 224, 224])?,
+        "clip_b8_ms": time(&clip, [8, 3, 224, 224])?,
+    });
+    println!("{results}");
+    Ok(())
+}

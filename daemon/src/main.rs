@@ -99,6 +99,16 @@ enum ModelsAction {
 
 #[derive(Subcommand)]
 enum BenchWhat {
+    /// Median tract inference time (ms) of a DETR file at 640x640 and a CLIP file on batches of
+    /// 1 and 8, as JSON; models/bench.py runs onnxruntime beside it.
+    Models {
+        #[arg(long)]
+        detector: PathBuf,
+        #[arg(long)]
+        embedder: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// CPU cost of ingesting an H.264 MP4 file, against gst-launch and a bare keyframe-only decode.
     Ingest {
         file: PathBuf,
@@ -189,6 +199,13 @@ fn main() -> ExitCode {
         },
         Command::Detect { config, images } => inspect_exit(glimpse::inspect::detect(&config, &images)),
         Command::Embed { config, images } => inspect_exit(glimpse::inspect::embed(&config, &images)),
+        Command::Bench { what: BenchWhat::Models { detector, embedder, runs } } => match glimpse::bench::models(&detector, &embedder, runs) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Bench { what: BenchWhat::Ingest { file, sample_fps } } => match glimpse::bench::ingest(&file, sample_fps) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

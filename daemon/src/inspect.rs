@@ -30,44 +30,41 @@ fn emit(out: &mut impl Write, line: serde_json::Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn detect(config: &Path, images: &[PathBuf]) -> anyhow::Result<Outcome> {
-    let section: DetectorConfig = load_section(config, "detector")?;
-    let mut detector = Detector::load(&section)?;
+/// Runs `analyse` on each image in order, printing `{"image", <its fields>}` or
+/// `{"image", "error"}` per line.
+fn each_image(images: &[PathBuf], mut analyse: impl FnMut(&image::RgbImage) -> anyhow::Result<serde_json::Map<String, serde_json::Value>>) -> anyhow::Result<Outcome> {
     let mut out = std::io::stdout().lock();
     let mut failed = 0;
     for path in images {
-        let line = match load_image(path).map_err(anyhow::Error::msg).and_then(|img| Ok(detector.detect(&img)?)) {
-            Ok(found) => {
-                let detections: Vec<_> = found
-                    .iter()
-                    .map(|d| json!({ "label": d.label, "score": d.score, "x": d.x0, "y": d.y0, "w": d.x1 - d.x0, "h": d.y1 - d.y0 }))
-                    .collect();
-                json!({ "image": path, "detections": detections })
-            }
+        let mut line = serde_json::Map::new();
+        line.insert("image".into(), json!(path));
+        match load_image(path).map_err(anyhow::Error::msg).and_then(|img| analyse(&img)) {
+            Ok(fields) => line.extend(fields),
             Err(e) => {
                 failed += 1;
-                json!({ "image": path, "error": format!("{e:#}") })
+                line.insert("error".into(), json!(format!("{e:#}")));
             }
-        };
-        emit(&mut out, line)?;
+        }
+        emit(&mut out, serde_json::Value::Object(line))?;
     }
     Ok(if failed == 0 { Outcome::AllDone } else { Outcome::SomeFailed(failed) })
+}
+
+pub fn detect(config: &Path, images: &[PathBuf]) -> anyhow::Result<Outcome> {
+    let section: DetectorConfig = load_section(config, "detector")?;
+    let mut detector = Detector::load(&section)?;
+    each_image(images, |img| {
+        let detections: Vec<_> = detector
+            .detect(img)?
+            .iter()
+            .map(|d| json!({ "label": d.label, "score": d.score, "x": d.x0, "y": d.y0, "w": d.x1 - d.x0, "h": d.y1 - d.y0 }))
+            .collect();
+        Ok(serde_json::Map::from_iter([("detections".to_owned(), json!(detections))]))
+    })
 }
 
 pub fn embed(config: &Path, images: &[PathBuf]) -> anyhow::Result<Outcome> {
     let section: EmbedderConfig = load_section(config, "embedder")?;
     let mut embedder = Embedder::load(&section)?;
-    let mut out = std::io::stdout().lock();
-    let mut failed = 0;
-    for path in images {
-        let line = match load_image(path).map_err(anyhow::Error::msg).and_then(|img| Ok(embedder.embed(&img)?)) {
-            Ok(embedding) => json!({ "image": path, "embedding": embedding }),
-            Err(e) => {
-                failed += 1;
-                json!({ "image": path, "error": format!("{e:#}") })
-            }
-        };
-        emit(&mut out, line)?;
-    }
-    Ok(if failed == 0 { Outcome::AllDone } else { Outcome::SomeFailed(failed) })
+    each_image(images, |img| Ok(serde_json::Map::from_iter([("embedding".to_owned(), json!(embedder.embed(img)?))])))
 }

@@ -30,6 +30,7 @@ pub mod models;
 pub mod outbox;
 pub mod record;
 pub mod redact;
+pub mod secrets;
 pub mod source;
 pub mod stats;
 pub mod status;

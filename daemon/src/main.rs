@@ -190,36 +190,12 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Models { action: ModelsAction::Fetch { manifest, dest } } => match glimpse::models::fetch(&manifest, dest.as_deref()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(2)
-            }
-        },
+        Command::Models { action: ModelsAction::Fetch { manifest, dest } } => exit_code(glimpse::models::fetch(&manifest, dest.as_deref())),
         Command::Detect { config, images } => inspect_exit(glimpse::inspect::detect(&config, &images)),
         Command::Embed { config, images } => inspect_exit(glimpse::inspect::embed(&config, &images)),
-        Command::Bench { what: BenchWhat::Models { detector, embedder, runs } } => match glimpse::bench::models(&detector, &embedder, runs) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Bench { what: BenchWhat::Ingest { file, sample_fps } } => match glimpse::bench::ingest(&file, sample_fps) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Outbox { action } => match outbox_command(action) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(2)
-            }
-        },
+        Command::Bench { what: BenchWhat::Models { detector, embedder, runs } } => exit_code(glimpse::bench::models(&detector, &embedder, runs)),
+        Command::Bench { what: BenchWhat::Ingest { file, sample_fps } } => exit_code(glimpse::bench::ingest(&file, sample_fps)),
+        Command::Outbox { action } => exit_code(outbox_command(action)),
         Command::Check { config } => {
             let problems = glimpse::check::check(&config);
             if problems.is_empty() {
@@ -232,6 +208,17 @@ fn main() -> ExitCode {
                 println!("{} problem(s) found", problems.len());
                 ExitCode::from(2)
             }
+        }
+    }
+}
+
+/// 0 on success; 2 with the error (and its causes) on stderr.
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
         }
     }
 }

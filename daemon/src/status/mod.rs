@@ -124,13 +124,10 @@ impl MqttConfig {
 
     /// The broker password: `password_file`, else the systemd credential `mqtt-password`.
     fn password(&self) -> Result<String, String> {
-        let credential = std::env::var_os("CREDENTIALS_DIRECTORY").map(|d| PathBuf::from(d).join("mqtt-password"));
-        let file = match (&self.password_file, credential) {
-            (Some(f), _) => f.clone(),
-            (None, Some(c)) if c.exists() => c,
-            _ => return Ok(String::new()),
-        };
-        std::fs::read_to_string(&file).map(|p| p.trim().to_owned()).map_err(|e| format!("cannot read the MQTT password from {}: {e}", file.display()))
+        match crate::secrets::secret_file(self.password_file.as_deref(), "mqtt-password") {
+            Some(file) => crate::secrets::read_secret(&file, "MQTT password"),
+            None => Ok(String::new()),
+        }
     }
 
     fn options(&self, device: &str, will_topic: &str) -> Result<MqttOptions, String> {

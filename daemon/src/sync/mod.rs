@@ -100,16 +100,10 @@ impl PineconeConfig {
                 return Ok(ApiKey(key.trim().to_owned()));
             }
         }
-        let credential = std::env::var_os("CREDENTIALS_DIRECTORY").map(|d| PathBuf::from(d).join("pinecone-api-key"));
-        let file = match (&self.api_key_file, credential) {
-            (Some(file), _) => file.clone(),
-            (None, Some(cred)) if cred.exists() => cred,
-            _ => {
-                return Err("no Pinecone API key: set env PINECONE_API_KEY, pinecone.api_key_file, or the systemd credential \"pinecone-api-key\"".into())
-            }
+        let Some(file) = crate::secrets::secret_file(self.api_key_file.as_deref(), "pinecone-api-key") else {
+            return Err("no Pinecone API key: set env PINECONE_API_KEY, pinecone.api_key_file, or the systemd credential \"pinecone-api-key\"".into());
         };
-        let key = std::fs::read_to_string(&file).map_err(|e| format!("cannot read the Pinecone API key from {}: {e}", file.display()))?;
-        match key.trim() {
+        match crate::secrets::read_secret(&file, "Pinecone API key")?.as_str() {
             "" => Err(format!("the Pinecone API key file {} is empty", file.display())),
             k => Ok(ApiKey(k.to_owned())),
         }

@@ -1,0 +1,20 @@
+//! Where secrets come from: a file named in the config, else a systemd credential
+//! (`LoadCredential=`, read from `$CREDENTIALS_DIRECTORY`). Never from the config text itself.
+
+use std::path::{Path, PathBuf};
+
+/// The file holding a secret: `configured` if set, else the systemd credential `credential`
+/// when the service manager provided it; `None` when neither exists.
+pub fn secret_file(configured: Option<&Path>, credential: &str) -> Option<PathBuf> {
+    if let Some(file) = configured {
+        return Some(file.to_owned());
+    }
+    let from_systemd = PathBuf::from(std::env::var_os("CREDENTIALS_DIRECTORY")?).join(credential);
+    from_systemd.exists().then_some(from_systemd)
+}
+
+/// The trimmed contents of a secret file; the error names the file and `what` it holds, never
+/// the contents.
+pub fn read_secret(file: &Path, what: &str) -> Result<String, String> {
+    std::fs::read_to_string(file).map(|s| s.trim().to_owned()).map_err(|e| format!("cannot read the {what} from {}: {e}", file.display()))
+}

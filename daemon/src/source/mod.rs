@@ -4,7 +4,8 @@
 //! Each camera's thread is its supervisor: it (re)starts the pipeline, pulls samples, copies
 //! them out and hands them to inference, and reconnects with capped exponential backoff and
 //! jitter after an ERROR, after end of stream on a live source, and when nothing arrived for
-//! `stall_timeout_s`. Authentication failures and missing streams are retried slowly.
+//! `stall_timeout_s` (files included: a wedged file pipeline is restarted from the start, which
+//! gives the same record ids again). Authentication failures and missing streams are retried slowly.
 //! Live sources never wait for inference: a frame that finds the queue full is dropped and
 //! counted. File sources wait, so every sampled frame of a file is processed.
 //!
@@ -86,6 +87,9 @@ fn default_sample_fps() -> f64 {
 fn default_stall_timeout_s() -> f64 {
     10.0
 }
+
+/// How often a file source waiting for inference re-offers its frame (and beats, and checks stop).
+const BACKPRESSURE_POLL: Duration = Duration::from_millis(20);
 
 const SCHEMES: [&str; 8] = ["rtsp://", "rtsps://", "file://", "http://", "https://", "v4l2://", "csi://", "test:"];
 
@@ -284,7 +288,7 @@ impl Pump<'_> {
                     gst::MessageView::Eos(_) => {
                         // A file's last frames may still sit in the appsink: drain them first.
                         while let Some(sample) = sink.try_pull_sample(gst::ClockTime::ZERO) {
-                            if !self.deliver(&sample) {
+                            if !self.deliver(&sample, stop, beat) {
                                 return Ended::ShutDown;
                             }
                         }
@@ -299,7 +303,9 @@ impl Pump<'_> {
                 self.cam.decoded(now.0 - seen.0, now.2 - seen.2);
                 seen = now;
                 last_progress = Instant::now();
-            } else if self.camera.is_live() && last_progress.elapsed() > stall_after {
+            } else if last_progress.elapsed() > stall_after {
+                // Files too: a file pipeline can wedge before its first buffer (seen once in the
+                // e2e suite under load, with a truncated MP4), and nothing else would notice.
                 return Ended::Stalled;
             }
             let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(PULL_TIMEOUT.as_millis() as u64)) else { continue };
@@ -309,14 +315,16 @@ impl Pump<'_> {
                 self.stats.set_camera_status(&self.camera.name, CameraState::Online, None);
                 online = true;
             }
-            if !self.deliver(&sample) {
+            if !self.deliver(&sample, stop, beat) {
                 return Ended::ShutDown;
             }
+            // Time a file spent waiting for inference (backpressure) is not a stall.
+            last_progress = Instant::now();
         }
     }
 
-    /// Hands one sample to inference; false when inference has gone away.
-    fn deliver(&mut self, sample: &gst::Sample) -> bool {
+    /// Hands one sample to inference; false when inference has gone away or we are stopping.
+    fn deliver(&mut self, sample: &gst::Sample, stop: &AtomicBool, beat: &Heartbeat) -> bool {
         let cam = self.cam;
         let (image, pts_ms) = match copy_frame(sample) {
             Ok(f) => f,
@@ -340,7 +348,21 @@ impl Pump<'_> {
                 Err(TrySendError::Disconnected(_)) => false,
             }
         } else {
-            self.frames.send(frame).is_ok()
+            // A file waits for inference however slow the model is, but keeps its heartbeat
+            // (a slow model is not a wedged camera) and still notices a stop.
+            let mut frame = frame;
+            loop {
+                match self.frames.try_send(frame) {
+                    Ok(()) => return true,
+                    Err(TrySendError::Full(back)) => frame = back,
+                    Err(TrySendError::Disconnected(_)) => return false,
+                }
+                beat.beat();
+                if stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                std::thread::sleep(BACKPRESSURE_POLL);
+            }
         }
     }
 }

@@ -3,8 +3,13 @@
 //! ```text
 //! uridecodebin ─(decoder chosen by decoder.rs; DELTA_UNIT buffers dropped before it in
 //!               keyframe mode; nvvidconv inserted after NVMM decoders)─▶ videorate drop-only
-//!   ─▶ video/x-raw,framerate=sample_fps ─▶ videoconvert ─▶ RGB ─▶ appsink (max 1 buffer)
+//!   ─▶ video/x-raw,framerate=sample_fps ─▶ videoconvert ─▶ I420 | NV12 | Y42B | Y444 | RGB ─▶ appsink (max 1 buffer)
 //! ```
+//! Decoders emit 4:2:0 (I420, or NV12 from hardware), which `videoconvert` passes through (other
+//! formats, e.g. 10-bit, it converts to the nearest of these); the
+//! conversion to RGB happens once, in `copy_frame`, straight from the mapped buffer into the
+//! frame Glimpse keeps (yuvutils' SIMD kernels: about 5 times cheaper than `videoconvert` to RGB
+//! plus a copy, docs/benchmarks.md).
 //! `test:` starts with videotestsrc and `csi://N` with nvarguscamerasrc or libcamerasrc instead.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,7 +55,7 @@ pub fn build(camera: &CameraConfig, probes: Arc<Probes>, hardware_failed: bool) 
     // A looping file stands in for a camera: play it in real time rather than as fast as possible.
     let sync = if camera.r#loop { "true" } else { "false" };
     let tail = format!(
-        "videorate name=rate drop-only=true ! video/x-raw,framerate={}/{} ! videoconvert ! video/x-raw,format=RGB ! \
+        "videorate name=rate drop-only=true ! video/x-raw,framerate={}/{} ! videoconvert ! video/x-raw,format={{I420,NV12,Y42B,Y444,RGB}} ! \
          appsink name=sink max-buffers=1 drop={drop} sync={sync}",
         fps.numer(),
         fps.denom()
@@ -148,6 +153,7 @@ fn add_uridecodebin(pipeline: &gst::Pipeline, camera: &CameraConfig, target: &gs
     });
 
     let keyframes = KeyframeGate::new(camera.keyframes, camera.sample_fps);
+    let keyframes_only = camera.keyframes == KeyframeMode::Always;
     let watched = probes.clone();
     pipeline.connect_deep_element_added(move |_, _, element| {
         let Some(factory) = element.factory() else { return };
@@ -159,6 +165,11 @@ fn add_uridecodebin(pipeline: &gst::Pipeline, camera: &CameraConfig, target: &gs
         watched.hardware_decoder.store(decoder::is_hardware(&name), Ordering::Relaxed);
         if let Ok(mut d) = watched.decoder.lock() {
             *d = Some(name);
+        }
+        if keyframes_only && element.find_property("thread-type").is_some() {
+            // libav's frame threading holds back one output frame per extra thread: with
+            // keyframes a second apart that is seconds of delay and idle threads. Slices only.
+            element.set_property_from_str("thread-type", "slice");
         }
         if let Some(pad) = element.static_pad("sink") {
             let gate = Mutex::new(keyframes.clone());
@@ -273,24 +284,97 @@ fn gcd(a: i32, b: i32) -> i32 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
-/// Copies a sample's RGB pixels (dropping row padding) and its timestamp in milliseconds.
+/// Copies a sample out of GStreamer as RGB (converting I420/NV12 with the caps' colour matrix
+/// and range, dropping row padding) with its timestamp in milliseconds.
 pub fn copy_frame(sample: &gst::Sample) -> anyhow::Result<(image::RgbImage, u64)> {
     let buffer = sample.buffer().context("sample without a buffer")?;
     let caps = sample.caps().context("sample without caps")?;
     let info = gst_video::VideoInfo::from_caps(caps).context("unreadable video caps")?;
     let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
         .map_err(|_| anyhow::anyhow!("cannot map the video buffer"))?;
-    let (w, h) = (info.width() as usize, info.height() as usize);
-    let stride = frame.plane_stride()[0] as usize;
-    let data = frame.plane_data(0).context("video frame without a plane")?;
-    let mut rgb = Vec::with_capacity(w * h * 3);
-    for row in 0..h {
-        let start = row * stride;
-        rgb.extend_from_slice(data.get(start..start + w * 3).context("video frame shorter than its caps")?);
-    }
-    let image = image::RgbImage::from_raw(w as u32, h as u32, rgb).context("frame size mismatch")?;
+    let image = frame_to_rgb(&frame)?;
     let pts_ms = buffer.pts().map_or(0, |t| t.mseconds());
     Ok((image, pts_ms))
+}
+
+fn frame_to_rgb(frame: &gst_video::VideoFrameRef<&gst::BufferRef>) -> anyhow::Result<image::RgbImage> {
+    use yuvutils_rs::{YuvBiPlanarImage, YuvConversionMode, YuvPlanarImage};
+    let info = frame.info();
+    let (w, h) = (info.width(), info.height());
+    let plane = |i: u32| -> anyhow::Result<(&[u8], u32)> {
+        let data = frame.plane_data(i).with_context(|| format!("video frame without plane {i}"))?;
+        let stride = u32::try_from(frame.plane_stride()[i as usize]).context("negative stride")?;
+        Ok((data, stride))
+    };
+    let mut rgb = vec![0u8; w as usize * h as usize * 3];
+    let (range, matrix) = yuv_colorimetry(&info.colorimetry());
+    let converted = match info.format() {
+        gst_video::VideoFormat::I420 => {
+            let ((y, ys), (u, us), (v, vs)) = (plane(0)?, plane(1)?, plane(2)?);
+            let planar = YuvPlanarImage { y_plane: y, y_stride: ys, u_plane: u, u_stride: us, v_plane: v, v_stride: vs, width: w, height: h };
+            yuvutils_rs::yuv420_to_rgb(&planar, &mut rgb, w * 3, range, matrix)
+        }
+        gst_video::VideoFormat::Y42b | gst_video::VideoFormat::Y444 => {
+            let ((y, ys), (u, us), (v, vs)) = (plane(0)?, plane(1)?, plane(2)?);
+            let planar = YuvPlanarImage { y_plane: y, y_stride: ys, u_plane: u, u_stride: us, v_plane: v, v_stride: vs, width: w, height: h };
+            if info.format() == gst_video::VideoFormat::Y444 {
+                yuvutils_rs::yuv444_to_rgb(&planar, &mut rgb, w * 3, range, matrix)
+            } else {
+                yuvutils_rs::yuv422_to_rgb(&planar, &mut rgb, w * 3, range, matrix)
+            }
+        }
+        gst_video::VideoFormat::Nv12 => {
+            let ((y, ys), (uv, uvs)) = (plane(0)?, plane(1)?);
+            let uv = tight_rows(uv, uvs as usize, w.div_ceil(2) as usize * 2, h.div_ceil(2) as usize)?;
+            let bi = YuvBiPlanarImage { y_plane: y, y_stride: ys, uv_plane: &uv, uv_stride: w.div_ceil(2) * 2, width: w, height: h };
+            yuvutils_rs::yuv_nv12_to_rgb(&bi, &mut rgb, w * 3, range, matrix, YuvConversionMode::Balanced)
+        }
+        gst_video::VideoFormat::Rgb => {
+            let (data, stride) = plane(0)?;
+            let row_bytes = w as usize * 3;
+            for (row, out) in rgb.chunks_exact_mut(row_bytes).enumerate() {
+                let start = row * stride as usize;
+                out.copy_from_slice(data.get(start..start + row_bytes).context("video frame shorter than its caps")?);
+            }
+            Ok(())
+        }
+        other => anyhow::bail!("unexpected frame format {other:?} (the pipeline asks for I420, NV12, Y42B, Y444 or RGB)"),
+    };
+    converted.map_err(|e| anyhow::anyhow!("converting a {:?} frame to RGB: {e:?}", info.format()))?;
+    image::RgbImage::from_raw(w, h, rgb).context("frame size mismatch")
+}
+
+/// A plane's rows without their padding: yuvutils wants NV12's chroma plane exactly
+/// `width × rows` long. Borrowed when there is no padding (every common frame size).
+fn tight_rows(data: &[u8], stride: usize, width: usize, rows: usize) -> anyhow::Result<std::borrow::Cow<'_, [u8]>> {
+    let short = || anyhow::anyhow!("video plane shorter than its caps");
+    if stride == width {
+        return Ok(std::borrow::Cow::Borrowed(data.get(..width * rows).ok_or_else(short)?));
+    }
+    let mut packed = Vec::with_capacity(width * rows);
+    for row in 0..rows {
+        packed.extend_from_slice(data.get(row * stride..row * stride + width).ok_or_else(short)?);
+    }
+    Ok(std::borrow::Cow::Owned(packed))
+}
+
+/// The YUV → RGB matrix and range GStreamer's caps declare; unknown values fall back to what
+/// `videoconvert` assumes for them (BT.601 limited range for SD, BT.709 otherwise).
+fn yuv_colorimetry(c: &gst_video::VideoColorimetry) -> (yuvutils_rs::YuvRange, yuvutils_rs::YuvStandardMatrix) {
+    use gst_video::{VideoColorMatrix as M, VideoColorRange as R};
+    use yuvutils_rs::{YuvRange, YuvStandardMatrix};
+    let range = match c.range() {
+        R::Range0_255 => YuvRange::Full,
+        _ => YuvRange::Limited,
+    };
+    let matrix = match c.matrix() {
+        M::Bt601 => YuvStandardMatrix::Bt601,
+        M::Bt2020 => YuvStandardMatrix::Bt2020,
+        M::Smpte240m => YuvStandardMatrix::Smpte240,
+        M::Fcc => YuvStandardMatrix::Bt470_6,
+        _ => YuvStandardMatrix::Bt709,
+    };
+    (range, matrix)
 }
 
 /// The text of an ERROR on the bus, naming the element, with GStreamer's debug detail (which
@@ -318,6 +402,41 @@ mod tests {
     use super::*;
 
     const SECOND: u64 = 1_000_000_000;
+
+    /// A photo (odd width: padded rows) in `format`, optionally converted further by
+    /// videoconvert to `then`.
+    fn test_frame(format: &str, colorimetry: &str, then: Option<&str>) -> gst::Sample {
+        crate::source::init().expect("GStreamer initialises");
+        let photo = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/media/photos/chelsea.png");
+        let then = then.map(|f| format!("! videoconvert dither=none ! video/x-raw,format={f}")).unwrap_or_default();
+        let description = format!(
+            "filesrc location={photo} ! pngdec ! videoconvert ! video/x-raw,format={format},colorimetry={colorimetry} {then} \
+             ! appsink name=sink"
+        );
+        let pipeline = gst::parse::launch(&description).expect("valid test pipeline").downcast::<gst::Pipeline>().expect("a pipeline");
+        let sink = pipeline.by_name("sink").and_then(|s| s.downcast::<gst_app::AppSink>().ok()).expect("appsink");
+        pipeline.set_state(gst::State::Playing).expect("plays");
+        let sample = sink.pull_sample().expect("one frame");
+        pipeline.set_state(gst::State::Null).expect("stops");
+        sample
+    }
+
+    #[test]
+    fn yuv_frames_become_the_same_rgb_as_videoconvert_makes() {
+        for colorimetry in ["bt709", "bt601", "bt2020"] {
+            for format in ["I420", "NV12", "Y42B", "Y444"] {
+                let (ours, _) = copy_frame(&test_frame(format, colorimetry, None)).expect("YUV frame");
+                let (reference, _) = copy_frame(&test_frame(format, colorimetry, Some("RGB"))).expect("RGB frame");
+                assert_eq!(ours.dimensions(), (451, 300), "{format}: odd sizes keep every pixel");
+                let diffs: Vec<i32> = ours.as_raw().iter().zip(reference.as_raw()).map(|(a, b)| (*a as i32 - *b as i32).abs()).collect();
+                let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+                let max = diffs.iter().copied().max().unwrap_or(0);
+                // Measured: mean 2.4 to 2.7 levels (the two round differently), max 6 where
+                // chroma is full-size and up to 18 where it is upsampled (different filters).
+                assert!(mean < 3.5 && max <= 32, "{format} {colorimetry}: mean {mean:.2}, max {max} levels from videoconvert");
+            }
+        }
+    }
 
     #[test]
     fn sample_rates_become_reduced_fractions() {

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """tract (through `glimpse bench models`) against onnxruntime on the same ONNX files and inputs,
-in the same run: DETR-R50 at 640x640 and CLIP-B/32 on batches of 1 and 8, one thread.
+in the same run: DETR-R50 at 640x640 and CLIP-B/32 on batches of 1 and 8, with 1 and 2 threads,
+fp32 and int8 (the MatMulInteger files models/quantize.py makes for tract, and onnxruntime's own
+best int8 format, QDQ, as the bar).
 
 Without --detr/--clip, full-size models of the real architectures with random weights are
 exported first (same compute as the real ones; hub checkpoints cannot be downloaded here):
@@ -55,6 +57,26 @@ def ort_ms(path, shape, threads, runs):
     return statistics.median(times)
 
 
+def quantized(fp32, kind):
+    """The int8 file Glimpse runs (static MatMulInteger/ConvInteger, weights only) and onnxruntime's own best
+    int8 format (QDQ, every operator), both calibrated on the committed photos."""
+    import quantize
+
+    ours, qdq = fp32.with_name(fp32.stem + "-int8.onnx"), fp32.with_name(fp32.stem + "-int8-qdq.onnx")
+    if not (ours.exists() and qdq.exists()):
+        images = quantize.photos(pathlib.Path("tests/media/photos"))
+        calibration = [quantize.clip_input(i) if kind == "clip" else quantize.detr_input(i, quantize.DETR_CALIBRATION_SIZE) for i in images]
+        quantize.quantize_for_tract(fp32, ours, calibration)
+        quantize.quantize_qdq_reference(fp32, qdq, calibration)
+    return ours, qdq
+
+
+def tract_ms(glimpse, detr, clip, runs, threads):
+    out = subprocess.run([glimpse, "bench", "models", "--detector", str(detr), "--embedder", str(clip), "--runs", str(runs),
+                          "--threads", str(threads)], check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--glimpse", default="target/release/glimpse")
@@ -64,18 +86,22 @@ def main():
     p.add_argument("--runs", type=int, default=5)
     args = p.parse_args()
     detr, clip = (args.detr, args.clip) if args.detr and args.clip else full_size_models(args.work)
-    out = subprocess.run([args.glimpse, "bench", "models", "--detector", str(detr), "--embedder", str(clip), "--runs", str(args.runs)],
-                         check=True, capture_output=True, text=True).stdout
-    tract = json.loads(out.strip().splitlines()[-1])
-    rows = [("DETR-R50 640x640", "detr_640_ms", detr, (1, 3, 640, 640)),
-            ("CLIP-B/32 batch 1", "clip_b1_ms", clip, (1, 3, 224, 224)),
-            ("CLIP-B/32 batch 8", "clip_b8_ms", clip, (8, 3, 224, 224))]
-    print("| model | tract 1 thread (ms) | onnxruntime 1 thread (ms) | onnxruntime 2 threads (ms) | tract / ort 1 thread |")
-    print("|---|---|---|---|---|")
-    for name, key, path, shape in rows:
-        ort1 = ort_ms(path, shape, 1, args.runs)
-        ort2 = ort_ms(path, shape, 2, args.runs)
-        print(f"| {name} | {tract[key]:.0f} | {ort1:.0f} | {ort2:.0f} | {tract[key] / ort1:.2f} |")
+    (detr8, detr_qdq), (clip8, clip_qdq) = quantized(detr, "detr"), quantized(clip, "clip")
+    tract = {(fmt, t): tract_ms(args.glimpse, d, c, args.runs, t) for fmt, d, c in [("fp32", detr, clip), ("int8", detr8, clip8)] for t in (1, 2)}
+    rows = [("DETR-R50 640x640", "detr_640_ms", (detr, detr8, detr_qdq), (1, 3, 640, 640)),
+            ("CLIP-B/32 batch 1", "clip_b1_ms", (clip, clip8, clip_qdq), (1, 3, 224, 224)),
+            ("CLIP-B/32 batch 8", "clip_b8_ms", (clip, clip8, clip_qdq), (8, 3, 224, 224))]
+    print("Milliseconds, median of", args.runs, "runs; threads 1 / 2.")
+    print()
+    print("| model | tract fp32 | ort fp32 | tract int8 (MatMulInteger) | ort int8 (same file) | ort int8 QDQ (its best) | tract int8 / ort best int8, 1 thread |")
+    print("|---|---|---|---|---|---|---|")
+    for name, key, (fp32, ours, qdq), shape in rows:
+        ort = {(path, t): ort_ms(path, shape, t, args.runs) for path in (fp32, ours, qdq) for t in (1, 2)}
+        best = min(ort[(ours, 1)], ort[(qdq, 1)])
+        pair = lambda a, b: f"{a:.0f} / {b:.0f}"  # noqa: E731
+        print(f"| {name} | {pair(tract[('fp32', 1)][key], tract[('fp32', 2)][key])} | {pair(ort[(fp32, 1)], ort[(fp32, 2)])} "
+              f"| {pair(tract[('int8', 1)][key], tract[('int8', 2)][key])} | {pair(ort[(ours, 1)], ort[(ours, 2)])} "
+              f"| {pair(ort[(qdq, 1)], ort[(qdq, 2)])} | {tract[('int8', 1)][key] / best:.2f} |")
 
 
 if __name__ == "__main__":

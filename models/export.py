@@ -2,7 +2,10 @@
 """Export Glimpse's two models to ONNX.
 
 Real checkpoints (needs a model hub or a local checkpoint directory):
-    python models/export.py --detr facebook/detr-resnet-50 --clip openai/clip-vit-base-patch32 --out models/dist
+    python models/export.py --detr facebook/detr-resnet-50 --clip b32 --out models/dist
+    python models/export.py --detr facebook/detr-resnet-50 --clip l14 --out models/dist   # ViT-L/14, 768-d
+then quantize them for tract (models/quantize.py) and check them against fp32:
+    python models/quantize.py --detr models/dist/detr.onnx --clip models/dist/clip_vision.onnx --manifest models/manifest.toml
 
 Small random-weight models of the same architectures, with no download at all (these are the
 files committed under models/tiny/ and used by the test suite):
@@ -151,17 +154,23 @@ def write_manifest(out, files):
 
 
 DETR_EXTRA = {
+    "input": '"pixel_values float32 [batch, 3, height, width], any size (resized per the rule below)"',
     "labels": "\"coco-91\"",
     "resize": '"shortest_edge=800,longest_edge=1333,bilinear"',
     "mean": "[0.485, 0.456, 0.406]",
     "std": "[0.229, 0.224, 0.225]",
 }
 CLIP_EXTRA = {
+    "input": '"pixel_values float32 [batch, 3, 224, 224]"',
     "resize": '"shortest_edge=224,bicubic,center_crop=224"',
     "mean": "[0.48145466, 0.4578275, 0.40821073]",
     "std": "[0.26862954, 0.26130258, 0.27577711]",
     "output_dim": 512,
 }
+
+
+# --clip shorthands: B/32 is the default (fast on CPUs); L/14 is what the cloud pipeline used.
+CLIP_PRESETS = {"b32": "openai/clip-vit-base-patch32", "l14": "openai/clip-vit-large-patch14"}
 
 
 GOLDEN_PHOTOS = {
@@ -189,13 +198,21 @@ def write_golden(models, photos_dir, out):
     # The fixture finds 5 fixed "persons" anywhere; the random model at a tiny threshold gives
     # input-dependent boxes and scores, which is what exposes pre-processing differences.
     detectors = {"fixture": ("detr-tiny-fixture.onnx", 0.9), "random": ("detr-tiny-random.onnx", 0.001)}
+    embedders = {"fp32": "clip-tiny-random.onnx"}
+    # The int8 files models/quantize.py makes, when present: onnxruntime's outputs on the very
+    # same files (tract against onnxruntime), and the fp32 ones above (quantized against source).
+    if (models / "detr-tiny-random-int8.onnx").exists():
+        detectors["random-int8"] = ("detr-tiny-random-int8.onnx", 0.001)
+    if (models / "clip-tiny-random-int8.onnx").exists():
+        embedders["int8"] = "clip-tiny-random-int8.onnx"
     sessions = {k: ort.InferenceSession(str(models / f)) for k, (f, _) in detectors.items()}
-    clip = ort.InferenceSession(str(models / "clip-tiny-random.onnx"))
+    clips = {k: ort.InferenceSession(str(models / f)) for k, f in embedders.items()}
     detr_processor = DetrImageProcessor()  # shortest_edge 800, longest_edge 1333, bilinear
     clip_processor = CLIPImageProcessor()  # shortest_edge 224 bicubic, centre crop 224
     golden = {
         "detectors": {k: {"model": f, "threshold": t} for k, (f, t) in detectors.items()},
-        "embedder": "clip-tiny-random.onnx",
+        "embedder": embedders["fp32"],
+        "embedders": embedders,
         "images": {},
     }
     for name, load in GOLDEN_PHOTOS.items():
@@ -213,13 +230,16 @@ def write_golden(models, photos_dir, out):
                 for s, l, b in zip(result["scores"], result["labels"], result["boxes"])
             ]
         clip_input = clip_processor(images=image, return_tensors="np")["pixel_values"].astype(np.float32)
-        embedding = clip.run(None, {"pixel_values": clip_input})[0][0]
-        embedding = embedding / np.linalg.norm(embedding)
+        embeddings = {}
+        for key, session in clips.items():
+            embedding = session.run(None, {"pixel_values": clip_input})[0][0]
+            embeddings[key] = [float(v) for v in embedding / np.linalg.norm(embedding)]
         golden["images"][path.name] = {
             "size": [image.width, image.height],
             "detr_input": list(pixel_values.shape),
             "detections": detections,
-            "embedding": [float(v) for v in embedding],
+            "embedding": embeddings["fp32"],
+            "embeddings": embeddings,
         }
         print(f"golden: {name} {image.size} -> {[len(d) for d in detections.values()]} detections", file=sys.stderr)
     out.write_text(json.dumps(golden, indent=1))
@@ -230,7 +250,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="build small random-weight models, no download")
     parser.add_argument("--detr", help="DETR checkpoint (hub id or directory)")
-    parser.add_argument("--clip", help="CLIP checkpoint (hub id or directory)")
+    parser.add_argument("--clip", help="CLIP checkpoint: b32 (ViT-B/32, 512-d), l14 (ViT-L/14, 768-d), a hub id or a directory")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=pathlib.Path, required=True)
     parser.add_argument("--golden", type=pathlib.Path, help="with --tiny: also write reference outputs on photos to this JSON file")
@@ -258,11 +278,16 @@ def main():
         parser.error("give --tiny, or both --detr and --clip")
     from transformers import CLIPVisionModelWithProjection, DetrForObjectDetection
 
+    clip_id = CLIP_PRESETS.get(args.clip, args.clip)
     export_detr(DetrForObjectDetection.from_pretrained(args.detr, use_timm_backbone=False), args.out / "detr.onnx")
-    export_clip(CLIPVisionModelWithProjection.from_pretrained(args.clip), args.out / "clip_vision.onnx")
+    clip = CLIPVisionModelWithProjection.from_pretrained(clip_id)
+    if clip.config.image_size != 224:
+        sys.exit(f"{clip_id} takes {clip.config.image_size}px input; Glimpse's CLIP pre-processing is for 224px models")
+    export_clip(clip, args.out / "clip_vision.onnx")
     write_manifest(args.out, [
         ("detr.onnx", "detector", args.detr, DETR_EXTRA),
-        ("clip_vision.onnx", "embedder", args.clip, CLIP_EXTRA),
+        # ViT-B/32 gives 512-d embeddings, ViT-L/14 768-d: the Pinecone index must match.
+        ("clip_vision.onnx", "embedder", clip_id, {**CLIP_EXTRA, "output_dim": clip.config.projection_dim}),
     ])
 
 

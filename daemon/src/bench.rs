@@ -124,8 +124,9 @@ pub fn ingest(file: &Path, sample_fps: f64) -> anyhow::Result<()> {
 
 /// `glimpse bench models`: tract inference time on the model files, with inputs every engine
 /// can reproduce (every value 0.5), for `models/bench.py` to set beside onnxruntime's.
-pub fn models(detector: &Path, embedder: &Path, runs: usize) -> anyhow::Result<()> {
+pub fn models(detector: &Path, embedder: &Path, runs: usize, threads: usize) -> anyhow::Result<()> {
     use crate::model::OnnxFile;
+    crate::model::set_inference_threads(threads);
     use tract_onnx::prelude::{tract_ndarray, Tensor};
 
     let time = |file: &OnnxFile, shape: [usize; 4]| -> anyhow::Result<f64> {
@@ -145,11 +146,66 @@ pub fn models(detector: &Path, embedder: &Path, runs: usize) -> anyhow::Result<(
     let clip = OnnxFile::open(embedder)?;
     let results = serde_json::json!({
         "engine": "tract",
-        "threads": 1,
+        "threads": threads,
         "detr_640_ms": time(&detr, [1, 3, 640, 640])?,
         "clip_b1_ms": time(&clip, [1, 3, 224, 224])?,
         "clip_b8_ms": time(&clip, [8, 3, 224, 224])?,
     });
     println!("{results}");
     Ok(())
+}
+
+/// `glimpse bench profile`: where one model's time goes in tract, per operator kind and per node
+/// (the evidence behind docs/benchmarks.md's path to parity).
+pub fn profile(model: &Path, shape: [usize; 4], runs: usize, threads: usize) -> anyhow::Result<()> {
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+
+    use crate::model::OnnxFile;
+    use tract_onnx::prelude::{tract_ndarray, Tensor, TVec, TValue};
+
+    crate::model::set_inference_threads(threads);
+    let file = OnnxFile::open(model)?;
+    let plan = file.plan(shape)?;
+    let input: Tensor = tract_ndarray::Array4::<f32>::from_elem((shape[0], shape[1], shape[2], shape[3]), 0.5).into();
+    file.run(&plan, input.clone())?; // warm-up
+    let mut by_node: HashMap<String, (String, Duration)> = HashMap::new();
+    let started = Instant::now();
+    for _ in 0..runs.max(1) {
+        let mut state = plan.spawn()?;
+        state.run_plan_with_eval(tvec_of(input.clone()), |ctx, op_state, node, inputs: TVec<TValue>| {
+            let start = Instant::now();
+            let outputs = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+            let entry = by_node.entry(node.name.clone()).or_insert_with(|| (node.op().name().to_string(), Duration::ZERO));
+            entry.1 += start.elapsed();
+            outputs
+        })?;
+    }
+    let total = started.elapsed().as_secs_f64() * 1000.0 / runs.max(1) as f64;
+    let mut by_op: HashMap<&str, (usize, Duration)> = HashMap::new();
+    for (op, time) in by_node.values() {
+        let e = by_op.entry(op.as_str()).or_default();
+        e.0 += 1;
+        e.1 += *time;
+    }
+    let per_run = |d: &Duration| d.as_secs_f64() * 1000.0 / runs.max(1) as f64;
+    let mut ops: Vec<_> = by_op.into_iter().collect();
+    ops.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
+    println!("{} {shape:?}, {threads} thread(s): {total:.1} ms per run", model.display());
+    println!("{:>9} {:>6}  operator (nodes)", "ms/run", "share");
+    for (op, (nodes, time)) in ops.iter().take(15) {
+        println!("{:9.2} {:5.1}%  {op} ({nodes})", per_run(time), 100.0 * per_run(time) / total);
+    }
+    let mut nodes: Vec<_> = by_node.into_iter().collect();
+    nodes.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
+    println!("slowest nodes:");
+    for (name, (op, time)) in nodes.iter().take(10) {
+        println!("{:9.2}  {op}  {name}", per_run(time));
+    }
+    Ok(())
+}
+
+fn tvec_of(input: tract_onnx::prelude::Tensor) -> tract_onnx::prelude::TVec<tract_onnx::prelude::TValue> {
+    use tract_onnx::prelude::*;
+    tvec!(input.into())
 }

@@ -108,6 +108,20 @@ enum BenchWhat {
         embedder: PathBuf,
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Threads for tract's matrix products (as `[device] inference_threads`).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
+    /// Time per tract operator and node for one model file (where inference time goes).
+    Profile {
+        model: PathBuf,
+        /// Input shape batch,channels,height,width.
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 3, 224, 224])]
+        shape: Vec<usize>,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
     /// CPU cost of ingesting an H.264 MP4 file, against gst-launch and a bare keyframe-only decode.
     Ingest {
@@ -193,7 +207,13 @@ fn main() -> ExitCode {
         Command::Models { action: ModelsAction::Fetch { manifest, dest } } => exit_code(glimpse::models::fetch(&manifest, dest.as_deref())),
         Command::Detect { config, images } => inspect_exit(glimpse::inspect::detect(&config, &images)),
         Command::Embed { config, images } => inspect_exit(glimpse::inspect::embed(&config, &images)),
-        Command::Bench { what: BenchWhat::Models { detector, embedder, runs } } => exit_code(glimpse::bench::models(&detector, &embedder, runs)),
+        Command::Bench { what: BenchWhat::Profile { model, shape, runs, threads } } => {
+            match <[usize; 4]>::try_from(shape) {
+                Ok(shape) => exit_code(glimpse::bench::profile(&model, shape, runs, threads)),
+                Err(_) => exit_code(Err(anyhow::anyhow!("--shape takes four numbers: batch,channels,height,width"))),
+            }
+        }
+        Command::Bench { what: BenchWhat::Models { detector, embedder, runs, threads } } => exit_code(glimpse::bench::models(&detector, &embedder, runs, threads)),
         Command::Bench { what: BenchWhat::Ingest { file, sample_fps } } => exit_code(glimpse::bench::ingest(&file, sample_fps)),
         Command::Outbox { action } => exit_code(outbox_command(action)),
         Command::Check { config } => {

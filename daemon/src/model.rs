@@ -20,6 +20,15 @@ pub enum ModelError {
     Run { path: PathBuf, reason: String },
 }
 
+/// Runs tract's matrix products on `threads` threads (process-wide; 1 keeps them on the calling
+/// inference thread). Called once, before any model is loaded.
+pub fn set_inference_threads(threads: usize) {
+    use tract_linalg::multithread::{set_default_executor, Executor};
+    if threads > 1 {
+        set_default_executor(Executor::multithread_with_name(threads, "glimpse-tract"));
+    }
+}
+
 /// An ONNX file parsed by tract, not yet specialised to an input shape.
 #[derive(Clone)]
 pub struct OnnxFile {

@@ -60,6 +60,7 @@ pub fn run(config_path: &Path, config: Config, options: RunOptions) -> anyhow::R
     let data_dir = &config.device.data_dir;
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
     let outbox = Arc::new(Outbox::open(data_dir, &config.outbox)?);
+    crate::model::set_inference_threads(config.device.inference_threads);
     let detector = Detector::load(&config.detector)?;
     let embedder = Embedder::load(&config.embedder)?;
     tracing::info!(detector = %config.detector.model.display(), embedder = %config.embedder.model.display(), dimension = embedder.dimension(), "models loaded");

@@ -16,8 +16,9 @@ fn photos(golden: &Value) -> Vec<PathBuf> {
     golden["images"].as_object().expect("images").keys().map(|name| repo().join("tests/media/photos").join(name)).collect()
 }
 
-/// A config for the golden file's detector `which` ("fixture" or "random") and its embedder.
-fn config(golden: &Value, which: &str) -> (tempfile::TempDir, String) {
+/// A config for the golden file's detector `which` ("fixture", "random" or "random-int8") and
+/// its embedder `embedder` ("fp32" or "int8").
+fn config_with(golden: &Value, which: &str, embedder: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("models.toml");
     let detector = &golden["detectors"][which];
@@ -25,10 +26,14 @@ fn config(golden: &Value, which: &str) -> (tempfile::TempDir, String) {
         "[detector]\nmodel = \"{}\"\nthreshold = {}\n\n[embedder]\nmodel = \"{}\"\n",
         model(detector["model"].as_str().expect("detector")),
         detector["threshold"],
-        model(golden["embedder"].as_str().expect("embedder")),
+        model(golden["embedders"][embedder].as_str().expect("embedder")),
     );
     std::fs::write(&path, text).expect("write config");
     (dir, path.display().to_string())
+}
+
+fn config(golden: &Value, which: &str) -> (tempfile::TempDir, String) {
+    config_with(golden, which, "fp32")
 }
 
 fn run(command: &str, config: &str, images: &[PathBuf]) -> Vec<Value> {
@@ -43,12 +48,21 @@ fn run(command: &str, config: &str, images: &[PathBuf]) -> Vec<Value> {
 #[test]
 fn detections_match_detr_image_processor_and_onnxruntime_within_a_pixel() {
     let golden = golden();
-    for which in ["fixture", "random"] {
-        compare_detections(&golden, which);
+    // "random-int8": the int8 file models/quantize.py makes, tract against onnxruntime on it.
+    for which in ["fixture", "random", "random-int8"] {
+        compare_detections(&golden, which, which, 1e-3);
     }
 }
 
-fn compare_detections(golden: &Value, which: &str) {
+#[test]
+fn the_int8_detector_finds_the_same_detections_as_its_fp32_source() {
+    // Labels and boxes as fp32 in onnxruntime; scores within 0.01 (measured: 1e-4 apart).
+    compare_detections(&golden(), "random-int8", "random", 1e-2);
+}
+
+/// `glimpse detect` with the golden file's detector `which`, against the reference detections
+/// of `reference`: same count and labels, boxes within a pixel, scores within `score_tolerance`.
+fn compare_detections(golden: &Value, which: &str, reference: &str, score_tolerance: f64) {
     let (_dir, config) = config(golden, which);
     let images = photos(golden);
     let lines = run("detect", &config, &images);
@@ -56,13 +70,13 @@ fn compare_detections(golden: &Value, which: &str) {
     for (line, path) in lines.iter().zip(&images) {
         let name = path.file_name().and_then(|n| n.to_str()).expect("name");
         assert_eq!(line["image"].as_str(), Some(path.display().to_string().as_str()));
-        let expected = golden["images"][name]["detections"][which].as_array().expect("detections");
+        let expected = golden["images"][name]["detections"][reference].as_array().expect("detections");
         let found = line["detections"].as_array().expect("detections");
         assert_eq!(found.len(), expected.len(), "{which} {name}: {line}");
         for (f, e) in found.iter().zip(expected) {
             assert_eq!(f["label"], e["label"], "{name}");
             let close = |k: &str, tol: f64| (f[k].as_f64().unwrap_or(f64::NAN) - e[k].as_f64().unwrap_or(f64::NAN)).abs() <= tol;
-            assert!(close("score", 1e-3), "{name}: score {} vs {}", f["score"], e["score"]);
+            assert!(close("score", score_tolerance), "{which} {name}: score {} vs {}", f["score"], e["score"]);
             for k in ["x", "y", "w", "h"] {
                 assert!(close(k, 1.0), "{name}: {k} {} vs {}", f[k], e[k]);
             }
@@ -73,18 +87,36 @@ fn compare_detections(golden: &Value, which: &str) {
 #[test]
 fn embeddings_match_clip_image_processor_and_onnxruntime() {
     let golden = golden();
-    let (_dir, config) = config(&golden, "fixture");
-    let images = photos(&golden);
+    for embedder in ["fp32", "int8"] {
+        for (name, cosine) in cosines(&golden, embedder, embedder) {
+            assert!(cosine >= 0.9999, "{embedder} {name}: cosine {cosine} against onnxruntime on the same file");
+        }
+    }
+}
+
+#[test]
+fn the_int8_embedder_stays_within_cosine_0_999_of_its_fp32_source() {
+    let golden = golden();
+    for (name, cosine) in cosines(&golden, "int8", "fp32") {
+        assert!(cosine >= 0.999, "{name}: int8 in tract against fp32 in onnxruntime: cosine {cosine}");
+    }
+}
+
+/// `glimpse embed` with the golden file's `embedder`, against the reference embeddings of
+/// `reference`: (photo, cosine) for each photo.
+fn cosines(golden: &Value, embedder: &str, reference: &str) -> Vec<(String, f64)> {
+    let (_dir, config) = config_with(golden, "fixture", embedder);
+    let images = photos(golden);
     let lines = run("embed", &config, &images);
     assert_eq!(lines.len(), images.len());
-    for (line, path) in lines.iter().zip(&images) {
-        let name = path.file_name().and_then(|n| n.to_str()).expect("name");
-        let ours: Vec<f64> = line["embedding"].as_array().expect("embedding").iter().filter_map(Value::as_f64).collect();
-        let theirs: Vec<f64> = golden["images"][name]["embedding"].as_array().expect("embedding").iter().filter_map(Value::as_f64).collect();
+    let floats = |v: &Value| -> Vec<f64> { v.as_array().expect("embedding").iter().filter_map(Value::as_f64).collect() };
+    lines.iter().zip(&images).map(|(line, path)| {
+        let name = path.file_name().and_then(|n| n.to_str()).expect("name").to_owned();
+        let (ours, theirs) = (floats(&line["embedding"]), floats(&golden["images"][name.as_str()]["embeddings"][reference]));
         assert_eq!(ours.len(), theirs.len());
-        let cosine: f64 = ours.iter().zip(&theirs).map(|(a, b)| a * b).sum();
-        assert!(cosine >= 0.9999, "{name}: cosine {cosine}");
-    }
+        let cosine = ours.iter().zip(&theirs).map(|(a, b)| a * b).sum();
+        (name, cosine)
+    }).collect()
 }
 
 #[test]

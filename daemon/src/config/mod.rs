@@ -46,6 +46,14 @@ pub struct DeviceConfig {
     pub id: String,
     /// Directory for the sled outbox and other state.
     pub data_dir: PathBuf,
+    /// Threads tract's matrix products use for detection and embedding (1: the inference
+    /// thread alone, leaving the other cores to decoding and sync).
+    #[serde(default = "default_inference_threads")]
+    pub inference_threads: usize,
+}
+
+fn default_inference_threads() -> usize {
+    1
 }
 
 impl DeviceConfig {
@@ -53,6 +61,9 @@ impl DeviceConfig {
         check_name(&self.id, &at.key("id"), problems);
         if self.data_dir.as_os_str().is_empty() {
             problems.push(Problem::new(at.key("data_dir"), "must not be empty; set a directory such as \"/var/lib/glimpse\""));
+        }
+        if !(1..=64).contains(&self.inference_threads) {
+            problems.push(Problem::new(at.key("inference_threads"), "must be between 1 and 64 (at most the number of cores is useful)"));
         }
     }
 }

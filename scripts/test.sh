@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: unit tests, and end-to-end tests of the real binary against a real
-# mosquitto broker, a real gst-rtsp-server and the strict Pinecone emulator (all on loopback).
+# mosquitto broker, a real gst-rtsp-server and the strict Pinecone emulator (all on loopback);
+# then the Yocto layer checks and a cargo check for aarch64.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 
 echo "==> cargo test"
 cargo test --workspace --locked
+
+echo "==> yocto/check.sh (meta-glimpse: oelint-adv, bitbake parse, kas files, crate checksums)"
+yocto/check.sh
+
+echo "==> scripts/aarch64.sh check (the daemon compiles for aarch64-unknown-linux-gnu)"
+scripts/aarch64.sh check

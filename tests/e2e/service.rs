@@ -234,7 +234,7 @@ fn no_secret_appears_in_logs_mqtt_payloads_or_command_output() {
 fn unit_under_test(dir: &std::path::Path) -> std::path::PathBuf {
     let unit = std::fs::read_to_string(crate::harness::daemon::repo().join("systemd/glimpse.service")).expect("read unit");
     let path = dir.join("glimpse.service");
-    std::fs::write(&path, unit.replace("/usr/bin/glimpse", crate::harness::daemon::BIN)).expect("write unit");
+    std::fs::write(&path, unit.replace("/usr/bin/glimpse", &crate::harness::daemon::bin())).expect("write unit");
     path
 }
 

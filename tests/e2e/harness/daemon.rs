@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_glimpse");
+/// The binary under test: the one cargo built, or `GLIMPSE_BIN` (scripts/aarch64.sh points it at
+/// the aarch64 build, run through qemu).
+pub fn bin() -> String {
+    std::env::var("GLIMPSE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_glimpse").to_owned())
+}
 
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -30,7 +34,7 @@ impl Daemon {
     pub fn start(config: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Self {
         let log = config.with_extension("log");
         let file = std::fs::File::create(&log).expect("create log file");
-        let mut command = Command::new(BIN);
+        let mut command = Command::new(bin());
         command.args(["run", "--config"]).arg(config).args(extra_args).env("GLIMPSE_LOG", "info,glimpse=debug");
         command.env_remove("PINECONE_API_KEY").env_remove("NOTIFY_SOCKET");
         for (k, v) in env {
@@ -102,7 +106,7 @@ impl Drop for Daemon {
 
 /// Runs `glimpse ARGS...` to completion.
 pub fn glimpse(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(BIN);
+    let mut command = Command::new(bin());
     command.args(args).env_remove("PINECONE_API_KEY");
     for (k, v) in env {
         command.env(k, v);

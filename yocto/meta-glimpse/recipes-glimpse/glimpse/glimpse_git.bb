@@ -1,0 +1,110 @@
+# nooelint: oelint.var.mandatoryvar.HOMEPAGE,oelint.var.suggestedvar.BUGTRACKER,oelint.var.bbclassextend
+# (No public homepage or tracker; a target-only daemon, as it links the target's GStreamer.)
+SUMMARY = "Glimpse camera indexer daemon"
+DESCRIPTION = "Edge appliance: cameras -> DETR -> CLIP -> durable outbox -> Pinecone, \
+               monitored over MQTT. Decodes camera streams with GStreamer, runs both models \
+               on the device with tract and runs as a systemd service."
+SECTION = "multimedia"
+LICENSE = "Apache-2.0"
+# The sources have no licence file: the workspace Cargo.toml declares the licence.
+LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=9;endline=9;md5=2507bd5f0713f05419cd2f22fa06fe62"
+# In-house code with no NVD entry; the default (BPN) would match the unrelated Glimpse search tool.
+CVE_PRODUCT = "glimpse-camera-indexer"
+
+# gstreamer-app and gstreamer-video link libraries from plugins-base; libsystemd-sys links
+# libsystemd (sd_notify and the watchdog). TLS is rustls, so no openssl.
+DEPENDS = "glib-2.0 gstreamer1.0 gstreamer1.0-plugins-base systemd"
+
+PV = "0.1.0+git"
+
+# Where the sources come from: host and path of a git repository, and the protocol. The default
+# is a placeholder: point it at your copy of the repository. The kas files build the checkout
+# they are run from instead: GLIMPSE_GIT_REPO = "${GLIMPSE_REPO_DIR}", GLIMPSE_GIT_PROTOCOL = "file".
+GLIMPSE_GIT_REPO ?= "git.example.com/glimpse.git"
+GLIMPSE_GIT_PROTOCOL ?= "https"
+GLIMPSE_GIT_BRANCH ?= "main"
+# The repository this recipe sits in (yocto/meta-glimpse/recipes-glimpse/glimpse/../../../..).
+GLIMPSE_REPO_DIR = "${@os.path.normpath(os.path.join(d.getVar('THISDIR'), '..', '..', '..', '..'))}"
+
+SRC_URI = "git://${GLIMPSE_GIT_REPO};protocol=${GLIMPSE_GIT_PROTOCOL};branch=${GLIMPSE_GIT_BRANCH} \
+           file://glimpse.toml \
+"
+require glimpse-crates.inc
+
+# cargo runs --frozen, so the commit built must carry the Cargo.lock that glimpse-crates.inc
+# was generated from. The layer and the sources live in one repository, so by default the branch
+# head is built with the layer of the same checkout; for a release, pin SRCREV here (or in
+# local.conf) to the commit whose Cargo.lock the .inc was generated from.
+# nooelint: oelint.vars.autorev
+SRCREV ?= "${AUTOREV}"
+
+S = "${WORKDIR}/git"
+
+inherit cargo_bin features_check systemd useradd
+
+REQUIRED_DISTRO_FEATURES = "systemd"
+
+# Only the daemon: the workspace also holds a test server (tests/pinecone-emulator).
+CARGO_MANIFEST_PATH = "${S}/daemon/Cargo.toml"
+CARGO_BUILD_PROFILE = "release"
+# do_compile has no network: every crate comes from the fetcher (glimpse-crates.inc).
+EXTRA_CARGO_FLAGS = "--frozen"
+# Where bitbake's crate fetcher unpacks crates, each with the .cargo-checksum.json cargo needs.
+CARGO_VENDORING_DIRECTORY = "${WORKDIR}/cargo_home/bitbake"
+
+# As poky's cargo_common does: cargo takes crates.io packages from the unpacked crates.
+do_configure:append() {
+    cfg="${CARGO_HOME}/config.toml"
+    # Older cargo_bin classes write ${CARGO_HOME}/config, which cargo reads in preference.
+    if [ -e "${CARGO_HOME}/config" ]; then
+        cfg="${CARGO_HOME}/config"
+    fi
+    printf '\n[source.bitbake]\ndirectory = "%s"\n\n[source.crates-io]\nreplace-with = "bitbake"\n' \
+        "${CARGO_VENDORING_DIRECTORY}" >>"$cfg"
+}
+
+do_install:append() {
+    install -d ${D}${systemd_system_unitdir}
+    install -m 0644 ${S}/systemd/glimpse.service ${D}${systemd_system_unitdir}/glimpse.service
+
+    # The service runs as glimpse and reads its configuration; root edits it.
+    install -d -m 0755 ${D}${sysconfdir}/glimpse
+    install -m 0640 ${WORKDIR}/glimpse.toml ${D}${sysconfdir}/glimpse/glimpse.toml
+    chown root:glimpse ${D}${sysconfdir}/glimpse/glimpse.toml
+
+    # LoadCredential= fails the start when its file is missing, so both exist, empty: an empty
+    # MQTT password means none, an empty Pinecone key is reported by `glimpse check`.
+    # systemd (root) reads them; the service sees copies in $CREDENTIALS_DIRECTORY.
+    install -d -m 0700 ${D}${sysconfdir}/glimpse/credentials
+    install -m 0600 /dev/null ${D}${sysconfdir}/glimpse/credentials/pinecone-api-key
+    install -m 0600 /dev/null ${D}${sysconfdir}/glimpse/credentials/mqtt-password
+
+    # The unit's Documentation= points here.
+    install -d ${D}${docdir}/glimpse
+    install -m 0644 ${S}/README.md ${D}${docdir}/glimpse/README.md
+}
+
+# Jetson: NVIDIA's device nodes and the Argus daemon (systemd/glimpse.service.d/jetson.conf.example).
+do_install:append:tegra() {
+    install -d ${D}${systemd_system_unitdir}/glimpse.service.d
+    install -m 0644 ${S}/systemd/glimpse.service.d/jetson.conf.example \
+        ${D}${systemd_system_unitdir}/glimpse.service.d/jetson.conf
+}
+PACKAGE_ARCH:tegra = "${MACHINE_ARCH}"
+
+SYSTEMD_SERVICE:${PN} = "glimpse.service"
+
+USERADD_PACKAGES = "${PN}"
+# The unit's SupplementaryGroups= needs render; groupadd leaves an existing group alone.
+GROUPADD_PARAM:${PN} = "--system render"
+USERADD_PARAM:${PN} = "--system --user-group --no-create-home --home-dir ${localstatedir}/lib/glimpse \
+                       --shell ${base_sbindir}/nologin --groups video,render glimpse"
+
+FILES:${PN} += "${systemd_system_unitdir}/glimpse.service.d"
+# Package upgrades keep local edits and secrets.
+CONFFILES:${PN} = "${sysconfdir}/glimpse/glimpse.toml \
+                   ${sysconfdir}/glimpse/credentials/pinecone-api-key \
+                   ${sysconfdir}/glimpse/credentials/mqtt-password \
+"
+
+RDEPENDS:${PN} = "packagegroup-glimpse"

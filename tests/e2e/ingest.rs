@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::harness::daemon::{clip, Daemon};
+use crate::harness::http::serve;
 use crate::harness::media::h264_clip;
 use crate::harness::rtsp::{Options, RtspServer};
 use crate::harness::ConfigBuilder;
@@ -175,4 +176,18 @@ fn rtsp_over_udp_works_when_asked_for() {
     std::thread::sleep(Duration::from_secs(2));
     let stats = stop(daemon);
     assert!(stats["cameras"]["udp"]["frames_processed"].as_u64() >= Some(2), "{stats}");
+}
+
+#[test]
+fn a_progressive_http_file_is_indexed_like_a_local_one() {
+    let port = serve(&clip("bikes.mp4").parent().expect("media directory").to_path_buf());
+    let config = ConfigBuilder::new("http", "detr-tiny-fixture.onnx")
+        .camera("web", &format!("http://127.0.0.1:{port}/bikes.mp4"), 2.0)
+        .write();
+    let mut daemon = Daemon::start(&config, &["--exit-when-done"], &[]);
+    assert!(daemon.wait(Duration::from_secs(120)).success(), "{}", daemon.logs());
+    // Not live: every sampled frame is processed, as for file:// (10 s at 2 fps).
+    let stats = &daemon.last_stats()["cameras"]["web"];
+    assert_eq!(stats["frames_processed"], 20, "{stats}");
+    assert_eq!(stats["embeddings"], 100);
 }

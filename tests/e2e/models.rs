@@ -1,45 +1,17 @@
 //! `glimpse models verify|fetch` against the committed manifest and a local HTTP server.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::path::Path;
-
 use crate::harness::daemon::{glimpse, repo};
-
-/// Serves the files of `dir` over HTTP/1.0 on loopback, one request per connection.
-fn serve(dir: &Path) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let dir = dir.to_owned();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream);
-            let mut request = String::new();
-            if reader.read_line(&mut request).is_err() {
-                continue;
-            }
-            let name = request.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_owned();
-            let mut stream = reader.into_inner();
-            match std::fs::read(dir.join(&name)) {
-                Ok(body) => {
-                    let _ = write!(stream, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-                    let _ = stream.write_all(&body);
-                }
-                Err(_) => {
-                    let _ = stream.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
-                }
-            }
-        }
-    });
-    port
-}
+use crate::harness::http::serve;
 
 #[test]
 fn the_committed_models_match_their_manifest() {
     let manifest = repo().join("models/manifest.toml").display().to_string();
     let out = glimpse(&["models", "verify", "--manifest", &manifest], &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).matches("ok: ").count(), 3);
+    // Every committed model file is listed: the three fp32 test models and their int8 versions.
+    let committed = std::fs::read_dir(repo().join("models/tiny")).expect("models/tiny").filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "onnx"))).count();
+    assert_eq!(committed, 5);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).matches("ok: ").count(), committed);
 }
 
 #[test]

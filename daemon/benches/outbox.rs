@@ -26,7 +26,7 @@ fn record(i: usize) -> Record {
         values: (0..DIM).map(|d| ((i * 31 + d) as f32 * 0.001).sin() + 1.5).collect(),
         metadata: Metadata {
             device: "bench".into(), camera: "cam".into(), ts: 1_795_670_518_406 + i as i64, pts_ms: i as u64,
-            label: "person".into(), score: 0.97, x: 10, y: 20, w: 30, h: 40, frame_w: 640, frame_h: 272,
+            label: "person".into(), score: 0.97, x: 10, y: 20, w: 30, h: 40, frame_w: 640, frame_h: 272, track_id: None,
         },
     }
 }

@@ -4,9 +4,11 @@
 //! - [`config`]: reads the TOML file, gathers each stage's section, reports every problem with
 //!   its line and column.
 //! - [`source`]: GStreamer pipelines, one per camera, sampling RGB [`source::Frame`]s.
+//! - [`schedule`]: one frame slot per camera, served to inference round-robin.
+//! - [`track`]: per-camera motion gate and object tracker (what is worth detecting, embedding).
 //! - [`detect`]: DETR in tract, with DetrImageProcessor's pre- and post-processing.
 //! - [`embed`]: CLIP vision in tract, with CLIPImageProcessor's pre-processing; crops boxes.
-//! - [`analyze`]: one frame → detections → crops → embeddings → [`record::Record`]s.
+//! - [`analyze`]: one frame → gate → detections → tracks → crops → embeddings → [`record::Record`]s.
 //! - [`outbox`]: the durable sled buffer; nothing leaves it before the index acknowledged it.
 //! - [`sync`]: the Pinecone data-plane client and the syncer that drains the outbox.
 //! - [`status`]: MQTT availability, stats and camera status (or the log without a broker).
@@ -30,6 +32,7 @@ pub mod models;
 pub mod outbox;
 pub mod record;
 pub mod redact;
+pub mod schedule;
 pub mod secrets;
 pub mod source;
 pub mod stats;
@@ -37,3 +40,4 @@ pub mod status;
 pub mod supervisor;
 pub mod sync;
 pub mod systemd_notify;
+pub mod track;

@@ -33,7 +33,9 @@ pub fn set_inference_threads(threads: usize) {
 #[derive(Clone)]
 pub struct OnnxFile {
     pub path: PathBuf,
-    model: InferenceModel,
+    /// The parsed model, kept to make plans for new input sizes; `None` once released (its
+    /// weights are as large as the file, and every plan holds its own prepared copy).
+    model: Option<InferenceModel>,
 }
 
 impl OnnxFile {
@@ -50,20 +52,40 @@ impl OnnxFile {
         if inputs != 1 {
             return Err(ModelError::Shape { path: path.to_owned(), reason: format!("expected one input (pixel_values), found {inputs}") });
         }
-        Ok(Self { path: path.to_owned(), model })
+        Ok(Self { path: path.to_owned(), model: Some(model) })
+    }
+
+    /// Frees the parsed model once every plan needed is made.
+    pub fn release_model(&mut self) {
+        self.model = None;
     }
 
     /// Specialises the model to a `[batch, 3, height, width]` float input and optimises it.
     pub fn plan(&self, shape: [usize; 4]) -> Result<Plan, ModelError> {
-        let fact = f32::fact(shape);
-        self.model
+        self.plan_for(f32::fact(shape).into(), &format!("{shape:?}"))
+    }
+
+    /// One plan for every batch size: `[batch, channels, height, width]` with a symbolic batch.
+    pub fn plan_any_batch(&self, [channels, height, width]: [usize; 3]) -> Result<Plan, ModelError> {
+        let model = self.parsed()?;
+        let batch = TDim::from(model.symbols.sym("batch"));
+        let shape: TVec<TDim> = tvec![batch, channels.into(), height.into(), width.into()];
+        self.plan_for(f32::fact(&shape).into(), &format!("[batch, {channels}, {height}, {width}]"))
+    }
+
+    fn parsed(&self) -> Result<&InferenceModel, ModelError> {
+        self.model.as_ref().ok_or_else(|| ModelError::Shape { path: self.path.clone(), reason: "no plan for this input size was made while loading".into() })
+    }
+
+    fn plan_for(&self, fact: InferenceFact, shape: &str) -> Result<Plan, ModelError> {
+        self.parsed()?
             .clone()
-            .with_input_fact(0, fact.into())
+            .with_input_fact(0, fact)
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
             .map_err(|e| ModelError::Shape {
                 path: self.path.clone(),
-                reason: format!("cannot run on a float input of shape {shape:?} (expected pixel_values [batch, 3, height, width]): {e:#}"),
+                reason: format!("cannot run on a float input of shape {shape} (expected pixel_values [batch, 3, height, width]): {e:#}"),
             })
     }
 

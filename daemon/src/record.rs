@@ -31,6 +31,9 @@ pub struct Metadata {
     pub h: u32,
     pub frame_w: u32,
     pub frame_h: u32,
+    /// The tracked object this embedding belongs to (`[analysis]`), unique within the camera.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track_id: Option<String>,
 }
 
 /// The record id for box number `box_index` of the frame keyed `frame_ms` (see [`Record::id`]).

@@ -45,6 +45,12 @@ pub struct CameraCounters {
     pub detections: AtomicU64,
     pub boxes_too_small: AtomicU64,
     pub embeddings: AtomicU64,
+    /// Frames the motion gate kept from the detector.
+    pub frames_gated: AtomicU64,
+    /// Detections of tracked objects not embedded again (they looked the same).
+    pub deduplicated: AtomicU64,
+    /// How long the latest frame waited between capture and inference, milliseconds.
+    pub lag_ms: AtomicU64,
     pub reconnects: AtomicU64,
     pub stalls: AtomicU64,
     pub deltas_skipped: AtomicU64,
@@ -126,7 +132,16 @@ impl CameraStats {
         let total = self.counters.frames_dropped.fetch_add(1, Relaxed) + 1;
         tracing::debug!(camera = %self.name, dropped_total = total, "inference busy: live frame dropped");
     }
-    pub fn frame_processed(&self, detections: usize, too_small: usize, embeddings: usize) {
+    pub fn queue_lag(&self, ms: i64) {
+        self.counters.lag_ms.store(ms.max(0) as u64, Relaxed);
+    }
+    /// A sampled frame where nothing moved: no detection ran.
+    pub fn frame_gated(&self) {
+        self.counters.frames_gated.fetch_add(1, Relaxed);
+        self.counters.frames_processed.fetch_add(1, Relaxed);
+    }
+    pub fn frame_processed(&self, detections: usize, too_small: usize, embeddings: usize, deduplicated: usize) {
+        self.counters.deduplicated.fetch_add(deduplicated as u64, Relaxed);
         self.counters.frames_processed.fetch_add(1, Relaxed);
         self.counters.detections.fetch_add(detections as u64, Relaxed);
         self.counters.boxes_too_small.fetch_add(too_small as u64, Relaxed);
@@ -283,6 +298,10 @@ impl Stats {
                             detections: load(&k.detections),
                             boxes_too_small: load(&k.boxes_too_small),
                             embeddings: load(&k.embeddings),
+                            frames_gated: load(&k.frames_gated),
+                            gated_share: round2(load(&k.frames_gated) as f64 / load(&k.frames_processed).max(1) as f64),
+                            deduplicated: load(&k.deduplicated),
+                            lag_ms: load(&k.lag_ms),
                             reconnects: load(&k.reconnects),
                             stalls: load(&k.stalls),
                             deltas_skipped: load(&k.deltas_skipped),
@@ -352,6 +371,13 @@ pub struct CameraSnapshot {
     pub detections: u64,
     pub boxes_too_small: u64,
     pub embeddings: u64,
+    /// Frames the motion gate kept from the detector, and their share of frames processed.
+    pub frames_gated: u64,
+    pub gated_share: f64,
+    /// Detections of tracked objects that were not embedded again.
+    pub deduplicated: u64,
+    /// Capture-to-inference wait of the latest frame, milliseconds: how far behind inference is.
+    pub lag_ms: u64,
     pub reconnects: u64,
     pub stalls: u64,
     pub deltas_skipped: u64,

@@ -13,10 +13,10 @@
 //! cameras), MQTT commands — and carries them out. Shutdown follows the data: sources stop,
 //! frames in flight finish, records are flushed, the syncer stops, then status says `offline`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -26,13 +26,15 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::analyze::analyze;
+use crate::schedule::{RecvError, Scheduler};
+use crate::track::{AnalysisConfig, Attention};
 use crate::config::Config;
 use crate::control::{Command, Request};
 use crate::detect::Detector;
 use crate::embed::Embedder;
 use crate::outbox::{self, Outbox, WriterLinks};
 use crate::record::Record;
-use crate::source::{self, CameraConfig, Frame};
+use crate::source::{self, CameraConfig};
 use crate::stats::{CameraState, Stats};
 use crate::sync::{self, PineconeClient, SyncError, SyncOptions};
 use crate::systemd_notify::{self, Heartbeat, Heartbeats};
@@ -99,7 +101,7 @@ pub fn run(config_path: &Path, config: Config, options: RunOptions) -> anyhow::R
     let stopping = Arc::new(AtomicBool::new(false));
     let heartbeats = Arc::new(Heartbeats::default());
 
-    let (frame_tx, frame_rx) = sync_channel::<Frame>(config.cameras.len().max(2));
+    let scheduler = Scheduler::new();
     let (record_tx, record_rx) = sync_channel::<Vec<Record>>(RECORD_QUEUE);
     let writer = spawn("outbox-writer", {
         let links = WriterLinks { stats: stats.clone(), wake: wake.clone(), stopping: stopping.clone(), heartbeat: heartbeats.register("outbox writer") };
@@ -107,10 +109,14 @@ pub fn run(config_path: &Path, config: Config, options: RunOptions) -> anyhow::R
         move || outbox::run_writer(outbox, record_rx, links, flush_ms, flush_records)
     })?;
     let inference = spawn("inference", {
-        let (device, min_box, beat) = (config.device.id.clone(), config.detector.min_box_px, heartbeats.register("inference"));
-        move || run_inference(frame_rx, record_tx, detector, embedder, &device, min_box, &beat)
+        let models = Models { detector, embedder, device: config.device.id.clone(), min_box: config.detector.min_box_px, analysis: config.analysis.clone() };
+        let (beat, frames) = (heartbeats.register("inference"), scheduler.clone());
+        move || {
+            run_inference(&frames, record_tx, models, &beat);
+            frames.consumer_gone();
+        }
     })?;
-    let mut cameras = Cameras { running: BTreeMap::new(), paused: BTreeSet::new(), frames: Some(frame_tx), stats: stats.clone(), heartbeats: heartbeats.clone() };
+    let mut cameras = Cameras { running: BTreeMap::new(), paused: BTreeSet::new(), frames: Some(scheduler.clone()), stats: stats.clone(), heartbeats: heartbeats.clone() };
     for camera in &config.cameras {
         cameras.start(camera.clone())?;
     }
@@ -133,7 +139,9 @@ pub fn run(config_path: &Path, config: Config, options: RunOptions) -> anyhow::R
     loop {
         if options.exit_when_done && cameras.all_finished() {
             // Every file is read: let inference and the writer drain and finish.
-            cameras.frames = None;
+            if let Some(frames) = cameras.frames.take() {
+                frames.close();
+            }
             if inference.is_finished() && writer.is_finished() && (!syncing || outbox.backlog().records == 0) {
                 tracing::info!(reason = "all sources finished and every record is delivered", "stopping");
                 break;
@@ -177,6 +185,7 @@ pub fn run(config_path: &Path, config: Config, options: RunOptions) -> anyhow::R
     stopping.store(true, Ordering::Relaxed);
     cameras.stop_all();
     drop(cameras);
+    scheduler.close();
     if inference.join().is_err() {
         tracing::error!("inference thread panicked");
     }
@@ -229,7 +238,7 @@ struct Cameras {
     /// Cameras an operator paused; they stay stopped across reloads until resumed.
     paused: BTreeSet<String>,
     /// Where new camera threads send frames; `None` once `--exit-when-done` saw every file end.
-    frames: Option<SyncSender<Frame>>,
+    frames: Option<Arc<Scheduler>>,
     stats: Arc<Stats>,
     heartbeats: Arc<Heartbeats>,
 }
@@ -248,7 +257,7 @@ impl Cameras {
             self.stats.set_camera_status(&name, CameraState::Offline, Some("paused".into()));
             return Ok(());
         }
-        let frames = self.frames.clone().context("the daemon is finishing; no camera can start")?;
+        let frames = self.frames.as_ref().context("the daemon is finishing; no camera can start")?.sender(&name);
         let cam = self.stats.add_camera(&name);
         let stop = Arc::new(AtomicBool::new(false));
         let beat = self.heartbeats.register(&format!("camera {name}"));
@@ -400,22 +409,38 @@ async fn next_event(signals: &mut Signals, commands: &mut mpsc::Receiver<Request
     }
 }
 
-/// The inference thread: one loaded copy of each model serves every camera.
-fn run_inference(frames: Receiver<Frame>, records: SyncSender<Vec<Record>>, mut detector: Detector, mut embedder: Embedder, device: &str, min_box: u32, beat: &Heartbeat) {
+/// What the inference thread owns: one loaded copy of each model, serving every camera.
+struct Models {
+    detector: Detector,
+    embedder: Embedder,
+    device: String,
+    min_box: u32,
+    analysis: AnalysisConfig,
+}
+
+/// The inference thread. Each camera gets its own motion gate and tracker, made on its first frame.
+fn run_inference(frames: &Scheduler, records: SyncSender<Vec<Record>>, mut models: Models, beat: &Heartbeat) {
+    let mut attention: HashMap<String, Attention> = HashMap::new();
     loop {
         beat.beat();
         let frame = match frames.recv_timeout(IDLE_BEAT) {
             Ok(frame) => frame,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvError::Timeout) => continue,
+            Err(RecvError::Finished) => return,
         };
         test_hooks::maybe_wedge_inference();
         let started = Instant::now();
         let camera = &frame.camera;
-        match analyze(&frame, device, &camera.name, &mut detector, &mut embedder, min_box) {
+        camera.queue_lag(crate::stats::unix_ms().saturating_sub(frame.ts));
+        let attention = attention.entry(camera.name.clone()).or_insert_with(|| Attention::new(&models.analysis));
+        match analyze(&frame, &models.device, &camera.name, &mut models.detector, &mut models.embedder, models.min_box, attention) {
             Ok(analysis) => {
+                if analysis.gated {
+                    camera.frame_gated();
+                    continue;
+                }
                 camera.inference_latency(started.elapsed());
-                camera.frame_processed(analysis.detections, analysis.too_small, analysis.records.len());
+                camera.frame_processed(analysis.detections, analysis.too_small, analysis.records.len(), analysis.deduplicated);
                 if !analysis.records.is_empty() && records.send(analysis.records).is_err() {
                     tracing::error!("outbox writer is gone; stopping inference");
                     return;

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod attention;
 mod check;
 mod durability;
 mod ingest;

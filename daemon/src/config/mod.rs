@@ -20,6 +20,7 @@ use crate::outbox::OutboxConfig;
 use crate::source::CameraConfig;
 use crate::status::MqttConfig;
 use crate::sync::PineconeConfig;
+use crate::track::AnalysisConfig;
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Deserialize)]
@@ -37,6 +38,8 @@ pub struct Config {
     pub mqtt: Option<MqttConfig>,
     #[serde(default)]
     pub outbox: OutboxConfig,
+    #[serde(default)]
+    pub analysis: AnalysisConfig,
 }
 
 /// `[device]`: who this box is and where it keeps its state.
@@ -176,6 +179,7 @@ impl Config {
             m.validate(&root.key("mqtt"), problems);
         }
         self.outbox.validate(&root.key("outbox"), problems);
+        self.analysis.validate(&root.key("analysis"), problems);
     }
 }
 

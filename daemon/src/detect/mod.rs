@@ -89,6 +89,10 @@ impl Detector {
         let mut detector = Self { file, config: config.clone(), plans: HashMap::new() };
         let side = config.shortest_edge;
         detector.detect(&image::RgbImage::new(side, side))?;
+        // Each plan holds its own prepared copy of the weights; cameras rarely have square frames.
+        // (One plan with symbolic height and width would serve every size, but tract 0.23 cannot
+        // infer DETR's Flatten with symbolic spatial dimensions.)
+        detector.plans.clear();
         Ok(detector)
     }
 

@@ -4,7 +4,6 @@
 //!
 //! Also owns cropping detections out of frames. Pure computation, like `detect/`.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -37,16 +36,19 @@ pub const MAX_BATCH: usize = 8;
 
 pub struct Embedder {
     file: OnnxFile,
-    /// Optimised plans per batch size (1..=MAX_BATCH), made on first use.
-    plans: HashMap<usize, Plan>,
+    /// One optimised plan for every batch size (symbolic batch axis): one prepared copy of the
+    /// weights, where a plan per size held one each.
+    plan: Plan,
     dimension: usize,
 }
 
 impl Embedder {
     /// Loads the model and embeds a blank crop once, which also measures the output dimension.
     pub fn load(config: &EmbedderConfig) -> Result<Self, ModelError> {
-        let file = OnnxFile::open(&config.model)?;
-        let mut embedder = Self { file, plans: HashMap::new(), dimension: 0 };
+        let mut file = OnnxFile::open(&config.model)?;
+        let plan = file.plan_any_batch([3, INPUT_SIDE as usize, INPUT_SIDE as usize])?;
+        file.release_model();
+        let mut embedder = Self { file, plan, dimension: 0 };
         let probe = embedder.run(&[image::RgbImage::new(INPUT_SIDE, INPUT_SIDE)])?;
         embedder.dimension = probe.first().map_or(0, Vec::len);
         Ok(embedder)
@@ -80,15 +82,7 @@ impl Embedder {
         let n = crops.len();
         let inputs: Vec<_> = crops.iter().map(|c| normalized_chw(&clip_preprocess(c), CLIP_MEAN, CLIP_STD)).collect();
         let input = tract_onnx::prelude::Tensor::stack_tensors(0, &inputs).map_err(|e| ModelError::Run { path: self.file.path.clone(), reason: format!("{e:#}") })?;
-        let plan = match self.plans.get(&n) {
-            Some(p) => p.clone(),
-            None => {
-                let p = self.file.plan([n, 3, INPUT_SIDE as usize, INPUT_SIDE as usize])?;
-                self.plans.insert(n, p.clone());
-                p
-            }
-        };
-        let outputs = self.file.run(&plan, input)?;
+        let outputs = self.file.run(&self.plan, input)?;
         let out = self.file.output(&outputs, 0)?;
         if out.ndim() != 2 || out.shape()[0] != n || out.shape()[1] == 0 {
             return Err(ModelError::Shape {

@@ -309,7 +309,7 @@ mod tests {
             values: vec![0.6, 0.8],
             metadata: Metadata {
                 device: "d".into(), camera: "c".into(), ts: 1, pts_ms: 0, label: "person".into(), score: 0.9,
-                x: 1, y: 2, w: 3, h: 4, frame_w: 10, frame_h: 10,
+                x: 1, y: 2, w: 3, h: 4, frame_w: 10, frame_h: 10, track_id: None,
             },
         }
     }

@@ -16,7 +16,6 @@ pub mod decoder;
 pub(crate) mod pipeline;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +31,7 @@ use pipeline::{bus_error, copy_frame, first_error, Probes, PULL_TIMEOUT};
 use crate::backoff::Backoff;
 use crate::config::{check_name, KeyPath, Problem};
 use crate::redact::{redact_secrets, redact_uri};
+use crate::schedule::{FrameSender, PutError};
 use crate::stats::{unix_ms, CameraState, CameraStats, Stats};
 use crate::systemd_notify::Heartbeat;
 
@@ -88,7 +88,7 @@ fn default_stall_timeout_s() -> f64 {
     10.0
 }
 
-/// How often a file source waiting for inference re-offers its frame (and beats, and checks stop).
+/// How long a file source waits for its slot before it beats and checks for a stop.
 const BACKPRESSURE_POLL: Duration = Duration::from_millis(20);
 
 const SCHEMES: [&str; 8] = ["rtsp://", "rtsps://", "file://", "http://", "https://", "v4l2://", "csi://", "test:"];
@@ -182,7 +182,7 @@ pub fn init() -> anyhow::Result<()> {
 
 /// Runs one camera until `stop` is set: connects, streams, and reconnects as the module
 /// documentation says.
-pub fn run_camera(camera: CameraConfig, cam: Arc<CameraStats>, frames: SyncSender<Frame>, stats: Arc<Stats>, stop: Arc<AtomicBool>, beat: Arc<Heartbeat>) {
+pub fn run_camera(camera: CameraConfig, cam: Arc<CameraStats>, frames: FrameSender, stats: Arc<Stats>, stop: Arc<AtomicBool>, beat: Arc<Heartbeat>) {
     let redacted = redact_uri(&camera.uri);
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let mut hardware_failed = false;
@@ -239,7 +239,7 @@ pub fn run_camera(camera: CameraConfig, cam: Arc<CameraStats>, frames: SyncSende
 fn stream_once(
     camera: &CameraConfig,
     cam: &Arc<CameraStats>,
-    frames: &SyncSender<Frame>,
+    frames: &FrameSender,
     stats: &Stats,
     stop: &AtomicBool,
     probes: &Arc<Probes>,
@@ -260,7 +260,7 @@ fn stream_once(
 struct Pump<'a> {
     camera: &'a CameraConfig,
     cam: &'a Arc<CameraStats>,
-    frames: &'a SyncSender<Frame>,
+    frames: &'a FrameSender,
     stats: &'a Stats,
     probes: &'a Probes,
     delivered: u64,
@@ -339,29 +339,29 @@ impl Pump<'_> {
         let key_ms = if self.camera.is_live() { ts as u64 } else { pts_ms };
         let frame = Frame { camera: cam.clone(), key_ms, pts_ms, ts, image };
         if self.camera.is_live() {
-            match self.frames.try_send(frame) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_)) => {
+            // The latest frame wins: the one still waiting for inference is dropped and counted.
+            match self.frames.put_latest(frame) {
+                Ok(None) => true,
+                Ok(Some(_older)) => {
                     cam.frame_dropped();
                     true
                 }
-                Err(TrySendError::Disconnected(_)) => false,
+                Err(_) => false,
             }
         } else {
             // A file waits for inference however slow the model is, but keeps its heartbeat
             // (a slow model is not a wedged camera) and still notices a stop.
             let mut frame = frame;
             loop {
-                match self.frames.try_send(frame) {
+                match self.frames.try_put(frame, BACKPRESSURE_POLL) {
                     Ok(()) => return true,
-                    Err(TrySendError::Full(back)) => frame = back,
-                    Err(TrySendError::Disconnected(_)) => return false,
+                    Err(PutError::Full(back)) => frame = back,
+                    Err(PutError::Closed) => return false,
                 }
                 beat.beat();
                 if stop.load(Ordering::Relaxed) {
                     return false;
                 }
-                std::thread::sleep(BACKPRESSURE_POLL);
             }
         }
     }

@@ -4,12 +4,18 @@
 use std::path::Path;
 use std::process::Command;
 
-/// Writes an H.264 MP4 of `seconds` at `fps`, with a keyframe every `gop` frames.
+/// Writes an H.264 MP4 of `seconds` at `fps`, with a keyframe every `gop` frames (a moving ball).
 pub fn h264_clip(path: &Path, seconds: u32, fps: u32, gop: u32, width: u32, height: u32) {
+    h264_pattern_clip(path, "ball", seconds, fps, gop, width, height)
+}
+
+/// The same with another videotestsrc `pattern` ("smpte100": a still scene; "smpte" is not, its
+/// corner is snow).
+pub fn h264_pattern_clip(path: &Path, pattern: &str, seconds: u32, fps: u32, gop: u32, width: u32, height: u32) {
     let status = Command::new("gst-launch-1.0")
         .arg("-q")
         .args(format!(
-            "videotestsrc num-buffers={} pattern=ball ! video/x-raw,width={width},height={height},framerate={fps}/1 ! \
+            "videotestsrc num-buffers={} pattern={pattern} ! video/x-raw,width={width},height={height},framerate={fps}/1 ! \
              x264enc key-int-max={gop} speed-preset=ultrafast tune=zerolatency ! h264parse ! mp4mux ! filesink",
             seconds * fps
         ).split_whitespace())

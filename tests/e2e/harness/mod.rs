@@ -2,6 +2,7 @@
 //! emulator, and the `glimpse` binary itself.
 
 pub mod daemon;
+pub mod http;
 pub mod media;
 pub mod mosquitto;
 pub mod mqtt;
@@ -17,7 +18,13 @@ pub fn free_port() -> u16 {
 pub struct ConfigBuilder {
     pub dir: tempfile::TempDir,
     text: String,
+    /// The `[analysis]` section's body. Tests index every detection of every frame unless they
+    /// ask for the motion gate and de-duplication, so record counts stay exact.
+    analysis: String,
 }
+
+/// `[analysis]` for tests that count records: no motion gate, no de-duplication.
+const EVERY_DETECTION: &str = "motion_gate = false\ndedupe = false\n";
 
 impl ConfigBuilder {
     pub fn new(device: &str, detector: &str) -> Self {
@@ -38,7 +45,7 @@ impl ConfigBuilder {
             daemon::model(detector),
             daemon::model("clip-tiny-random.onnx"),
         );
-        Self { dir, text }
+        Self { dir, text, analysis: EVERY_DETECTION.to_owned() }
     }
 
     pub fn camera(mut self, name: &str, uri: &str, sample_fps: f64) -> Self {
@@ -58,6 +65,12 @@ impl ConfigBuilder {
         self
     }
 
+    /// Replaces the `[analysis]` section's body (motion gate and de-duplication settings).
+    pub fn analysis(mut self, body: &str) -> Self {
+        self.analysis = body.to_owned();
+        self
+    }
+
     pub fn mqtt(mut self, port: u16, stats_interval_s: f64) -> Self {
         self.text += &format!("[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\ntopic_prefix = \"glimpse\"\nstats_interval_s = {stats_interval_s}\n\n");
         self
@@ -66,7 +79,7 @@ impl ConfigBuilder {
     /// Writes the file; it lives (in its temporary directory) as long as the returned value.
     pub fn write(self) -> TestConfig {
         let path = self.dir.path().join("glimpse.toml");
-        std::fs::write(&path, &self.text).expect("write config");
+        std::fs::write(&path, format!("{}[analysis]\n{}", self.text, self.analysis)).expect("write config");
         TestConfig { path, dir: self.dir }
     }
 }

@@ -26,9 +26,11 @@ ARM64_DEV=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libglib2.0-dev l
 ARM64_RUNTIME=(libgstreamer1.0-0 libgstreamer-plugins-base1.0-0 libglib2.0-0 liborc-0.4-0 libsystemd0 libffi8 libpcre2-8-0
   libunwind8 libdw1 libelf1 zlib1g libmount1 libblkid1 libselinux1 liblzma5 libzstd1 libgcrypt20 libgpg-error0 liblz4-1
   libcap2 libbz2-1.0 libc6 libgcc-s1)
-# Only for the smoke run: the plugins that decode the test clip.
-ARM64_PLUGINS=(gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-libav libavcodec59 libavformat59 libavutil57
-  libavfilter8 libswresample4 libswscale6)
+# Only for the smoke run: the plugins that decode the test clip, and every library they load.
+arm64_closure() {
+  apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces --no-enhances \
+    --no-pre-depends "${@/%/:arm64}" 2>/dev/null | grep -E '^[a-z0-9].*:arm64$' | sed 's/:arm64$//' | sort -u
+}
 
 as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc-aarch64-linux-gnu libc6-dev-arm64-cross >/dev/null
 rustup target list --installed 2>/dev/null | grep -qx "$TARGET" || rustup target add "$TARGET"
@@ -69,7 +71,11 @@ fi
 echo "==> cargo build --release --target $TARGET"
 cargo build -p glimpse --release --target "$TARGET" --locked
 as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user-static >/dev/null
-unpack_arm64 "${ARM64_PLUGINS[@]}"
+mapfile -t plugins < <(arm64_closure gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-libav)
+unpack_arm64 "${plugins[@]}"
+# Debian puts these in place with update-alternatives, which `dpkg -x` does not run (libav needs them).
+ln -sf blas/libblas.so.3 "$lib/libblas.so.3"
+ln -sf lapack/liblapack.so.3 "$lib/liblapack.so.3"
 echo "==> running the aarch64 binary under qemu-aarch64-static"
 # The e2e harness runs whatever GLIMPSE_BIN names: a wrapper that execs qemu (so signals reach
 # the daemon), with the arm64 libraries and GStreamer plugins taken from the sysroot.
@@ -83,5 +89,7 @@ exec qemu-aarch64-static -L "$SYSROOT" "$PWD/target/$TARGET/release/glimpse" "\$
 WRAPPER
 chmod +x "$wrapper"
 "$wrapper" --version
+# The test harness itself is built for this machine: the arm64 pkg-config settings must not reach it.
+unset PKG_CONFIG_ALLOW_CROSS PKG_CONFIG_SYSROOT_DIR PKG_CONFIG_LIBDIR
 GLIMPSE_BIN="$wrapper" cargo test -p glimpse --test e2e --locked -- --exact \
   pipeline::a_file_is_indexed_completely_and_indexing_it_again_adds_no_duplicates

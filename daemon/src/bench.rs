@@ -127,11 +127,10 @@ pub fn ingest(file: &Path, sample_fps: f64) -> anyhow::Result<()> {
 pub fn models(detector: &Path, embedder: &Path, runs: usize, threads: usize) -> anyhow::Result<()> {
     use crate::model::OnnxFile;
     crate::model::set_inference_threads(threads);
-    use tract_onnx::prelude::{tract_ndarray, Tensor};
 
     // The plans the daemon makes: DETR per input size, CLIP one for every batch size.
     let time = |file: &OnnxFile, plan: &crate::model::Plan, shape: [usize; 4]| -> anyhow::Result<f64> {
-        let input: Tensor = tract_ndarray::Array4::<f32>::from_elem((shape[0], shape[1], shape[2], shape[3]), 0.5).into();
+        let input = constant_input(shape);
         file.run(plan, input.clone())?; // warm-up
         let mut times = Vec::with_capacity(runs);
         for _ in 0..runs.max(1) {
@@ -163,12 +162,12 @@ pub fn profile(model: &Path, shape: [usize; 4], runs: usize, threads: usize) -> 
     use std::time::{Duration, Instant};
 
     use crate::model::OnnxFile;
-    use tract_onnx::prelude::{tract_ndarray, Tensor, TVec, TValue};
+    use tract_onnx::prelude::{TVec, TValue};
 
     crate::model::set_inference_threads(threads);
     let file = OnnxFile::open(model)?;
     let plan = file.plan(shape)?;
-    let input: Tensor = tract_ndarray::Array4::<f32>::from_elem((shape[0], shape[1], shape[2], shape[3]), 0.5).into();
+    let input = constant_input(shape);
     file.run(&plan, input.clone())?; // warm-up
     let mut by_node: HashMap<String, (String, Duration)> = HashMap::new();
     let started = Instant::now();
@@ -204,6 +203,11 @@ pub fn profile(model: &Path, shape: [usize; 4], runs: usize, threads: usize) -> 
         println!("{:9.2}  {op}  {name}", per_run(time));
     }
     Ok(())
+}
+
+/// An input every engine can reproduce: every value 0.5 (models/bench.py uses the same).
+fn constant_input(shape: [usize; 4]) -> tract_onnx::prelude::Tensor {
+    tract_onnx::prelude::tract_ndarray::Array4::<f32>::from_elem((shape[0], shape[1], shape[2], shape[3]), 0.5).into()
 }
 
 fn tvec_of(input: tract_onnx::prelude::Tensor) -> tract_onnx::prelude::TVec<tract_onnx::prelude::TValue> {

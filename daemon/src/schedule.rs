@@ -119,14 +119,18 @@ pub struct FrameSender {
 }
 
 impl FrameSender {
-    /// Live sources: puts `frame` in the slot, handing back the older frame it replaced.
-    pub fn put_latest(&self, frame: Frame) -> Result<Option<Frame>, PutError> {
-        let mut inner = self.scheduler.lock();
+    /// This camera's slot, unless inference has stopped.
+    fn slot<'a>(&self, inner: &'a mut Inner) -> Result<&'a mut Slot, PutError> {
         if inner.consumer_gone {
             return Err(PutError::Closed);
         }
-        let slot = inner.slots.iter_mut().find(|s| s.camera == self.camera).ok_or(PutError::Closed)?;
-        let replaced = slot.frame.replace(frame);
+        inner.slots.iter_mut().find(|s| s.camera == self.camera).ok_or(PutError::Closed)
+    }
+
+    /// Live sources: puts `frame` in the slot, handing back the older frame it replaced.
+    pub fn put_latest(&self, frame: Frame) -> Result<Option<Frame>, PutError> {
+        let mut inner = self.scheduler.lock();
+        let replaced = self.slot(&mut inner)?.frame.replace(frame);
         drop(inner);
         self.scheduler.ready.notify_all();
         Ok(replaced)
@@ -135,22 +139,17 @@ impl FrameSender {
     /// Files: puts `frame` in the slot if it is empty, waiting up to `wait` for it to empty.
     pub fn try_put(&self, frame: Frame, wait: Duration) -> Result<(), PutError> {
         let mut inner = self.scheduler.lock();
-        for attempt in 0..2 {
-            if inner.consumer_gone {
-                return Err(PutError::Closed);
-            }
-            let Some(index) = inner.slots.iter().position(|s| s.camera == self.camera) else { return Err(PutError::Closed) };
-            if inner.slots[index].frame.is_none() {
-                inner.slots[index].frame = Some(frame);
-                drop(inner);
-                self.scheduler.ready.notify_all();
-                return Ok(());
-            }
-            if attempt == 0 {
-                inner = self.scheduler.ready.wait_timeout(inner, wait).unwrap_or_else(|p| p.into_inner()).0;
-            }
+        if self.slot(&mut inner)?.frame.is_some() {
+            inner = self.scheduler.ready.wait_timeout(inner, wait).unwrap_or_else(|p| p.into_inner()).0;
         }
-        Err(PutError::Full(frame))
+        let slot = self.slot(&mut inner)?;
+        if slot.frame.is_some() {
+            return Err(PutError::Full(frame));
+        }
+        slot.frame = Some(frame);
+        drop(inner);
+        self.scheduler.ready.notify_all();
+        Ok(())
     }
 }
 

@@ -309,19 +309,15 @@ fn frame_to_rgb(frame: &gst_video::VideoFrameRef<&gst::BufferRef>) -> anyhow::Re
     let mut rgb = vec![0u8; w as usize * h as usize * 3];
     let (range, matrix) = yuv_colorimetry(&info.colorimetry());
     let converted = match info.format() {
-        gst_video::VideoFormat::I420 => {
+        format @ (gst_video::VideoFormat::I420 | gst_video::VideoFormat::Y42b | gst_video::VideoFormat::Y444) => {
             let ((y, ys), (u, us), (v, vs)) = (plane(0)?, plane(1)?, plane(2)?);
             let planar = YuvPlanarImage { y_plane: y, y_stride: ys, u_plane: u, u_stride: us, v_plane: v, v_stride: vs, width: w, height: h };
-            yuvutils_rs::yuv420_to_rgb(&planar, &mut rgb, w * 3, range, matrix)
-        }
-        gst_video::VideoFormat::Y42b | gst_video::VideoFormat::Y444 => {
-            let ((y, ys), (u, us), (v, vs)) = (plane(0)?, plane(1)?, plane(2)?);
-            let planar = YuvPlanarImage { y_plane: y, y_stride: ys, u_plane: u, u_stride: us, v_plane: v, v_stride: vs, width: w, height: h };
-            if info.format() == gst_video::VideoFormat::Y444 {
-                yuvutils_rs::yuv444_to_rgb(&planar, &mut rgb, w * 3, range, matrix)
-            } else {
-                yuvutils_rs::yuv422_to_rgb(&planar, &mut rgb, w * 3, range, matrix)
-            }
+            let convert = match format {
+                gst_video::VideoFormat::I420 => yuvutils_rs::yuv420_to_rgb,
+                gst_video::VideoFormat::Y42b => yuvutils_rs::yuv422_to_rgb,
+                _ => yuvutils_rs::yuv444_to_rgb,
+            };
+            convert(&planar, &mut rgb, w * 3, range, matrix)
         }
         gst_video::VideoFormat::Nv12 => {
             let ((y, ys), (uv, uvs)) = (plane(0)?, plane(1)?);

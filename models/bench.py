@@ -102,6 +102,15 @@ def main():
         print(f"| {name} | {pair(tract[('fp32', 1)][key], tract[('fp32', 2)][key])} | {pair(ort[(fp32, 1)], ort[(fp32, 2)])} "
               f"| {pair(tract[('int8', 1)][key], tract[('int8', 2)][key])} | {pair(ort[(ours, 1)], ort[(ours, 2)])} "
               f"| {pair(ort[(qdq, 1)], ort[(qdq, 2)])} | {tract[('int8', 1)][key] / best:.2f} |")
+    print()
+    print("tract CLIP-B/32 plans (Glimpse uses the batch-1 plan and embeds a frame's crops one call each):")
+    print()
+    print("| file | batch 1 | 8 crops, 8 calls (Glimpse) | 8 crops, batch-8 plan | batch 1, symbolic-batch plan | 8 crops, symbolic-batch plan |")
+    print("|---|---|---|---|---|---|")
+    for fmt in ("fp32", "int8"):
+        cells = [f"{tract[(fmt, 1)][k]:.0f} / {tract[(fmt, 2)][k]:.0f}" for k in
+                 ("clip_b1_ms", "clip_b8_ms", "clip_b8_batch8_plan_ms", "clip_b1_any_batch_plan_ms", "clip_b8_any_batch_plan_ms")]
+        print(f"| {fmt} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def reference(args):
         logits, boxes = detr.run(None, {"pixel_values": detr_processor(images=image, return_tensors="np")["pixel_values"]})
         found = detr_processor.post_process_object_detection(
             DetrObjectDetectionOutput(logits=torch.from_numpy(logits), pred_boxes=torch.from_numpy(boxes)),
-            threshold=0.9, target_sizes=[(image.height, image.width)])[0]
+            threshold=args.threshold, target_sizes=[(image.height, image.width)])[0]
         for i, box in enumerate(found["boxes"].tolist()):
             x0, y0, x1, y1 = [int(round(v)) for v in box]
             crop = image.crop((max(x0, 0), max(y0, 0), min(x1, image.width), min(y1, image.height)))
@@ -128,6 +128,7 @@ sample_fps = {args.fps}
 
 [detector]
 model = "{pathlib.Path(args.detr).resolve()}"
+threshold = {args.threshold}
 
 [embedder]
 model = "{pathlib.Path(args.clip).resolve()}"
@@ -156,6 +157,11 @@ def main():
     p.add_argument("--detr", required=True)
     p.add_argument("--clip", required=True)
     p.add_argument("--reference-embedder", help="the reference's CLIP file (default: --clip), e.g. the fp32 source of Glimpse's int8 file")
+    p.add_argument("--reference-detector", help="the reference's DETR file (default: --detr)")
+    p.add_argument("--threshold", type=float, default=0.9, help="detection threshold on both sides")
+    p.add_argument("--scenes", default="real,still", help="which scenes to run: real, still or both")
+    p.add_argument("--still-seconds", type=int, default=10, help="length of the still scene")
+    p.add_argument("--glimpse-only", action="store_true", help="run only Glimpse (e.g. for its peak RSS with full-size models)")
     p.add_argument("--glimpse", default="target/release/glimpse")
     p.add_argument("--emulator", default="target/release/pinecone-emulator")
     p.add_argument("--video", type=pathlib.Path, default=pathlib.Path("tests/media/bikes.mp4"))
@@ -175,18 +181,22 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = pathlib.Path(tmp)
-        scenes = [("real clip, dedupe and gate off", "real", args.video, "motion_gate = false\ndedupe = false"),
-                  ("still scene, gate and dedupe on", "still", still_clip(work, 10), "")]
-        for label, name, clip, analysis in scenes:
+        wanted = set(args.scenes.split(","))
+        scenes = [("real clip, dedupe and gate off", "real", lambda: args.video, "motion_gate = false\ndedupe = false"),
+                  (f"still scene ({args.still_seconds} s), gate and dedupe on", "still", lambda: still_clip(work, args.still_seconds), "")]
+        for label, name, make_clip, analysis in (scene for scene in scenes if scene[1] in wanted):
+            clip = make_clip()
             config = glimpse_config(work, name, clip, args, url, analysis)
             g = timed([args.glimpse, "run", "--config", str(config), "--exit-when-done"], env)
-            r = timed([sys.executable, __file__, "--detr", args.detr, "--clip", args.reference_embedder or args.clip, "--fps", str(args.fps), "--threads", str(args.threads),
-                       "--reference-clip", str(clip), "--reference-url", url, "--reference-namespace", f"ref-{name}"], env)
+            r = (float("nan"),) * 3 if args.glimpse_only else timed(
+                [sys.executable, __file__, "--detr", args.reference_detector or args.detr, "--clip", args.reference_embedder or args.clip,
+                 "--fps", str(args.fps), "--threads", str(args.threads), "--threshold", str(args.threshold),
+                 "--reference-clip", str(clip), "--reference-url", url, "--reference-namespace", f"ref-{name}"], env)
             counts = (vector_count(url, f"glimpse-{name}"), vector_count(url, f"ref-{name}"))
             rows.append((label, g, r, counts))
     emulator.terminate()
     print(f"Clips sampled at {args.fps} fps; {args.threads} inference thread(s); detector {args.detr}; embedder {args.clip} "
-          f"(reference: {args.reference_embedder or args.clip}).\n")
+          f"(reference: {args.reference_detector or args.detr}, {args.reference_embedder or args.clip}); threshold {args.threshold}.\n")
     print("| scene | wall s Glimpse / reference | CPU s Glimpse / reference | peak RSS MB Glimpse / reference | records Glimpse / reference | wall ratio | CPU ratio |")
     print("|---|---|---|---|---|---|---|")
     for label, g, r, (gc, rc) in rows:

@@ -128,14 +128,17 @@ pub fn models(detector: &Path, embedder: &Path, runs: usize, threads: usize) -> 
     use crate::model::OnnxFile;
     crate::model::set_inference_threads(threads);
 
-    // The plans the daemon makes: DETR per input size, CLIP one for every batch size.
-    let time = |file: &OnnxFile, plan: &crate::model::Plan, shape: [usize; 4]| -> anyhow::Result<f64> {
+    // The plans the daemon makes (DETR per input size, CLIP for one crop), and the two batched
+    // CLIP plans it does not make, as evidence for that choice.
+    let time = |file: &OnnxFile, plan: &crate::model::Plan, shape: [usize; 4], calls: usize| -> anyhow::Result<f64> {
         let input = constant_input(shape);
         file.run(plan, input.clone())?; // warm-up
         let mut times = Vec::with_capacity(runs);
         for _ in 0..runs.max(1) {
             let start = std::time::Instant::now();
-            file.run(plan, input.clone())?;
+            for _ in 0..calls {
+                file.run(plan, input.clone())?;
+            }
             times.push(start.elapsed().as_secs_f64() * 1000.0);
         }
         times.sort_by(f64::total_cmp);
@@ -143,13 +146,19 @@ pub fn models(detector: &Path, embedder: &Path, runs: usize, threads: usize) -> 
     };
     let detr = OnnxFile::open(detector)?;
     let clip = OnnxFile::open(embedder)?;
-    let (detr_plan, clip_plan) = (detr.plan([1, 3, 640, 640])?, clip.plan_any_batch([3, 224, 224])?);
+    let detr_plan = detr.plan([1, 3, 640, 640])?;
+    let clip_plan = clip.plan([1, 3, 224, 224])?;
+    let clip_b8_plan = clip.plan([8, 3, 224, 224])?;
+    let clip_any_plan = clip.plan_any_batch([3, 224, 224])?;
     let results = serde_json::json!({
         "engine": "tract",
         "threads": threads,
-        "detr_640_ms": time(&detr, &detr_plan, [1, 3, 640, 640])?,
-        "clip_b1_ms": time(&clip, &clip_plan, [1, 3, 224, 224])?,
-        "clip_b8_ms": time(&clip, &clip_plan, [8, 3, 224, 224])?,
+        "detr_640_ms": time(&detr, &detr_plan, [1, 3, 640, 640], 1)?,
+        "clip_b1_ms": time(&clip, &clip_plan, [1, 3, 224, 224], 1)?,
+        "clip_b8_ms": time(&clip, &clip_plan, [1, 3, 224, 224], 8)?,
+        "clip_b8_batch8_plan_ms": time(&clip, &clip_b8_plan, [8, 3, 224, 224], 1)?,
+        "clip_b1_any_batch_plan_ms": time(&clip, &clip_any_plan, [1, 3, 224, 224], 1)?,
+        "clip_b8_any_batch_plan_ms": time(&clip, &clip_any_plan, [8, 3, 224, 224], 1)?,
     });
     println!("{results}");
     Ok(())
@@ -157,7 +166,7 @@ pub fn models(detector: &Path, embedder: &Path, runs: usize, threads: usize) -> 
 
 /// `glimpse bench profile`: where one model's time goes in tract, per operator kind and per node
 /// (the evidence behind docs/benchmarks.md's path to parity).
-pub fn profile(model: &Path, shape: [usize; 4], runs: usize, threads: usize) -> anyhow::Result<()> {
+pub fn profile(model: &Path, shape: [usize; 4], runs: usize, threads: usize, any_batch: bool) -> anyhow::Result<()> {
     use std::collections::HashMap;
     use std::time::{Duration, Instant};
 
@@ -166,7 +175,7 @@ pub fn profile(model: &Path, shape: [usize; 4], runs: usize, threads: usize) -> 
 
     crate::model::set_inference_threads(threads);
     let file = OnnxFile::open(model)?;
-    let plan = file.plan(shape)?;
+    let plan = if any_batch { file.plan_any_batch([shape[1], shape[2], shape[3]])? } else { file.plan(shape)? };
     let input = constant_input(shape);
     file.run(&plan, input.clone())?; // warm-up
     let mut by_node: HashMap<String, (String, Duration)> = HashMap::new();

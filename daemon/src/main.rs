@@ -122,6 +122,9 @@ enum BenchWhat {
         runs: usize,
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Plan with a symbolic batch axis (one plan for every batch size) instead of the shape's.
+        #[arg(long)]
+        any_batch: bool,
     },
     /// CPU cost of ingesting an H.264 MP4 file, against gst-launch and a bare keyframe-only decode.
     Ingest {
@@ -207,9 +210,9 @@ fn main() -> ExitCode {
         Command::Models { action: ModelsAction::Fetch { manifest, dest } } => exit_code(glimpse::models::fetch(&manifest, dest.as_deref())),
         Command::Detect { config, images } => inspect_exit(glimpse::inspect::detect(&config, &images)),
         Command::Embed { config, images } => inspect_exit(glimpse::inspect::embed(&config, &images)),
-        Command::Bench { what: BenchWhat::Profile { model, shape, runs, threads } } => {
+        Command::Bench { what: BenchWhat::Profile { model, shape, runs, threads, any_batch } } => {
             match <[usize; 4]>::try_from(shape) {
-                Ok(shape) => exit_code(glimpse::bench::profile(&model, shape, runs, threads)),
+                Ok(shape) => exit_code(glimpse::bench::profile(&model, shape, runs, threads, any_batch)),
                 Err(_) => exit_code(Err(anyhow::anyhow!("--shape takes four numbers: batch,channels,height,width"))),
             }
         }

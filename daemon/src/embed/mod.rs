@@ -31,13 +31,13 @@ impl EmbedderConfig {
     }
 }
 
-/// Crops embedded in one model call at most (the model's batch axis is dynamic).
-pub const MAX_BATCH: usize = 8;
-
 pub struct Embedder {
     file: OnnxFile,
-    /// One optimised plan for every batch size (symbolic batch axis): one prepared copy of the
-    /// weights, where a plan per size held one each.
+    /// One plan for a single crop. Measured with tract-onnx 0.23.9 on CLIP-B/32 int8
+    /// (docs/benchmarks.md): a plan with a symbolic batch axis takes 283 ms for one crop and
+    /// 585 ms for eight, because tract picks slower int8 kernels when the row count is not known;
+    /// this plan takes 68 ms per crop. A second, batch-8 plan would save 13 % per crop (22 % on
+    /// two threads) but hold a second prepared copy of the weights (~90 MB).
     plan: Plan,
     dimension: usize,
 }
@@ -46,11 +46,10 @@ impl Embedder {
     /// Loads the model and embeds a blank crop once, which also measures the output dimension.
     pub fn load(config: &EmbedderConfig) -> Result<Self, ModelError> {
         let mut file = OnnxFile::open(&config.model)?;
-        let plan = file.plan_any_batch([3, INPUT_SIDE as usize, INPUT_SIDE as usize])?;
+        let plan = file.plan([1, 3, INPUT_SIDE as usize, INPUT_SIDE as usize])?;
         file.release_model();
         let mut embedder = Self { file, plan, dimension: 0 };
-        let probe = embedder.run(&[image::RgbImage::new(INPUT_SIDE, INPUT_SIDE)])?;
-        embedder.dimension = probe.first().map_or(0, Vec::len);
+        embedder.dimension = embedder.run(&image::RgbImage::new(INPUT_SIDE, INPUT_SIDE))?.len();
         Ok(embedder)
     }
 
@@ -59,38 +58,32 @@ impl Embedder {
         self.dimension
     }
 
-    /// L2-normalised embeddings of `crops`, in order, in calls of up to [`MAX_BATCH`].
+    /// L2-normalised embeddings of `crops`, in order.
     pub fn embed_batch(&mut self, crops: &[image::RgbImage]) -> Result<Vec<Vec<f32>>, ModelError> {
-        let mut out = Vec::with_capacity(crops.len());
-        for chunk in crops.chunks(MAX_BATCH) {
-            for mut v in self.run(chunk)? {
-                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-                if norm > 0.0 && norm.is_finite() {
-                    v.iter_mut().for_each(|x| *x /= norm);
-                }
-                out.push(v);
-            }
-        }
-        Ok(out)
+        crops.iter().map(|crop| self.embed(crop)).collect()
     }
 
+    /// The L2-normalised embedding of one crop.
     pub fn embed(&mut self, crop: &image::RgbImage) -> Result<Vec<f32>, ModelError> {
-        Ok(self.embed_batch(std::slice::from_ref(crop))?.pop().unwrap_or_default())
+        let mut v = self.run(crop)?;
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 && norm.is_finite() {
+            v.iter_mut().for_each(|x| *x /= norm);
+        }
+        Ok(v)
     }
 
-    fn run(&mut self, crops: &[image::RgbImage]) -> Result<Vec<Vec<f32>>, ModelError> {
-        let n = crops.len();
-        let inputs: Vec<_> = crops.iter().map(|c| normalized_chw(&clip_preprocess(c), CLIP_MEAN, CLIP_STD)).collect();
-        let input = tract_onnx::prelude::Tensor::stack_tensors(0, &inputs).map_err(|e| ModelError::Run { path: self.file.path.clone(), reason: format!("{e:#}") })?;
+    fn run(&mut self, crop: &image::RgbImage) -> Result<Vec<f32>, ModelError> {
+        let input = normalized_chw(&clip_preprocess(crop), CLIP_MEAN, CLIP_STD);
         let outputs = self.file.run(&self.plan, input)?;
         let out = self.file.output(&outputs, 0)?;
-        if out.ndim() != 2 || out.shape()[0] != n || out.shape()[1] == 0 {
+        if out.ndim() != 2 || out.shape()[0] != 1 || out.shape()[1] == 0 {
             return Err(ModelError::Shape {
                 path: self.file.path.clone(),
-                reason: format!("output must be image_embeds [batch, dimension], found {:?} for a batch of {n}", out.shape()),
+                reason: format!("output must be image_embeds [batch, dimension], found {:?} for one crop", out.shape()),
             });
         }
-        Ok(out.outer_iter().map(|row| row.iter().copied().collect()).collect())
+        Ok(out.iter().copied().collect())
     }
 }
 

@@ -92,7 +92,8 @@ def reference(args):
     options.intra_op_num_threads = args.threads
     options.inter_op_num_threads = 1
     detr, clip = (ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]) for path in (args.detr, args.clip))
-    detr_processor, clip_processor = DetrImageProcessor(), CLIPImageProcessor()
+    detr_processor = DetrImageProcessor(size={"shortest_edge": args.shortest_edge, "longest_edge": args.longest_edge})
+    clip_processor = CLIPImageProcessor()
     pending = []
     for n, frame in enumerate(frames(args.reference_clip, args.fps)):
         image = Image.fromarray(frame)
@@ -129,6 +130,8 @@ sample_fps = {args.fps}
 [detector]
 model = "{pathlib.Path(args.detr).resolve()}"
 threshold = {args.threshold}
+shortest_edge = {args.shortest_edge}
+longest_edge = {args.longest_edge}
 
 [embedder]
 model = "{pathlib.Path(args.clip).resolve()}"
@@ -159,6 +162,8 @@ def main():
     p.add_argument("--reference-embedder", help="the reference's CLIP file (default: --clip), e.g. the fp32 source of Glimpse's int8 file")
     p.add_argument("--reference-detector", help="the reference's DETR file (default: --detr)")
     p.add_argument("--threshold", type=float, default=0.9, help="detection threshold on both sides")
+    p.add_argument("--shortest-edge", type=int, default=800, help="DETR resize rule on both sides (DetrImageProcessor's default)")
+    p.add_argument("--longest-edge", type=int, default=1333)
     p.add_argument("--scenes", default="real,still", help="which scenes to run: real, still or both")
     p.add_argument("--still-seconds", type=int, default=10, help="length of the still scene")
     p.add_argument("--glimpse-only", action="store_true", help="run only Glimpse (e.g. for its peak RSS with full-size models)")
@@ -191,12 +196,13 @@ def main():
             r = (float("nan"),) * 3 if args.glimpse_only else timed(
                 [sys.executable, __file__, "--detr", args.reference_detector or args.detr, "--clip", args.reference_embedder or args.clip,
                  "--fps", str(args.fps), "--threads", str(args.threads), "--threshold", str(args.threshold),
+                 "--shortest-edge", str(args.shortest_edge), "--longest-edge", str(args.longest_edge),
                  "--reference-clip", str(clip), "--reference-url", url, "--reference-namespace", f"ref-{name}"], env)
             counts = (vector_count(url, f"glimpse-{name}"), vector_count(url, f"ref-{name}"))
             rows.append((label, g, r, counts))
     emulator.terminate()
     print(f"Clips sampled at {args.fps} fps; {args.threads} inference thread(s); detector {args.detr}; embedder {args.clip} "
-          f"(reference: {args.reference_detector or args.detr}, {args.reference_embedder or args.clip}); threshold {args.threshold}.\n")
+          f"(reference: {args.reference_detector or args.detr}, {args.reference_embedder or args.clip}); threshold {args.threshold}; DETR resize {args.shortest_edge}/{args.longest_edge}.\n")
     print("| scene | wall s Glimpse / reference | CPU s Glimpse / reference | peak RSS MB Glimpse / reference | records Glimpse / reference | wall ratio | CPU ratio |")
     print("|---|---|---|---|---|---|---|")
     for label, g, r, (gc, rc) in rows:

@@ -43,7 +43,7 @@ pub fn analyze(
     let assignments = attention.tracker.assign(&frame.image, &tracked, now_ms);
     let chosen: Vec<_> = boxes.into_iter().zip(assignments).filter(|(_, a)| a.embed).collect();
     let deduplicated = tracked.len() - chosen.len();
-    // All crops of a frame go through the embedder together (batched).
+    // The crops worth embedding, in detection order (the embedder runs them one call each).
     let crops: Vec<_> = chosen.iter().map(|((_, _, b), _)| crop(&frame.image, *b)).collect();
     let embeddings = embedder.embed_batch(&crops)?;
     let mut records = Vec::with_capacity(chosen.len());

@@ -360,6 +360,7 @@ fn reload(path: &Path, current: &mut Config, cameras: &mut Cameras) -> Result<St
     if new.pinecone != current.pinecone { needs_restart.push("[pinecone]"); }
     if new.mqtt != current.mqtt { needs_restart.push("[mqtt]"); }
     if new.outbox != current.outbox { needs_restart.push("[outbox]"); }
+    if new.analysis != current.analysis { needs_restart.push("[analysis]"); }
     let summary = cameras.apply(&new.cameras).map_err(|e| format!("{e:#}"))?;
     current.cameras = new.cameras;
     let message = if needs_restart.is_empty() {
@@ -432,7 +433,7 @@ fn run_inference(frames: &Scheduler, records: SyncSender<Vec<Record>>, mut model
         let started = Instant::now();
         let camera = &frame.camera;
         camera.queue_lag(crate::stats::unix_ms().saturating_sub(frame.ts));
-        let attention = attention.entry(camera.name.clone()).or_insert_with(|| Attention::new(&models.analysis));
+        let attention = attention.entry(camera.name.clone()).or_insert_with(|| Attention::new(&models.analysis, &camera.name));
         match analyze(&frame, &models.device, &camera.name, &mut models.detector, &mut models.embedder, models.min_box, attention) {
             Ok(analysis) => {
                 if analysis.gated {

@@ -180,6 +180,12 @@ impl Config {
         }
         self.outbox.validate(&root.key("outbox"), problems);
         self.analysis.validate(&root.key("analysis"), problems);
+        for camera in self.analysis.motion_masks.keys().filter(|name| !self.cameras.iter().any(|c| &&c.name == name)) {
+            problems.push(Problem::new(
+                root.key("analysis").key("motion_masks").key(camera),
+                format!("no camera is named {camera:?}; motion masks are keyed by camera name"),
+            ));
+        }
     }
 }
 
@@ -380,6 +386,14 @@ model = "/m/clip.onnx"
         assert!(found[0].starts_with("g.toml:3:6: device.id: \"Lab 01\" is not a valid name"), "{found:#?}");
         assert!(found[1].starts_with("g.toml:9:14: cameras[0].sample_fps: must be above 0"), "{found:#?}");
         assert!(found[2].starts_with("g.toml:13:13: detector.threshold: must be between 0 and 1"), "{found:#?}");
+    }
+
+    #[test]
+    fn motion_masks_must_name_a_camera() {
+        let text = format!("{VALID}\n[analysis.motion_masks]\nstreet = [[0.0, 0.0, 1.0, 0.1]]\nyard = [[0.0, 0.0, 0.5, 0.5]]\n");
+        let found = problems(&text);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(found[0].contains("analysis.motion_masks.yard: no camera is named \"yard\""), "{found:#?}");
     }
 
     #[test]

@@ -9,9 +9,14 @@
 pub mod motion;
 pub mod tracker;
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use crate::config::{KeyPath, Problem};
+
+/// A rectangle of the frame in fractions of its width and height: `[left, top, right, bottom]`.
+pub type MaskRect = [f64; 4];
 
 /// `[analysis]`: motion gating and de-duplication. Absent: both on, with these defaults.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -23,6 +28,10 @@ pub struct AnalysisConfig {
     pub motion_threshold: u8,
     /// Share of the frame that must change to count as motion. Default 0.005 (0.5 %).
     pub motion_min_area: f64,
+    /// Per camera name, rectangles where change is not motion (a clock overlay, trees in the
+    /// wind, a road outside the property): `front = [[0.0, 0.0, 1.0, 0.08]]`, fractions of the
+    /// frame. DETR still sees the whole frame when something moves elsewhere. Default none.
+    pub motion_masks: BTreeMap<String, Vec<MaskRect>>,
     /// Run DETR at least this often even on a still scene, seconds. Default 30.
     pub refresh_s: f64,
     /// Embed each tracked object once, and again only when it looks different or after
@@ -45,6 +54,7 @@ impl Default for AnalysisConfig {
             motion_gate: true,
             motion_threshold: 25,
             motion_min_area: 0.005,
+            motion_masks: BTreeMap::new(),
             refresh_s: 30.0,
             dedupe: true,
             iou_threshold: 0.3,
@@ -66,6 +76,17 @@ impl AnalysisConfig {
         if !(0.0..=2.0).contains(&self.reembed_distance) {
             problems.push(Problem::new(at.key("reembed_distance"), "must be a cosine distance between 0 and 2, e.g. 0.15"));
         }
+        for (camera, rects) in &self.motion_masks {
+            for (i, [left, top, right, bottom]) in rects.iter().enumerate() {
+                let inside = [left, top, right, bottom].iter().all(|v| (0.0..=1.0).contains(*v));
+                if !inside || left >= right || top >= bottom {
+                    problems.push(Problem::new(
+                        at.key("motion_masks").key(camera).index(i),
+                        "must be [left, top, right, bottom] in fractions of the frame (0 to 1), left < right and top < bottom, e.g. [0.0, 0.0, 1.0, 0.08]",
+                    ));
+                }
+            }
+        }
         for (key, value) in [("refresh_s", self.refresh_s), ("track_timeout_s", self.track_timeout_s), ("reembed_s", self.reembed_s)] {
             if !(value.is_finite() && value > 0.0) {
                 problems.push(Problem::new(at.key(key), "must be a positive number of seconds"));
@@ -81,8 +102,9 @@ pub struct Attention {
 }
 
 impl Attention {
-    pub fn new(config: &AnalysisConfig) -> Self {
-        Self { gate: motion::MotionGate::new(config), tracker: tracker::Tracker::new(config) }
+    pub fn new(config: &AnalysisConfig, camera: &str) -> Self {
+        let masks = config.motion_masks.get(camera).map_or(&[][..], Vec::as_slice);
+        Self { gate: motion::MotionGate::new(config, masks), tracker: tracker::Tracker::new(config) }
     }
 }
 
@@ -101,5 +123,12 @@ mod tests {
         assert!(problems(&AnalysisConfig::default()).is_empty());
         let bad = AnalysisConfig { motion_min_area: 0.0, iou_threshold: 1.5, reembed_distance: -1.0, refresh_s: 0.0, ..AnalysisConfig::default() };
         assert_eq!(problems(&bad), ["analysis.motion_min_area", "analysis.iou_threshold", "analysis.reembed_distance", "analysis.refresh_s"]);
+    }
+
+    #[test]
+    fn a_motion_mask_outside_the_frame_or_inside_out_is_named() {
+        let masks = BTreeMap::from([("front".to_owned(), vec![[0.0, 0.0, 1.0, 0.1], [0.5, 0.2, 0.4, 0.3], [0.0, 0.0, 1.5, 1.0]])]);
+        let config = AnalysisConfig { motion_masks: masks, ..AnalysisConfig::default() };
+        assert_eq!(problems(&config), ["analysis.motion_masks.front[1]", "analysis.motion_masks.front[2]"]);
     }
 }

@@ -1,7 +1,7 @@
 //! The motion gate: a cheap per-camera test of whether a frame differs from the scene's running
 //! background, so DETR runs only when something moved (plus a refresh now and then).
 
-use super::AnalysisConfig;
+use super::{AnalysisConfig, MaskRect};
 
 /// Width of the grayscale thumbnail the gate compares (height follows the aspect ratio): small
 /// enough to cost well under a millisecond, large enough for a person at 20 m on 1080p.
@@ -33,19 +33,24 @@ pub struct MotionGate {
     threshold: f32,
     min_area: f64,
     refresh_ms: i64,
+    masks: Vec<MaskRect>,
     background: Vec<f32>,
+    /// Per thumbnail cell: false where a mask covers the cell's centre.
+    watched: Vec<bool>,
     size: (u32, u32),
     last_detect_ms: Option<i64>,
 }
 
 impl MotionGate {
-    pub fn new(config: &AnalysisConfig) -> Self {
+    pub fn new(config: &AnalysisConfig, masks: &[MaskRect]) -> Self {
         Self {
             enabled: config.motion_gate,
             threshold: config.motion_threshold as f32,
             min_area: config.motion_min_area,
             refresh_ms: (config.refresh_s * 1000.0) as i64,
+            masks: masks.to_vec(),
             background: Vec::new(),
+            watched: Vec::new(),
             size: (0, 0),
             last_detect_ms: None,
         }
@@ -60,11 +65,15 @@ impl MotionGate {
         let (thumb, size) = gray_thumbnail(frame);
         let verdict = if size != self.size || self.background.len() != thumb.len() {
             self.background = thumb.clone();
+            self.watched = watched_cells(size, &self.masks);
             self.size = size;
             Verdict::First
         } else {
-            let changed = thumb.iter().zip(&self.background).filter(|(t, b)| (*t - *b).abs() > self.threshold).count();
-            if changed as f64 >= self.min_area * thumb.len() as f64 {
+            let changed = (thumb.iter().zip(&self.background).zip(&self.watched))
+                .filter(|((t, b), watched)| **watched && (*t - *b).abs() > self.threshold)
+                .count();
+            let watched = self.watched.iter().filter(|w| **w).count();
+            if changed > 0 && changed as f64 >= self.min_area * watched as f64 {
                 Verdict::Motion
             } else if self.last_detect_ms.is_none_or(|last| now_ms - last >= self.refresh_ms) {
                 Verdict::Refresh
@@ -80,6 +89,18 @@ impl MotionGate {
         }
         verdict
     }
+}
+
+/// Which cells of a `size` thumbnail the gate watches: those whose centre no mask covers.
+fn watched_cells((tw, th): (u32, u32), masks: &[MaskRect]) -> Vec<bool> {
+    let mut watched = Vec::with_capacity((tw * th) as usize);
+    for cy in 0..th {
+        for cx in 0..tw {
+            let (x, y) = ((cx as f64 + 0.5) / tw as f64, (cy as f64 + 0.5) / th as f64);
+            watched.push(!masks.iter().any(|[left, top, right, bottom]| (*left..*right).contains(&x) && (*top..*bottom).contains(&y)));
+        }
+    }
+    watched
 }
 
 /// Mean luma of THUMB_WIDTH-wide cells (box filter), 0..255.
@@ -129,7 +150,7 @@ mod tests {
 
     #[test]
     fn a_still_scene_is_detected_once_then_only_at_each_refresh() {
-        let mut gate = MotionGate::new(&config());
+        let mut gate = MotionGate::new(&config(), &[]);
         let verdicts: Vec<_> = (0..25).map(|s| gate.check(&scene(None), s * 1000)).collect();
         assert_eq!(verdicts[0], Verdict::First);
         assert_eq!(verdicts.iter().filter(|v| v.detect()).count(), 3, "first frame, then refreshes at 10 s and 20 s: {verdicts:?}");
@@ -138,7 +159,7 @@ mod tests {
 
     #[test]
     fn something_moving_in_is_motion() {
-        let mut gate = MotionGate::new(&config());
+        let mut gate = MotionGate::new(&config(), &[]);
         gate.check(&scene(None), 0);
         gate.check(&scene(None), 1000);
         assert_eq!(gate.check(&scene(Some((100, 100))), 2000), Verdict::Motion);
@@ -147,7 +168,7 @@ mod tests {
 
     #[test]
     fn a_parked_object_becomes_background() {
-        let mut gate = MotionGate::new(&config());
+        let mut gate = MotionGate::new(&config(), &[]);
         gate.check(&scene(None), 0);
         let still_after: Vec<_> = (1..=120).map(|s| gate.check(&scene(Some((100, 100))), s * 100)).collect();
         assert_eq!(still_after[0], Verdict::Motion);
@@ -156,7 +177,24 @@ mod tests {
 
     #[test]
     fn a_disabled_gate_lets_every_frame_through() {
-        let mut gate = MotionGate::new(&AnalysisConfig { motion_gate: false, ..config() });
+        let mut gate = MotionGate::new(&AnalysisConfig { motion_gate: false, ..config() }, &[]);
         assert!((0..5).all(|s| gate.check(&scene(None), s * 1000).detect()));
+    }
+
+    #[test]
+    fn change_inside_a_motion_mask_is_not_motion_but_change_outside_it_is() {
+        // The square at (100, 100)-(160, 160) of the 640x360 scene lies inside this mask.
+        let mut gate = MotionGate::new(&config(), &[[0.1, 0.2, 0.3, 0.5]]);
+        gate.check(&scene(None), 0);
+        gate.check(&scene(None), 1000);
+        assert_eq!(gate.check(&scene(Some((100, 100))), 2000), Verdict::Still, "masked");
+        assert_eq!(gate.check(&scene(Some((400, 200))), 3000), Verdict::Motion, "outside the mask");
+    }
+
+    #[test]
+    fn a_camera_masked_everywhere_is_detected_only_at_refreshes() {
+        let mut gate = MotionGate::new(&config(), &[[0.0, 0.0, 1.0, 1.0]]);
+        let verdicts: Vec<_> = (0..12).map(|s| gate.check(&scene(Some((20 * s as u32, 100))), s * 1000)).collect();
+        assert_eq!(verdicts.iter().filter(|v| v.detect()).count(), 2, "first frame and the refresh at 10 s: {verdicts:?}");
     }
 }

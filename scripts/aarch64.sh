@@ -3,7 +3,7 @@
 # Debian 12 (x86_64).
 #
 #   scripts/aarch64.sh check   cargo check of the daemon for aarch64 (CI runs this; about 5 min)
-#   scripts/aarch64.sh smoke   release build for aarch64 (about 13 min on 2 cores), then the
+#   scripts/aarch64.sh smoke   release build for aarch64 (about 8 min on 2 cores), then the
 #                              e2e test that indexes bikes.mp4 with the small models runs the
 #                              aarch64 binary under qemu-aarch64-static: every record must reach
 #                              the Pinecone emulator (run by hand before flashing a release)

@@ -34,9 +34,9 @@ impl EmbedderConfig {
 pub struct Embedder {
     file: OnnxFile,
     /// One plan for a single crop. Measured with tract-onnx 0.23.9 on CLIP-B/32 int8
-    /// (docs/benchmarks.md): a plan with a symbolic batch axis takes 283 ms for one crop and
-    /// 585 ms for eight, because tract picks slower int8 kernels when the row count is not known;
-    /// this plan takes 68 ms per crop. A second, batch-8 plan would save 13 % per crop (22 % on
+    /// (docs/benchmarks.md): a plan with a symbolic batch axis takes 284 ms for one crop and
+    /// 599 ms for eight, because tract picks slower int8 kernels when the row count is not known;
+    /// this plan takes 61 ms per crop. A second, batch-8 plan would save 6 % per crop (21 % on
     /// two threads) but hold a second prepared copy of the weights (~90 MB).
     plan: Plan,
     dimension: usize,

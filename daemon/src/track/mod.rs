@@ -26,7 +26,8 @@ pub struct AnalysisConfig {
     pub motion_gate: bool,
     /// Luma difference (0-255) from the background that counts a cell as changed. Default 25.
     pub motion_threshold: u8,
-    /// Share of the frame that must change to count as motion. Default 0.005 (0.5 %).
+    /// Share of the frame (outside the camera's motion masks) that must change to count as
+    /// motion. Default 0.005 (0.5 %).
     pub motion_min_area: f64,
     /// Per camera name, rectangles where change is not motion (a clock overlay, trees in the
     /// wind, a road outside the property): `front = [[0.0, 0.0, 1.0, 0.08]]`, fractions of the

@@ -43,14 +43,11 @@ pub fn analyze(
     let assignments = attention.tracker.assign(&frame.image, &tracked, now_ms);
     let chosen: Vec<_> = boxes.into_iter().zip(assignments).filter(|(_, a)| a.embed).collect();
     let deduplicated = tracked.len() - chosen.len();
-    // The crops worth embedding, in detection order (the embedder runs them one call each).
-    let crops: Vec<_> = chosen.iter().map(|((_, _, b), _)| crop(&frame.image, *b)).collect();
-    let embeddings = embedder.embed_batch(&crops)?;
     let mut records = Vec::with_capacity(chosen.len());
-    for (((index, det, b), assignment), values) in chosen.into_iter().zip(embeddings) {
+    for ((index, det, b), assignment) in chosen {
         records.push(Record {
             id: record_id(device, camera, frame.key_ms, index),
-            values,
+            values: embedder.embed(&crop(&frame.image, b))?,
             metadata: Metadata {
                 device: device.to_owned(),
                 camera: camera.to_owned(),

@@ -58,11 +58,6 @@ impl Embedder {
         self.dimension
     }
 
-    /// L2-normalised embeddings of `crops`, in order.
-    pub fn embed_batch(&mut self, crops: &[image::RgbImage]) -> Result<Vec<Vec<f32>>, ModelError> {
-        crops.iter().map(|crop| self.embed(crop)).collect()
-    }
-
     /// The L2-normalised embedding of one crop.
     pub fn embed(&mut self, crop: &image::RgbImage) -> Result<Vec<f32>, ModelError> {
         let mut v = self.run(crop)?;

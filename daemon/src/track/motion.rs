@@ -35,8 +35,9 @@ pub struct MotionGate {
     refresh_ms: i64,
     masks: Vec<MaskRect>,
     background: Vec<f32>,
-    /// Per thumbnail cell: false where a mask covers the cell's centre.
+    /// Per thumbnail cell: false where a mask covers the cell's centre; and how many are true.
     watched: Vec<bool>,
+    watched_count: usize,
     size: (u32, u32),
     last_detect_ms: Option<i64>,
 }
@@ -51,6 +52,7 @@ impl MotionGate {
             masks: masks.to_vec(),
             background: Vec::new(),
             watched: Vec::new(),
+            watched_count: 0,
             size: (0, 0),
             last_detect_ms: None,
         }
@@ -66,14 +68,14 @@ impl MotionGate {
         let verdict = if size != self.size || self.background.len() != thumb.len() {
             self.background = thumb.clone();
             self.watched = watched_cells(size, &self.masks);
+            self.watched_count = self.watched.iter().filter(|w| **w).count();
             self.size = size;
             Verdict::First
         } else {
             let changed = (thumb.iter().zip(&self.background).zip(&self.watched))
                 .filter(|((t, b), watched)| **watched && (*t - *b).abs() > self.threshold)
                 .count();
-            let watched = self.watched.iter().filter(|w| **w).count();
-            if changed > 0 && changed as f64 >= self.min_area * watched as f64 {
+            if changed > 0 && changed as f64 >= self.min_area * self.watched_count as f64 {
                 Verdict::Motion
             } else if self.last_detect_ms.is_none_or(|last| now_ms - last >= self.refresh_ms) {
                 Verdict::Refresh

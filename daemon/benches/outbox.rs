@@ -25,14 +25,29 @@ fn record(i: usize) -> Record {
         id: format!("bench:cam:{i}:0"),
         values: (0..DIM).map(|d| ((i * 31 + d) as f32 * 0.001).sin() + 1.5).collect(),
         metadata: Metadata {
-            device: "bench".into(), camera: "cam".into(), ts: 1_795_670_518_406 + i as i64, pts_ms: i as u64,
-            label: "person".into(), score: 0.97, x: 10, y: 20, w: 30, h: 40, frame_w: 640, frame_h: 272, track_id: None,
+            device: "bench".into(),
+            camera: "cam".into(),
+            ts: 1_795_670_518_406 + i as i64,
+            pts_ms: i as u64,
+            label: "person".into(),
+            score: 0.97,
+            x: 10,
+            y: 20,
+            w: 30,
+            h: 40,
+            frame_w: 640,
+            frame_h: 272,
+            track_id: None,
         },
     }
 }
 
 fn unlimited() -> OutboxConfig {
-    OutboxConfig { max_bytes: glimpse::outbox::ByteSize(u64::MAX / 2), min_free_disk: glimpse::outbox::ByteSize(0), ..OutboxConfig::default() }
+    OutboxConfig {
+        max_bytes: glimpse::outbox::ByteSize(u64::MAX / 2),
+        min_free_disk: glimpse::outbox::ByteSize(0),
+        ..OutboxConfig::default()
+    }
 }
 
 fn main() {
@@ -97,7 +112,8 @@ fn main() {
 fn drain(outbox_dir: &std::path::Path, n: usize) {
     let emulator = pinecone_emulator::Emulator::start("bench-key", DIM);
     std::env::set_var("PINECONE_API_KEY", "bench-key");
-    let config: PineconeConfig = toml::from_str(&format!("host = \"{}\"\nnamespace = \"bench\"\nbatch_size = 1000", emulator.url)).expect("config");
+    let config: PineconeConfig =
+        toml::from_str(&format!("host = \"{}\"\nnamespace = \"bench\"\nbatch_size = 1000", emulator.url)).expect("config");
     let key = config.api_key().expect("key");
     let client = PineconeClient::new(&config, &key).expect("client");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");

@@ -37,7 +37,8 @@ pub fn analyze(
     }
     let (frame_w, frame_h) = frame.image.dimensions();
     let detections = detector.detect(&frame.image)?;
-    let boxes: Vec<_> = detections.iter().enumerate().filter_map(|(i, det)| clamp_box(det, frame_w, frame_h, min_box_px).map(|b| (i, det, b))).collect();
+    let boxes: Vec<_> =
+        detections.iter().enumerate().filter_map(|(i, det)| clamp_box(det, frame_w, frame_h, min_box_px).map(|b| (i, det, b))).collect();
     let too_small = detections.len() - boxes.len();
     let tracked: Vec<_> = boxes.iter().map(|(_, det, b)| (det.label, *b)).collect();
     let assignments = attention.tracker.assign(&frame.image, &tracked, now_ms);

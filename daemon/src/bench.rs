@@ -92,7 +92,10 @@ pub fn ingest(file: &Path, sample_fps: f64) -> anyhow::Result<()> {
     let decode = format!("filesrc location=\"{location}\" ! qtdemux ! h264parse ! avdec_h264 name=dec ! fakesink sync=false");
 
     let before = cpu_seconds(UsageWho::RUSAGE_CHILDREN)?;
-    let status = std::process::Command::new("gst-launch-1.0").arg("-q").args(decode.replace('"', "").split_whitespace()).status()
+    let status = std::process::Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(decode.replace('"', "").split_whitespace())
+        .status()
         .context("running gst-launch-1.0 (gstreamer1.0-tools)")?;
     anyhow::ensure!(status.success(), "gst-launch-1.0 failed on {location}");
     let reference_full = cpu_seconds(UsageWho::RUSAGE_CHILDREN)? - before;
@@ -117,8 +120,12 @@ pub fn ingest(file: &Path, sample_fps: f64) -> anyhow::Result<()> {
     println!("  B  bare keyframe-only decode (reference)     {:7.2} CPU-s per minute of video", per_minute(reference_keyframes));
     println!("  C  glimpse, keyframes = never   ({:4} frames) {:7.2} CPU-s per minute of video", sampled.0, per_minute(glimpse_full));
     println!("  D  glimpse, keyframes = always  ({:4} frames) {:7.2} CPU-s per minute of video", sampled.1, per_minute(glimpse_keyframes));
-    println!("  ratios: D/B {:.2} (goal <= 1.2)   C/A {:.2}   A/D {:.1} (saved by keyframe-only sampling)",
-        glimpse_keyframes / reference_keyframes, glimpse_full / reference_full, reference_full / glimpse_keyframes);
+    println!(
+        "  ratios: D/B {:.2} (goal <= 1.2)   C/A {:.2}   A/D {:.1} (saved by keyframe-only sampling)",
+        glimpse_keyframes / reference_keyframes,
+        glimpse_full / reference_full,
+        reference_full / glimpse_keyframes
+    );
     Ok(())
 }
 
@@ -171,7 +178,7 @@ pub fn profile(model: &Path, shape: [usize; 4], runs: usize, threads: usize, any
     use std::time::{Duration, Instant};
 
     use crate::model::OnnxFile;
-    use tract_onnx::prelude::{TVec, TValue};
+    use tract_onnx::prelude::{TValue, TVec};
 
     crate::model::set_inference_threads(threads);
     let file = OnnxFile::open(model)?;

@@ -10,12 +10,26 @@ use tokio::sync::oneshot;
 #[serde(tag = "command", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Command {
     /// Stop a camera's pipeline until `resume` (or a restart).
-    Pause { camera: String, #[serde(default)] id: Option<String> },
-    Resume { camera: String, #[serde(default)] id: Option<String> },
+    Pause {
+        camera: String,
+        #[serde(default)]
+        id: Option<String>,
+    },
+    Resume {
+        camera: String,
+        #[serde(default)]
+        id: Option<String>,
+    },
     /// Re-read the configuration file, as SIGHUP does.
-    Reload { #[serde(default)] id: Option<String> },
+    Reload {
+        #[serde(default)]
+        id: Option<String>,
+    },
     /// Flush the outbox to disk and sync pending records now.
-    Flush { #[serde(default)] id: Option<String> },
+    Flush {
+        #[serde(default)]
+        id: Option<String>,
+    },
 }
 
 impl Command {

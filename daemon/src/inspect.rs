@@ -32,7 +32,10 @@ fn emit(out: &mut impl Write, line: serde_json::Value) -> anyhow::Result<()> {
 
 /// Runs `analyse` on each image in order, printing `{"image", <its fields>}` or
 /// `{"image", "error"}` per line.
-fn each_image(images: &[PathBuf], mut analyse: impl FnMut(&image::RgbImage) -> anyhow::Result<serde_json::Map<String, serde_json::Value>>) -> anyhow::Result<Outcome> {
+fn each_image(
+    images: &[PathBuf],
+    mut analyse: impl FnMut(&image::RgbImage) -> anyhow::Result<serde_json::Map<String, serde_json::Value>>,
+) -> anyhow::Result<Outcome> {
     let mut out = std::io::stdout().lock();
     let mut failed = 0;
     for path in images {

@@ -19,8 +19,8 @@
 //! [`backoff`], [`redact`] (secrets out of logs), [`systemd_notify`].
 
 pub mod analyze;
-pub mod bench;
 pub mod backoff;
+pub mod bench;
 pub mod check;
 pub mod config;
 pub mod control;

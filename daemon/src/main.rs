@@ -162,8 +162,7 @@ enum OutboxAction {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GLIMPSE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GLIMPSE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
@@ -223,13 +222,13 @@ fn main() -> ExitCode {
         Command::Models { action: ModelsAction::Fetch { manifest, dest } } => exit_code(glimpse::models::fetch(&manifest, dest.as_deref())),
         Command::Detect { config, images } => inspect_exit(glimpse::inspect::detect(&config, &images)),
         Command::Embed { config, images } => inspect_exit(glimpse::inspect::embed(&config, &images)),
-        Command::Bench { what: BenchWhat::Profile { model, shape, runs, threads, any_batch } } => {
-            match <[usize; 4]>::try_from(shape) {
-                Ok(shape) => exit_code(glimpse::bench::profile(&model, shape, runs, threads, any_batch)),
-                Err(_) => exit_code(Err(anyhow::anyhow!("--shape takes four numbers: batch,channels,height,width"))),
-            }
+        Command::Bench { what: BenchWhat::Profile { model, shape, runs, threads, any_batch } } => match <[usize; 4]>::try_from(shape) {
+            Ok(shape) => exit_code(glimpse::bench::profile(&model, shape, runs, threads, any_batch)),
+            Err(_) => exit_code(Err(anyhow::anyhow!("--shape takes four numbers: batch,channels,height,width"))),
+        },
+        Command::Bench { what: BenchWhat::Models { detector, embedder, runs, threads } } => {
+            exit_code(glimpse::bench::models(&detector, &embedder, runs, threads))
         }
-        Command::Bench { what: BenchWhat::Models { detector, embedder, runs, threads } } => exit_code(glimpse::bench::models(&detector, &embedder, runs, threads)),
         Command::Bench { what: BenchWhat::Ingest { file, sample_fps } } => exit_code(glimpse::bench::ingest(&file, sample_fps)),
         Command::Outbox { action } => exit_code(outbox_command(action)),
         Command::Check { config } => {
@@ -298,7 +297,8 @@ fn outbox_command(action: OutboxAction) -> anyhow::Result<()> {
         }
         OutboxAction::Purge { yes: false, dead, .. } => {
             let report = admin::report(&outbox)?;
-            let what = if dead { format!("{} dead letter(s)", report.dead_letters) } else { format!("{} pending record(s)", report.pending) };
+            let what =
+                if dead { format!("{} dead letter(s)", report.dead_letters) } else { format!("{} pending record(s)", report.pending) };
             anyhow::bail!("this would delete {what} for good; run again with --yes to do it");
         }
         OutboxAction::Purge { dead: false, .. } => println!("deleted {} pending record(s)", outbox.purge_pending()?),

@@ -40,14 +40,12 @@ pub struct OnnxFile {
 
 impl OnnxFile {
     pub fn open(path: &Path) -> Result<Self, ModelError> {
-        let meta = std::fs::metadata(path)
-            .map_err(|e| ModelError::Unreadable { path: path.to_owned(), reason: e.to_string() })?;
+        let meta = std::fs::metadata(path).map_err(|e| ModelError::Unreadable { path: path.to_owned(), reason: e.to_string() })?;
         if !meta.is_file() {
             return Err(ModelError::Unreadable { path: path.to_owned(), reason: "not a regular file".into() });
         }
-        let model = tract_onnx::onnx()
-            .model_for_path(path)
-            .map_err(|e| ModelError::Invalid { path: path.to_owned(), reason: format!("{e:#}") })?;
+        let model =
+            tract_onnx::onnx().model_for_path(path).map_err(|e| ModelError::Invalid { path: path.to_owned(), reason: format!("{e:#}") })?;
         let inputs = model.input_outlets().map_err(|e| invalid(path, e))?.len();
         if inputs != 1 {
             return Err(ModelError::Shape { path: path.to_owned(), reason: format!("expected one input (pixel_values), found {inputs}") });
@@ -74,24 +72,23 @@ impl OnnxFile {
     }
 
     fn parsed(&self) -> Result<&InferenceModel, ModelError> {
-        self.model.as_ref().ok_or_else(|| ModelError::Shape { path: self.path.clone(), reason: "no plan for this input size was made while loading".into() })
+        self.model.as_ref().ok_or_else(|| ModelError::Shape {
+            path: self.path.clone(),
+            reason: "no plan for this input size was made while loading".into(),
+        })
     }
 
     fn plan_for(&self, fact: InferenceFact, shape: &str) -> Result<Plan, ModelError> {
-        self.parsed()?
-            .clone()
-            .with_input_fact(0, fact)
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| ModelError::Shape {
+        self.parsed()?.clone().with_input_fact(0, fact).and_then(|m| m.into_optimized()).and_then(|m| m.into_runnable()).map_err(|e| {
+            ModelError::Shape {
                 path: self.path.clone(),
                 reason: format!("cannot run on a float input of shape {shape} (expected pixel_values [batch, 3, height, width]): {e:#}"),
-            })
+            }
+        })
     }
 
     pub fn run(&self, plan: &Plan, input: Tensor) -> Result<TVec<TValue>, ModelError> {
-        plan.run(tvec!(input.into()))
-            .map_err(|e| ModelError::Run { path: self.path.clone(), reason: format!("{e:#}") })
+        plan.run(tvec!(input.into())).map_err(|e| ModelError::Run { path: self.path.clone(), reason: format!("{e:#}") })
     }
 
     pub fn output<'a>(&self, outputs: &'a [TValue], index: usize) -> Result<tract_ndarray::ArrayViewD<'a, f32>, ModelError> {
@@ -99,10 +96,9 @@ impl OnnxFile {
             path: self.path.clone(),
             reason: format!("expected at least {} outputs, found {}", index + 1, outputs.len()),
         })?;
-        value.to_plain_array_view::<f32>().map_err(|e| ModelError::Shape {
-            path: self.path.clone(),
-            reason: format!("output {index} is not float: {e:#}"),
-        })
+        value
+            .to_plain_array_view::<f32>()
+            .map_err(|e| ModelError::Shape { path: self.path.clone(), reason: format!("output {index} is not float: {e:#}") })
     }
 }
 

@@ -50,7 +50,11 @@ pub fn verify(manifest_path: &Path) -> anyhow::Result<Vec<String>> {
             Ok(sum) if sum.eq_ignore_ascii_case(&entry.sha256) => {
                 println!("ok: {} ({}, sha256 {})", path.display(), entry.kind.as_deref().unwrap_or("model"), &sum[..16]);
             }
-            Ok(sum) => problems.push(format!("{}: sha256 is {sum}, the manifest says {}; fetch it again or re-export it", path.display(), entry.sha256)),
+            Ok(sum) => problems.push(format!(
+                "{}: sha256 is {sum}, the manifest says {}; fetch it again or re-export it",
+                path.display(),
+                entry.sha256
+            )),
             Err(e) => problems.push(format!("{}: cannot read it ({e}); run `glimpse models fetch`", path.display())),
         }
     }

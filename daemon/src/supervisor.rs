@@ -26,19 +26,19 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::analyze::analyze;
-use crate::schedule::{RecvError, Scheduler};
-use crate::track::{AnalysisConfig, Attention};
 use crate::config::Config;
 use crate::control::{Command, Request};
 use crate::detect::Detector;
 use crate::embed::Embedder;
 use crate::outbox::{self, Outbox, WriterLinks};
 use crate::record::Record;
+use crate::schedule::{RecvError, Scheduler};
 use crate::source::{self, CameraConfig};
 use crate::stats::{CameraState, Stats};
+use crate::status;
 use crate::sync::{self, PineconeClient, SyncError, SyncOptions};
 use crate::systemd_notify::{self, Heartbeat, Heartbeats};
-use crate::status;
+use crate::track::{AnalysisConfig, Attention};
 
 /// How `glimpse run` behaves beyond the config file.
 #[derive(Clone, Debug)]
@@ -104,25 +104,43 @@ pub fn run(config_path: &Path, config: Config, options: RunOptions) -> anyhow::R
     let scheduler = Scheduler::new();
     let (record_tx, record_rx) = sync_channel::<Vec<Record>>(RECORD_QUEUE);
     let writer = spawn("outbox-writer", {
-        let links = WriterLinks { stats: stats.clone(), wake: wake.clone(), stopping: stopping.clone(), heartbeat: heartbeats.register("outbox writer") };
+        let links = WriterLinks {
+            stats: stats.clone(),
+            wake: wake.clone(),
+            stopping: stopping.clone(),
+            heartbeat: heartbeats.register("outbox writer"),
+        };
         let (outbox, flush_ms, flush_records) = (outbox.clone(), config.outbox.flush_ms, config.outbox.flush_records);
         move || outbox::run_writer(outbox, record_rx, links, flush_ms, flush_records)
     })?;
     let inference = spawn("inference", {
-        let models = Models { detector, embedder, device: config.device.id.clone(), min_box: config.detector.min_box_px, analysis: config.analysis.clone() };
+        let models = Models {
+            detector,
+            embedder,
+            device: config.device.id.clone(),
+            min_box: config.detector.min_box_px,
+            analysis: config.analysis.clone(),
+        };
         let (beat, frames) = (heartbeats.register("inference"), scheduler.clone());
         move || {
             run_inference(&frames, record_tx, models, &beat);
             frames.consumer_gone();
         }
     })?;
-    let mut cameras = Cameras { running: BTreeMap::new(), paused: BTreeSet::new(), frames: Some(scheduler.clone()), stats: stats.clone(), heartbeats: heartbeats.clone() };
+    let mut cameras = Cameras {
+        running: BTreeMap::new(),
+        paused: BTreeSet::new(),
+        frames: Some(scheduler.clone()),
+        stats: stats.clone(),
+        heartbeats: heartbeats.clone(),
+    };
     for camera in &config.cameras {
         cameras.start(camera.clone())?;
     }
 
     let (command_tx, mut command_rx) = mpsc::channel::<Request>(COMMAND_QUEUE);
-    let status = runtime.spawn(status::run_status(config.mqtt.clone(), config.device.id.clone(), stats.clone(), command_tx, stop_status_rx.clone()));
+    let status =
+        runtime.spawn(status::run_status(config.mqtt.clone(), config.device.id.clone(), stats.clone(), command_tx, stop_status_rx.clone()));
     let syncer = pinecone.map(|(client, options)| {
         runtime.spawn(sync::run_syncer(outbox.clone(), client, options, stats.clone(), wake.clone(), stop_sync_rx))
     });
@@ -171,10 +189,13 @@ pub fn run(config_path: &Path, config: Config, options: RunOptions) -> anyhow::R
                     }
                     Command::Pause { camera, .. } => cameras.pause(camera),
                     Command::Resume { camera, .. } => cameras.resume(camera, &current),
-                    Command::Flush { .. } => outbox.flush().map(|()| {
-                        wake.notify_one();
-                        format!("outbox flushed; {} record(s) pending", outbox.backlog().records)
-                    }).map_err(|e| e.to_string()),
+                    Command::Flush { .. } => outbox
+                        .flush()
+                        .map(|()| {
+                            wake.notify_one();
+                            format!("outbox flushed; {} record(s) pending", outbox.backlog().records)
+                        })
+                        .map_err(|e| e.to_string()),
                 };
                 let _ = request.reply.send(result);
             }
@@ -344,7 +365,8 @@ impl Cameras {
                 false => Err(format!("no camera named {name:?}; cameras: {}", self.configured().join(", "))),
             };
         }
-        let camera = config.cameras.iter().find(|c| c.name == name).cloned().ok_or_else(|| format!("camera {name} is no longer configured"))?;
+        let camera =
+            config.cameras.iter().find(|c| c.name == name).cloned().ok_or_else(|| format!("camera {name} is no longer configured"))?;
         self.start(camera).map_err(|e| format!("{e:#}"))?;
         Ok(format!("camera {name} resumed"))
     }
@@ -354,13 +376,27 @@ impl Cameras {
 fn reload(path: &Path, current: &mut Config, cameras: &mut Cameras) -> Result<String, String> {
     let new = Config::load(path).map_err(|e| e.to_string())?;
     let mut needs_restart = Vec::new();
-    if new.device != current.device { needs_restart.push("[device]"); }
-    if new.detector != current.detector { needs_restart.push("[detector]"); }
-    if new.embedder != current.embedder { needs_restart.push("[embedder]"); }
-    if new.pinecone != current.pinecone { needs_restart.push("[pinecone]"); }
-    if new.mqtt != current.mqtt { needs_restart.push("[mqtt]"); }
-    if new.outbox != current.outbox { needs_restart.push("[outbox]"); }
-    if new.analysis != current.analysis { needs_restart.push("[analysis]"); }
+    if new.device != current.device {
+        needs_restart.push("[device]");
+    }
+    if new.detector != current.detector {
+        needs_restart.push("[detector]");
+    }
+    if new.embedder != current.embedder {
+        needs_restart.push("[embedder]");
+    }
+    if new.pinecone != current.pinecone {
+        needs_restart.push("[pinecone]");
+    }
+    if new.mqtt != current.mqtt {
+        needs_restart.push("[mqtt]");
+    }
+    if new.outbox != current.outbox {
+        needs_restart.push("[outbox]");
+    }
+    if new.analysis != current.analysis {
+        needs_restart.push("[analysis]");
+    }
     let summary = cameras.apply(&new.cameras).map_err(|e| format!("{e:#}"))?;
     current.cameras = new.cameras;
     let message = if needs_restart.is_empty() {
@@ -466,4 +502,3 @@ mod test_hooks {
         }
     }
 }
-

@@ -10,9 +10,8 @@ fn check(config: &std::path::Path) -> (Option<i32>, String) {
 
 #[test]
 fn a_healthy_deployment_passes_every_check() {
-    let config = ConfigBuilder::new("chk", "detr-tiny-random.onnx")
-        .camera("bikes", &format!("file://{}", clip("bikes.mp4").display()), 1.0)
-        .write();
+    let config =
+        ConfigBuilder::new("chk", "detr-tiny-random.onnx").camera("bikes", &format!("file://{}", clip("bikes.mp4").display()), 1.0).write();
     let (code, out) = check(&config);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("camera bikes (file://") && out.contains("640x272"), "{out}");
@@ -66,13 +65,13 @@ port = 99999
 
 #[test]
 fn missing_and_corrupt_models_and_missing_media_are_all_named() {
-    let cfg = ConfigBuilder::new("chk", "detr-tiny-random.onnx")
-        .camera("gone", "file:///nonexistent/clip.mp4", 1.0);
+    let cfg = ConfigBuilder::new("chk", "detr-tiny-random.onnx").camera("gone", "file:///nonexistent/clip.mp4", 1.0);
     let path = cfg.write();
     let corrupt = path.dir.path().join("truncated.onnx");
     let full = std::fs::read(crate::harness::daemon::model("clip-tiny-random.onnx")).expect("read model");
     std::fs::write(&corrupt, &full[..full.len() / 3]).expect("write truncated model");
-    let text = std::fs::read_to_string(&*path).expect("read config")
+    let text = std::fs::read_to_string(&*path)
+        .expect("read config")
         .replace(&crate::harness::daemon::model("detr-tiny-random.onnx"), "/nonexistent/detr.onnx")
         .replace(&crate::harness::daemon::model("clip-tiny-random.onnx"), &corrupt.display().to_string());
     std::fs::write(&*path, text).expect("rewrite config");

@@ -18,11 +18,7 @@ fn crash_cycles() -> usize {
 
 /// The ids the daemon logged as accepted (durable in the outbox) under `glimpse::accepted`.
 fn accepted_ids(log: &str) -> Vec<String> {
-    log.lines()
-        .filter(|l| l.contains("glimpse::accepted"))
-        .filter_map(|l| l.split("id=").nth(1))
-        .map(|id| id.trim().to_owned())
-        .collect()
+    log.lines().filter(|l| l.contains("glimpse::accepted")).filter_map(|l| l.split("id=").nth(1)).map(|id| id.trim().to_owned()).collect()
 }
 
 #[test]
@@ -118,10 +114,8 @@ fn outbox_commands_export_and_purge_only_with_yes() {
     let path = config.display().to_string();
     let export = glimpse(&["outbox", "export", "--config", &path], &[]);
     assert!(export.status.success());
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&export.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&export.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
     assert_eq!(lines.len(), 50);
     assert!(lines.iter().all(|l| l["values"].as_array().is_some_and(|v| v.len() == 512) && l["metadata"]["camera"] == "bikes"));
     let refused = glimpse(&["outbox", "purge", "--config", &path], &[]);

@@ -30,9 +30,7 @@ fn stop(mut daemon: Daemon) -> serde_json::Value {
 fn a_camera_comes_back_within_15_seconds_of_its_rtsp_server_restarting() {
     let server = RtspServer::serve_mp4(&clip("bikes.mp4"), "cam");
     let port = server.port;
-    let config = ConfigBuilder::new("heal", "detr-tiny-fixture.onnx")
-        .camera("door", &format!("rtsp://127.0.0.1:{port}/cam"), 2.0)
-        .write();
+    let config = ConfigBuilder::new("heal", "detr-tiny-fixture.onnx").camera("door", &format!("rtsp://127.0.0.1:{port}/cam"), 2.0).write();
     let mut daemon = Daemon::start(&config, &[], &[]);
     daemon.wait_for_log(&parts(&online("door")), 1, Duration::from_secs(60));
     drop(server); // the camera reboots
@@ -181,9 +179,8 @@ fn rtsp_over_udp_works_when_asked_for() {
 #[test]
 fn a_progressive_http_file_is_indexed_like_a_local_one() {
     let port = serve(&clip("bikes.mp4").parent().expect("media directory").to_path_buf());
-    let config = ConfigBuilder::new("http", "detr-tiny-fixture.onnx")
-        .camera("web", &format!("http://127.0.0.1:{port}/bikes.mp4"), 2.0)
-        .write();
+    let config =
+        ConfigBuilder::new("http", "detr-tiny-fixture.onnx").camera("web", &format!("http://127.0.0.1:{port}/bikes.mp4"), 2.0).write();
     let mut daemon = Daemon::start(&config, &["--exit-when-done"], &[]);
     assert!(daemon.wait(Duration::from_secs(120)).success(), "{}", daemon.logs());
     // Not live: every sampled frame is processed, as for file:// (10 s at 2 fps).

@@ -9,7 +9,10 @@ fn the_committed_models_match_their_manifest() {
     let out = glimpse(&["models", "verify", "--manifest", &manifest], &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     // Every committed model file is listed: the three fp32 test models and their int8 versions.
-    let committed = std::fs::read_dir(repo().join("models/tiny")).expect("models/tiny").filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "onnx"))).count();
+    let committed = std::fs::read_dir(repo().join("models/tiny"))
+        .expect("models/tiny")
+        .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "onnx")))
+        .count();
     assert_eq!(committed, 5);
     assert_eq!(String::from_utf8_lossy(&out.stdout).matches("ok: ").count(), committed);
 }
@@ -22,10 +25,21 @@ fn fetch_downloads_verifies_and_refuses_a_file_with_the_wrong_checksum() {
     std::fs::write(served.path().join("tampered.onnx"), b"not the model").expect("write");
     let port = serve(served.path());
     let manifest = std::fs::read_to_string(repo().join("models/manifest.toml")).expect("manifest");
-    let sha = manifest.split("clip-tiny-random.onnx").nth(1).and_then(|rest| rest.split("sha256 = \"").nth(1)).and_then(|r| r.split('"').next()).expect("clip sha256");
+    let sha = manifest
+        .split("clip-tiny-random.onnx")
+        .nth(1)
+        .and_then(|rest| rest.split("sha256 = \"").nth(1))
+        .and_then(|r| r.split('"').next())
+        .expect("clip sha256");
     let dest = tempfile::tempdir().expect("tempdir");
     let good = dest.path().join("good.toml");
-    std::fs::write(&good, format!("[[model]]\nfile = \"m/clip.onnx\"\nkind = \"embedder\"\nsha256 = \"{sha}\"\nurl = \"http://127.0.0.1:{port}/clip.onnx\"\n")).expect("write");
+    std::fs::write(
+        &good,
+        format!(
+            "[[model]]\nfile = \"m/clip.onnx\"\nkind = \"embedder\"\nsha256 = \"{sha}\"\nurl = \"http://127.0.0.1:{port}/clip.onnx\"\n"
+        ),
+    )
+    .expect("write");
     let out = glimpse(&["models", "fetch", "--manifest", &good.display().to_string()], &[]);
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read(dest.path().join("m/clip.onnx")).expect("fetched"), std::fs::read(&model).expect("model"));
@@ -35,7 +49,11 @@ fn fetch_downloads_verifies_and_refuses_a_file_with_the_wrong_checksum() {
     assert!(verify.status.success());
 
     let bad = dest.path().join("bad.toml");
-    std::fs::write(&bad, format!("[[model]]\nfile = \"m/other.onnx\"\nsha256 = \"{sha}\"\nurl = \"http://127.0.0.1:{port}/tampered.onnx\"\n")).expect("write");
+    std::fs::write(
+        &bad,
+        format!("[[model]]\nfile = \"m/other.onnx\"\nsha256 = \"{sha}\"\nurl = \"http://127.0.0.1:{port}/tampered.onnx\"\n"),
+    )
+    .expect("write");
     let out = glimpse(&["models", "fetch", "--manifest", &bad.display().to_string()], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was replaced"));

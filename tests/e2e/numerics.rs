@@ -110,13 +110,17 @@ fn cosines(golden: &Value, embedder: &str, reference: &str) -> Vec<(String, f64)
     let lines = run("embed", &config, &images);
     assert_eq!(lines.len(), images.len());
     let floats = |v: &Value| -> Vec<f64> { v.as_array().expect("embedding").iter().filter_map(Value::as_f64).collect() };
-    lines.iter().zip(&images).map(|(line, path)| {
-        let name = path.file_name().and_then(|n| n.to_str()).expect("name").to_owned();
-        let (ours, theirs) = (floats(&line["embedding"]), floats(&golden["images"][name.as_str()]["embeddings"][reference]));
-        assert_eq!(ours.len(), theirs.len());
-        let cosine = ours.iter().zip(&theirs).map(|(a, b)| a * b).sum();
-        (name, cosine)
-    }).collect()
+    lines
+        .iter()
+        .zip(&images)
+        .map(|(line, path)| {
+            let name = path.file_name().and_then(|n| n.to_str()).expect("name").to_owned();
+            let (ours, theirs) = (floats(&line["embedding"]), floats(&golden["images"][name.as_str()]["embeddings"][reference]));
+            assert_eq!(ours.len(), theirs.len());
+            let cosine = ours.iter().zip(&theirs).map(|(a, b)| a * b).sum();
+            (name, cosine)
+        })
+        .collect()
 }
 
 #[test]

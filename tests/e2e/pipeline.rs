@@ -106,10 +106,8 @@ fn a_file_is_indexed_completely_and_indexing_it_again_adds_no_duplicates() {
     let uri = format!("file://{}", clip("bikes.mp4").display());
     let expected = BIKES_FRAMES_AT_2FPS * BOXES_PER_FRAME as usize;
     for run in 0..2 {
-        let config = ConfigBuilder::new("e2e-file", "detr-tiny-fixture.onnx")
-            .camera("bikes", &uri, 2.0)
-            .pinecone(&emulator.url, "files")
-            .write();
+        let config =
+            ConfigBuilder::new("e2e-file", "detr-tiny-fixture.onnx").camera("bikes", &uri, 2.0).pinecone(&emulator.url, "files").write();
         let mut daemon = Daemon::start(&config, &["--exit-when-done"], &[("PINECONE_API_KEY", API_KEY)]);
         let status = daemon.wait(Duration::from_secs(180));
         assert!(status.success(), "run {run}: exit {status:?}; log:\n{}", daemon.logs());

@@ -78,15 +78,23 @@ fn camera_starts(daemon: &Daemon, camera: &str) -> usize {
 
 #[test]
 fn sighup_applies_camera_changes_without_touching_the_others_and_rejects_a_bad_config() {
-    let first = ConfigBuilder::new("e2e-reload", "detr-tiny-fixture.onnx").camera("keep", "test:", 1.0).camera("drop", "test:", 1.0).write();
+    let first =
+        ConfigBuilder::new("e2e-reload", "detr-tiny-fixture.onnx").camera("keep", "test:", 1.0).camera("drop", "test:", 1.0).write();
     let mut daemon = Daemon::start(&first, &[], &[]);
     daemon.wait_for_log(&["camera=\"keep\"", "state=\"online\""], 1, Duration::from_secs(60));
     daemon.wait_for_log(&["camera=\"drop\"", "state=\"online\""], 1, Duration::from_secs(60));
 
-    let second = ConfigBuilder::sharing_data_dir(&first, "e2e-reload", "detr-tiny-fixture.onnx").camera("keep", "test:", 1.0).camera("new", "test:", 1.0).write();
+    let second = ConfigBuilder::sharing_data_dir(&first, "e2e-reload", "detr-tiny-fixture.onnx")
+        .camera("keep", "test:", 1.0)
+        .camera("new", "test:", 1.0)
+        .write();
     std::fs::copy(&second.path, &first.path).expect("replace config");
     daemon.signal(Signal::SIGHUP);
-    daemon.wait_for_log(&["configuration reloaded: 1 camera(s) added, 1 removed, 0 restarted with new settings, 1 untouched"], 1, Duration::from_secs(30));
+    daemon.wait_for_log(
+        &["configuration reloaded: 1 camera(s) added, 1 removed, 0 restarted with new settings, 1 untouched"],
+        1,
+        Duration::from_secs(30),
+    );
     daemon.wait_for_log(&["camera=\"new\"", "state=\"online\""], 1, Duration::from_secs(60));
     assert_eq!(camera_starts(&daemon, "keep"), 1, "the unchanged camera was restarted");
 
@@ -191,9 +199,14 @@ fn mqtt_over_tls_with_a_test_ca_and_home_assistant_discovery() {
 fn no_secret_appears_in_logs_mqtt_payloads_or_command_output() {
     let (api_key, rtsp_password, mqtt_password) = ("pk-SECRET-4f7a1c", "rtsp-SECRET-99x", "mqtt-SECRET-31q");
     let emulator = Emulator::start(api_key, 512);
-    let broker = Mosquitto::start_with(BrokerOptions { credentials: Some(("glimpse".into(), mqtt_password.into())), ..BrokerOptions::default() });
+    let broker =
+        Mosquitto::start_with(BrokerOptions { credentials: Some(("glimpse".into(), mqtt_password.into())), ..BrokerOptions::default() });
     let observer = Observer::subscribe_as(broker.port, "#", Some(("glimpse", mqtt_password)));
-    let camera = RtspServer::start(&clip("bikes.mp4"), "cam", Options { credentials: Some(("viewer".into(), "another-pass".into())), ..Options::default() });
+    let camera = RtspServer::start(
+        &clip("bikes.mp4"),
+        "cam",
+        Options { credentials: Some(("viewer".into(), "another-pass".into())), ..Options::default() },
+    );
     let cfg = ConfigBuilder::new("e2e-secrets", "detr-tiny-fixture.onnx")
         .camera("cam", &format!("rtsp://viewer:{rtsp_password}@127.0.0.1:{}/cam", camera.port), 1.0)
         .pinecone(&emulator.url, "secrets");
@@ -243,10 +256,15 @@ fn the_systemd_unit_verifies_cleanly_and_is_sandboxed_to_an_exposure_of_at_most_
     let dir = tempfile::tempdir().expect("tempdir");
     let unit = unit_under_test(dir.path());
     // systemd-analyze verify exits 0 even on unknown keys: its output must be empty.
-    let verify = std::process::Command::new("systemd-analyze").arg("verify").arg(&unit).output().expect("systemd-analyze (package systemd)");
+    let verify =
+        std::process::Command::new("systemd-analyze").arg("verify").arg(&unit).output().expect("systemd-analyze (package systemd)");
     let said = format!("{}{}", String::from_utf8_lossy(&verify.stdout), String::from_utf8_lossy(&verify.stderr));
     assert!(verify.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
-    let security = std::process::Command::new("systemd-analyze").args(["security", "--offline=true", "--no-pager"]).arg(&unit).output().expect("systemd-analyze");
+    let security = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze");
     let report = String::from_utf8_lossy(&security.stdout);
     let exposure: f64 = report
         .lines()

@@ -44,9 +44,7 @@ impl KeyPath {
             Path::Root => Self::root(),
             Path::Seq { parent, index } => Self::from_serde_ignored(parent).index(*index),
             Path::Map { parent, key } => Self::from_serde_ignored(parent).key(key),
-            Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
-                Self::from_serde_ignored(parent)
-            }
+            Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => Self::from_serde_ignored(parent),
         }
     }
 
@@ -172,7 +170,6 @@ impl SpanIndex {
             _ => {}
         }
     }
-
 }
 
 /// The line and column of byte `offset` in `text`.

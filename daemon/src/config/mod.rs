@@ -73,13 +73,9 @@ impl DeviceConfig {
 
 /// Checks a device or camera name: it becomes part of MQTT topics and vector ids.
 pub fn check_name(name: &str, at: &KeyPath, problems: &mut Vec<Problem>) {
-    let ok = (1..=64).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    let ok = (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if !ok {
-        problems.push(Problem::new(
-            at.clone(),
-            format!("{name:?} is not a valid name: use 1 to 64 characters from a-z, 0-9, '_' and '-'"),
-        ));
+        problems.push(Problem::new(at.clone(), format!("{name:?} is not a valid name: use 1 to 64 characters from a-z, 0-9, '_' and '-'")));
     }
 }
 
@@ -196,7 +192,8 @@ fn read_toml(text: &str) -> Result<(SpanIndex, toml::Table), Vec<Problem>> {
         let message = format!("not valid TOML: {}", e.message().trim());
         vec![Problem { position, ..Problem::new(KeyPath::root(), message) }]
     })?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| vec![Problem::new(KeyPath::root(), format!("not valid TOML: {}", e.message()))])?;
+    let table: toml::Table =
+        text.parse().map_err(|e: toml::de::Error| vec![Problem::new(KeyPath::root(), format!("not valid TOML: {}", e.message()))])?;
     Ok((SpanIndex::new(text, &doc), table))
 }
 
@@ -234,7 +231,8 @@ impl Section for EmbedderConfig {
 /// [`Config::load`]; the rest of the file is not looked at.
 pub fn load_section<T: Section>(file: &Path, key: &str) -> Result<T, ConfigError> {
     let fail = |problems| ConfigError { file: file.to_owned(), problems };
-    let text = std::fs::read_to_string(file).map_err(|e| fail(vec![Problem::new(KeyPath::root(), format!("cannot read the file: {e}"))]))?;
+    let text =
+        std::fs::read_to_string(file).map_err(|e| fail(vec![Problem::new(KeyPath::root(), format!("cannot read the file: {e}"))]))?;
     let (index, table) = read_toml(&text).map_err(fail)?;
     let at = KeyPath::root().key(key);
     let Some(toml::Value::Table(section)) = table.get(key).cloned() else {

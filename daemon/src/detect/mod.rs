@@ -115,9 +115,11 @@ impl Detector {
             pair => pair,
         };
         let shape_error = |what: &str| ModelError::Shape { path: self.file.path.clone(), reason: what.to_owned() };
-        let logits = logits.into_dimensionality::<tract_onnx::prelude::tract_ndarray::Ix3>()
+        let logits = logits
+            .into_dimensionality::<tract_onnx::prelude::tract_ndarray::Ix3>()
             .map_err(|_| shape_error("logits must be [batch, queries, classes + 1]"))?;
-        let boxes = boxes.into_dimensionality::<tract_onnx::prelude::tract_ndarray::Ix3>()
+        let boxes = boxes
+            .into_dimensionality::<tract_onnx::prelude::tract_ndarray::Ix3>()
             .map_err(|_| shape_error("pred_boxes must be [batch, queries, 4]"))?;
         if boxes.shape()[2] != 4 || boxes.shape()[1] != logits.shape()[1] || logits.shape()[2] < 2 {
             return Err(shape_error("outputs must be logits [1, Q, C+1] and pred_boxes [1, Q, 4]"));
@@ -148,11 +150,7 @@ fn best_class(logits: &[f32]) -> Option<(usize, f32)> {
     let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     let exps: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
     let sum: f32 = exps.iter().sum();
-    exps[..exps.len() - 1]
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (i, e / sum))
-        .max_by(|a, b| a.1.total_cmp(&b.1))
+    exps[..exps.len() - 1].iter().enumerate().map(|(i, e)| (i, e / sum)).max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 /// DetrImageProcessor's output size, `(height, width)`, for `shortest_edge`/`longest_edge`

@@ -102,8 +102,19 @@ mod tests {
             id: id.into(),
             values: (0..512).map(|i| (i as f32 * 0.37).sin()).collect(),
             metadata: Metadata {
-                device: "lab-01".into(), camera: "street".into(), ts: 1_795_670_518_406, pts_ms: 1500,
-                label: "person".into(), score: 0.97, x: 10, y: 20, w: 30, h: 40, frame_w: 640, frame_h: 272, track_id: None,
+                device: "lab-01".into(),
+                camera: "street".into(),
+                ts: 1_795_670_518_406,
+                pts_ms: 1500,
+                label: "person".into(),
+                score: 0.97,
+                x: 10,
+                y: 20,
+                w: 30,
+                h: 40,
+                frame_w: 640,
+                frame_h: 272,
+                track_id: None,
             },
         }
     }

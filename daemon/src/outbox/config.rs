@@ -78,7 +78,9 @@ impl<'de> Deserialize<'de> for ByteSize {
                 Ok(ByteSize(v))
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ByteSize, E> {
-                parse_size(v).map(ByteSize).ok_or_else(|| E::custom(format!("{v:?} is not a size; write e.g. 1073741824, \"1 GiB\" or \"500MB\"")))
+                parse_size(v)
+                    .map(ByteSize)
+                    .ok_or_else(|| E::custom(format!("{v:?} is not a size; write e.g. 1073741824, \"1 GiB\" or \"500MB\"")))
             }
         }
         d.deserialize_any(Visitor)

@@ -77,9 +77,7 @@ impl Outbox {
     pub fn open(data_dir: &Path, config: &OutboxConfig) -> Result<Self, OutboxError> {
         let path = data_dir.join("outbox");
         let open_err = |source: sled::Error| match &source {
-            sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
-                OutboxError::Locked { path: path.clone() }
-            }
+            sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => OutboxError::Locked { path: path.clone() },
             _ => OutboxError::Open { path: path.clone(), source },
         };
         let db = sled::Config::new().path(&path).open().map_err(open_err)?;
@@ -308,8 +306,19 @@ mod tests {
             id: id.into(),
             values: vec![0.6, 0.8],
             metadata: Metadata {
-                device: "d".into(), camera: "c".into(), ts: 1, pts_ms: 0, label: "person".into(), score: 0.9,
-                x: 1, y: 2, w: 3, h: 4, frame_w: 10, frame_h: 10, track_id: None,
+                device: "d".into(),
+                camera: "c".into(),
+                ts: 1,
+                pts_ms: 0,
+                label: "person".into(),
+                score: 0.9,
+                x: 1,
+                y: 2,
+                w: 3,
+                h: 4,
+                frame_w: 10,
+                frame_h: 10,
+                track_id: None,
             },
         }
     }

@@ -79,9 +79,9 @@ pub fn choose(codec: Codec, mode: &DecoderMode, installed: &dyn Fn(&str) -> bool
     let first = |list: &[&str]| list.iter().find(|e| installed(e)).map(|e| e.to_string());
     match mode {
         DecoderMode::Auto if !hardware_failed => Ok(first(hardware).or_else(|| first(software))),
-        DecoderMode::Auto | DecoderMode::Software => first(software)
-            .map(Some)
-            .ok_or_else(|| format!("no software decoder for {codec:?} is installed: install gstreamer1.0-libav")),
+        DecoderMode::Auto | DecoderMode::Software => {
+            first(software).map(Some).ok_or_else(|| format!("no software decoder for {codec:?} is installed: install gstreamer1.0-libav"))
+        }
         DecoderMode::Element(name) if installed(name) => Ok(Some(name.clone())),
         DecoderMode::Element(name) => Err(format!("decoder element {name:?} is not installed (gst-inspect-1.0 {name} finds nothing)")),
     }

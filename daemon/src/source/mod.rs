@@ -182,7 +182,14 @@ pub fn init() -> anyhow::Result<()> {
 
 /// Runs one camera until `stop` is set: connects, streams, and reconnects as the module
 /// documentation says.
-pub fn run_camera(camera: CameraConfig, cam: Arc<CameraStats>, frames: FrameSender, stats: Arc<Stats>, stop: Arc<AtomicBool>, beat: Arc<Heartbeat>) {
+pub fn run_camera(
+    camera: CameraConfig,
+    cam: Arc<CameraStats>,
+    frames: FrameSender,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+    beat: Arc<Heartbeat>,
+) {
     let redacted = redact_uri(&camera.uri);
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let mut hardware_failed = false;
@@ -210,7 +217,11 @@ pub fn run_camera(camera: CameraConfig, cam: Arc<CameraStats>, frames: FrameSend
             }
             Ended::Stalled => {
                 cam.stalled();
-                stats.set_camera_status(&camera.name, CameraState::Offline, Some(format!("no data for {} s; reconnecting", camera.stall_timeout_s)));
+                stats.set_camera_status(
+                    &camera.name,
+                    CameraState::Offline,
+                    Some(format!("no data for {} s; reconnecting", camera.stall_timeout_s)),
+                );
                 backoff.next_delay()
             }
             Ended::Failed(failure) => {
@@ -220,7 +231,11 @@ pub fn run_camera(camera: CameraConfig, cam: Arc<CameraStats>, frames: FrameSend
                 }
                 let reason = redact_secrets(&failure.reason, &camera.uri);
                 stats.set_camera_status(&camera.name, CameraState::Error, Some(reason));
-                if failure.slow { backoff.cap() } else { backoff.next_delay() }
+                if failure.slow {
+                    backoff.cap()
+                } else {
+                    backoff.next_delay()
+                }
             }
         };
         tracing::warn!(camera = %camera.name, reason = %redact_secrets(&format!("{ended:?}"), &camera.uri), retry_in_ms = delay.as_millis() as u64, "source stopped; reconnecting");
@@ -386,7 +401,9 @@ pub fn probe(camera: &CameraConfig, timeout: Duration) -> Result<(u32, u32), Str
     let built = pipeline::build(camera, Arc::new(Probes::default()), false).map_err(|e| redact(format!("{e:#}")))?;
     let (pipeline, sink) = (&built.pipeline, &built.sink);
     let result = (|| {
-        pipeline.set_state(gst::State::Playing).map_err(|e| pipeline.bus().and_then(|b| first_error(&b)).unwrap_or_else(|| e.to_string()))?;
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| pipeline.bus().and_then(|b| first_error(&b)).unwrap_or_else(|| e.to_string()))?;
         let bus = pipeline.bus().ok_or("pipeline has no bus")?;
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {

@@ -105,7 +105,13 @@ fn raw_source_head(camera: &CameraConfig) -> anyhow::Result<Option<String>> {
     }
 }
 
-fn add_uridecodebin(pipeline: &gst::Pipeline, camera: &CameraConfig, target: &gst::Pad, probes: Arc<Probes>, hardware_failed: bool) -> anyhow::Result<()> {
+fn add_uridecodebin(
+    pipeline: &gst::Pipeline,
+    camera: &CameraConfig,
+    target: &gst::Pad,
+    probes: Arc<Probes>,
+    hardware_failed: bool,
+) -> anyhow::Result<()> {
     let src = gst::ElementFactory::make("uridecodebin")
         .name("src")
         .property("uri", camera.uri.as_str())
@@ -198,7 +204,8 @@ fn add_uridecodebin(pipeline: &gst::Pipeline, camera: &CameraConfig, target: &gs
             return;
         }
         let nvmm = caps.features(0).is_some_and(|f| f.contains("memory:NVMM"));
-        let result = if nvmm { link_through_nvvidconv(&bin, pad, &target) } else { pad.link(&target).map(|_| ()).map_err(|e| format!("{e:?}")) };
+        let result =
+            if nvmm { link_through_nvvidconv(&bin, pad, &target) } else { pad.link(&target).map(|_| ()).map_err(|e| format!("{e:?}")) };
         if let Err(e) = result {
             tracing::warn!(error = %e, "could not link the decoded video pad");
         }
@@ -281,7 +288,11 @@ pub fn fps_fraction(fps: f64) -> gst::Fraction {
 }
 
 fn gcd(a: i32, b: i32) -> i32 {
-    if b == 0 { a } else { gcd(b, a % b) }
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// Copies a sample out of GStreamer as RGB (converting I420/NV12 with the caps' colour matrix
@@ -290,8 +301,8 @@ pub fn copy_frame(sample: &gst::Sample) -> anyhow::Result<(image::RgbImage, u64)
     let buffer = sample.buffer().context("sample without a buffer")?;
     let caps = sample.caps().context("sample without caps")?;
     let info = gst_video::VideoInfo::from_caps(caps).context("unreadable video caps")?;
-    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
-        .map_err(|_| anyhow::anyhow!("cannot map the video buffer"))?;
+    let frame =
+        gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).map_err(|_| anyhow::anyhow!("cannot map the video buffer"))?;
     let image = frame_to_rgb(&frame)?;
     let pts_ms = buffer.pts().map_or(0, |t| t.mseconds());
     Ok((image, pts_ms))
@@ -311,7 +322,8 @@ fn frame_to_rgb(frame: &gst_video::VideoFrameRef<&gst::BufferRef>) -> anyhow::Re
     let converted = match info.format() {
         format @ (gst_video::VideoFormat::I420 | gst_video::VideoFormat::Y42b | gst_video::VideoFormat::Y444) => {
             let ((y, ys), (u, us), (v, vs)) = (plane(0)?, plane(1)?, plane(2)?);
-            let planar = YuvPlanarImage { y_plane: y, y_stride: ys, u_plane: u, u_stride: us, v_plane: v, v_stride: vs, width: w, height: h };
+            let planar =
+                YuvPlanarImage { y_plane: y, y_stride: ys, u_plane: u, u_stride: us, v_plane: v, v_stride: vs, width: w, height: h };
             let convert = match format {
                 gst_video::VideoFormat::I420 => yuvutils_rs::yuv420_to_rgb,
                 gst_video::VideoFormat::Y42b => yuvutils_rs::yuv422_to_rgb,

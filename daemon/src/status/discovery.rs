@@ -49,8 +49,20 @@ impl Discovery<'_> {
     /// (topic, retained payload) for the device-wide sensors.
     pub fn device_sensors(&self) -> Vec<(String, Value)> {
         vec![
-            self.sensor("outbox_pending", "Outbox backlog", self.stats_topic(), Some("{{ value_json.outbox.pending }}".into()), Some("records")),
-            self.sensor("last_sync_age", "Since last sync", self.stats_topic(), Some("{{ value_json.sync.last_sync_age_s }}".into()), Some("s")),
+            self.sensor(
+                "outbox_pending",
+                "Outbox backlog",
+                self.stats_topic(),
+                Some("{{ value_json.outbox.pending }}".into()),
+                Some("records"),
+            ),
+            self.sensor(
+                "last_sync_age",
+                "Since last sync",
+                self.stats_topic(),
+                Some("{{ value_json.sync.last_sync_age_s }}".into()),
+                Some("s"),
+            ),
         ]
     }
 
@@ -58,9 +70,27 @@ impl Discovery<'_> {
     pub fn camera_sensors(&self, camera: &str) -> Vec<(String, Value)> {
         let field = |f: &str| format!("{{{{ value_json.cameras['{camera}'].{f} }}}}");
         vec![
-            self.sensor(&format!("{camera}_status"), &format!("{camera} status"), format!("{}/{}/cameras/{camera}/status", self.topic_prefix, self.device), None, None),
-            self.sensor(&format!("{camera}_fps"), &format!("{camera} frames per second"), self.stats_topic(), Some(field("fps_out")), Some("fps")),
-            self.sensor(&format!("{camera}_detections"), &format!("{camera} detections per minute"), self.stats_topic(), Some(field("detections_per_min")), Some("detections/min")),
+            self.sensor(
+                &format!("{camera}_status"),
+                &format!("{camera} status"),
+                format!("{}/{}/cameras/{camera}/status", self.topic_prefix, self.device),
+                None,
+                None,
+            ),
+            self.sensor(
+                &format!("{camera}_fps"),
+                &format!("{camera} frames per second"),
+                self.stats_topic(),
+                Some(field("fps_out")),
+                Some("fps"),
+            ),
+            self.sensor(
+                &format!("{camera}_detections"),
+                &format!("{camera} detections per minute"),
+                self.stats_topic(),
+                Some(field("detections_per_min")),
+                Some("detections/min"),
+            ),
         ]
     }
 }

@@ -118,7 +118,10 @@ impl MqttConfig {
             problems.push(Problem::new(at.key("tls"), "certificates are set but tls is false: set mqtt.tls = true"));
         }
         if self.client_cert_file.is_some() != self.client_key_file.is_some() {
-            problems.push(Problem::new(at.key("client_cert_file"), "a client certificate needs its key: set both client_cert_file and client_key_file"));
+            problems.push(Problem::new(
+                at.key("client_cert_file"),
+                "a client certificate needs its key: set both client_cert_file and client_key_file",
+            ));
         }
     }
 
@@ -180,7 +183,13 @@ impl Topics {
 
 /// Publishes status until `shutdown` turns true, then says goodbye (`offline`). Commands go to
 /// `commands` when `[mqtt] commands = true`.
-pub async fn run_status(config: Option<MqttConfig>, device: String, stats: Arc<Stats>, commands: mpsc::Sender<Request>, shutdown: watch::Receiver<bool>) {
+pub async fn run_status(
+    config: Option<MqttConfig>,
+    device: String,
+    stats: Arc<Stats>,
+    commands: mpsc::Sender<Request>,
+    shutdown: watch::Receiver<bool>,
+) {
     match config {
         Some(config) => match config.options(&device, &Topics::new(&config.topic_prefix, &device).availability) {
             Ok(options) => Mqtt::new(config, options, device, stats, commands).run(shutdown).await,

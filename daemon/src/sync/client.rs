@@ -91,10 +91,12 @@ pub struct PineconeClient {
 impl PineconeClient {
     pub fn new(config: &PineconeConfig, key: &ApiKey) -> Result<Self, SyncError> {
         let mut headers = HeaderMap::new();
-        let mut key_header = HeaderValue::from_str(&key.0).map_err(|_| SyncError::Setup("the API key contains characters not allowed in an HTTP header".into()))?;
+        let mut key_header = HeaderValue::from_str(&key.0)
+            .map_err(|_| SyncError::Setup("the API key contains characters not allowed in an HTTP header".into()))?;
         key_header.set_sensitive(true);
         headers.insert("Api-Key", key_header);
-        let version = HeaderValue::from_str(&config.api_version).map_err(|_| SyncError::Setup("api_version is not a valid header value".into()))?;
+        let version =
+            HeaderValue::from_str(&config.api_version).map_err(|_| SyncError::Setup("api_version is not a valid header value".into()))?;
         headers.insert("X-Pinecone-Api-Version", version);
         let http = reqwest::Client::builder()
             .default_headers(headers)
@@ -188,5 +190,9 @@ fn describe_transport(e: &reqwest::Error) -> String {
         detail = s.to_string();
         source = s.source();
     }
-    if detail.is_empty() { kind.to_owned() } else { format!("{kind}: {detail}") }
+    if detail.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {detail}")
+    }
 }

@@ -101,7 +101,10 @@ impl PineconeConfig {
             }
         }
         let Some(file) = crate::secrets::secret_file(self.api_key_file.as_deref(), "pinecone-api-key") else {
-            return Err("no Pinecone API key: set env PINECONE_API_KEY, pinecone.api_key_file, or the systemd credential \"pinecone-api-key\"".into());
+            return Err(
+                "no Pinecone API key: set env PINECONE_API_KEY, pinecone.api_key_file, or the systemd credential \"pinecone-api-key\""
+                    .into(),
+            );
         };
         match crate::secrets::read_secret(&file, "Pinecone API key")?.as_str() {
             "" => Err(format!("the Pinecone API key file {} is empty", file.display())),
@@ -131,7 +134,11 @@ fn check_host(host: &str) -> Result<(), String> {
                 Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
                 None => false,
             };
-            if loopback { Ok(()) } else { Err(format!("{host:?}: plain http is allowed only to loopback; use https://")) }
+            if loopback {
+                Ok(())
+            } else {
+                Err(format!("{host:?}: plain http is allowed only to loopback; use https://"))
+            }
         }
         other => Err(format!("{host:?}: scheme {other:?} is not supported; use https://")),
     }
@@ -151,7 +158,14 @@ pub async fn check_dimension(client: &PineconeClient, dimension: usize) -> Resul
 /// Up to `in_flight` batches are sent at once. A cursor hands each pending record to exactly one
 /// in-flight batch; a batch keeps its records until the index acknowledged or rejected them, so
 /// nothing is sent twice concurrently and nothing pending is skipped.
-pub async fn run_syncer(outbox: Arc<Outbox>, client: PineconeClient, options: SyncOptions, stats: Arc<Stats>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_syncer(
+    outbox: Arc<Outbox>,
+    client: PineconeClient,
+    options: SyncOptions,
+    stats: Arc<Stats>,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(options.in_flight));
     let mut tasks = tokio::task::JoinSet::new();
     let mut cursor = 0u64;
@@ -209,7 +223,13 @@ pub struct SyncOptions {
 }
 
 /// Sends one batch until the index acknowledges or rejects it, or shutdown begins.
-async fn deliver(batch: Vec<(u64, Record)>, outbox: &Arc<Outbox>, client: &PineconeClient, stats: &Stats, mut shutdown: watch::Receiver<bool>) {
+async fn deliver(
+    batch: Vec<(u64, Record)>,
+    outbox: &Arc<Outbox>,
+    client: &PineconeClient,
+    stats: &Stats,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut backoff = Backoff::with_full_jitter(Duration::from_millis(250), Duration::from_secs(30));
     let records: Vec<Record> = batch.iter().map(|(_, r)| r.clone()).collect();
     let seqs: Vec<u64> = batch.iter().map(|(s, _)| *s).collect();
@@ -219,7 +239,9 @@ async fn deliver(batch: Vec<(u64, Record)>, outbox: &Arc<Outbox>, client: &Pinec
                 let writer = outbox.clone();
                 match tokio::task::spawn_blocking(move || writer.remove(&seqs)).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "acknowledged records could not be removed from the outbox; they will be upserted again under the same ids"),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "acknowledged records could not be removed from the outbox; they will be upserted again under the same ids")
+                    }
                     Err(e) => tracing::error!(error = %e, "outbox writer task failed"),
                 }
                 stats.outbox_backlog(outbox.backlog());
@@ -266,7 +288,9 @@ async fn deliver(batch: Vec<(u64, Record)>, outbox: &Arc<Outbox>, client: &Pinec
 
 async fn update_oldest(outbox: &Arc<Outbox>, stats: &Arc<Stats>) {
     let reader = outbox.clone();
-    if let Ok(Ok((ts, quarantined))) = tokio::task::spawn_blocking(move || reader.oldest_ts().map(|ts| (ts, reader.quarantined_len()))).await {
+    if let Ok(Ok((ts, quarantined))) =
+        tokio::task::spawn_blocking(move || reader.oldest_ts().map(|ts| (ts, reader.quarantined_len()))).await
+    {
         stats.outbox_oldest(ts);
         stats.outbox.quarantined.store(quarantined as u64, std::sync::atomic::Ordering::Relaxed);
     }

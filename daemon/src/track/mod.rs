@@ -122,8 +122,17 @@ mod tests {
     #[test]
     fn the_defaults_are_valid_and_each_bad_value_is_named() {
         assert!(problems(&AnalysisConfig::default()).is_empty());
-        let bad = AnalysisConfig { motion_min_area: 0.0, iou_threshold: 1.5, reembed_distance: -1.0, refresh_s: 0.0, ..AnalysisConfig::default() };
-        assert_eq!(problems(&bad), ["analysis.motion_min_area", "analysis.iou_threshold", "analysis.reembed_distance", "analysis.refresh_s"]);
+        let bad = AnalysisConfig {
+            motion_min_area: 0.0,
+            iou_threshold: 1.5,
+            reembed_distance: -1.0,
+            refresh_s: 0.0,
+            ..AnalysisConfig::default()
+        };
+        assert_eq!(
+            problems(&bad),
+            ["analysis.motion_min_area", "analysis.iou_threshold", "analysis.reembed_distance", "analysis.refresh_s"]
+        );
     }
 
     #[test]

@@ -86,7 +86,14 @@ impl Tracker {
                 }
                 None => {
                     let id = format!("{now_ms}.{d}");
-                    self.tracks.push(Track { id: id.clone(), label, bbox: *b, last_seen_ms: now_ms, embedded_signature: signature, embedded_ms: now_ms });
+                    self.tracks.push(Track {
+                        id: id.clone(),
+                        label,
+                        bbox: *b,
+                        last_seen_ms: now_ms,
+                        embedded_signature: signature,
+                        embedded_ms: now_ms,
+                    });
                     Assignment { track_id: id, embed: true }
                 }
             };
@@ -103,7 +110,11 @@ fn iou(a: &PixelBox, b: &PixelBox) -> f32 {
     let y1 = (a.y + a.h).min(b.y + b.h);
     let inter = x1.saturating_sub(x0) as f32 * y1.saturating_sub(y0) as f32;
     let union = (a.w * a.h + b.w * b.h) as f32 - inter;
-    if union <= 0.0 { 0.0 } else { inter / union }
+    if union <= 0.0 {
+        0.0
+    } else {
+        inter / union
+    }
 }
 
 /// An 8x8 colour thumbnail of the box, mean-removed: its cosine distance to another is a cheap
@@ -126,7 +137,11 @@ fn appearance(frame: &image::RgbImage, b: &PixelBox) -> Vec<f32> {
 fn cosine_distance(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let norms = a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norms == 0.0 { 0.0 } else { 1.0 - dot / norms }
+    if norms == 0.0 {
+        0.0
+    } else {
+        1.0 - dot / norms
+    }
 }
 
 #[cfg(test)]
@@ -157,7 +172,8 @@ mod tests {
     #[test]
     fn a_moving_object_keeps_its_track_id() {
         let mut tracker = Tracker::new(&config());
-        let ids: Vec<String> = (0..5).map(|s| tracker.assign(&frame(), &[("person", at(100 + s as u32 * 10))], s * 1000)[0].track_id.clone()).collect();
+        let ids: Vec<String> =
+            (0..5).map(|s| tracker.assign(&frame(), &[("person", at(100 + s as u32 * 10))], s * 1000)[0].track_id.clone()).collect();
         assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
     }
 

@@ -14,11 +14,14 @@ pub fn h264_clip(path: &Path, seconds: u32, fps: u32, gop: u32, width: u32, heig
 pub fn h264_pattern_clip(path: &Path, pattern: &str, seconds: u32, fps: u32, gop: u32, width: u32, height: u32) {
     let status = Command::new("gst-launch-1.0")
         .arg("-q")
-        .args(format!(
-            "videotestsrc num-buffers={} pattern={pattern} ! video/x-raw,width={width},height={height},framerate={fps}/1 ! \
+        .args(
+            format!(
+                "videotestsrc num-buffers={} pattern={pattern} ! video/x-raw,width={width},height={height},framerate={fps}/1 ! \
              x264enc key-int-max={gop} speed-preset=ultrafast tune=zerolatency ! h264parse ! mp4mux ! filesink",
-            seconds * fps
-        ).split_whitespace())
+                seconds * fps
+            )
+            .split_whitespace(),
+        )
         .arg(format!("location={}", path.display()))
         .status()
         .expect("gst-launch-1.0 runs (gstreamer1.0-tools)");

@@ -72,7 +72,8 @@ impl ConfigBuilder {
     }
 
     pub fn mqtt(mut self, port: u16, stats_interval_s: f64) -> Self {
-        self.text += &format!("[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\ntopic_prefix = \"glimpse\"\nstats_interval_s = {stats_interval_s}\n\n");
+        self.text +=
+            &format!("[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\ntopic_prefix = \"glimpse\"\nstats_interval_s = {stats_interval_s}\n\n");
         self
     }
 

@@ -57,7 +57,14 @@ impl Mosquitto {
         match &options.credentials {
             Some((user, password)) => {
                 let file = dir.path().join("passwd");
-                let status = Command::new("mosquitto_passwd").arg("-b").arg("-c").arg(&file).arg(user).arg(password).status().expect("mosquitto_passwd");
+                let status = Command::new("mosquitto_passwd")
+                    .arg("-b")
+                    .arg("-c")
+                    .arg(&file)
+                    .arg(user)
+                    .arg(password)
+                    .status()
+                    .expect("mosquitto_passwd");
                 assert!(status.success());
                 conf += &format!("allow_anonymous false\npassword_file {}\n", file.display());
             }
@@ -87,10 +94,40 @@ fn make_certificates(dir: &Path) -> PathBuf {
         let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl must be installed");
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
-    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=glimpse test CA"]);
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=glimpse test CA",
+    ]);
     run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
     std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").expect("write san.ext");
-    run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext"]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
     // mosquitto started as root drops to its own user, which must be able to read these.
     use std::os::unix::fs::PermissionsExt;
     for entry in std::fs::read_dir(dir).expect("list certificate dir").flatten() {
@@ -101,7 +138,11 @@ fn make_certificates(dir: &Path) -> PathBuf {
 }
 
 fn mosquitto_binary() -> &'static str {
-    if Path::new("/usr/sbin/mosquitto").exists() { "/usr/sbin/mosquitto" } else { "mosquitto" }
+    if Path::new("/usr/sbin/mosquitto").exists() {
+        "/usr/sbin/mosquitto"
+    } else {
+        "mosquitto"
+    }
 }
 
 impl Drop for Mosquitto {

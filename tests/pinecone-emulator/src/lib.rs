@@ -167,7 +167,11 @@ fn authorize(index: &Index, headers: &HeaderMap, has_body: bool) -> Result<(), R
     }
     let version = headers.get("x-pinecone-api-version").and_then(|v| v.to_str().ok());
     if !version.is_some_and(|v| API_VERSIONS.contains(&v)) {
-        return Err(error(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, format!("unsupported or missing X-Pinecone-Api-Version: {version:?}")));
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            INVALID_ARGUMENT,
+            format!("unsupported or missing X-Pinecone-Api-Version: {version:?}"),
+        ));
     }
     let json_body = headers
         .get("content-type")

@@ -10,7 +10,11 @@ fn body(vectors: serde_json::Value) -> Vec<u8> {
 
 #[test]
 fn a_well_formed_upsert_is_accepted() {
-    let (ns, vectors) = validate_upsert(&body(json!([{ "id": "a", "values": [0.1, 0.2], "metadata": { "label": "car", "score": 0.9, "tags": ["x"], "ok": true } }])), 2).expect("valid");
+    let (ns, vectors) = validate_upsert(
+        &body(json!([{ "id": "a", "values": [0.1, 0.2], "metadata": { "label": "car", "score": 0.9, "tags": ["x"], "ok": true } }])),
+        2,
+    )
+    .expect("valid");
     assert_eq!((ns.as_str(), vectors.len()), ("ns", 1));
 }
 

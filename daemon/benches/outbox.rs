@@ -80,7 +80,7 @@ fn main() {
         let start = Instant::now();
         for chunk in (0..n).collect::<Vec<_>>().chunks(GROUP) {
             let records: Vec<Record> = chunk.iter().map(|&i| record(i)).collect();
-            outbox.append(&records).expect("append");
+            outbox.append(&records, 0).expect("append");
         }
         n as f64 / start.elapsed().as_secs_f64()
     };
@@ -130,17 +130,17 @@ fn drain(outbox_dir: &std::path::Path, n: usize) {
 
     let outbox = Arc::new(Outbox::open(outbox_dir, &unlimited()).expect("outbox"));
     let before = outbox.backlog().records;
-    let stats = Stats::new(&[]);
+    let stats = Stats::new();
     let wake = Arc::new(tokio::sync::Notify::new());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop, shutdown) = glimpse::shutdown::channel();
     let start = Instant::now();
     let target = before.saturating_sub(n as u64);
     rt.block_on(async {
-        let syncer = tokio::spawn(run_syncer(outbox.clone(), client, SyncOptions { batch_size: 1000, in_flight: 2 }, stats, wake, stop_rx));
+        let syncer = tokio::spawn(run_syncer(outbox.clone(), client, SyncOptions { batch_size: 1000, in_flight: 2 }, stats, wake, shutdown));
         while outbox.backlog().records > target {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let _ = stop_tx.send(true);
+        stop.begin();
         let _ = syncer.await;
     });
     let drained = (before - outbox.backlog().records) as f64;

@@ -3,37 +3,40 @@
 //! Module map, in the order data flows (ARCHITECTURE.md has the invariants):
 //! - [`config`]: reads the TOML file, gathers each stage's section, reports every problem with
 //!   its line and column.
-//! - [`source`]: GStreamer pipelines, one per camera, sampling RGB [`source::Frame`]s.
+//! - [`source`]: GStreamer pipelines, one thread per camera, sampling RGB [`source::Frame`]s.
 //! - [`schedule`]: one frame slot per camera, served to inference round-robin.
-//! - [`track`]: per-camera motion gate and object tracker (what is worth detecting, embedding).
-//! - [`detect`]: DETR in tract, with DetrImageProcessor's pre- and post-processing.
-//! - [`embed`]: CLIP vision in tract, with CLIPImageProcessor's pre-processing; crops boxes.
-//! - [`analyze`]: one frame → gate → detections → tracks → crops → embeddings → [`record::Record`]s.
-//! - [`outbox`]: the durable sled buffer; nothing leaves it before the index acknowledged it.
+//! - [`analyzer`]: the inference thread: gate → detect → track → crop → embed → [`record::Record`]s.
+//!   - [`track`]: per-camera motion gate and object tracker (what is worth detecting, embedding).
+//!   - [`detect`]: DETR in tract, with DetrImageProcessor's pre- and post-processing.
+//!   - [`embed`]: CLIP vision in tract, with CLIPImageProcessor's pre-processing; crops boxes.
+//! - [`outbox`]: the durable sled buffer and its writer thread; nothing leaves it before the
+//!   index acknowledged it.
 //! - [`sync`]: the Pinecone data-plane client and the syncer that drains the outbox.
 //! - [`status`]: MQTT availability, stats and camera status (or the log without a broker).
-//! - [`supervisor`]: threads, channels, signals and the order of shutdown.
-//! - [`check`]: `glimpse check`, every problem of a deployment in one report.
+//! - [`supervisor`]: starts the stages, carries out reloads and commands, stops in data order.
+//! - [`cli`]: `glimpse check`, `detect`, `embed`, `models`, `bench`, `outbox` (no stage uses them).
 //!
-//! Shared pieces: [`stats`] (counters and typed events), [`model`] (tract loading),
-//! [`backoff`], [`redact`] (secrets out of logs), [`systemd_notify`].
+//! Shared pieces: [`stats`] (numbers, moved only by typed events), [`camera_state`] (each
+//! camera's state), [`shutdown`] (one trigger for every stage), [`clock`] (monotonic time and
+//! record-id keys), [`model`] (tract loading), [`backoff`], [`control`] (operator commands),
+//! [`redact`] and [`secrets`] (secrets out of logs), [`systemd_notify`] (sd_notify, heartbeats).
 
-pub mod analyze;
+pub mod analyzer;
 pub mod backoff;
-pub mod bench;
-pub mod check;
+pub mod camera_state;
+pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod detect;
 pub mod embed;
-pub mod inspect;
 pub mod model;
-pub mod models;
 pub mod outbox;
 pub mod record;
 pub mod redact;
 pub mod schedule;
 pub mod secrets;
+pub mod shutdown;
 pub mod source;
 pub mod stats;
 pub mod status;

@@ -36,8 +36,8 @@ enum Command {
         /// (to Pinecone when configured, else to the outbox).
         #[arg(long)]
         exit_when_done: bool,
-        /// Seconds the syncer and MQTT get to finish after a stop signal.
-        #[arg(long, default_value_t = 10.0)]
+        /// Seconds the syncer and MQTT get to finish after a stop signal (0 to 3600).
+        #[arg(long, default_value_t = 10.0, value_parser = parse_stop_timeout)]
         stop_timeout_s: f64,
     },
     /// Validate the config, load both models and open every source; exit 2 listing every
@@ -171,10 +171,17 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// A number of seconds from 0 to 3600 (not NaN, not infinite).
+fn parse_stop_timeout(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.0..=3600.0).contains(&s) => Ok(s),
+        _ => Err(format!("{text:?} is not a number of seconds from 0 to 3600")),
+    }
+}
+
 /// One glibc malloc arena for every thread. The models are loaded on the main thread and run on
 /// the inference thread; with an arena per thread, the memory loading frees cannot serve
-/// inference's tensors. Measured with DETR-R50 + CLIP-B/32 int8 on one camera: peak RSS 542 MB
-/// instead of 602, same CPU time (docs/benchmarks.md).
+/// inference's tensors (peak memory measured in docs/benchmarks.md).
 fn share_one_malloc_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; it runs before any other thread starts.
@@ -196,7 +203,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let options = RunOptions { exit_when_done, stop_timeout: Duration::from_secs_f64(stop_timeout_s.clamp(0.0, 3600.0)) };
+            let options = RunOptions { exit_when_done, stop_timeout: Duration::from_secs_f64(stop_timeout_s) };
             match supervisor::run(&config_path, config, options) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -206,7 +213,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Models { action: ModelsAction::Verify { manifest } } => match glimpse::models::verify(&manifest) {
+        Command::Models { action: ModelsAction::Verify { manifest } } => match glimpse::cli::models::verify(&manifest) {
             Ok(problems) if problems.is_empty() => ExitCode::SUCCESS,
             Ok(problems) => {
                 for p in &problems {
@@ -219,20 +226,20 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Models { action: ModelsAction::Fetch { manifest, dest } } => exit_code(glimpse::models::fetch(&manifest, dest.as_deref())),
-        Command::Detect { config, images } => inspect_exit(glimpse::inspect::detect(&config, &images)),
-        Command::Embed { config, images } => inspect_exit(glimpse::inspect::embed(&config, &images)),
+        Command::Models { action: ModelsAction::Fetch { manifest, dest } } => exit_code(glimpse::cli::models::fetch(&manifest, dest.as_deref())),
+        Command::Detect { config, images } => inspect_exit(glimpse::cli::inspect::detect(&config, &images)),
+        Command::Embed { config, images } => inspect_exit(glimpse::cli::inspect::embed(&config, &images)),
         Command::Bench { what: BenchWhat::Profile { model, shape, runs, threads, any_batch } } => match <[usize; 4]>::try_from(shape) {
-            Ok(shape) => exit_code(glimpse::bench::profile(&model, shape, runs, threads, any_batch)),
+            Ok(shape) => exit_code(glimpse::cli::bench::profile(&model, shape, runs, threads, any_batch)),
             Err(_) => exit_code(Err(anyhow::anyhow!("--shape takes four numbers: batch,channels,height,width"))),
         },
         Command::Bench { what: BenchWhat::Models { detector, embedder, runs, threads } } => {
-            exit_code(glimpse::bench::models(&detector, &embedder, runs, threads))
+            exit_code(glimpse::cli::bench::models(&detector, &embedder, runs, threads))
         }
-        Command::Bench { what: BenchWhat::Ingest { file, sample_fps } } => exit_code(glimpse::bench::ingest(&file, sample_fps)),
+        Command::Bench { what: BenchWhat::Ingest { file, sample_fps } } => exit_code(glimpse::cli::bench::ingest(&file, sample_fps)),
         Command::Outbox { action } => exit_code(outbox_command(action)),
         Command::Check { config } => {
-            let problems = glimpse::check::check(&config);
+            let problems = glimpse::cli::check::check(&config);
             if problems.is_empty() {
                 println!("{}: all checks passed", config.display());
                 ExitCode::SUCCESS
@@ -260,10 +267,10 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
 
 /// 0 when every image was processed, 1 when some could not be read (their lines say why), 2
 /// when nothing could run (config or model).
-fn inspect_exit(result: anyhow::Result<glimpse::inspect::Outcome>) -> ExitCode {
+fn inspect_exit(result: anyhow::Result<glimpse::cli::inspect::Outcome>) -> ExitCode {
     match result {
-        Ok(glimpse::inspect::Outcome::AllDone) => ExitCode::SUCCESS,
-        Ok(glimpse::inspect::Outcome::SomeFailed(n)) => {
+        Ok(glimpse::cli::inspect::Outcome::AllDone) => ExitCode::SUCCESS,
+        Ok(glimpse::cli::inspect::Outcome::SomeFailed(n)) => {
             eprintln!("{n} image(s) could not be processed; see their \"error\" lines");
             ExitCode::from(1)
         }
@@ -275,7 +282,8 @@ fn inspect_exit(result: anyhow::Result<glimpse::inspect::Outcome>) -> ExitCode {
 }
 
 fn outbox_command(action: OutboxAction) -> anyhow::Result<()> {
-    use glimpse::outbox::{admin, Outbox};
+    use glimpse::cli::outbox as admin;
+    use glimpse::outbox::Outbox;
     let config_path = match &action {
         OutboxAction::Stats { config } | OutboxAction::Export { config, .. } | OutboxAction::Purge { config, .. } => config,
     };
@@ -288,8 +296,11 @@ fn outbox_command(action: OutboxAction) -> anyhow::Result<()> {
             println!();
         }
         OutboxAction::Export { dead: false, .. } => {
-            let n = admin::export_pending(&outbox, &mut stdout)?;
-            eprintln!("exported {n} pending record(s)");
+            let exported = admin::export_pending(&outbox, &mut stdout)?;
+            eprintln!("exported {} pending record(s)", exported.records);
+            if exported.corrupt > 0 {
+                eprintln!("{} pending record(s) fail their checksum and were not exported (the daemon quarantines them)", exported.corrupt);
+            }
         }
         OutboxAction::Export { dead: true, .. } => {
             let n = admin::export_dead(&outbox, &mut stdout)?;

@@ -28,6 +28,8 @@ struct Inner {
     closed: bool,
     /// The inference thread has stopped: cameras must stop too.
     consumer_gone: bool,
+    /// Cameras whose thread ended and whose last frame was taken, not yet told to inference.
+    departed: Vec<String>,
 }
 
 struct Slot {
@@ -64,9 +66,16 @@ impl Scheduler {
 
     /// A camera's handle on its slot (made on first use; a restarted camera reuses it).
     pub fn sender(self: &Arc<Self>, camera: &str) -> FrameSender {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         match inner.slots.iter_mut().find(|s| s.camera == camera) {
-            Some(slot) => slot.senders += 1,
+            Some(slot) => {
+                // A camera restarted before its old slot was cleared: it starts afresh too.
+                if slot.senders == 0 {
+                    inner.departed.push(camera.to_owned());
+                }
+                slot.senders += 1;
+            }
             None => inner.slots.push(Slot { camera: camera.to_owned(), frame: None, senders: 1 }),
         }
         FrameSender { scheduler: self.clone(), camera: camera.to_owned() }
@@ -89,7 +98,14 @@ impl Scheduler {
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Frame, RecvError> {
         let mut inner = self.lock();
         loop {
-            inner.slots.retain(|s| s.senders > 0 || s.frame.is_some());
+            let Inner { slots, departed, .. } = &mut *inner;
+            slots.retain(|s| {
+                let keep = s.senders > 0 || s.frame.is_some();
+                if !keep {
+                    departed.push(s.camera.clone());
+                }
+                keep
+            });
             let n = inner.slots.len();
             for i in 0..n {
                 let index = (inner.next + i) % n;
@@ -109,6 +125,14 @@ impl Scheduler {
                 return Err(RecvError::Timeout);
             }
         }
+    }
+}
+
+impl Scheduler {
+    /// Cameras that stopped (their thread ended and their last frame was served) since the last
+    /// call: inference forgets what it kept for them.
+    pub fn take_departed(&self) -> Vec<String> {
+        std::mem::take(&mut self.lock().departed)
     }
 }
 
@@ -167,67 +191,80 @@ impl Drop for FrameSender {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::Stats;
 
-    fn frame(stats: &Arc<Stats>, camera: &str, key_ms: u64) -> Frame {
-        Frame { camera: stats.add_camera(camera), key_ms, pts_ms: key_ms, ts: 0, image: image::RgbImage::new(1, 1) }
+    fn frame(camera: &str, pts_ms: u64) -> Frame {
+        let (live, captured, ts, image) = (false, std::time::Instant::now(), 0, image::RgbImage::new(1, 1));
+        Frame { camera: camera.into(), live, captured, pts_ms, ts, image }
     }
 
     const NOW: Duration = Duration::from_millis(1);
 
     #[test]
     fn cameras_are_served_in_turn_however_fast_one_of_them_is() {
-        let (stats, scheduler) = (Stats::new(), Scheduler::new());
+        let scheduler = Scheduler::new();
         let (busy, quiet) = (scheduler.sender("busy"), scheduler.sender("quiet"));
         let mut served = Vec::new();
         for k in 0..3 {
-            assert!(busy.put_latest(frame(&stats, "busy", k)).is_ok());
+            assert!(busy.put_latest(frame("busy", k)).is_ok());
             if k == 0 {
-                assert!(quiet.put_latest(frame(&stats, "quiet", 0)).is_ok());
+                assert!(quiet.put_latest(frame("quiet", 0)).is_ok());
             }
-            served.push(scheduler.recv_timeout(NOW).expect("a frame").camera.name.clone());
+            served.push(scheduler.recv_timeout(NOW).expect("a frame").camera.to_string());
         }
         assert_eq!(served, ["busy", "quiet", "busy"]);
     }
 
     #[test]
     fn a_live_camera_s_newest_frame_replaces_the_waiting_one() {
-        let (stats, scheduler) = (Stats::new(), Scheduler::new());
+        let scheduler = Scheduler::new();
         let live = scheduler.sender("live");
-        assert!(matches!(live.put_latest(frame(&stats, "live", 1)), Ok(None)));
-        let replaced = live.put_latest(frame(&stats, "live", 2)).ok().flatten().expect("the older frame comes back");
-        assert_eq!(replaced.key_ms, 1);
-        assert_eq!(scheduler.recv_timeout(NOW).expect("a frame").key_ms, 2);
+        assert!(matches!(live.put_latest(frame("live", 1)), Ok(None)));
+        let replaced = live.put_latest(frame("live", 2)).ok().flatten().expect("the older frame comes back");
+        assert_eq!(replaced.pts_ms, 1);
+        assert_eq!(scheduler.recv_timeout(NOW).expect("a frame").pts_ms, 2);
         assert_eq!(scheduler.recv_timeout(NOW).err(), Some(RecvError::Timeout));
     }
 
     #[test]
     fn a_file_waits_for_its_slot_and_loses_nothing() {
-        let (stats, scheduler) = (Stats::new(), Scheduler::new());
+        let scheduler = Scheduler::new();
         let file = scheduler.sender("file");
-        assert!(file.try_put(frame(&stats, "file", 1), NOW).is_ok());
-        assert!(matches!(file.try_put(frame(&stats, "file", 2), NOW), Err(PutError::Full(f)) if f.key_ms == 2));
-        assert_eq!(scheduler.recv_timeout(NOW).expect("a frame").key_ms, 1);
-        assert!(file.try_put(frame(&stats, "file", 2), NOW).is_ok());
+        assert!(file.try_put(frame("file", 1), NOW).is_ok());
+        assert!(matches!(file.try_put(frame("file", 2), NOW), Err(PutError::Full(f)) if f.pts_ms == 2));
+        assert_eq!(scheduler.recv_timeout(NOW).expect("a frame").pts_ms, 1);
+        assert!(file.try_put(frame("file", 2), NOW).is_ok());
     }
 
     #[test]
     fn inference_finishes_once_closed_and_every_camera_and_frame_is_gone() {
-        let (stats, scheduler) = (Stats::new(), Scheduler::new());
+        let scheduler = Scheduler::new();
         let file = scheduler.sender("file");
-        assert!(file.try_put(frame(&stats, "file", 1), NOW).is_ok());
+        assert!(file.try_put(frame("file", 1), NOW).is_ok());
         drop(file);
         scheduler.close();
-        assert_eq!(scheduler.recv_timeout(NOW).expect("the last frame is still served").key_ms, 1);
+        assert_eq!(scheduler.recv_timeout(NOW).expect("the last frame is still served").pts_ms, 1);
         assert_eq!(scheduler.recv_timeout(NOW).err(), Some(RecvError::Finished));
     }
 
     #[test]
     fn cameras_stop_putting_once_inference_is_gone() {
-        let (stats, scheduler) = (Stats::new(), Scheduler::new());
+        let scheduler = Scheduler::new();
         let live = scheduler.sender("live");
         scheduler.consumer_gone();
-        assert!(matches!(live.put_latest(frame(&stats, "live", 1)), Err(PutError::Closed)));
-        assert!(matches!(live.try_put(frame(&stats, "live", 1), NOW), Err(PutError::Closed)));
+        assert!(matches!(live.put_latest(frame("live", 1)), Err(PutError::Closed)));
+        assert!(matches!(live.try_put(frame("live", 1), NOW), Err(PutError::Closed)));
+    }
+
+    #[test]
+    fn a_camera_departs_once_its_thread_ended_and_its_last_frame_was_served() {
+        let scheduler = Scheduler::new();
+        let file = scheduler.sender("file");
+        assert!(file.try_put(frame("file", 1), NOW).is_ok());
+        drop(file);
+        assert!(scheduler.take_departed().is_empty());
+        assert_eq!(scheduler.recv_timeout(NOW).expect("the last frame").pts_ms, 1);
+        assert_eq!(scheduler.recv_timeout(NOW).err(), Some(RecvError::Timeout));
+        assert_eq!(scheduler.take_departed(), ["file"]);
+        assert!(scheduler.take_departed().is_empty());
     }
 }

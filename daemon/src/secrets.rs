@@ -3,6 +3,17 @@
 
 use std::path::{Path, PathBuf};
 
+/// Why a secret could not be had; names the file and what it holds, never the contents.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read the {what} from {}: {source}", file.display())]
+    Unreadable { what: &'static str, file: PathBuf, source: std::io::Error },
+    #[error("the {what} file {} is empty", file.display())]
+    Empty { what: &'static str, file: PathBuf },
+    #[error("no {what}: {hint}")]
+    Missing { what: &'static str, hint: &'static str },
+}
+
 /// The file holding a secret: `configured` if set, else the systemd credential `credential`
 /// when the service manager provided it; `None` when neither exists.
 pub fn secret_file(configured: Option<&Path>, credential: &str) -> Option<PathBuf> {
@@ -13,8 +24,9 @@ pub fn secret_file(configured: Option<&Path>, credential: &str) -> Option<PathBu
     from_systemd.exists().then_some(from_systemd)
 }
 
-/// The trimmed contents of a secret file; the error names the file and `what` it holds, never
-/// the contents.
-pub fn read_secret(file: &Path, what: &str) -> Result<String, String> {
-    std::fs::read_to_string(file).map(|s| s.trim().to_owned()).map_err(|e| format!("cannot read the {what} from {}: {e}", file.display()))
+/// The trimmed contents of a secret file.
+pub fn read_secret(file: &Path, what: &'static str) -> Result<String, SecretError> {
+    std::fs::read_to_string(file)
+        .map(|s| s.trim().to_owned())
+        .map_err(|source| SecretError::Unreadable { what, file: file.to_owned(), source })
 }

@@ -1,88 +1,211 @@
-//! Counters shared by every stage and read by `status/`. Each method here is a typed event: the
-//! one place that moves a counter and, where the event deserves it, logs it.
+//! What the daemon counts. Stages move numbers only through the typed events here (one method
+//! per event, the one place that also logs it when worth it); fields are private. A
+//! [`Snapshot`] copies the numbers without changing anything, and [`Snapshot::report`] turns it
+//! into the stats JSON, computing rates against the previous snapshot its caller kept.
+//!
+//! Every number and every derived field is listed once, with its meaning, in the tables below;
+//! the JSON is built from them and docs/mqtt.md's tables must equal them (a test checks).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use tokio::sync::watch;
+use serde_json::{json, Map, Value};
 
-/// The state of one camera as operators see it on `{prefix}/{device}/cameras/{name}/status`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CameraState {
-    Online,
-    Offline,
-    Error,
+use crate::camera_state::CameraStatus;
+use crate::clock::unix_ms;
+
+/// Declares a list of numbers: an enum, each variant's JSON key and meaning, and `ALL`.
+macro_rules! numbers {
+    ($(#[$meta:meta])* pub enum $name:ident { $($variant:ident => $key:literal, $doc:literal;)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name { $($variant),* }
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+            pub const FIELDS: &'static [(&'static str, &'static str)] = &[$(($key, $doc)),*];
+            pub fn key(self) -> &'static str {
+                Self::FIELDS[self as usize].0
+            }
+        }
+    };
 }
 
-impl CameraState {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            CameraState::Online => "online",
-            CameraState::Offline => "offline",
-            CameraState::Error => "error",
-        }
+numbers! {
+    /// One camera's counters and gauges.
+    pub enum CameraNumber {
+        FramesDecoded => "frames_decoded", "frames out of the decoder";
+        FramesSampled => "frames_sampled", "frames after sampling to `sample_fps`";
+        FramesDropped => "frames_dropped", "live frames dropped because inference was busy (the newer frame wins)";
+        FramesProcessed => "frames_processed", "frames that reached inference";
+        FramesGated => "frames_gated", "of those, frames the motion gate kept from the detector (nothing moved)";
+        Detections => "detections", "boxes above the detector's threshold";
+        BoxesTooSmall => "boxes_too_small", "of those, boxes under `detector.min_box_px` (not embedded)";
+        Deduplicated => "deduplicated", "detections of tracked objects that looked as at their last embedding (not embedded again, `[analysis] dedupe`)";
+        Embeddings => "embeddings", "records made and handed to the outbox";
+        EmbeddingFailures => "embedding_failures", "crops whose embedding failed: that record is lost, the frame's others are kept";
+        LagMs => "lag_ms", "how long the latest frame waited between capture and inference, ms";
+        Reconnects => "reconnects", "pipeline restarts";
+        Stalls => "stalls", "of those, restarts because no data came for `stall_timeout_s`";
+        DeltasSkipped => "deltas_skipped", "compressed frames not decoded in keyframe mode";
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct CameraStatus {
-    pub state: CameraState,
-    /// Why the camera is not online, with credentials already redacted.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+/// A camera's fields that are not plain numbers.
+pub const CAMERA_DERIVED: &[(&str, &str)] = &[
+    ("status", "`online`, `offline` or `error`, as on the camera's status topic"),
+    ("reason", "why the camera is not online (credentials redacted), or null"),
+    ("decoder", "the decoder element in use, once the first frame arrived"),
+    ("fps_in", "decoded frames per second since the previous stats message"),
+    ("fps_out", "processed frames per second since the previous stats message"),
+    ("detections_per_min", "detections per minute since the previous stats message"),
+    ("inference_ms_p50", "median detection plus embedding time per frame over the last 256 frames, ms"),
+    ("inference_ms_p95", "95th percentile of the same"),
+    ("gated_share", "`frames_gated` / `frames_processed`"),
+];
+
+numbers! {
+    /// The outbox's numbers.
+    pub enum OutboxNumber {
+        Pending => "pending", "records not yet acknowledged by the index";
+        PendingBytes => "pending_bytes", "their encoded size, bytes";
+        Accepted => "accepted", "records made durable since start";
+        Dropped => "dropped", "records deleted at a disk cap (policy `drop_oldest`)";
+        Quarantined => "quarantined", "stored records that failed their checksum (set aside, never sent)";
+    }
 }
 
-#[derive(Default)]
-pub struct CameraCounters {
-    pub frames_decoded: AtomicU64,
-    pub frames_sampled: AtomicU64,
-    pub frames_dropped: AtomicU64,
-    pub frames_processed: AtomicU64,
-    pub detections: AtomicU64,
-    pub boxes_too_small: AtomicU64,
-    pub embeddings: AtomicU64,
-    /// Frames the motion gate kept from the detector.
-    pub frames_gated: AtomicU64,
-    /// Detections of tracked objects not embedded again (they looked the same).
-    pub deduplicated: AtomicU64,
-    /// How long the latest frame waited between capture and inference, milliseconds.
-    pub lag_ms: AtomicU64,
-    pub reconnects: AtomicU64,
-    pub stalls: AtomicU64,
-    pub deltas_skipped: AtomicU64,
+pub const OUTBOX_DERIVED: &[(&str, &str)] = &[
+    ("oldest_pending_age_s", "age of the oldest pending record, seconds, or null when none"),
+    ("paused", "ingest is paused at a cap (policy `pause_ingest`)"),
+];
+
+numbers! {
+    /// The syncer's numbers.
+    pub enum SyncNumber {
+        Upserted => "upserted", "records acknowledged by Pinecone since start";
+        Retried => "retried", "failed requests that will be retried";
+        DeadLettered => "dead_lettered", "records Pinecone rejected for good (kept in the outbox's `dead` tree)";
+    }
 }
 
-pub struct CameraStats {
-    pub name: String,
-    pub counters: CameraCounters,
-    /// The decoder element in use (e.g. `avdec_h264`, `nvv4l2decoder`), once known.
-    pub decoder: Mutex<Option<String>>,
-    /// Inference time of the most recent frames, milliseconds (for p50/p95).
-    latencies_ms: Mutex<VecDeque<f32>>,
-    /// Counters at the previous snapshot, for rates: (when, decoded, processed, detections).
-    last_rates: Mutex<(Instant, u64, u64, u64)>,
+pub const SYNC_DERIVED: &[(&str, &str)] = &[
+    ("last_sync_ts", "unix ms of the last acknowledged upsert, or null"),
+    ("last_sync_age_s", "seconds since then, or null"),
+];
+
+numbers! {
+    /// The inference stage's numbers.
+    pub enum InferenceNumber {
+        DetectorPlans => "detector_plans", "optimised detector plans held (one per input size, a bounded cache)";
+    }
+}
+
+/// A list of atomics indexed by one of the enums above.
+struct Numbers(Vec<AtomicU64>);
+
+impl Numbers {
+    fn new(len: usize) -> Self {
+        Self((0..len).map(|_| AtomicU64::new(0)).collect())
+    }
+    fn add(&self, at: usize, n: u64) -> u64 {
+        self.0[at].fetch_add(n, Relaxed) + n
+    }
+    fn set(&self, at: usize, n: u64) {
+        self.0[at].store(n, Relaxed);
+    }
+    fn get(&self, at: usize) -> u64 {
+        self.0[at].load(Relaxed)
+    }
+    fn values(&self) -> Vec<u64> {
+        self.0.iter().map(|a| a.load(Relaxed)).collect()
+    }
 }
 
 /// How many recent frames the latency percentiles cover.
 const LATENCY_WINDOW: usize = 256;
 
+/// One camera's numbers. Its stage holds the handle and reports events on it.
+pub struct CameraStats {
+    name: String,
+    since: Instant,
+    numbers: Numbers,
+    decoder: Mutex<Option<String>>,
+    latencies_ms: Mutex<VecDeque<f32>>,
+}
+
+/// What inference made of one frame that reached the detector.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameOutcome {
+    pub detections: usize,
+    pub too_small: usize,
+    pub deduplicated: usize,
+    pub embedded: usize,
+    pub embedding_failures: usize,
+}
+
 impl CameraStats {
     fn new(name: &str) -> Self {
         Self {
             name: name.to_owned(),
-            counters: CameraCounters::default(),
+            since: Instant::now(),
+            numbers: Numbers::new(CameraNumber::ALL.len()),
             decoder: Mutex::default(),
             latencies_ms: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
-            last_rates: Mutex::new((Instant::now(), 0, 0, 0)),
         }
     }
 
-    /// Inference (detection and embedding) of one frame took `latency`.
-    pub fn inference_latency(&self, latency: std::time::Duration) {
+    fn add(&self, n: CameraNumber, by: u64) -> u64 {
+        self.numbers.add(n as usize, by)
+    }
+
+    /// Frames out of the decoder and delta units skipped before it, since the last call.
+    pub fn decoded(&self, frames: u64, deltas_skipped: u64) {
+        self.add(CameraNumber::FramesDecoded, frames);
+        self.add(CameraNumber::DeltasSkipped, deltas_skipped);
+    }
+
+    pub fn decoder_chosen(&self, decoder: Option<String>) {
+        *self.decoder.lock().unwrap_or_else(|p| p.into_inner()) = decoder;
+    }
+
+    /// The source restarted; `stalled` when because no data came.
+    pub fn reconnected(&self, stalled: bool) {
+        self.add(CameraNumber::Reconnects, 1);
+        if stalled {
+            self.add(CameraNumber::Stalls, 1);
+        }
+    }
+
+    pub fn frame_sampled(&self) {
+        self.add(CameraNumber::FramesSampled, 1);
+    }
+
+    /// A live frame the inference stage had no room for; the newer one wins.
+    pub fn frame_dropped(&self) {
+        let total = self.add(CameraNumber::FramesDropped, 1);
+        tracing::debug!(camera = %self.name, dropped_total = total, "inference busy: live frame dropped");
+    }
+
+    /// A frame reached inference after waiting `lag` since capture.
+    pub fn frame_taken(&self, lag: Duration) {
+        self.numbers.set(CameraNumber::LagMs as usize, lag.as_millis() as u64);
+        self.add(CameraNumber::FramesProcessed, 1);
+    }
+
+    /// A frame where nothing moved: no detection ran.
+    pub fn frame_gated(&self) {
+        self.add(CameraNumber::FramesGated, 1);
+    }
+
+    /// A frame went through the detector (and the embedder), taking `latency`.
+    pub fn frame_analysed(&self, outcome: FrameOutcome, latency: Duration) {
+        self.add(CameraNumber::Detections, outcome.detections as u64);
+        self.add(CameraNumber::BoxesTooSmall, outcome.too_small as u64);
+        self.add(CameraNumber::Deduplicated, outcome.deduplicated as u64);
+        self.add(CameraNumber::Embeddings, outcome.embedded as u64);
+        self.add(CameraNumber::EmbeddingFailures, outcome.embedding_failures as u64);
         let mut window = self.latencies_ms.lock().unwrap_or_else(|p| p.into_inner());
         if window.len() == LATENCY_WINDOW {
             window.pop_front();
@@ -90,86 +213,20 @@ impl CameraStats {
         window.push_back(latency.as_secs_f32() * 1000.0);
     }
 
-    /// (p50, p95) of the recent inference latencies, milliseconds.
-    fn latency_percentiles(&self) -> (Option<f32>, Option<f32>) {
+    fn snapshot(&self) -> CameraSnapshot {
         let window = self.latencies_ms.lock().unwrap_or_else(|p| p.into_inner());
         let mut sorted: Vec<f32> = window.iter().copied().collect();
+        drop(window);
         sorted.sort_by(f32::total_cmp);
         let at = |q: f32| sorted.get(((sorted.len() as f32 - 1.0) * q).round() as usize).copied();
-        (at(0.5), at(0.95))
+        CameraSnapshot {
+            since: self.since,
+            numbers: self.numbers.values(),
+            decoder: self.decoder.lock().ok().and_then(|d| d.clone()),
+            latency_p50_ms: at(0.5),
+            latency_p95_ms: at(0.95),
+        }
     }
-
-    /// Since the previous call: frames decoded and processed per second, detections per minute.
-    fn rates(&self) -> (f64, f64, f64) {
-        let mut last = self.last_rates.lock().unwrap_or_else(|p| p.into_inner());
-        let k = &self.counters;
-        let now = (k.frames_decoded.load(Relaxed), k.frames_processed.load(Relaxed), k.detections.load(Relaxed));
-        let seconds = last.0.elapsed().as_secs_f64().max(1e-3);
-        let per_second = |new: u64, old: u64| new.saturating_sub(old) as f64 / seconds;
-        let rates = (per_second(now.0, last.1), per_second(now.1, last.2), 60.0 * per_second(now.2, last.3));
-        *last = (Instant::now(), now.0, now.1, now.2);
-        rates
-    }
-
-    /// Frames out of the decoder and delta units skipped before it, since the last call.
-    pub fn decoded(&self, frames: u64, deltas_skipped: u64) {
-        self.counters.frames_decoded.fetch_add(frames, Relaxed);
-        self.counters.deltas_skipped.fetch_add(deltas_skipped, Relaxed);
-    }
-
-    pub fn set_decoder(&self, decoder: Option<String>) {
-        *self.decoder.lock().unwrap_or_else(|p| p.into_inner()) = decoder;
-    }
-
-    pub fn stalled(&self) {
-        self.counters.stalls.fetch_add(1, Relaxed);
-    }
-    pub fn frame_sampled(&self) {
-        self.counters.frames_sampled.fetch_add(1, Relaxed);
-    }
-    /// A live frame the inference stage had no room for; the newer one wins.
-    pub fn frame_dropped(&self) {
-        let total = self.counters.frames_dropped.fetch_add(1, Relaxed) + 1;
-        tracing::debug!(camera = %self.name, dropped_total = total, "inference busy: live frame dropped");
-    }
-    pub fn queue_lag(&self, ms: i64) {
-        self.counters.lag_ms.store(ms.max(0) as u64, Relaxed);
-    }
-    /// A sampled frame where nothing moved: no detection ran.
-    pub fn frame_gated(&self) {
-        self.counters.frames_gated.fetch_add(1, Relaxed);
-        self.counters.frames_processed.fetch_add(1, Relaxed);
-    }
-    pub fn frame_processed(&self, detections: usize, too_small: usize, embeddings: usize, deduplicated: usize) {
-        self.counters.deduplicated.fetch_add(deduplicated as u64, Relaxed);
-        self.counters.frames_processed.fetch_add(1, Relaxed);
-        self.counters.detections.fetch_add(detections as u64, Relaxed);
-        self.counters.boxes_too_small.fetch_add(too_small as u64, Relaxed);
-        self.counters.embeddings.fetch_add(embeddings as u64, Relaxed);
-    }
-    pub fn reconnect(&self) {
-        self.counters.reconnects.fetch_add(1, Relaxed);
-    }
-}
-
-#[derive(Default)]
-pub struct OutboxCounters {
-    pub pending: AtomicU64,
-    pub pending_bytes: AtomicU64,
-    /// Unix ms of the oldest pending record's capture, 0 when nothing is pending.
-    pub oldest_ts: AtomicU64,
-    pub accepted: AtomicU64,
-    pub dropped: AtomicU64,
-    pub quarantined: AtomicU64,
-    pub paused: std::sync::atomic::AtomicBool,
-}
-
-#[derive(Default)]
-pub struct SyncCounters {
-    pub upserted: AtomicU64,
-    pub retried: AtomicU64,
-    pub dead_lettered: AtomicU64,
-    pub last_sync_unix_ms: AtomicU64,
 }
 
 /// Everything the daemon counts, shared behind an `Arc`.
@@ -177,9 +234,13 @@ pub struct Stats {
     started: Instant,
     /// Cameras come and go with configuration reloads.
     cameras: RwLock<BTreeMap<String, Arc<CameraStats>>>,
-    pub sync: SyncCounters,
-    pub outbox: OutboxCounters,
-    statuses: watch::Sender<BTreeMap<String, CameraStatus>>,
+    outbox: Numbers,
+    outbox_paused: AtomicBool,
+    /// Unix ms of the oldest pending record's capture, 0 when nothing is pending.
+    outbox_oldest_ts: AtomicU64,
+    sync: Numbers,
+    last_sync_unix_ms: AtomicU64,
+    inference: Numbers,
 }
 
 impl Stats {
@@ -187,225 +248,199 @@ impl Stats {
         Arc::new(Self {
             started: Instant::now(),
             cameras: RwLock::default(),
-            sync: SyncCounters::default(),
-            outbox: OutboxCounters::default(),
-            statuses: watch::Sender::new(BTreeMap::new()),
+            outbox: Numbers::new(OutboxNumber::ALL.len()),
+            outbox_paused: AtomicBool::new(false),
+            outbox_oldest_ts: AtomicU64::new(0),
+            sync: Numbers::new(SyncNumber::ALL.len()),
+            last_sync_unix_ms: AtomicU64::new(0),
+            inference: Numbers::new(InferenceNumber::ALL.len()),
         })
     }
 
-    /// The counters of camera `name`, created (state offline, "starting") if new. A camera that
-    /// is restarted by a reload keeps its counters.
-    pub fn add_camera(&self, name: &str) -> Arc<CameraStats> {
+    /// The numbers of camera `name`, made if new. A camera restarted by a reload keeps them.
+    pub fn camera(&self, name: &str) -> Arc<CameraStats> {
         let mut cameras = self.cameras.write().unwrap_or_else(|p| p.into_inner());
-        let stats = cameras.entry(name.to_owned()).or_insert_with(|| Arc::new(CameraStats::new(name))).clone();
-        let starting = CameraStatus { state: CameraState::Offline, reason: Some("starting".into()) };
-        self.statuses.send_if_modified(|all| {
-            let new = !all.contains_key(name);
-            all.entry(name.to_owned()).or_insert(starting);
-            new
-        });
-        stats
+        cameras.entry(name.to_owned()).or_insert_with(|| Arc::new(CameraStats::new(name))).clone()
     }
 
     /// Forgets a camera removed from the configuration.
     pub fn remove_camera(&self, name: &str) {
         self.cameras.write().unwrap_or_else(|p| p.into_inner()).remove(name);
-        self.statuses.send_if_modified(|all| all.remove(name).is_some());
     }
 
-    /// Records a camera's new state; logs and notifies `status/` only when it changed.
-    pub fn set_camera_status(&self, camera: &str, state: CameraState, reason: Option<String>) {
-        let status = CameraStatus { state, reason };
-        self.statuses.send_if_modified(|all| match all.get_mut(camera) {
-            Some(current) if *current != status => {
-                tracing::info!(camera, state = status.state.as_str(), reason = status.reason.as_deref().unwrap_or(""), "camera status");
-                *current = status;
-                true
-            }
-            _ => false,
-        });
-    }
-
-    pub fn camera_is(&self, camera: &str, state: CameraState) -> bool {
-        self.statuses.borrow().get(camera).is_some_and(|s| s.state == state)
-    }
-
-    pub fn camera_statuses(&self) -> watch::Receiver<BTreeMap<String, CameraStatus>> {
-        self.statuses.subscribe()
+    /// The outbox's pending count and size, as it stores them.
+    pub fn outbox_backlog(&self, backlog: crate::outbox::Backlog) {
+        self.outbox.set(OutboxNumber::Pending as usize, backlog.records);
+        self.outbox.set(OutboxNumber::PendingBytes as usize, backlog.bytes);
     }
 
     /// Records made durable; `backlog` is the outbox's pending count and size after them.
     pub fn outbox_accepted(&self, n: u64, backlog: crate::outbox::Backlog) {
-        self.outbox.accepted.fetch_add(n, Relaxed);
+        self.outbox.add(OutboxNumber::Accepted as usize, n);
         self.outbox_backlog(backlog);
     }
 
-    pub fn outbox_backlog(&self, backlog: crate::outbox::Backlog) {
-        self.outbox.pending.store(backlog.records, Relaxed);
-        self.outbox.pending_bytes.store(backlog.bytes, Relaxed);
+    pub fn outbox_oldest(&self, ts: Option<i64>) {
+        self.outbox_oldest_ts.store(ts.map_or(0, |t| t.max(0) as u64), Relaxed);
     }
 
-    pub fn outbox_oldest(&self, ts: Option<i64>) {
-        self.outbox.oldest_ts.store(ts.map_or(0, |t| t.max(0) as u64), Relaxed);
+    /// Whether the oldest pending record's time is known (else the writer looks it up).
+    pub fn outbox_oldest_known(&self) -> bool {
+        self.outbox_oldest_ts.load(Relaxed) != 0
     }
 
     /// Oldest records deleted at a disk cap (policy `drop_oldest`): data lost, said out loud.
     pub fn outbox_dropped(&self, n: u64) {
-        let total = self.outbox.dropped.fetch_add(n, Relaxed) + n;
+        let total = self.outbox.add(OutboxNumber::Dropped as usize, n);
         tracing::warn!(dropped = n, dropped_total = total, "outbox at its cap: oldest records dropped");
     }
 
+    pub fn outbox_quarantined(&self, total: u64) {
+        self.outbox.set(OutboxNumber::Quarantined as usize, total);
+    }
+
     pub fn outbox_paused(&self, paused: bool) {
-        self.outbox.paused.store(paused, Relaxed);
+        self.outbox_paused.store(paused, Relaxed);
     }
 
     pub fn upserted(&self, n: usize) {
-        self.sync.upserted.fetch_add(n as u64, Relaxed);
-        self.sync.last_sync_unix_ms.store(unix_ms() as u64, Relaxed);
+        self.sync.add(SyncNumber::Upserted as usize, n as u64);
+        self.last_sync_unix_ms.store(unix_ms() as u64, Relaxed);
     }
 
-    pub fn snapshot(&self, device: &str) -> Snapshot {
-        let statuses = self.statuses.borrow().clone();
-        let cameras: Vec<Arc<CameraStats>> = self.cameras.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
-        let load = |a: &AtomicU64| a.load(Relaxed);
+    /// A request failed and will be tried again.
+    pub fn sync_retried(&self) {
+        self.sync.add(SyncNumber::Retried as usize, 1);
+    }
+
+    pub fn dead_lettered(&self, n: usize) {
+        self.sync.add(SyncNumber::DeadLettered as usize, n as u64);
+    }
+
+    pub fn detector_plans(&self, held: usize) {
+        self.inference.set(InferenceNumber::DetectorPlans as usize, held as u64);
+    }
+
+    /// A copy of every number; changes nothing.
+    pub fn snapshot(&self) -> Snapshot {
+        let cameras = self.cameras.read().unwrap_or_else(|p| p.into_inner());
+        let nonzero = |ms: u64| (ms != 0).then_some(ms as i64);
         Snapshot {
-            device: device.to_owned(),
+            at: Instant::now(),
             ts: unix_ms(),
             uptime_s: self.started.elapsed().as_secs(),
             process: ProcessSnapshot::now(),
-            cameras: cameras
-                .iter()
-                .map(|c| {
-                    let k = &c.counters;
-                    let status = statuses.get(&c.name);
-                    let (fps_in, fps_out, detections_per_min) = c.rates();
-                    let (p50, p95) = c.latency_percentiles();
-                    (
-                        c.name.clone(),
-                        CameraSnapshot {
-                            status: status.map_or("offline", |s| s.state.as_str()).to_owned(),
-                            reason: status.and_then(|s| s.reason.clone()),
-                            decoder: c.decoder.lock().ok().and_then(|d| d.clone()),
-                            fps_in: round2(fps_in),
-                            fps_out: round2(fps_out),
-                            detections_per_min: round2(detections_per_min),
-                            inference_ms_p50: p50.map(|v| round2(v as f64)),
-                            inference_ms_p95: p95.map(|v| round2(v as f64)),
-                            frames_decoded: load(&k.frames_decoded),
-                            frames_sampled: load(&k.frames_sampled),
-                            frames_dropped: load(&k.frames_dropped),
-                            frames_processed: load(&k.frames_processed),
-                            detections: load(&k.detections),
-                            boxes_too_small: load(&k.boxes_too_small),
-                            embeddings: load(&k.embeddings),
-                            frames_gated: load(&k.frames_gated),
-                            gated_share: round2(load(&k.frames_gated) as f64 / load(&k.frames_processed).max(1) as f64),
-                            deduplicated: load(&k.deduplicated),
-                            lag_ms: load(&k.lag_ms),
-                            reconnects: load(&k.reconnects),
-                            stalls: load(&k.stalls),
-                            deltas_skipped: load(&k.deltas_skipped),
-                        },
-                    )
-                })
-                .collect(),
-            outbox: OutboxSnapshot {
-                pending: load(&self.outbox.pending),
-                pending_bytes: load(&self.outbox.pending_bytes),
-                oldest_pending_age_s: match load(&self.outbox.oldest_ts) {
-                    0 => None,
-                    ts => Some((unix_ms() as u64).saturating_sub(ts) / 1000),
-                },
-                accepted: load(&self.outbox.accepted),
-                dropped: load(&self.outbox.dropped),
-                quarantined: load(&self.outbox.quarantined),
-                paused: self.outbox.paused.load(Relaxed),
-            },
-            sync: SyncSnapshot {
-                upserted: load(&self.sync.upserted),
-                retried: load(&self.sync.retried),
-                dead_lettered: load(&self.sync.dead_lettered),
-                last_sync_ts: match load(&self.sync.last_sync_unix_ms) {
-                    0 => None,
-                    ms => Some(ms),
-                },
-                last_sync_age_s: match load(&self.sync.last_sync_unix_ms) {
-                    0 => None,
-                    ms => Some((unix_ms() as u64).saturating_sub(ms) / 1000),
-                },
-            },
+            cameras: cameras.iter().map(|(name, c)| (name.clone(), c.snapshot())).collect(),
+            outbox: self.outbox.values(),
+            outbox_paused: self.outbox_paused.load(Relaxed),
+            outbox_oldest_ts: nonzero(self.outbox_oldest_ts.load(Relaxed)),
+            sync: self.sync.values(),
+            last_sync_ts: nonzero(self.last_sync_unix_ms.load(Relaxed)),
+            inference: self.inference.values(),
         }
+    }
+
+    /// One outbox number, for the stages and tests that need a single value.
+    pub fn outbox_number(&self, n: OutboxNumber) -> u64 {
+        self.outbox.get(n as usize)
     }
 }
 
-/// The JSON published on `{prefix}/{device}/stats` (documented in docs/mqtt.md).
-#[derive(Clone, Debug, Serialize)]
+/// The numbers at one moment.
+#[derive(Clone, Debug)]
 pub struct Snapshot {
-    pub device: String,
+    /// When it was taken (monotonic), for rates.
+    pub at: Instant,
     pub ts: i64,
     pub uptime_s: u64,
     pub process: ProcessSnapshot,
     pub cameras: BTreeMap<String, CameraSnapshot>,
-    pub outbox: OutboxSnapshot,
-    pub sync: SyncSnapshot,
+    outbox: Vec<u64>,
+    outbox_paused: bool,
+    outbox_oldest_ts: Option<i64>,
+    sync: Vec<u64>,
+    last_sync_ts: Option<i64>,
+    inference: Vec<u64>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct CameraSnapshot {
-    pub status: String,
-    /// Why the camera is not online (credentials redacted).
-    pub reason: Option<String>,
-    /// The decoder element in use, once the first frame arrived.
-    pub decoder: Option<String>,
-    /// Frames per second out of the decoder and through inference, since the previous stats.
-    pub fps_in: f64,
-    pub fps_out: f64,
-    pub detections_per_min: f64,
-    /// Inference time per frame over the last 256 frames, milliseconds.
-    pub inference_ms_p50: Option<f64>,
-    pub inference_ms_p95: Option<f64>,
-    pub frames_decoded: u64,
-    pub frames_sampled: u64,
-    pub frames_dropped: u64,
-    pub frames_processed: u64,
-    pub detections: u64,
-    pub boxes_too_small: u64,
-    pub embeddings: u64,
-    /// Frames the motion gate kept from the detector, and their share of frames processed.
-    pub frames_gated: u64,
-    pub gated_share: f64,
-    /// Detections of tracked objects that were not embedded again.
-    pub deduplicated: u64,
-    /// Capture-to-inference wait of the latest frame, milliseconds: how far behind inference is.
-    pub lag_ms: u64,
-    pub reconnects: u64,
-    pub stalls: u64,
-    pub deltas_skipped: u64,
+    since: Instant,
+    numbers: Vec<u64>,
+    decoder: Option<String>,
+    latency_p50_ms: Option<f32>,
+    latency_p95_ms: Option<f32>,
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct OutboxSnapshot {
-    pub pending: u64,
-    pub pending_bytes: u64,
-    pub oldest_pending_age_s: Option<u64>,
-    pub accepted: u64,
-    pub dropped: u64,
-    /// Records that failed their checksum, set aside and never sent.
-    pub quarantined: u64,
-    pub paused: bool,
+impl CameraSnapshot {
+    pub fn get(&self, n: CameraNumber) -> u64 {
+        self.numbers[n as usize]
+    }
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct SyncSnapshot {
-    pub upserted: u64,
-    pub retried: u64,
-    pub dead_lettered: u64,
-    pub last_sync_ts: Option<u64>,
-    pub last_sync_age_s: Option<u64>,
+impl Snapshot {
+    /// The stats JSON published on `{prefix}/{device}/stats` (docs/mqtt.md). Rates cover the
+    /// time since `previous` (the last snapshot reported), or since the camera appeared.
+    pub fn report(&self, device: &str, statuses: &BTreeMap<String, CameraStatus>, previous: Option<&Snapshot>) -> Value {
+        let cameras: Map<String, Value> = self
+            .cameras
+            .iter()
+            .map(|(name, camera)| {
+                let before = previous.and_then(|p| p.cameras.get(name).map(|c| (p.at, c)));
+                (name.clone(), camera_report(camera, statuses.get(name), before, self.at))
+            })
+            .collect();
+        let age_s = |ts: Option<i64>| ts.map(|t| (self.ts - t).max(0) / 1000);
+        let mut outbox = numbers_json(OutboxNumber::FIELDS, &self.outbox);
+        outbox.insert("oldest_pending_age_s".into(), json!(age_s(self.outbox_oldest_ts)));
+        outbox.insert("paused".into(), json!(self.outbox_paused));
+        let mut sync = numbers_json(SyncNumber::FIELDS, &self.sync);
+        sync.insert("last_sync_ts".into(), json!(self.last_sync_ts));
+        sync.insert("last_sync_age_s".into(), json!(age_s(self.last_sync_ts)));
+        json!({
+            "device": device,
+            "ts": self.ts,
+            "uptime_s": self.uptime_s,
+            "process": { "cpu_s": round2(self.process.cpu_s), "rss_bytes": self.process.rss_bytes },
+            "cameras": cameras,
+            "outbox": outbox,
+            "sync": sync,
+            "inference": numbers_json(InferenceNumber::FIELDS, &self.inference),
+        })
+    }
+}
+
+fn numbers_json(fields: &[(&str, &str)], values: &[u64]) -> Map<String, Value> {
+    fields.iter().zip(values).map(|((key, _), v)| (key.to_string(), json!(v))).collect()
+}
+
+/// `before`: the camera in the previous snapshot, and when that was taken.
+fn camera_report(camera: &CameraSnapshot, status: Option<&CameraStatus>, before: Option<(Instant, &CameraSnapshot)>, now: Instant) -> Value {
+    let (from, since) = match before {
+        Some((at, b)) => (Some(b), at),
+        None => (None, camera.since),
+    };
+    let seconds = now.duration_since(since).as_secs_f64().max(1e-3);
+    let rate = |n: CameraNumber| camera.get(n).saturating_sub(from.map_or(0, |b| b.get(n))) as f64 / seconds;
+    let mut report = numbers_json(CameraNumber::FIELDS, &camera.numbers);
+    let processed = camera.get(CameraNumber::FramesProcessed).max(1) as f64;
+    let derived = [
+        ("status", json!(status.map_or("offline", |s| s.state.as_str()))),
+        ("reason", json!(status.and_then(|s| s.reason.clone()))),
+        ("decoder", json!(camera.decoder)),
+        ("fps_in", json!(round2(rate(CameraNumber::FramesDecoded)))),
+        ("fps_out", json!(round2(rate(CameraNumber::FramesProcessed)))),
+        ("detections_per_min", json!(round2(60.0 * rate(CameraNumber::Detections)))),
+        ("inference_ms_p50", json!(camera.latency_p50_ms.map(|v| round2(v as f64)))),
+        ("inference_ms_p95", json!(camera.latency_p95_ms.map(|v| round2(v as f64)))),
+        ("gated_share", json!(round2(camera.get(CameraNumber::FramesGated) as f64 / processed))),
+    ];
+    report.extend(derived.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    Value::Object(report)
 }
 
 /// The daemon process as the operating system sees it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct ProcessSnapshot {
     /// User + system CPU seconds since start.
     pub cpu_s: f64,
@@ -425,14 +460,10 @@ impl ProcessSnapshot {
             .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
             .unwrap_or(0);
         let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u64;
-        Self { cpu_s: round2(cpu_s), rss_bytes: rss_pages * page }
+        Self { cpu_s, rss_bytes: rss_pages * page }
     }
 }
 
 fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
-}
-
-pub fn unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use systemd::daemon::{self, STATE_READY, STATE_RELOADING, STATE_STATUS, STATE_STOPPING, STATE_WATCHDOG};
-use tokio::sync::watch;
+use tokio::time::Instant;
 
-use crate::stats::unix_ms;
+use crate::shutdown::Shutdown;
 
 fn send(states: &[(&str, String)]) {
     if let Err(e) = daemon::notify(states.iter()) {
@@ -38,46 +38,59 @@ pub fn stopping() {
     send(&[(STATE_STOPPING, "1".into()), (STATE_STATUS, "stopping".into())]);
 }
 
-/// A stage's sign of life: the last time it made progress or waited for input.
-#[derive(Debug, Default)]
-pub struct Heartbeat(AtomicU64);
+/// A stage's sign of life: the last time (monotonic, ms after its registry's base) it made
+/// progress or waited for input. Monotonic, so a wall-clock step at boot cannot make every
+/// stage look stale (or fresh).
+#[derive(Debug)]
+pub struct Heartbeat {
+    base: Instant,
+    last_ms: AtomicU64,
+}
 
 impl Heartbeat {
     pub fn beat(&self) {
-        self.0.store(unix_ms() as u64, Ordering::Relaxed);
+        self.last_ms.store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     fn age(&self) -> Duration {
-        Duration::from_millis((unix_ms() as u64).saturating_sub(self.0.load(Ordering::Relaxed)))
+        Duration::from_millis((self.base.elapsed().as_millis() as u64).saturating_sub(self.last_ms.load(Ordering::Relaxed)))
     }
 }
 
 /// Every stage's heartbeat, by stage name.
-#[derive(Default)]
-pub struct Heartbeats(Mutex<BTreeMap<String, Arc<Heartbeat>>>);
+pub struct Heartbeats {
+    base: Instant,
+    beats: Mutex<BTreeMap<String, Arc<Heartbeat>>>,
+}
+
+impl Default for Heartbeats {
+    fn default() -> Self {
+        Self { base: Instant::now(), beats: Mutex::default() }
+    }
+}
 
 impl Heartbeats {
     pub fn register(&self, stage: &str) -> Arc<Heartbeat> {
-        let beat = Arc::new(Heartbeat::default());
+        let beat = Arc::new(Heartbeat { base: self.base, last_ms: AtomicU64::new(0) });
         beat.beat();
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(stage.to_owned(), beat.clone());
+        self.beats.lock().unwrap_or_else(|p| p.into_inner()).insert(stage.to_owned(), beat.clone());
         beat
     }
 
     pub fn unregister(&self, stage: &str) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(stage);
+        self.beats.lock().unwrap_or_else(|p| p.into_inner()).remove(stage);
     }
 
     /// The stages that have not beaten for longer than `limit`.
     pub fn stale(&self, limit: Duration) -> Vec<String> {
-        let beats = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let beats = self.beats.lock().unwrap_or_else(|p| p.into_inner());
         beats.iter().filter(|(_, b)| b.age() > limit).map(|(name, _)| name.clone()).collect()
     }
 }
 
 /// Pings the systemd watchdog at a third of its interval, while no stage is stale, until
 /// shutdown. Does nothing when `WatchdogSec` is not set.
-pub async fn watchdog_pings(heartbeats: Arc<Heartbeats>, mut shutdown: watch::Receiver<bool>) {
+pub async fn watchdog_pings(heartbeats: Arc<Heartbeats>, mut shutdown: Shutdown) {
     let usec = match daemon::watchdog_enabled() {
         Ok(usec) if usec > 0 => usec,
         _ => return,
@@ -99,7 +112,28 @@ pub async fn watchdog_pings(heartbeats: Arc<Heartbeats>, mut shutdown: watch::Re
                     reported = true;
                 }
             }
-            _ = shutdown.changed() => return,
+            _ = shutdown.recv() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stage_is_stale_once_it_has_not_beaten_for_longer_than_the_limit() {
+        let heartbeats = Heartbeats::default();
+        let camera = heartbeats.register("camera door");
+        let writer = heartbeats.register("outbox writer");
+        tokio::time::advance(Duration::from_secs(20)).await;
+        writer.beat();
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert_eq!(heartbeats.stale(Duration::from_secs(30)), ["camera door"]);
+        camera.beat();
+        assert!(heartbeats.stale(Duration::from_secs(30)).is_empty());
+        heartbeats.unregister("camera door");
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(heartbeats.stale(Duration::from_secs(30)), ["outbox writer"]);
     }
 }

@@ -80,7 +80,7 @@ fn at_the_disk_cap_drop_oldest_keeps_the_backlog_under_max_bytes_and_counts_the_
     let report = outbox_report(&config);
     let bytes = report["pending_bytes"].as_u64().expect("pending_bytes");
     assert!(bytes <= 1 << 20 && bytes > (1 << 20) - 10_000, "{report}");
-    let final_stats = log.lines().filter(|l| l.contains("\"dropped\":")).last().expect("final stats logged");
+    let final_stats = log.lines().filter(|l| l.contains("\"dropped\":")).next_back().expect("final stats logged");
     assert!(!final_stats.contains("\"dropped\":0"), "{final_stats}");
 }
 

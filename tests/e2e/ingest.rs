@@ -178,7 +178,7 @@ fn rtsp_over_udp_works_when_asked_for() {
 
 #[test]
 fn a_progressive_http_file_is_indexed_like_a_local_one() {
-    let port = serve(&clip("bikes.mp4").parent().expect("media directory").to_path_buf());
+    let port = serve(clip("bikes.mp4").parent().expect("media directory"));
     let config =
         ConfigBuilder::new("http", "detr-tiny-fixture.onnx").camera("web", &format!("http://127.0.0.1:{port}/bikes.mp4"), 2.0).write();
     let mut daemon = Daemon::start(&config, &["--exit-when-done"], &[]);

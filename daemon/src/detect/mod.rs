@@ -6,7 +6,6 @@
 
 mod labels;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -74,11 +73,25 @@ pub struct Detection {
     pub y1: f32,
 }
 
+/// What inference needs of a detector: one frame in, the objects in it out.
+pub trait ObjectDetector {
+    fn detect(&mut self, frame: &image::RgbImage) -> Result<Vec<Detection>, ModelError>;
+    /// Optimised plans held in memory (each holds a prepared copy of the weights).
+    fn plans_held(&self) -> usize {
+        0
+    }
+}
+
+/// How many optimised plans (one per model input size) the detector keeps. Each holds a prepared
+/// copy of the weights, so the cache is bounded: cameras of more sizes than this share it, the
+/// least recently used plan making way (and being rebuilt when its size comes back).
+pub const MAX_PLANS: usize = 3;
+
 pub struct Detector {
     file: OnnxFile,
     config: DetectorConfig,
-    /// Optimised plans per model input size: a camera keeps one resolution, so this stays small.
-    plans: HashMap<(u32, u32), Plan>,
+    /// Plans by input size, most recently used last; at most [`MAX_PLANS`].
+    plans: Vec<((u32, u32), Plan)>,
 }
 
 impl Detector {
@@ -86,7 +99,7 @@ impl Detector {
     /// run is reported at start-up rather than on the first frame.
     pub fn load(config: &DetectorConfig) -> Result<Self, ModelError> {
         let file = OnnxFile::open(&config.model)?;
-        let mut detector = Self { file, config: config.clone(), plans: HashMap::new() };
+        let mut detector = Self { file, config: config.clone(), plans: Vec::new() };
         let side = config.shortest_edge;
         detector.detect(&image::RgbImage::new(side, side))?;
         // Each plan holds its own prepared copy of the weights; cameras rarely have square frames.
@@ -96,19 +109,34 @@ impl Detector {
         Ok(detector)
     }
 
-    pub fn detect(&mut self, frame: &image::RgbImage) -> Result<Vec<Detection>, ModelError> {
+    /// The plan for input size `(height, width)`, from the cache or made (evicting the least
+    /// recently used one when the cache is full).
+    fn plan(&mut self, size: (u32, u32)) -> Result<Plan, ModelError> {
+        if let Some(at) = self.plans.iter().position(|(s, _)| *s == size) {
+            let entry = self.plans.remove(at);
+            self.plans.push(entry);
+        } else {
+            let plan = self.file.plan([1, 3, size.0 as usize, size.1 as usize])?;
+            if self.plans.len() == MAX_PLANS {
+                self.plans.remove(0);
+            }
+            self.plans.push((size, plan));
+        }
+        Ok(self.plans.last().map(|(_, plan)| plan.clone()).expect("a plan was just put last"))
+    }
+}
+
+impl ObjectDetector for Detector {
+    fn plans_held(&self) -> usize {
+        self.plans.len()
+    }
+
+    fn detect(&mut self, frame: &image::RgbImage) -> Result<Vec<Detection>, ModelError> {
         let (w, h) = frame.dimensions();
         let (rh, rw) = resize_size(h, w, self.config.shortest_edge, self.config.longest_edge);
         let resized = image::imageops::resize(frame, rw, rh, image::imageops::FilterType::Triangle);
         let input = normalized_chw(&resized, IMAGENET_MEAN, IMAGENET_STD);
-        let plan = match self.plans.get(&(rh, rw)) {
-            Some(plan) => plan.clone(),
-            None => {
-                let plan = self.file.plan([1, 3, rh as usize, rw as usize])?;
-                self.plans.insert((rh, rw), plan.clone());
-                plan
-            }
-        };
+        let plan = self.plan((rh, rw))?;
         let outputs = self.file.run(&plan, input)?;
         let (logits, boxes) = match (self.file.output(&outputs, 0)?, self.file.output(&outputs, 1)?) {
             (a, b) if a.shape().last() == Some(&4) => (b, a),
@@ -191,6 +219,22 @@ mod tests {
         assert_eq!(resize_size(1080, 1920, 800, 1333), (750, 1333));
         assert_eq!(resize_size(800, 600, 800, 1333), (1066, 800));
         assert_eq!(resize_size(800, 1000, 800, 1333), (800, 1000));
+    }
+
+    #[test]
+    fn the_plan_cache_is_bounded_and_keeps_the_sizes_in_use() {
+        let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/tiny/detr-tiny-random.onnx");
+        let config = DetectorConfig { model: model.into(), threshold: 0.9, shortest_edge: 64, longest_edge: 128, min_box_px: 8 };
+        let mut detector = Detector::load(&config).expect("the tiny DETR loads");
+        let frame = |w, h| image::RgbImage::new(w, h);
+        for (w, h) in [(64, 64), (96, 64), (64, 96), (128, 64), (96, 64)] {
+            detector.detect(&frame(w, h)).expect("detects");
+            assert!(detector.plans_held() <= MAX_PLANS, "{} plans held", detector.plans_held());
+        }
+        assert_eq!(detector.plans_held(), MAX_PLANS);
+        // The least recently used size (64x64) made way; 96x64, used again, is now the newest.
+        let sizes: Vec<_> = detector.plans.iter().map(|(s, _)| *s).collect();
+        assert_eq!(sizes, [(96, 64), (64, 128), (64, 96)]);
     }
 
     #[test]

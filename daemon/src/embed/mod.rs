@@ -13,7 +13,7 @@ use crate::detect::Detection;
 use crate::model::{normalized_chw, ModelError, OnnxFile, Plan};
 
 const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 const INPUT_SIDE: u32 = 224;
 
 /// `[embedder]`
@@ -31,13 +31,16 @@ impl EmbedderConfig {
     }
 }
 
+/// What inference needs of an image embedder: one crop in, its L2-normalised embedding out.
+pub trait ImageEmbedder {
+    fn embed(&mut self, crop: &image::RgbImage) -> Result<Vec<f32>, ModelError>;
+}
+
 pub struct Embedder {
     file: OnnxFile,
-    /// One plan for a single crop. Measured with tract-onnx 0.23.9 on CLIP-B/32 int8
-    /// (docs/benchmarks.md): a plan with a symbolic batch axis takes 284 ms for one crop and
-    /// 599 ms for eight, because tract picks slower int8 kernels when the row count is not known;
-    /// this plan takes 61 ms per crop. A second, batch-8 plan would save 6 % per crop (21 % on
-    /// two threads) but hold a second prepared copy of the weights (~90 MB).
+    /// One plan for a single crop: with a symbolic batch axis tract picks much slower int8
+    /// kernels, and a second, batched plan would hold a second prepared copy of the weights
+    /// for a small gain (measured in docs/benchmarks.md).
     plan: Plan,
     dimension: usize,
 }
@@ -67,7 +70,15 @@ impl Embedder {
         }
         Ok(v)
     }
+}
 
+impl ImageEmbedder for Embedder {
+    fn embed(&mut self, crop: &image::RgbImage) -> Result<Vec<f32>, ModelError> {
+        Embedder::embed(self, crop)
+    }
+}
+
+impl Embedder {
     fn run(&mut self, crop: &image::RgbImage) -> Result<Vec<f32>, ModelError> {
         let input = normalized_chw(&clip_preprocess(crop), CLIP_MEAN, CLIP_STD);
         let outputs = self.file.run(&self.plan, input)?;

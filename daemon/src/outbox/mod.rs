@@ -10,18 +10,25 @@
 //! - The pending count and byte total are stored beside the records and updated in the same
 //!   atomic batch, so they are right after a crash and start-up never scans the records.
 //!
+//! - The high-water mark of live cameras' record-id keys ([`crate::clock::IdClock`]) is stored
+//!   in the same batch as the records it covers, so ids stay unique across restarts even when
+//!   the wall clock starts earlier than before (boards without a real-time clock).
+//! - Reading never changes anything: [`Outbox::scan`] reports corrupt values; only the syncer's
+//!   [`Outbox::read_from`] moves them to quarantine.
+//! - One process at a time: a `flock` on `outbox.lock` beside the database.
+//!
 //! Key layout in tree `pending`: records under their 8-byte big-endian sequence number (from
 //! sled's monotonic `generate_id`, so key order is arrival order); the counters under
-//! `~count` and `~bytes`, which sort after every record key. Tree `dead` holds rejected records
+//! `~count` and `~bytes`, and the id clock under `~idclock`, which sort after every record key. Tree `dead` holds rejected records
 //! as JSON `{error, record}`; tree `quarantine` holds values that failed their checksum.
 //! Values are encoded by [`codec`] (versioned, CRC32-checked, raw f32 embeddings).
 
-pub mod admin;
 pub mod codec;
 mod config;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 pub use config::{ByteSize, CapPolicy, OutboxConfig};
@@ -31,6 +38,7 @@ use crate::record::Record;
 
 const COUNT_KEY: &[u8] = b"~count";
 const BYTES_KEY: &[u8] = b"~bytes";
+const ID_CLOCK_KEY: &[u8] = b"~idclock";
 /// Record keys are 8 bytes that start below `~`; counters start with `~`.
 const RECORDS_END: &[u8] = b"~";
 
@@ -38,6 +46,8 @@ const RECORDS_END: &[u8] = b"~";
 pub enum OutboxError {
     #[error("the outbox in {path} is in use by another process (a running glimpse?); stop it first")]
     Locked { path: PathBuf },
+    #[error("cannot lock the outbox in {path}: {source}; check that data_dir exists and is writable")]
+    Lock { path: PathBuf, source: nix::Error },
     #[error("cannot open the outbox database in {path}: {source}; check that data_dir exists and is writable")]
     Open { path: PathBuf, source: sled::Error },
     #[error("outbox storage failed: {0}")]
@@ -46,6 +56,30 @@ pub enum OutboxError {
     Encode { id: String, source: codec::EncodeError },
     #[error("the outbox is full ({reason}) and the policy is pause_ingest")]
     Full { reason: String },
+}
+
+/// Why `data_dir` cannot hold the outbox, found before anything is opened.
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    #[error("data_dir {} cannot be created: {source}; choose a directory the daemon may create, e.g. /var/lib/glimpse", dir.display())]
+    Create { dir: PathBuf, source: std::io::Error },
+    #[error("data_dir {} is not writable: {source}; check its permissions and that its filesystem is not read-only", dir.display())]
+    NotWritable { dir: PathBuf, source: std::io::Error },
+    #[error("data_dir {} has {free} bytes free, less than outbox.min_free_disk ({min}); free space or lower min_free_disk", dir.display())]
+    LowDisk { dir: PathBuf, free: u64, min: u64 },
+}
+
+/// Checks that `data_dir` exists (creating it), takes a file, and has `min_free_disk` free.
+pub fn preflight(data_dir: &Path, config: &OutboxConfig) -> Result<(), PreflightError> {
+    let dir = data_dir.to_owned();
+    std::fs::create_dir_all(data_dir).map_err(|source| PreflightError::Create { dir: dir.clone(), source })?;
+    let probe = data_dir.join(".glimpse-write-test");
+    std::fs::write(&probe, b"ok").map_err(|source| PreflightError::NotWritable { dir: dir.clone(), source })?;
+    let _ = std::fs::remove_file(&probe);
+    match free_disk(data_dir) {
+        Some(free) if free < config.min_free_disk.0 => Err(PreflightError::LowDisk { dir, free, min: config.min_free_disk.0 }),
+        _ => Ok(()),
+    }
 }
 
 /// What one append did besides storing the records.
@@ -69,17 +103,37 @@ pub struct Outbox {
     dead: sled::Tree,
     quarantine: sled::Tree,
     config: OutboxConfig,
-    /// Serialises every change to `pending`, so the stored counters stay exact.
+    /// Serialises every change to `pending`, so the stored counters stay exact; held across
+    /// the flush, so readers use `published` instead.
     backlog: Mutex<Backlog>,
+    /// The backlog as of the last completed change, for readers that must not wait (tokio tasks).
+    published: PublishedBacklog,
+    /// Held for the outbox's life: the `flock` that keeps a second process out.
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// A backlog readable without a lock.
+#[derive(Default)]
+struct PublishedBacklog {
+    records: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// What [`Outbox::scan`] found: readable records with their sequence numbers, and corrupt values.
+pub type Scanned = (Vec<(u64, Record)>, Vec<Corrupt>);
+
+/// A pending value that failed its checksum, as [`Outbox::scan`] reports it.
+#[derive(Debug)]
+pub struct Corrupt {
+    pub seq: u64,
+    pub error: codec::DecodeError,
 }
 
 impl Outbox {
     pub fn open(data_dir: &Path, config: &OutboxConfig) -> Result<Self, OutboxError> {
         let path = data_dir.join("outbox");
-        let open_err = |source: sled::Error| match &source {
-            sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => OutboxError::Locked { path: path.clone() },
-            _ => OutboxError::Open { path: path.clone(), source },
-        };
+        let lock = lock_exclusively(data_dir, &path)?;
+        let open_err = |source: sled::Error| OutboxError::Open { path: path.clone(), source };
         let db = sled::Config::new().path(&path).open().map_err(open_err)?;
         let pending = db.open_tree("pending").map_err(open_err)?;
         let dead = db.open_tree("dead").map_err(open_err)?;
@@ -88,11 +142,20 @@ impl Outbox {
             Ok(pending.get(key)?.and_then(|v| v.as_ref().try_into().ok()).map_or(0, u64::from_le_bytes))
         };
         let backlog = Backlog { records: read(COUNT_KEY)?, bytes: read(BYTES_KEY)? };
-        Ok(Self { db, dir: path, pending, dead, quarantine, config: config.clone(), backlog: Mutex::new(backlog) })
+        let published = PublishedBacklog::default();
+        published.set(backlog);
+        let config = config.clone();
+        Ok(Self { db, dir: path, pending, dead, quarantine, config, backlog: Mutex::new(backlog), published, _lock: lock })
     }
 
+    /// Pending records and bytes as of the last completed change; never waits.
     pub fn backlog(&self) -> Backlog {
-        *self.lock()
+        self.published.get()
+    }
+
+    /// The greatest record-id key stored by [`Outbox::append`] (0 when none).
+    pub fn id_clock(&self) -> Result<u64, OutboxError> {
+        Ok(self.pending.get(ID_CLOCK_KEY)?.and_then(|v| v.as_ref().try_into().ok()).map_or(0, u64::from_le_bytes))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Backlog> {
@@ -102,8 +165,9 @@ impl Outbox {
     }
 
     /// Writes `records` and flushes them to disk; when this returns Ok they are accepted.
+    /// `id_clock` (the id clock's high-water mark, covering these records) is stored with them.
     /// At a cap, `drop_oldest` makes room (the count is returned) and `pause_ingest` refuses.
-    pub fn append(&self, records: &[Record]) -> Result<Appended, OutboxError> {
+    pub fn append(&self, records: &[Record], id_clock: u64) -> Result<Appended, OutboxError> {
         let mut encoded = Vec::with_capacity(records.len());
         for record in records {
             let value = codec::encode(record).map_err(|source| OutboxError::Encode { id: record.id.clone(), source })?;
@@ -140,9 +204,11 @@ impl Outbox {
         next.records += records.len() as u64;
         next.bytes += new_bytes;
         write_counters(&mut batch, next);
+        batch.insert(ID_CLOCK_KEY, &id_clock.to_le_bytes());
         self.pending.apply_batch(batch)?;
         self.db.flush()?;
         *backlog = next;
+        self.published.set(next);
         Ok(appended)
     }
 
@@ -164,9 +230,9 @@ impl Outbox {
         }
     }
 
-    /// Up to `max` of the oldest pending records with a sequence number of at least `from`.
-    /// Values that fail to decode are moved to quarantine and skipped.
-    pub fn read_from(&self, from: u64, max: usize) -> Result<Vec<(u64, Record)>, OutboxError> {
+    /// Up to `max` of the oldest pending records with a sequence number of at least `from`,
+    /// and the values among them that fail their check. Changes nothing.
+    pub fn scan(&self, from: u64, max: usize) -> Result<Scanned, OutboxError> {
         let mut out = Vec::with_capacity(max.min(1024));
         let mut bad = Vec::new();
         for entry in self.pending.range(from.to_be_bytes().as_slice()..RECORDS_END) {
@@ -176,13 +242,22 @@ impl Outbox {
             let (key, value) = entry?;
             match codec::decode(&value) {
                 Ok(record) => out.push((key_seq(&key), record)),
-                Err(e) => bad.push((key, value, e)),
+                Err(error) => bad.push(Corrupt { seq: key_seq(&key), error }),
             }
         }
-        for (key, value, error) in bad {
-            tracing::error!(seq = key_seq(&key), %error, "outbox record fails its check; quarantined, never sent");
-            self.quarantine.insert(&key, value.clone())?;
-            self.forget(&[key_seq(&key)], None)?;
+        Ok((out, bad))
+    }
+
+    /// As [`Outbox::scan`], for the syncer: values that fail their check are moved to
+    /// quarantine (never sent) and skipped.
+    pub fn read_from(&self, from: u64, max: usize) -> Result<Vec<(u64, Record)>, OutboxError> {
+        let (out, bad) = self.scan(from, max)?;
+        for Corrupt { seq, error } in bad {
+            tracing::error!(seq, %error, "outbox record fails its check; quarantined, never sent");
+            if let Some(value) = self.pending.get(seq.to_be_bytes())? {
+                self.quarantine.insert(seq.to_be_bytes(), value)?;
+            }
+            self.forget(&[seq], None)?;
         }
         Ok(out)
     }
@@ -225,6 +300,7 @@ impl Outbox {
         self.pending.apply_batch(batch)?;
         self.db.flush()?;
         *backlog = next;
+        self.published.set(next);
         Ok(())
     }
 
@@ -259,6 +335,7 @@ impl Outbox {
         self.pending.apply_batch(batch)?;
         self.db.flush()?;
         *backlog = Backlog::default();
+        self.published.set(Backlog::default());
         Ok(n)
     }
 
@@ -273,6 +350,34 @@ impl Outbox {
     pub fn flush(&self) -> Result<(), OutboxError> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+impl PublishedBacklog {
+    fn set(&self, backlog: Backlog) {
+        self.records.store(backlog.records, Ordering::Release);
+        self.bytes.store(backlog.bytes, Ordering::Release);
+    }
+    fn get(&self) -> Backlog {
+        Backlog { records: self.records.load(Ordering::Acquire), bytes: self.bytes.load(Ordering::Acquire) }
+    }
+}
+
+/// Takes the outbox's exclusive lock (a `flock` on `outbox.lock` in `data_dir`), or says that
+/// another process holds it.
+fn lock_exclusively(data_dir: &Path, outbox: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, OutboxError> {
+    use nix::fcntl::{Flock, FlockArg};
+    let lock_path = data_dir.join("outbox.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| OutboxError::Lock { path: outbox.to_owned(), source: nix::Error::from_raw(e.raw_os_error().unwrap_or(0)) })?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(locked) => Ok(locked),
+        Err((_, nix::Error::EWOULDBLOCK)) => Err(OutboxError::Locked { path: outbox.to_owned() }),
+        Err((_, source)) => Err(OutboxError::Lock { path: outbox.to_owned(), source }),
     }
 }
 
@@ -333,8 +438,8 @@ mod tests {
         let config = OutboxConfig::default();
         let before = {
             let outbox = Outbox::open(dir.path(), &config).expect("open");
-            outbox.append(&[record("a"), record("b")]).expect("append");
-            outbox.append(&[record("c")]).expect("append");
+            outbox.append(&[record("a"), record("b")], 0).expect("append");
+            outbox.append(&[record("c")], 0).expect("append");
             outbox.backlog()
         };
         let outbox = Outbox::open(dir.path(), &config).expect("reopen");
@@ -353,7 +458,7 @@ mod tests {
     fn a_record_failing_its_checksum_is_quarantined_not_returned() {
         let dir = tempfile::tempdir().expect("tempdir");
         let outbox = Outbox::open(dir.path(), &OutboxConfig::default()).expect("open");
-        outbox.append(&[record("bad"), record("ok")]).expect("append");
+        outbox.append(&[record("bad"), record("ok")], 0).expect("append");
         let (seq, _) = outbox.read_from(0, 1).expect("read")[0].clone();
         let mut value = outbox.pending.get(seq.to_be_bytes()).expect("get").expect("present").to_vec();
         let last = value.len() - 1;
@@ -367,7 +472,7 @@ mod tests {
     fn dead_letters_leave_pending_but_are_kept_with_their_reason() {
         let dir = tempfile::tempdir().expect("tempdir");
         let outbox = Outbox::open(dir.path(), &OutboxConfig::default()).expect("open");
-        outbox.append(&[record("x")]).expect("append");
+        outbox.append(&[record("x")], 0).expect("append");
         let batch = outbox.read_from(0, 10).expect("read");
         outbox.dead_letter(&batch, "400: bad metadata").expect("dead letter");
         assert_eq!((outbox.backlog().records, outbox.dead_len()), (0, 1));
@@ -381,8 +486,8 @@ mod tests {
         let size = codec::encode(&record("a")).expect("encode").len() as u64;
         let config = OutboxConfig { max_bytes: ByteSize(size * 3), ..OutboxConfig::default() };
         let outbox = Outbox::open(dir.path(), &config).expect("open");
-        outbox.append(&[record("a"), record("b"), record("c")]).expect("append");
-        let result = outbox.append(&[record("d"), record("e")]).expect("append");
+        outbox.append(&[record("a"), record("b"), record("c")], 0).expect("append");
+        let result = outbox.append(&[record("d"), record("e")], 0).expect("append");
         assert_eq!(result.dropped, 2);
         assert_eq!(ids(&outbox), ["c", "d", "e"]);
         assert_eq!(outbox.backlog(), Backlog { records: 3, bytes: size * 3 });
@@ -394,11 +499,48 @@ mod tests {
         let size = codec::encode(&record("a")).expect("encode").len() as u64;
         let config = OutboxConfig { max_bytes: ByteSize(size * 2), policy: CapPolicy::PauseIngest, ..OutboxConfig::default() };
         let outbox = Outbox::open(dir.path(), &config).expect("open");
-        outbox.append(&[record("a"), record("b")]).expect("append");
-        assert!(matches!(outbox.append(&[record("c")]), Err(OutboxError::Full { .. })));
+        outbox.append(&[record("a"), record("b")], 0).expect("append");
+        assert!(matches!(outbox.append(&[record("c")], 0), Err(OutboxError::Full { .. })));
         let first: Vec<u64> = outbox.read_from(0, 1).expect("read").into_iter().map(|(s, _)| s).collect();
         outbox.remove(&first).expect("remove");
-        outbox.append(&[record("c")]).expect("room again");
+        outbox.append(&[record("c")], 0).expect("room again");
         assert_eq!(ids(&outbox), ["b", "c"]);
+    }
+
+    #[test]
+    fn scanning_reports_a_corrupt_record_without_moving_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outbox = Outbox::open(dir.path(), &OutboxConfig::default()).expect("open");
+        outbox.append(&[record("bad"), record("ok")], 0).expect("append");
+        let (seq, _) = outbox.scan(0, 1).expect("scan").0[0].clone();
+        let mut value = outbox.pending.get(seq.to_be_bytes()).expect("get").expect("present").to_vec();
+        let last = value.len() - 1;
+        value[last] ^= 0xff;
+        outbox.pending.insert(seq.to_be_bytes(), value).expect("corrupt");
+        for _ in 0..2 {
+            let (good, bad) = outbox.scan(0, 10).expect("scan");
+            assert_eq!((good.len(), bad.len(), bad[0].seq), (1, 1, seq));
+            assert_eq!((outbox.quarantined_len(), outbox.backlog().records), (0, 2), "scanning changed nothing");
+        }
+    }
+
+    #[test]
+    fn the_id_clock_is_stored_with_the_records_it_covers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let outbox = Outbox::open(dir.path(), &OutboxConfig::default()).expect("open");
+            assert_eq!(outbox.id_clock().expect("read"), 0);
+            outbox.append(&[record("a")], 1_700_000_000_123).expect("append");
+        }
+        let outbox = Outbox::open(dir.path(), &OutboxConfig::default()).expect("reopen");
+        assert_eq!(outbox.id_clock().expect("read"), 1_700_000_000_123);
+        assert_eq!(ids(&outbox), ["a"], "the clock is not a record");
+    }
+
+    #[test]
+    fn a_second_opener_is_told_the_outbox_is_in_use() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _first = Outbox::open(dir.path(), &OutboxConfig::default()).expect("open");
+        assert!(matches!(Outbox::open(dir.path(), &OutboxConfig::default()), Err(OutboxError::Locked { .. })));
     }
 }

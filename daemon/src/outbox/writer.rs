@@ -1,12 +1,11 @@
 //! The outbox writer thread: group commit of records coming from inference.
 //!
 //! Records are appended and flushed at most `flush_ms` after the first of them arrived, or as
-//! soon as `flush_records` are waiting; only then are they accepted (counted, logged under the
-//! `glimpse::accepted` target at trace level, and the syncer woken). A failing disk is retried,
+//! soon as `flush_records` are waiting; only then are they accepted (counted, and the syncer
+//! woken). A failing disk is retried,
 //! never skipped; with `pause_ingest` at a cap the writer waits, and the bounded channel in
 //! front of it pushes back on inference.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,16 +13,22 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::{Outbox, OutboxError};
+use crate::analyzer::IDLE_BEAT;
+use crate::clock::IdClock;
 use crate::record::Record;
+use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 use crate::systemd_notify::Heartbeat;
 
-/// Where the writer sends what it accepted, and what tells it the daemon is stopping.
+/// Where the writer reports what it accepted, and what tells it the daemon is stopping.
 pub struct WriterLinks {
     pub stats: Arc<Stats>,
     pub heartbeat: Arc<Heartbeat>,
+    /// Wakes the syncer after every commit.
     pub wake: Arc<Notify>,
-    pub stopping: Arc<AtomicBool>,
+    /// The id clock whose high-water mark is stored with each commit.
+    pub ids: Arc<IdClock>,
+    pub shutdown: Shutdown,
 }
 
 pub fn run_writer(outbox: Arc<Outbox>, records: Receiver<Vec<Record>>, links: WriterLinks, flush_ms: u64, flush_records: usize) {
@@ -33,7 +38,7 @@ pub fn run_writer(outbox: Arc<Outbox>, records: Receiver<Vec<Record>>, links: Wr
     loop {
         links.heartbeat.beat();
         let received = if waiting.is_empty() {
-            match records.recv_timeout(crate::supervisor::IDLE_BEAT) {
+            match records.recv_timeout(IDLE_BEAT) {
                 Err(RecvTimeoutError::Timeout) => continue,
                 other => other,
             }
@@ -75,7 +80,8 @@ fn commit(outbox: &Outbox, records: &[Record], links: &WriterLinks) -> bool {
     let mut delay = Duration::from_millis(100);
     let mut paused_since: Option<Instant> = None;
     loop {
-        match outbox.append(records) {
+        // Read before appending: the clock has already covered every record handed over.
+        match outbox.append(records, links.ids.high_water()) {
             Ok(appended) => {
                 if paused_since.is_some() {
                     tracing::info!("outbox has room again; ingest resumed");
@@ -84,13 +90,10 @@ fn commit(outbox: &Outbox, records: &[Record], links: &WriterLinks) -> bool {
                 if appended.dropped > 0 {
                     stats.outbox_dropped(appended.dropped);
                 }
-                if appended.dropped > 0 || stats.outbox.oldest_ts.load(Ordering::Relaxed) == 0 {
+                if appended.dropped > 0 || !stats.outbox_oldest_known() {
                     stats.outbox_oldest(outbox.oldest_ts().ok().flatten());
                 }
                 stats.outbox_accepted(records.len() as u64, outbox.backlog());
-                for record in records {
-                    tracing::trace!(target: "glimpse::accepted", id = %record.id);
-                }
                 return true;
             }
             Err(OutboxError::Full { reason }) => {
@@ -99,7 +102,7 @@ fn commit(outbox: &Outbox, records: &[Record], links: &WriterLinks) -> bool {
                     stats.outbox_paused(true);
                     paused_since = Some(Instant::now());
                 }
-                if links.stopping.load(Ordering::Relaxed) {
+                if links.shutdown.is_shutdown() {
                     tracing::error!(records = records.len(), "stopping while the outbox is full: these records were not accepted");
                     return false;
                 }

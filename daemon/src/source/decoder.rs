@@ -9,7 +9,9 @@ use serde::Deserialize;
 
 /// `cameras[].decoder`
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Default)]
 pub enum DecoderMode {
+    #[default]
     Auto,
     Software,
     Element(String),
@@ -26,11 +28,6 @@ impl<'de> Deserialize<'de> for DecoderMode {
     }
 }
 
-impl Default for DecoderMode {
-    fn default() -> Self {
-        DecoderMode::Auto
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Codec {

@@ -25,7 +25,8 @@ use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
 use super::decoder::{self, Codec};
-use super::{CameraConfig, KeyframeMode, Transport};
+use super::uri::SourceKind;
+use super::{CameraConfig, Failure, KeyframeMode, Transport};
 
 /// What the pipeline reports back while it runs, shared with its callbacks.
 #[derive(Default)]
@@ -89,11 +90,13 @@ pub fn build(camera: &CameraConfig, probes: Arc<Probes>, hardware_failed: bool) 
 
 /// The head of pipelines whose source produces raw video itself; `None` for uridecodebin.
 fn raw_source_head(camera: &CameraConfig) -> anyhow::Result<Option<String>> {
-    if camera.uri.starts_with("test:") {
-        return Ok(Some("videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=480,framerate=15/1".into()));
-    }
-    let Some(index) = camera.uri.strip_prefix("csi://") else { return Ok(None) };
-    let index: u32 = index.trim_end_matches('/').parse().with_context(|| format!("csi://N needs a camera number, got {:?}", camera.uri))?;
+    let index = match camera.uri.kind() {
+        SourceKind::Test => {
+            return Ok(Some("videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=480,framerate=15/1".into()))
+        }
+        SourceKind::Csi(index) => index,
+        _ => return Ok(None),
+    };
     if gst::ElementFactory::find("nvarguscamerasrc").is_some() {
         // Jetson: the ISP delivers NVMM buffers; nvvidconv copies them to system memory.
         Ok(Some(format!("nvarguscamerasrc sensor-id={index} ! video/x-raw(memory:NVMM) ! nvvidconv ! video/x-raw")))
@@ -387,18 +390,20 @@ fn yuv_colorimetry(c: &gst_video::VideoColorimetry) -> (yuvutils_rs::YuvRange, y
 
 /// The text of an ERROR on the bus, naming the element, with GStreamer's debug detail (which
 /// carries e.g. the RTSP status code).
-pub fn bus_error(msg: &gst::message::Error) -> String {
+/// An ERROR message as a [`Failure`], classified by its error domain and code.
+pub fn bus_error(msg: &gst::message::Error) -> Failure {
     let element = msg.src().map(|s| s.name().to_string()).unwrap_or_else(|| "pipeline".into());
-    match msg.debug() {
+    let detail = match msg.debug() {
         Some(debug) => format!("{element}: {} ({})", msg.error(), debug.lines().last().unwrap_or_default()),
         None => format!("{element}: {}", msg.error()),
-    }
+    };
+    Failure::classified(msg.error().kind::<gst::ResourceError>(), detail)
 }
 
 /// The first ERROR on the bus, waiting up to half a second for it to be posted.
-pub fn first_error(bus: &gst::Bus) -> Option<String> {
+pub fn first_error(bus: &gst::Bus) -> Option<Failure> {
     bus.timed_pop_filtered(gst::ClockTime::from_mseconds(500), &[gst::MessageType::Error]).and_then(|msg| match msg.view() {
-        gst::MessageView::Error(err) => Some(bus_error(&err)),
+        gst::MessageView::Error(err) => Some(bus_error(err)),
         _ => None,
     })
 }

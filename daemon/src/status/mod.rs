@@ -24,14 +24,43 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport};
 use serde::Deserialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::control::{self, Request};
 use discovery::Discovery;
 
 use crate::backoff::Backoff;
+use crate::camera_state::{CameraStates, CameraStatus};
 use crate::config::{KeyPath, Problem};
-use crate::stats::{CameraStatus, Stats};
+use crate::secrets::SecretError;
+use crate::shutdown::Shutdown;
+use crate::stats::{Snapshot, Stats};
+
+/// Turns the stats into the stats JSON, with rates since the previous report.
+pub struct Reporter {
+    device: String,
+    stats: Arc<Stats>,
+    states: Arc<CameraStates>,
+    previous: Option<Snapshot>,
+}
+
+impl Reporter {
+    pub fn new(device: String, stats: Arc<Stats>, states: Arc<CameraStates>) -> Self {
+        Self { device, stats, states, previous: None }
+    }
+
+    /// The stats JSON now; the next report's rates start here.
+    pub fn report(&mut self) -> serde_json::Value {
+        let now = self.stats.snapshot();
+        let json = now.report(&self.device, &self.states.current(), self.previous.as_ref());
+        self.previous = Some(now);
+        json
+    }
+
+    fn log(&mut self) {
+        tracing::info!(stats = %self.report(), "stats");
+    }
+}
 
 /// `[mqtt]`: the broker that operators watch. Absent: status goes to the log only.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -126,14 +155,14 @@ impl MqttConfig {
     }
 
     /// The broker password: `password_file`, else the systemd credential `mqtt-password`.
-    fn password(&self) -> Result<String, String> {
+    fn password(&self) -> Result<String, SecretError> {
         match crate::secrets::secret_file(self.password_file.as_deref(), "mqtt-password") {
             Some(file) => crate::secrets::read_secret(&file, "MQTT password"),
             None => Ok(String::new()),
         }
     }
 
-    fn options(&self, device: &str, will_topic: &str) -> Result<MqttOptions, String> {
+    fn options(&self, device: &str, will_topic: &str) -> Result<MqttOptions, SetupError> {
         let mut options = MqttOptions::new(format!("glimpse-{device}"), self.host.clone(), self.port);
         options.set_keep_alive(Duration::from_secs(self.keep_alive_s));
         options.set_last_will(LastWill::new(will_topic, "offline", QoS::AtLeastOnce, true));
@@ -141,8 +170,8 @@ impl MqttConfig {
             options.set_credentials(user.clone(), self.password()?);
         }
         if self.tls {
-            let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
-            let ca = read(self.ca_file.as_ref().ok_or("mqtt.ca_file is not set")?)?;
+            let read = |p: &PathBuf| std::fs::read(p).map_err(|source| SetupError::Unreadable { file: p.clone(), source });
+            let ca = read(self.ca_file.as_ref().ok_or(SetupError::NoCa)?)?;
             let client_auth = match (&self.client_cert_file, &self.client_key_file) {
                 (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
                 _ => None,
@@ -151,6 +180,17 @@ impl MqttConfig {
         }
         Ok(options)
     }
+}
+
+/// Why the MQTT connection cannot even be set up.
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("cannot read {}: {source}", file.display())]
+    Unreadable { file: PathBuf, source: std::io::Error },
+    #[error("mqtt.ca_file is not set")]
+    NoCa,
 }
 
 struct Topics {
@@ -181,51 +221,39 @@ impl Topics {
     }
 }
 
-/// Publishes status until `shutdown` turns true, then says goodbye (`offline`). Commands go to
-/// `commands` when `[mqtt] commands = true`.
-pub async fn run_status(
-    config: Option<MqttConfig>,
-    device: String,
-    stats: Arc<Stats>,
-    commands: mpsc::Sender<Request>,
-    shutdown: watch::Receiver<bool>,
-) {
+/// Publishes status until every other stage has stopped, then says goodbye (`offline`).
+/// Commands go to `commands` when `[mqtt] commands = true`.
+pub async fn run_status(config: Option<MqttConfig>, reporter: Reporter, commands: mpsc::Sender<Request>, shutdown: Shutdown) {
+    let device = reporter.device.clone();
     match config {
         Some(config) => match config.options(&device, &Topics::new(&config.topic_prefix, &device).availability) {
-            Ok(options) => Mqtt::new(config, options, device, stats, commands).run(shutdown).await,
+            Ok(options) => Mqtt::new(config, options, reporter, commands).run(shutdown).await,
             Err(e) => {
                 tracing::error!(error = %e, "MQTT is configured but cannot be set up; status goes to the log only");
-                run_log_only(device, stats, shutdown).await
+                run_log_only(reporter, shutdown).await
             }
         },
-        None => run_log_only(device, stats, shutdown).await,
+        None => run_log_only(reporter, shutdown).await,
     }
 }
 
-async fn run_log_only(device: String, stats: Arc<Stats>, mut shutdown: watch::Receiver<bool>) {
+async fn run_log_only(mut reporter: Reporter, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     tick.tick().await;
     loop {
         tokio::select! {
-            _ = tick.tick() => log_snapshot(&stats, &device),
-            _ = shutdown.changed() => break,
+            _ = tick.tick() => reporter.log(),
+            _ = shutdown.recv_stopped() => break,
         }
     }
-    log_snapshot(&stats, &device);
-}
-
-fn log_snapshot(stats: &Stats, device: &str) {
-    match serde_json::to_string(&stats.snapshot(device)) {
-        Ok(json) => tracing::info!(stats = %json, "stats"),
-        Err(e) => tracing::warn!(error = %e, "cannot serialise stats"),
-    }
+    reporter.log();
 }
 
 struct Mqtt {
     config: MqttConfig,
     topics: Topics,
     device: String,
-    stats: Arc<Stats>,
+    reporter: Reporter,
     client: AsyncClient,
     events: rumqttc::EventLoop,
     commands: mpsc::Sender<Request>,
@@ -234,10 +262,11 @@ struct Mqtt {
 }
 
 impl Mqtt {
-    fn new(config: MqttConfig, options: MqttOptions, device: String, stats: Arc<Stats>, commands: mpsc::Sender<Request>) -> Self {
+    fn new(config: MqttConfig, options: MqttOptions, reporter: Reporter, commands: mpsc::Sender<Request>) -> Self {
         let (client, events) = AsyncClient::new(options, 256);
+        let device = reporter.device.clone();
         let topics = Topics::new(&config.topic_prefix, &device);
-        Self { config, topics, device, stats, client, events, commands, announced: BTreeMap::new() }
+        Self { config, topics, device, reporter, client, events, commands, announced: BTreeMap::new() }
     }
 
     fn publish(&self, topic: &str, retain: bool, payload: impl Into<Vec<u8>>) {
@@ -246,11 +275,9 @@ impl Mqtt {
         }
     }
 
-    fn publish_stats(&self) {
-        match serde_json::to_vec(&self.stats.snapshot(&self.device)) {
-            Ok(json) => self.publish(&self.topics.stats, false, json),
-            Err(e) => tracing::warn!(error = %e, "cannot serialise stats"),
-        }
+    fn publish_stats(&mut self) {
+        let json = self.reporter.report().to_string();
+        self.publish(&self.topics.stats, false, json);
     }
 
     fn discovery(&self) -> Discovery<'_> {
@@ -355,8 +382,8 @@ impl Mqtt {
         });
     }
 
-    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut statuses = self.stats.camera_statuses();
+    async fn run(mut self, mut shutdown: Shutdown) {
+        let mut statuses = self.reporter.states.subscribe();
         let mut tick = tokio::time::interval(Duration::from_secs_f64(self.config.stats_interval_s));
         // Short cap: operators expect status back within seconds of the broker's return.
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(3));
@@ -385,7 +412,7 @@ impl Mqtt {
                         connected = false;
                         tokio::select! {
                             _ = tokio::time::sleep(backoff.next_delay()) => {}
-                            _ = shutdown.changed() => break,
+                                        _ = shutdown.recv_stopped() => break,
                         }
                     }
                 },
@@ -396,11 +423,11 @@ impl Mqtt {
                         self.publish_statuses(&current, false);
                     }
                 }
-                _ = shutdown.changed() => break,
+                _ = shutdown.recv_stopped() => break,
             }
         }
         if !connected {
-            log_snapshot(&self.stats, &self.device);
+            self.reporter.log();
             return;
         }
         self.goodbye().await;
@@ -410,7 +437,7 @@ impl Mqtt {
     /// keeps running until the DISCONNECT has gone out.
     async fn goodbye(mut self) {
         self.publish_stats();
-        for name in self.stats.camera_statuses().borrow().keys() {
+        for name in self.reporter.states.current().keys() {
             self.publish(&self.topics.camera(name), true, "offline");
         }
         self.publish(&self.topics.availability, true, "offline");

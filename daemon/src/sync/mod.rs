@@ -9,13 +9,13 @@
 
 mod client;
 
+use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 pub use client::{IndexStats, PineconeClient, SyncError};
 
@@ -23,6 +23,8 @@ use crate::backoff::Backoff;
 use crate::config::{KeyPath, Problem};
 use crate::outbox::Outbox;
 use crate::record::Record;
+use crate::secrets::SecretError;
+use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 
 /// API versions whose specs are in `../shared/pinecone/`.
@@ -94,21 +96,18 @@ impl PineconeConfig {
     }
 
     /// The API key: env `PINECONE_API_KEY`, then `api_key_file`, then the systemd credential.
-    pub fn api_key(&self) -> Result<ApiKey, String> {
+    pub fn api_key(&self) -> Result<ApiKey, SecretError> {
+        const WHAT: &str = "Pinecone API key";
         if let Ok(key) = std::env::var("PINECONE_API_KEY") {
             if !key.trim().is_empty() {
                 return Ok(ApiKey(key.trim().to_owned()));
             }
         }
-        let Some(file) = crate::secrets::secret_file(self.api_key_file.as_deref(), "pinecone-api-key") else {
-            return Err(
-                "no Pinecone API key: set env PINECONE_API_KEY, pinecone.api_key_file, or the systemd credential \"pinecone-api-key\""
-                    .into(),
-            );
-        };
-        match crate::secrets::read_secret(&file, "Pinecone API key")?.as_str() {
-            "" => Err(format!("the Pinecone API key file {} is empty", file.display())),
-            k => Ok(ApiKey(k.to_owned())),
+        let hint = "set env PINECONE_API_KEY, pinecone.api_key_file, or the systemd credential \"pinecone-api-key\"";
+        let file = crate::secrets::secret_file(self.api_key_file.as_deref(), "pinecone-api-key").ok_or(SecretError::Missing { what: WHAT, hint })?;
+        match crate::secrets::read_secret(&file, WHAT)? {
+            key if key.is_empty() => Err(SecretError::Empty { what: WHAT, file }),
+            key => Ok(ApiKey(key)),
         }
     }
 }
@@ -153,18 +152,29 @@ pub async fn check_dimension(client: &PineconeClient, dimension: usize) -> Resul
     }
 }
 
-/// Drains the outbox until `shutdown` turns true. `wake` is notified after every append.
+/// What the syncer needs of an index: one upsert of a batch, answered with the count stored.
+pub trait Index: Clone + Send + Sync + 'static {
+    fn upsert(&self, records: &[Record]) -> impl Future<Output = Result<usize, SyncError>> + Send;
+}
+
+impl Index for PineconeClient {
+    fn upsert(&self, records: &[Record]) -> impl Future<Output = Result<usize, SyncError>> + Send {
+        PineconeClient::upsert(self, records)
+    }
+}
+
+/// Drains the outbox until shutdown begins. `wake` is notified after every append.
 ///
 /// Up to `in_flight` batches are sent at once. A cursor hands each pending record to exactly one
 /// in-flight batch; a batch keeps its records until the index acknowledged or rejected them, so
 /// nothing is sent twice concurrently and nothing pending is skipped.
-pub async fn run_syncer(
+pub async fn run_syncer<I: Index>(
     outbox: Arc<Outbox>,
-    client: PineconeClient,
+    client: I,
     options: SyncOptions,
     stats: Arc<Stats>,
     wake: Arc<Notify>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(options.in_flight));
     let mut tasks = tokio::task::JoinSet::new();
@@ -175,7 +185,7 @@ pub async fn run_syncer(
                 Ok(p) => p,
                 Err(_) => break,
             },
-            _ = shutdown.changed() => break,
+            _ = shutdown.recv() => break,
         };
         while tasks.try_join_next().is_some() {}
         let reader = outbox.clone();
@@ -199,7 +209,7 @@ pub async fn run_syncer(
             tokio::select! {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.changed() => break,
+                _ = shutdown.recv() => break,
             }
             continue;
         };
@@ -223,13 +233,7 @@ pub struct SyncOptions {
 }
 
 /// Sends one batch until the index acknowledges or rejects it, or shutdown begins.
-async fn deliver(
-    batch: Vec<(u64, Record)>,
-    outbox: &Arc<Outbox>,
-    client: &PineconeClient,
-    stats: &Stats,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn deliver<I: Index>(batch: Vec<(u64, Record)>, outbox: &Arc<Outbox>, client: &I, stats: &Stats, mut shutdown: Shutdown) {
     let mut backoff = Backoff::with_full_jitter(Duration::from_millis(250), Duration::from_secs(30));
     let records: Vec<Record> = batch.iter().map(|(_, r)| r.clone()).collect();
     let seqs: Vec<u64> = batch.iter().map(|(s, _)| *s).collect();
@@ -256,14 +260,14 @@ async fn deliver(
                 match tokio::task::spawn_blocking(move || writer.dead_letter(&batch, &reason)).await {
                     Ok(Ok(())) => {
                         stats.outbox_backlog(outbox.backlog());
-                        stats.sync.dead_lettered.fetch_add(records.len() as u64, Relaxed);
+                        stats.dead_lettered(records.len());
                     }
                     _ => tracing::error!("cannot write dead letters; the batch stays pending and is retried after a restart"),
                 }
                 return;
             }
             Err(e) => {
-                stats.sync.retried.fetch_add(1, Relaxed);
+                stats.sync_retried();
                 let delay = match e.retry_after() {
                     Some(d) => d,
                     None if e.is_configuration() => backoff.cap(),
@@ -274,12 +278,9 @@ async fn deliver(
                 } else {
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "upsert failed; will retry");
                 }
-                if *shutdown.borrow() {
-                    return;
-                }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.changed() => return,
+                    _ = shutdown.recv() => return,
                 }
             }
         }
@@ -292,20 +293,24 @@ async fn update_oldest(outbox: &Arc<Outbox>, stats: &Arc<Stats>) {
         tokio::task::spawn_blocking(move || reader.oldest_ts().map(|ts| (ts, reader.quarantined_len()))).await
     {
         stats.outbox_oldest(ts);
-        stats.outbox.quarantined.store(quarantined as u64, std::sync::atomic::Ordering::Relaxed);
+        stats.outbox_quarantined(quarantined as u64);
     }
 }
 
-async fn wait(delay: Duration, shutdown: &mut watch::Receiver<bool>) {
+async fn wait(delay: Duration, shutdown: &mut Shutdown) {
     tokio::select! {
         _ = tokio::time::sleep(delay) => {}
-        _ = shutdown.changed() => {}
+        _ = shutdown.recv() => {}
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::check_host;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::outbox::OutboxConfig;
+    use crate::record::Metadata;
 
     #[test]
     fn plain_http_is_only_for_loopback() {
@@ -315,5 +320,121 @@ mod tests {
         assert!(check_host("http://[::1]:5080").is_ok());
         assert!(check_host("http://10.0.0.5:5080").is_err());
         assert!(check_host("idx.pinecone.io").is_err());
+    }
+
+    #[test]
+    fn errors_are_classified_by_what_retrying_would_do() {
+        let status = |status, retry_after| SyncError::Status { status, message: String::new(), retry_after };
+        assert!(status(400, None).rejects_batch() && status(422, None).rejects_batch());
+        assert!(SyncError::TooLarge("r1".into()).rejects_batch());
+        assert!(status(401, None).is_configuration() && status(404, None).is_configuration() && !status(401, None).rejects_batch());
+        let throttled = status(429, Some(Duration::from_secs(7)));
+        assert!(!throttled.rejects_batch() && !throttled.is_configuration());
+        assert_eq!(throttled.retry_after(), Some(Duration::from_secs(7)));
+        assert!(!SyncError::Transport("reset".into()).rejects_batch());
+    }
+
+    /// An index that answers each upsert after `latency` with the next scripted answer (then
+    /// success), recording every batch and how many were in flight at once.
+    #[derive(Clone, Default)]
+    struct FakeIndex(Arc<Mutex<Fake>>);
+
+    #[derive(Default)]
+    struct Fake {
+        script: Vec<Result<(), SyncError>>,
+        batches: Vec<Vec<String>>,
+        in_flight: usize,
+        max_in_flight: usize,
+    }
+
+    const LATENCY: Duration = Duration::from_secs(1);
+
+    impl Index for FakeIndex {
+        fn upsert(&self, records: &[Record]) -> impl Future<Output = Result<usize, SyncError>> + Send {
+            let (fake, ids) = (self.0.clone(), records.iter().map(|r| r.id.clone()).collect::<Vec<_>>());
+            async move {
+                let answer = {
+                    let mut f = fake.lock().expect("fake");
+                    f.in_flight += 1;
+                    f.max_in_flight = f.max_in_flight.max(f.in_flight);
+                    f.batches.push(ids.clone());
+                    if f.script.is_empty() { Ok(()) } else { f.script.remove(0) }
+                };
+                tokio::time::sleep(LATENCY).await;
+                fake.lock().expect("fake").in_flight -= 1;
+                answer.map(|()| ids.len())
+            }
+        }
+    }
+
+    fn record(id: &str) -> Record {
+        let metadata = Metadata {
+            device: "d".into(), camera: "c".into(), ts: 1, pts_ms: 0, label: "car".into(), score: 0.9,
+            x: 0, y: 0, w: 1, h: 1, frame_w: 2, frame_h: 2, track_id: None,
+        };
+        Record { id: id.into(), values: vec![1.0], metadata }
+    }
+
+    /// What a drain leaves: the outbox (in its directory), the stats and the virtual time taken.
+    struct Drained {
+        _dir: tempfile::TempDir,
+        outbox: Arc<Outbox>,
+        stats: Arc<Stats>,
+        took: Duration,
+    }
+
+    /// Runs the syncer over `ids` until the outbox is empty (or `limit` of virtual time passed).
+    async fn drain(index: FakeIndex, ids: &[&str], in_flight: usize, limit: Duration) -> Drained {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outbox = Arc::new(Outbox::open(dir.path(), &OutboxConfig::default()).expect("open"));
+        outbox.append(&ids.iter().map(|id| record(id)).collect::<Vec<_>>(), 0).expect("append");
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let (stats, wake) = (Stats::new(), Arc::new(Notify::new()));
+        let options = SyncOptions { batch_size: 2, in_flight };
+        let syncer = tokio::spawn(run_syncer(outbox.clone(), index, options, stats.clone(), wake, shutdown));
+        let started = tokio::time::Instant::now();
+        while outbox.backlog().records > 0 && started.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let took = started.elapsed();
+        trigger.begin();
+        syncer.await.expect("the syncer stops");
+        Drained { _dir: dir, outbox, stats, took }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_record_goes_in_exactly_one_batch_with_at_most_in_flight_at_once() {
+        let index = FakeIndex::default();
+        let Drained { outbox, stats, took, .. } = drain(index.clone(), &["a", "b", "c", "d", "e", "f", "g"], 2, Duration::from_secs(60)).await;
+        let fake = index.0.lock().expect("fake");
+        let mut sent: Vec<String> = fake.batches.concat();
+        sent.sort();
+        assert_eq!(sent, ["a", "b", "c", "d", "e", "f", "g"], "each once: {:?}", fake.batches);
+        assert_eq!(fake.max_in_flight, 2);
+        assert!(took < 3 * LATENCY, "four batches two at a time take two round trips, took {took:?}");
+        assert_eq!((outbox.backlog().records, stats.snapshot().report("d", &Default::default(), None)["sync"]["upserted"].as_u64()), (0, Some(7)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_is_retried_after_retry_after_and_a_bad_batch_becomes_dead_letters() {
+        let throttled = SyncError::Status { status: 429, message: "slow down".into(), retry_after: Some(Duration::from_secs(20)) };
+        let rejected = SyncError::Status { status: 400, message: "bad metadata".into(), retry_after: None };
+        let index = FakeIndex(Arc::new(Mutex::new(Fake { script: vec![Err(throttled), Err(rejected)], ..Fake::default() })));
+        let Drained { outbox, stats, took, .. } = drain(index.clone(), &["a", "b"], 1, Duration::from_secs(60)).await;
+        assert_eq!(index.0.lock().expect("fake").batches.len(), 2, "one retry, then the rejection");
+        assert!(took >= Duration::from_secs(20), "Retry-After was honoured: {took:?}");
+        assert_eq!((outbox.backlog().records, outbox.dead_len()), (0, 2));
+        let sync = &stats.snapshot().report("d", &Default::default(), None)["sync"];
+        assert_eq!((sync["retried"].as_u64(), sync["dead_lettered"].as_u64(), sync["upserted"].as_u64()), (Some(1), Some(2), Some(0)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_key_is_retried_slowly_and_nothing_leaves_the_outbox() {
+        let refused = || SyncError::Status { status: 401, message: "bad key".into(), retry_after: None };
+        let index = FakeIndex(Arc::new(Mutex::new(Fake { script: (0..10).map(|_| Err(refused())).collect(), ..Fake::default() })));
+        let Drained { outbox, .. } = drain(index.clone(), &["a"], 1, Duration::from_secs(90)).await;
+        let tries = index.0.lock().expect("fake").batches.len();
+        assert!((2..=4).contains(&tries), "401 retried at the slowest pace (30 s): {tries} tries in 90 s");
+        assert_eq!(outbox.backlog().records, 1);
     }
 }

@@ -12,9 +12,11 @@ struct Track {
     label: &'static str,
     bbox: PixelBox,
     last_seen_ms: i64,
-    /// Appearance and time at the last embedding.
-    embedded_signature: Vec<f32>,
-    embedded_ms: i64,
+    /// Appearance in the latest frame, kept as the reference once its embedding succeeded.
+    seen_signature: Vec<f32>,
+    /// Appearance and stream time at the last successful embedding; `None` until one succeeded,
+    /// so an object whose embedding failed is tried again on its next frame.
+    embedded: Option<(Vec<f32>, i64)>,
 }
 
 /// What to do with one detection.
@@ -45,10 +47,12 @@ impl Tracker {
         }
     }
 
-    /// Matches the detections of the frame at `now_ms` (label, box) to tracks, greedily by IoU
-    /// within a label, and decides which to embed. New track ids are `{now_ms}.{index}`: unique
-    /// per camera and the same on a rerun of a file.
-    pub fn assign(&mut self, frame: &image::RgbImage, detections: &[(&'static str, PixelBox)], now_ms: i64) -> Vec<Assignment> {
+    /// Matches the detections of the frame at stream time `now_ms` (label, box) to tracks,
+    /// greedily by IoU within a label, and decides which to embed. The tracker takes a decision
+    /// to embed as done only when [`Tracker::embedded`] confirms it. New track ids are
+    /// `{key_ms}.{index}` (`key_ms` is the frame's id key): unique per camera, the same on a
+    /// rerun of a file.
+    pub fn assign(&mut self, frame: &image::RgbImage, detections: &[(&'static str, PixelBox)], now_ms: i64, key_ms: u64) -> Vec<Assignment> {
         self.tracks.retain(|t| now_ms - t.last_seen_ms <= self.timeout_ms);
         let mut pairs = Vec::new();
         for (d, (label, b)) in detections.iter().enumerate() {
@@ -76,30 +80,36 @@ impl Tracker {
                     let track = &mut self.tracks[t];
                     track.bbox = *b;
                     track.last_seen_ms = now_ms;
-                    let changed = cosine_distance(&signature, &track.embedded_signature) > self.reembed_distance;
-                    let embed = !self.dedupe || changed || now_ms - track.embedded_ms >= self.reembed_ms;
-                    if embed {
-                        track.embedded_signature = signature;
-                        track.embedded_ms = now_ms;
-                    }
+                    let embed = match &track.embedded {
+                        None => true,
+                        Some((embedded_signature, embedded_ms)) => {
+                            let changed = cosine_distance(&signature, embedded_signature) > self.reembed_distance;
+                            !self.dedupe || changed || now_ms - embedded_ms >= self.reembed_ms
+                        }
+                    };
+                    track.seen_signature = signature;
                     Assignment { track_id: track.id.clone(), embed }
                 }
                 None => {
-                    let id = format!("{now_ms}.{d}");
-                    self.tracks.push(Track {
-                        id: id.clone(),
-                        label,
-                        bbox: *b,
-                        last_seen_ms: now_ms,
-                        embedded_signature: signature,
-                        embedded_ms: now_ms,
-                    });
+                    let id = format!("{key_ms}.{d}");
+                    let track = Track { id: id.clone(), label, bbox: *b, last_seen_ms: now_ms, seen_signature: signature, embedded: None };
+                    self.tracks.push(track);
                     Assignment { track_id: id, embed: true }
                 }
             };
             assignments.push(assignment);
         }
         assignments
+    }
+}
+
+impl Tracker {
+    /// The embedding asked for by [`Tracker::assign`] succeeded: the track's current look, at
+    /// stream time `now_ms`, is what later frames are compared with.
+    pub fn embedded(&mut self, track_id: &str, now_ms: i64) {
+        if let Some(track) = self.tracks.iter_mut().find(|t| t.id == track_id) {
+            track.embedded = Some((track.seen_signature.clone(), now_ms));
+        }
     }
 }
 
@@ -160,10 +170,19 @@ mod tests {
         PixelBox { x, y: 100, w: 80, h: 120 }
     }
 
+    /// One frame at `ms` whose embeddings all succeed, as the analyzer reports them.
+    fn step(tracker: &mut Tracker, frame: &image::RgbImage, detections: &[(&'static str, PixelBox)], ms: i64) -> Vec<Assignment> {
+        let assignments = tracker.assign(frame, detections, ms, ms as u64);
+        for a in assignments.iter().filter(|a| a.embed) {
+            tracker.embedded(&a.track_id, ms);
+        }
+        assignments
+    }
+
     #[test]
     fn a_parked_car_is_embedded_once_until_reembed_s_passes() {
         let mut tracker = Tracker::new(&config());
-        let embeds: Vec<bool> = (0..70).map(|s| tracker.assign(&frame(), &[("car", at(200))], s * 1000)[0].embed).collect();
+        let embeds: Vec<bool> = (0..70).map(|s| step(&mut tracker, &frame(), &[("car", at(200))], s * 1000)[0].embed).collect();
         assert!(embeds[0]);
         assert_eq!(embeds.iter().filter(|e| **e).count(), 2, "at 0 s and again at 60 s");
         assert!(embeds[60]);
@@ -173,15 +192,15 @@ mod tests {
     fn a_moving_object_keeps_its_track_id() {
         let mut tracker = Tracker::new(&config());
         let ids: Vec<String> =
-            (0..5).map(|s| tracker.assign(&frame(), &[("person", at(100 + s as u32 * 10))], s * 1000)[0].track_id.clone()).collect();
+            (0..5).map(|s| step(&mut tracker, &frame(), &[("person", at(100 + s as u32 * 10))], s * 1000)[0].track_id.clone()).collect();
         assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
     }
 
     #[test]
     fn a_new_object_or_another_label_starts_a_new_track() {
         let mut tracker = Tracker::new(&config());
-        let first = tracker.assign(&frame(), &[("car", at(0))], 0);
-        let next = tracker.assign(&frame(), &[("car", at(0)), ("person", at(0)), ("car", at(400))], 1000);
+        let first = step(&mut tracker, &frame(), &[("car", at(0))], 0);
+        let next = step(&mut tracker, &frame(), &[("car", at(0)), ("person", at(0)), ("car", at(400))], 1000);
         assert_eq!(next[0], Assignment { track_id: first[0].track_id.clone(), embed: false });
         assert!(next[1].embed && next[2].embed);
         assert_ne!(next[1].track_id, next[2].track_id);
@@ -190,21 +209,21 @@ mod tests {
     #[test]
     fn a_change_of_appearance_is_embedded_again() {
         let mut tracker = Tracker::new(&config());
-        tracker.assign(&frame(), &[("person", at(200))], 0);
+        step(&mut tracker, &frame(), &[("person", at(200))], 0);
         let mut changed = frame();
         for y in 100..220 {
             for x in 200..280 {
                 changed.put_pixel(x, y, image::Rgb([(x * 7 % 256) as u8, 255 - (y % 256) as u8, 0]));
             }
         }
-        assert!(tracker.assign(&changed, &[("person", at(200))], 1000)[0].embed);
+        assert!(step(&mut tracker, &changed, &[("person", at(200))], 1000)[0].embed);
     }
 
     #[test]
     fn a_track_unseen_for_longer_than_the_timeout_is_forgotten() {
         let mut tracker = Tracker::new(&config());
-        let first = tracker.assign(&frame(), &[("car", at(0))], 0);
-        let later = tracker.assign(&frame(), &[("car", at(0))], 10_000);
+        let first = step(&mut tracker, &frame(), &[("car", at(0))], 0);
+        let later = step(&mut tracker, &frame(), &[("car", at(0))], 10_000);
         assert_ne!(first[0].track_id, later[0].track_id);
         assert!(later[0].embed);
     }
@@ -212,6 +231,18 @@ mod tests {
     #[test]
     fn without_dedupe_every_detection_is_embedded() {
         let mut tracker = Tracker::new(&AnalysisConfig { dedupe: false, ..config() });
-        assert!((0..5).all(|s| tracker.assign(&frame(), &[("car", at(0))], s * 1000)[0].embed));
+        assert!((0..5).all(|s| step(&mut tracker, &frame(), &[("car", at(0))], s * 1000)[0].embed));
+    }
+
+    #[test]
+    fn an_object_whose_embedding_failed_is_embedded_on_its_next_frame() {
+        let mut tracker = Tracker::new(&config());
+        let first = tracker.assign(&frame(), &[("car", at(200))], 0, 0);
+        assert!(first[0].embed);
+        // The embedding failed: nothing confirms it, so the object is not yet deduplicated.
+        let next = tracker.assign(&frame(), &[("car", at(200))], 1000, 1000);
+        assert_eq!(next[0], Assignment { track_id: first[0].track_id.clone(), embed: true });
+        tracker.embedded(&next[0].track_id, 1000);
+        assert!(!tracker.assign(&frame(), &[("car", at(200))], 2000, 2000)[0].embed);
     }
 }

@@ -89,7 +89,7 @@ impl Daemon {
     /// The last stats JSON the daemon logged (without MQTT it logs them, and always at exit).
     pub fn last_stats(&self) -> serde_json::Value {
         let logs = self.logs();
-        let line = logs.lines().filter(|l| l.contains(" stats stats=")).last().expect("stats logged");
+        let line = logs.lines().filter(|l| l.contains(" stats stats=")).next_back().expect("stats logged");
         let json = line.split(" stats stats=").nth(1).expect("stats JSON");
         serde_json::from_str(json).expect("stats are JSON")
     }

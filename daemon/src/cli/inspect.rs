@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::config::load_section;
-use crate::detect::{Detector, DetectorConfig};
+use crate::detect::{Detector, DetectorConfig, ObjectDetector};
 use crate::embed::{Embedder, EmbedderConfig};
 
 /// What went wrong, for the exit code: setup failures stop everything, bad images do not.

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use super::{Outbox, OutboxError};
+use crate::outbox::{Outbox, OutboxError};
 
 #[derive(Debug, Serialize)]
 pub struct OutboxReport {
@@ -38,22 +38,35 @@ pub enum ExportError {
     Json(#[from] serde_json::Error),
 }
 
-/// Writes every pending record as one JSON line `{seq, id, values, metadata}`; returns the count.
-pub fn export_pending(outbox: &Outbox, out: &mut impl Write) -> Result<u64, ExportError> {
+/// What an export wrote, and what it found unreadable (and left where it was).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Exported {
+    pub records: u64,
+    pub corrupt: u64,
+}
+
+/// Writes every pending record as one JSON line `{seq, id, values, metadata}`. Reads only: a
+/// record that fails its checksum is counted and logged, not moved (the daemon quarantines it).
+pub fn export_pending(outbox: &Outbox, out: &mut impl Write) -> Result<Exported, ExportError> {
     const PAGE: usize = 1000;
     let mut cursor = 0;
-    let mut written = 0;
+    let mut exported = Exported::default();
     loop {
-        let page = outbox.read_from(cursor, PAGE)?;
+        let (page, corrupt) = outbox.scan(cursor, PAGE)?;
+        for bad in &corrupt {
+            tracing::warn!(seq = bad.seq, error = %bad.error, "pending record fails its check; not exported");
+        }
+        exported.corrupt += corrupt.len() as u64;
         for (seq, record) in &page {
             let line = serde_json::json!({ "seq": seq, "id": record.id, "values": record.values, "metadata": record.metadata });
             serde_json::to_writer(&mut *out, &line)?;
             out.write_all(b"\n")?;
-            written += 1;
+            exported.records += 1;
         }
-        match page.last() {
-            Some((seq, _)) if page.len() == PAGE => cursor = seq + 1,
-            _ => return Ok(written),
+        let last_seen = page.last().map(|(seq, _)| *seq).into_iter().chain(corrupt.last().map(|c| c.seq)).max();
+        match last_seen {
+            Some(seq) if page.len() == PAGE => cursor = seq + 1,
+            _ => return Ok(exported),
         }
     }
 }

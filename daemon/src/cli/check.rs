@@ -1,0 +1,88 @@
+//! `glimpse check`: validate the config, check `data_dir`, load both models, open every source
+//! and, with `[pinecone]`, ask the index for its dimension. Every problem is listed, not just
+//! the first; what is fine is printed as `ok: …`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::detect::Detector;
+use crate::embed::Embedder;
+use crate::outbox;
+use crate::source;
+use crate::sync::{self, PineconeClient};
+
+/// How long a source gets to deliver its first frame.
+const SOURCE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs every check; returns the problems found (empty when the deployment is healthy).
+pub fn check(file: &Path) -> Vec<String> {
+    let config = match Config::load(file) {
+        Ok(c) => c,
+        Err(e) => return e.problems.iter().map(|p| e.describe(p)).collect(),
+    };
+    let mut problems = Vec::new();
+    check_data_dir(&config, &mut problems);
+    let dimension = check_models(&config, &mut problems);
+    check_cameras(&config, &mut problems);
+    check_pinecone(&config, dimension, &mut problems);
+    problems
+}
+
+fn check_data_dir(config: &Config, problems: &mut Vec<String>) {
+    match outbox::preflight(&config.device.data_dir, &config.outbox) {
+        Ok(()) => println!("ok: data_dir {}", config.device.data_dir.display()),
+        Err(e) => problems.push(format!("device.data_dir: {e}")),
+    }
+}
+
+/// Loads both models; the embedder's dimension when it loaded.
+fn check_models(config: &Config, problems: &mut Vec<String>) -> Option<usize> {
+    match Detector::load(&config.detector) {
+        Ok(_) => println!("ok: detector {}", config.detector.model.display()),
+        Err(e) => problems.push(format!("detector.model: {e}")),
+    }
+    match Embedder::load(&config.embedder) {
+        Ok(embedder) => {
+            println!("ok: embedder {} ({}-d)", config.embedder.model.display(), embedder.dimension());
+            Some(embedder.dimension())
+        }
+        Err(e) => {
+            problems.push(format!("embedder.model: {e}"));
+            None
+        }
+    }
+}
+
+fn check_cameras(config: &Config, problems: &mut Vec<String>) {
+    if let Err(e) = source::init() {
+        problems.push(e.to_string());
+        return;
+    }
+    for camera in &config.cameras {
+        match source::probe(camera, SOURCE_TIMEOUT) {
+            Ok((w, h)) => println!("ok: camera {} ({}) gives {w}x{h} frames", camera.name, camera.uri.redacted()),
+            Err(e) => problems.push(format!("camera {} ({}): {e}", camera.name, camera.uri.redacted())),
+        }
+    }
+}
+
+fn check_pinecone(config: &Config, dimension: Option<usize>, problems: &mut Vec<String>) {
+    let Some(p) = &config.pinecone else { return };
+    let client = match p.api_key().map_err(anyhow::Error::from).and_then(|key| Ok(PineconeClient::new(p, &key)?)) {
+        Ok(client) => client,
+        Err(e) => return problems.push(format!("pinecone: {e:#}")),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return problems.push(format!("cannot start the async runtime: {e}")),
+    };
+    match (dimension, runtime.block_on(client.describe_index_stats())) {
+        (_, Err(e)) => problems.push(format!("pinecone: {e}")),
+        (Some(embedder), Ok(stats)) if stats.dimension.is_some_and(|d| d as usize != embedder) => {
+            let index = stats.dimension.unwrap_or_default() as usize;
+            problems.push(format!("pinecone: {}", sync::SyncError::Dimension { index, embedder }))
+        }
+        (_, Ok(stats)) => println!("ok: pinecone index reachable (dimension {:?})", stats.dimension),
+    }
+}

@@ -1,0 +1,350 @@
+//! Wires the stages together, runs them, carries out reloads and commands, and stops them in
+//! data order.
+//!
+//! ```text
+//! camera threads ──Frame──▶ scheduler ──▶ analyzer thread ──Vec<Record>──▶ outbox writer ──(sled)──▶ syncer task
+//!   (GStreamer)   (live: newest wins;      (gate, DETR,        (bounded; never   (group commit,       (tokio, HTTP)
+//!                  files: wait)             track, CLIP)        dropped)          then wake syncer)
+//! ```
+//! The tokio runtime runs only I/O: the syncer, MQTT status, signals and the watchdog. The main
+//! thread waits for events — SIGTERM/SIGINT (stop), SIGHUP or an MQTT `reload` (one reload
+//! path: re-read the config, apply camera changes without touching the other cameras), MQTT
+//! commands — and carries them out. One [`shutdown::Trigger`] reaches every stage; the
+//! supervisor then joins them in data order: sources, inference, outbox writer, syncer, and
+//! last status, which says `offline`.
+
+mod cameras;
+
+use std::path::Path;
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle as TaskHandle;
+
+use crate::analyzer::{Analyzer, Settings};
+use crate::camera_state::CameraStates;
+use crate::clock::IdClock;
+use crate::config::Config;
+use crate::control::{Command, Request};
+use crate::detect::Detector;
+use crate::embed::Embedder;
+use crate::outbox::{self, Outbox, WriterLinks};
+use crate::record::Record;
+use crate::schedule::Scheduler;
+use crate::shutdown::{self, Trigger};
+use crate::source;
+use crate::stats::Stats;
+use crate::status::{self, Reporter};
+use crate::sync::{self, PineconeClient, SyncError, SyncOptions};
+use crate::systemd_notify::{self, Heartbeats};
+use cameras::{CameraLinksFactory, Cameras};
+
+/// How `glimpse run` behaves beyond the config file.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Stop by itself once every camera has reached the end of its file and every record is
+    /// flushed (and, with `[pinecone]`, acknowledged by the index).
+    pub exit_when_done: bool,
+    /// How long the syncer and MQTT get to finish once shutdown has begun.
+    pub stop_timeout: Duration,
+}
+
+/// Records waiting between inference and the outbox writer: a few frames' worth.
+const RECORD_QUEUE: usize = 16;
+/// Commands waiting for the main thread.
+const COMMAND_QUEUE: usize = 16;
+/// How often `--exit-when-done` looks whether everything is delivered.
+const DONE_POLL: Duration = Duration::from_millis(200);
+
+pub fn run(config_path: &Path, config: Config, options: RunOptions) -> anyhow::Result<()> {
+    source::init()?;
+    let outbox = open_outbox(&config)?;
+    let (detector, embedder) = load_models(&config)?;
+    let runtime = start_runtime()?;
+    let pinecone = connect_pinecone(&runtime, &config, embedder.dimension())?;
+    let mut daemon = Daemon::start(&config, runtime, outbox, detector, embedder, pinecone)?;
+    let result = daemon.serve(config_path, config, &options);
+    daemon.stop(&options);
+    result
+}
+
+fn open_outbox(config: &Config) -> anyhow::Result<Arc<Outbox>> {
+    let data_dir = &config.device.data_dir;
+    match outbox::preflight(data_dir, &config.outbox) {
+        // Below min_free_disk the outbox holds its size instead of growing: it can still run.
+        Err(e @ outbox::PreflightError::LowDisk { .. }) => tracing::warn!(error = %e, "low disk"),
+        other => other?,
+    }
+    let outbox = Outbox::open(data_dir, &config.outbox)?;
+    tracing::info!(pending = outbox.backlog().records, bytes = outbox.backlog().bytes, "outbox opened");
+    Ok(Arc::new(outbox))
+}
+
+fn load_models(config: &Config) -> anyhow::Result<(Detector, Embedder)> {
+    crate::model::set_inference_threads(config.device.inference_threads);
+    let detector = Detector::load(&config.detector)?;
+    let embedder = Embedder::load(&config.embedder)?;
+    let (detector_file, embedder_file) = (config.detector.model.display(), config.embedder.model.display());
+    tracing::info!(detector = %detector_file, embedder = %embedder_file, dimension = embedder.dimension(), "models loaded");
+    Ok((detector, embedder))
+}
+
+fn start_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    let builder = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("glimpse-io").enable_all().build();
+    builder.context("cannot start the async runtime")
+}
+
+/// The Pinecone client, after checking the index's dimension (unless the network is not up yet).
+fn connect_pinecone(runtime: &tokio::runtime::Runtime, config: &Config, dimension: usize) -> anyhow::Result<Option<(PineconeClient, SyncOptions)>> {
+    let Some(p) = &config.pinecone else {
+        tracing::warn!("no [pinecone] section: records stay in the local outbox");
+        return Ok(None);
+    };
+    let client = PineconeClient::new(p, &p.api_key()?)?;
+    match runtime.block_on(sync::check_dimension(&client, dimension)) {
+        Ok(stats) => tracing::info!(dimension = ?stats.dimension, vectors = ?stats.total_vector_count, "Pinecone index reachable"),
+        Err(e @ SyncError::Dimension { .. }) => return Err(e.into()),
+        // The device may boot before the network: buffer now, sync when it comes.
+        Err(e) => tracing::warn!(error = %e, "cannot check the Pinecone index at start-up; records are buffered and sync will retry"),
+    }
+    Ok(Some((client, SyncOptions { batch_size: p.batch_size, in_flight: p.in_flight })))
+}
+
+/// Every running stage's handle.
+struct Daemon {
+    runtime: tokio::runtime::Runtime,
+    trigger: Trigger,
+    outbox: Arc<Outbox>,
+    wake: Arc<Notify>,
+    scheduler: Arc<Scheduler>,
+    cameras: Cameras,
+    analyzer: JoinHandle<()>,
+    writer: JoinHandle<()>,
+    syncer: Option<TaskHandle<()>>,
+    status: TaskHandle<()>,
+    watchdog: TaskHandle<()>,
+    commands: mpsc::Receiver<Request>,
+}
+
+impl Daemon {
+    fn start(
+        config: &Config,
+        runtime: tokio::runtime::Runtime,
+        outbox: Arc<Outbox>,
+        detector: Detector,
+        embedder: Embedder,
+        pinecone: Option<(PineconeClient, SyncOptions)>,
+    ) -> anyhow::Result<Self> {
+        let (trigger, shutdown) = shutdown::channel();
+        let (stats, states, heartbeats) = (Stats::new(), Arc::new(CameraStates::default()), Arc::new(Heartbeats::default()));
+        stats.outbox_backlog(outbox.backlog());
+        stats.outbox_oldest(outbox.oldest_ts()?);
+        stats.outbox_quarantined(outbox.quarantined_len() as u64);
+        let (wake, scheduler) = (Arc::new(Notify::new()), Scheduler::new());
+        let ids = Arc::new(IdClock::after(outbox.id_clock()?));
+        let (record_tx, record_rx) = sync_channel::<Vec<Record>>(RECORD_QUEUE);
+        let links = WriterLinks { stats: stats.clone(), heartbeat: heartbeats.register("outbox writer"), wake: wake.clone(), ids: ids.clone(), shutdown: shutdown.clone() };
+        let writer = spawn("outbox-writer", {
+            let (outbox, flush_ms, flush_records) = (outbox.clone(), config.outbox.flush_ms, config.outbox.flush_records);
+            move || outbox::run_writer(outbox, record_rx, links, flush_ms, flush_records)
+        })?;
+        let settings = Settings { device: config.device.id.clone(), min_box_px: config.detector.min_box_px, analysis: config.analysis.clone() };
+        let analyzer = Analyzer::new(detector, embedder, settings, stats.clone(), ids);
+        let analyzer = spawn("inference", {
+            let (beat, frames) = (heartbeats.register("inference"), scheduler.clone());
+            move || {
+                analyzer.run(&frames, record_tx, &beat);
+                frames.consumer_gone();
+            }
+        })?;
+        let factory = CameraLinksFactory { stats: stats.clone(), states: states.clone(), heartbeats: heartbeats.clone(), shutdown: shutdown.clone() };
+        let mut cameras = Cameras::new(scheduler.clone(), factory);
+        for camera in &config.cameras {
+            cameras.start(camera.clone())?;
+        }
+        let (command_tx, commands) = mpsc::channel::<Request>(COMMAND_QUEUE);
+        let reporter = Reporter::new(config.device.id.clone(), stats.clone(), states);
+        let status = runtime.spawn(status::run_status(config.mqtt.clone(), reporter, command_tx, shutdown.clone()));
+        let syncer = pinecone.map(|(client, options)| runtime.spawn(sync::run_syncer(outbox.clone(), client, options, stats, wake.clone(), shutdown.clone())));
+        let watchdog = runtime.spawn(systemd_notify::watchdog_pings(heartbeats, shutdown));
+        Ok(Self { runtime, trigger, outbox, wake, scheduler, cameras, analyzer, writer, syncer, status, watchdog, commands })
+    }
+
+    /// The event loop: until a stop signal, or with `--exit-when-done` until everything is delivered.
+    fn serve(&mut self, config_path: &Path, mut current: Config, options: &RunOptions) -> anyhow::Result<()> {
+        let mut signals = {
+            let _entered = self.runtime.enter();
+            Signals::new()?
+        };
+        systemd_notify::ready(&format!("running {} camera(s)", self.cameras.count()));
+        tracing::info!(cameras = self.cameras.count(), device = %current.device.id, "glimpse running");
+        loop {
+            if options.exit_when_done && self.all_delivered() {
+                tracing::info!(reason = "all sources finished and every record is delivered", "stopping");
+                return Ok(());
+            }
+            match self.runtime.block_on(next_event(&mut signals, &mut self.commands, options.exit_when_done)) {
+                Event::Check => {}
+                Event::Stop(why) => {
+                    tracing::info!(reason = why, "stopping");
+                    return Ok(());
+                }
+                Event::Reload => {
+                    if let Err(e) = self.reload(config_path, &mut current) {
+                        tracing::error!(error = %e, "configuration reload rejected; the running configuration stays in force");
+                    }
+                }
+                Event::Command(request) => {
+                    let answer = self.command(&request.command, config_path, &mut current);
+                    let _ = request.reply.send(answer);
+                }
+            }
+        }
+    }
+
+    /// For `--exit-when-done`: every file is read (inference may then finish), inference and
+    /// the writer have drained, and (when syncing) nothing is pending.
+    fn all_delivered(&mut self) -> bool {
+        if !self.cameras.all_finished() {
+            return false;
+        }
+        self.cameras.close();
+        self.analyzer.is_finished() && self.writer.is_finished() && (self.syncer.is_none() || self.outbox.backlog().records == 0)
+    }
+
+    /// Carries out an operator command; the answer is what the result topic says.
+    fn command(&mut self, command: &Command, config_path: &Path, current: &mut Config) -> Result<String, String> {
+        match command {
+            Command::Reload { .. } => self.reload(config_path, current).map_err(|e| e.to_string()),
+            Command::Pause { camera, .. } => self.cameras.pause(camera).map_err(|e| e.to_string()),
+            Command::Resume { camera, .. } => self.cameras.resume(camera, &current.cameras).map_err(|e| e.to_string()),
+            Command::Flush { .. } => {
+                self.outbox.flush().map_err(|e| e.to_string())?;
+                self.wake.notify_one();
+                Ok(format!("outbox flushed; {} record(s) pending", self.outbox.backlog().records))
+            }
+        }
+    }
+
+    /// The one reload path (SIGHUP and the `reload` command): re-reads the configuration file and
+    /// applies what can change while running (the cameras).
+    fn reload(&mut self, path: &Path, current: &mut Config) -> Result<String, ReloadError> {
+        systemd_notify::reloading();
+        let result = Config::load(path).map_err(ReloadError::Config).and_then(|new| {
+            let plan = self.cameras.apply(&new.cameras).map_err(ReloadError::Cameras)?;
+            let needs_restart = sections_needing_restart(current, &new);
+            current.cameras = new.cameras;
+            Ok(match needs_restart.is_empty() {
+                true => format!("configuration reloaded: {}", plan.summary()),
+                false => format!("configuration reloaded: {}; changes to {} take effect after a restart", plan.summary(), needs_restart.join(", ")),
+            })
+        });
+        systemd_notify::ready(&format!("running {} camera(s)", self.cameras.count()));
+        if let Ok(message) = &result {
+            tracing::info!(path = %path.display(), "{message}");
+        }
+        result
+    }
+
+    /// Stops every stage in data order; each gets `options.stop_timeout` where it talks to the network.
+    fn stop(mut self, options: &RunOptions) {
+        systemd_notify::stopping();
+        self.trigger.begin();
+        self.cameras.stop_all();
+        self.scheduler.close();
+        join("inference", self.analyzer);
+        join("outbox writer", self.writer);
+        if let Err(e) = self.outbox.flush() {
+            tracing::error!(error = %e, "final outbox flush failed");
+        }
+        let (trigger, status, watchdog, syncer) = (self.trigger, self.status, self.watchdog, self.syncer);
+        self.runtime.block_on(async {
+            if let Some(syncer) = syncer {
+                if tokio::time::timeout(options.stop_timeout, syncer).await.is_err() {
+                    tracing::warn!("syncer did not stop in time; its records stay in the outbox");
+                }
+            }
+            trigger.finish();
+            if tokio::time::timeout(options.stop_timeout, status).await.is_err() {
+                tracing::warn!("status publisher did not stop in time");
+            }
+            watchdog.abort();
+        });
+        self.runtime.shutdown_timeout(Duration::from_secs(1));
+        tracing::info!(pending = self.outbox.backlog().records, "stopped");
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReloadError {
+    #[error("{0}")]
+    Config(crate::config::ConfigError),
+    #[error("{0}")]
+    Cameras(cameras::CameraError),
+}
+
+/// The sections whose changes a reload cannot apply.
+fn sections_needing_restart(current: &Config, new: &Config) -> Vec<&'static str> {
+    let changed = [
+        ("[device]", new.device != current.device),
+        ("[detector]", new.detector != current.detector),
+        ("[embedder]", new.embedder != current.embedder),
+        ("[pinecone]", new.pinecone != current.pinecone),
+        ("[mqtt]", new.mqtt != current.mqtt),
+        ("[outbox]", new.outbox != current.outbox),
+        ("[analysis]", new.analysis != current.analysis),
+    ];
+    changed.into_iter().filter(|(_, changed)| *changed).map(|(name, _)| name).collect()
+}
+
+fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> anyhow::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name.to_owned()).spawn(f).with_context(|| format!("cannot start thread {name}"))
+}
+
+fn join(stage: &str, thread: JoinHandle<()>) {
+    if thread.join().is_err() {
+        tracing::error!(stage, "thread panicked");
+    }
+}
+
+enum Event {
+    /// Time to look at whether `--exit-when-done` is satisfied.
+    Check,
+    Stop(&'static str),
+    Reload,
+    Command(Request),
+}
+
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        let install = |kind| signal(kind).context("cannot install signal handlers");
+        Ok(Self { term: install(SignalKind::terminate())?, int: install(SignalKind::interrupt())?, hup: install(SignalKind::hangup())? })
+    }
+}
+
+async fn next_event(signals: &mut Signals, commands: &mut mpsc::Receiver<Request>, checking: bool) -> Event {
+    let poll = async {
+        match checking {
+            true => tokio::time::sleep(DONE_POLL).await,
+            false => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = signals.term.recv() => Event::Stop("SIGTERM"),
+        _ = signals.int.recv() => Event::Stop("SIGINT"),
+        _ = signals.hup.recv() => Event::Reload,
+        Some(request) = commands.recv() => Event::Command(request),
+        _ = poll => Event::Check,
+    }
+}

@@ -52,5 +52,15 @@ install_rust() {
   rust_is_recent || { echo "error: rustc 1.$MIN_RUST_MINOR or newer is needed, found $(rustc --version)" >&2; exit 1; }
 }
 
+# The test command checks formatting and lints: rustfmt and clippy come with rustup's default
+# profile, not with the minimal one.
+install_rust_tools() {
+  if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    echo "==> adding rustfmt and clippy"
+    rustup component add rustfmt clippy
+  fi
+}
+
 install_apt_packages
 install_rust
+install_rust_tools

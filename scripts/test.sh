@@ -6,8 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked --features glimpse/test-hooks -- -D warnings
+
+# test-hooks: the fault injection the end-to-end tests use (release builds never have it).
 echo "==> cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked --features glimpse/test-hooks
 
 echo "==> yocto/check.sh (meta-glimpse: oelint-adv, bitbake parse, kas files, crate checksums)"
 yocto/check.sh

@@ -136,7 +136,8 @@ fn drain(outbox_dir: &std::path::Path, n: usize) {
     let start = Instant::now();
     let target = before.saturating_sub(n as u64);
     rt.block_on(async {
-        let syncer = tokio::spawn(run_syncer(outbox.clone(), client, SyncOptions { batch_size: 1000, in_flight: 2 }, stats, wake, shutdown));
+        let syncer =
+            tokio::spawn(run_syncer(outbox.clone(), client, SyncOptions { batch_size: 1000, in_flight: 2 }, stats, wake, shutdown));
         while outbox.backlog().records > target {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

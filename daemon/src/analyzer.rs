@@ -81,6 +81,7 @@ impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
             };
             test_hooks::maybe_wedge_inference();
             let made = self.analyze(&frame);
+            tracing::debug!(event = "frame_analysed", camera = %frame.camera, records = made.len());
             if !made.is_empty() && records.send(made).is_err() {
                 tracing::error!("outbox writer is gone; stopping inference");
                 return;
@@ -122,7 +123,8 @@ impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
         let tracked: Vec<_> = boxes.iter().map(|(_, det, b)| (det.label, *b)).collect();
         let camera = self.cameras.get_mut(&*frame.camera).expect("the camera was made by analyze");
         let assignments = camera.attention.tracker.assign(&frame.image, &tracked, time.stream_ms, time.key_ms);
-        let mut outcome = FrameOutcome { detections: detections.len(), too_small: detections.len() - boxes.len(), ..FrameOutcome::default() };
+        let mut outcome =
+            FrameOutcome { detections: detections.len(), too_small: detections.len() - boxes.len(), ..FrameOutcome::default() };
         let mut records = Vec::new();
         for ((index, det, b), assignment) in boxes.into_iter().zip(assignments) {
             if !assignment.embed {
@@ -230,7 +232,8 @@ mod tests {
 
     fn analyzer(failing: Vec<usize>) -> (Analyzer<TwoPeople, FlakyEmbedder>, Arc<Stats>) {
         let stats = Stats::new();
-        let settings = Settings { device: "dev".into(), min_box_px: 8, analysis: AnalysisConfig { motion_gate: false, ..AnalysisConfig::default() } };
+        let settings =
+            Settings { device: "dev".into(), min_box_px: 8, analysis: AnalysisConfig { motion_gate: false, ..AnalysisConfig::default() } };
         let analyzer = Analyzer::new(TwoPeople, FlakyEmbedder { calls: 0, failing }, settings, stats.clone(), Arc::new(IdClock::default()));
         (analyzer, stats)
     }
@@ -250,7 +253,8 @@ mod tests {
         assert_eq!(second.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["dev:door:1000:1"]);
         let door = stats.snapshot().cameras["door"].clone();
         assert_eq!(
-            [CameraNumber::Embeddings, CameraNumber::EmbeddingFailures, CameraNumber::Deduplicated, CameraNumber::FramesProcessed].map(|n| door.get(n)),
+            [CameraNumber::Embeddings, CameraNumber::EmbeddingFailures, CameraNumber::Deduplicated, CameraNumber::FramesProcessed]
+                .map(|n| door.get(n)),
             [2, 1, 1, 2]
         );
     }
@@ -260,7 +264,8 @@ mod tests {
         let (mut analyzer, _) = analyzer(vec![]);
         analyzer.settings.analysis.dedupe = false;
         let live = |ts| Frame { live: true, ts, ..file_frame(0) };
-        let mut ids: Vec<String> = [5_000, 6_000, 1_000, 5_000].into_iter().flat_map(|ts| analyzer.analyze(&live(ts))).map(|r| r.id).collect();
+        let mut ids: Vec<String> =
+            [5_000, 6_000, 1_000, 5_000].into_iter().flat_map(|ts| analyzer.analyze(&live(ts))).map(|r| r.id).collect();
         let all = ids.len();
         ids.sort();
         ids.dedup();

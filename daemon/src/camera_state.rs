@@ -63,7 +63,13 @@ impl CameraStates {
         let status = CameraStatus { state, reason };
         self.0.send_if_modified(|all| match all.get_mut(camera) {
             Some(current) if *current != status => {
-                tracing::info!(camera, state = status.state.as_str(), reason = status.reason.as_deref().unwrap_or(""), "camera status");
+                tracing::info!(
+                    event = "camera_status",
+                    camera,
+                    state = status.state.as_str(),
+                    reason = status.reason.as_deref().unwrap_or(""),
+                    "camera status"
+                );
                 *current = status;
                 true
             }

@@ -226,7 +226,9 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Models { action: ModelsAction::Fetch { manifest, dest } } => exit_code(glimpse::cli::models::fetch(&manifest, dest.as_deref())),
+        Command::Models { action: ModelsAction::Fetch { manifest, dest } } => {
+            exit_code(glimpse::cli::models::fetch(&manifest, dest.as_deref()))
+        }
         Command::Detect { config, images } => inspect_exit(glimpse::cli::inspect::detect(&config, &images)),
         Command::Embed { config, images } => inspect_exit(glimpse::cli::inspect::embed(&config, &images)),
         Command::Bench { what: BenchWhat::Profile { model, shape, runs, threads, any_batch } } => match <[usize; 4]>::try_from(shape) {

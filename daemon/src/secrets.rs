@@ -26,7 +26,9 @@ pub fn secret_file(configured: Option<&Path>, credential: &str) -> Option<PathBu
 
 /// The trimmed contents of a secret file.
 pub fn read_secret(file: &Path, what: &'static str) -> Result<String, SecretError> {
-    std::fs::read_to_string(file)
-        .map(|s| s.trim().to_owned())
-        .map_err(|source| SecretError::Unreadable { what, file: file.to_owned(), source })
+    std::fs::read_to_string(file).map(|s| s.trim().to_owned()).map_err(|source| SecretError::Unreadable {
+        what,
+        file: file.to_owned(),
+        source,
+    })
 }

@@ -90,10 +90,8 @@ numbers! {
     }
 }
 
-pub const SYNC_DERIVED: &[(&str, &str)] = &[
-    ("last_sync_ts", "unix ms of the last acknowledged upsert, or null"),
-    ("last_sync_age_s", "seconds since then, or null"),
-];
+pub const SYNC_DERIVED: &[(&str, &str)] =
+    &[("last_sync_ts", "unix ms of the last acknowledged upsert, or null"), ("last_sync_age_s", "seconds since then, or null")];
 
 numbers! {
     /// The inference stage's numbers.
@@ -292,7 +290,7 @@ impl Stats {
     /// Oldest records deleted at a disk cap (policy `drop_oldest`): data lost, said out loud.
     pub fn outbox_dropped(&self, n: u64) {
         let total = self.outbox.add(OutboxNumber::Dropped as usize, n);
-        tracing::warn!(dropped = n, dropped_total = total, "outbox at its cap: oldest records dropped");
+        tracing::warn!(event = "outbox_dropped", dropped = n, dropped_total = total, "outbox at its cap: oldest records dropped");
     }
 
     pub fn outbox_quarantined(&self, total: u64) {
@@ -415,7 +413,12 @@ fn numbers_json(fields: &[(&str, &str)], values: &[u64]) -> Map<String, Value> {
 }
 
 /// `before`: the camera in the previous snapshot, and when that was taken.
-fn camera_report(camera: &CameraSnapshot, status: Option<&CameraStatus>, before: Option<(Instant, &CameraSnapshot)>, now: Instant) -> Value {
+fn camera_report(
+    camera: &CameraSnapshot,
+    status: Option<&CameraStatus>,
+    before: Option<(Instant, &CameraSnapshot)>,
+    now: Instant,
+) -> Value {
     let (from, since) = match before {
         Some((at, b)) => (Some(b), at),
         None => (None, camera.since),

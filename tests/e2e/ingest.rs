@@ -11,14 +11,6 @@ use crate::harness::media::h264_clip;
 use crate::harness::rtsp::{Options, RtspServer};
 use crate::harness::ConfigBuilder;
 
-fn online(camera: &str) -> [String; 2] {
-    [format!("camera=\"{camera}\""), "state=\"online\"".to_owned()]
-}
-
-fn parts(p: &[String; 2]) -> [&str; 2] {
-    [p[0].as_str(), p[1].as_str()]
-}
-
 fn stop(mut daemon: Daemon) -> serde_json::Value {
     daemon.signal(Signal::SIGTERM);
     let status = daemon.wait(Duration::from_secs(30));
@@ -32,13 +24,14 @@ fn a_camera_comes_back_within_15_seconds_of_its_rtsp_server_restarting() {
     let port = server.port;
     let config = ConfigBuilder::new("heal", "detr-tiny-fixture.onnx").camera("door", &format!("rtsp://127.0.0.1:{port}/cam"), 2.0).write();
     let mut daemon = Daemon::start(&config, &[], &[]);
-    daemon.wait_for_log(&parts(&online("door")), 1, Duration::from_secs(60));
-    drop(server); // the camera reboots
-    daemon.wait_for_log(&["camera=\"door\"", "state=\"offline\""], 1, Duration::from_secs(30));
-    std::thread::sleep(Duration::from_secs(2));
+    daemon.wait_for_state("door", "online", 1, Duration::from_secs(60));
+    drop(server); // the camera reboots: its sessions end and its port closes
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the RTSP server still listens");
+    daemon.wait_for_state("door", "offline", 1, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2)); // the camera stays down a while
     let _server = RtspServer::start(&clip("bikes.mp4"), "cam", Options { port, ..Options::default() });
     let back = Instant::now();
-    daemon.wait_for_log(&parts(&online("door")), 2, Duration::from_secs(15));
+    daemon.wait_for_state("door", "online", 2, Duration::from_secs(15));
     assert!(back.elapsed() <= Duration::from_secs(15));
     let stats = stop(daemon);
     assert!(stats["cameras"]["door"]["reconnects"].as_u64() >= Some(1), "{stats}");
@@ -52,13 +45,13 @@ fn a_frozen_stream_is_detected_as_stalled_and_reconnected() {
         .raw("stall_timeout_s = 3")
         .write();
     let mut daemon = Daemon::start(&config, &[], &[]);
-    daemon.wait_for_log(&parts(&online("gate")), 1, Duration::from_secs(60));
+    daemon.wait_for_state("gate", "online", 1, Duration::from_secs(60));
     server.freeze();
     let frozen = Instant::now();
-    daemon.wait_for_log(&["camera=\"gate\"", "no data for 3 s"], 1, Duration::from_secs(10));
+    daemon.wait_for("camera_status", &[("camera", "gate"), ("reason", "no data for 3 s; reconnecting")], 1, Duration::from_secs(10));
     assert!(frozen.elapsed() < Duration::from_secs(8), "stall took {:?}", frozen.elapsed());
     // The reconnect gets a fresh (unfrozen) session from the server.
-    daemon.wait_for_log(&parts(&online("gate")), 2, Duration::from_secs(20));
+    daemon.wait_for_state("gate", "online", 2, Duration::from_secs(20));
     let stats = stop(daemon);
     assert!(stats["cameras"]["gate"]["stalls"].as_u64() >= Some(1), "{stats}");
 }
@@ -71,9 +64,12 @@ fn wrong_credentials_give_an_error_with_the_reason_and_slow_retries() {
         .camera("locked", &format!("rtsp://viewer:wrong-pass-42@127.0.0.1:{}/cam", server.port), 1.0)
         .write();
     let mut daemon = Daemon::start(&config, &[], &[]);
-    daemon.wait_for_log(&["camera=\"locked\"", "state=\"error\"", "authentication failed (401)"], 1, Duration::from_secs(60));
+    daemon.wait_for_state("locked", "error", 1, Duration::from_secs(60));
+    let reason = daemon.last("camera_status").expect("a status")["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(reason.starts_with("authentication failed (401)"), "{reason}");
+    // A window of time is what is measured here: how often the camera is retried in it.
     std::thread::sleep(Duration::from_secs(8));
-    let attempts = daemon.count_in_log(&["camera=\"locked\"", "starting source"]);
+    let attempts = daemon.count("source_starting", &[("camera", "locked")]);
     assert!(attempts <= 2, "retried {attempts} times in 8 s: no retry storm wanted");
     let logs = daemon.logs();
     let stats = stop(daemon);
@@ -96,10 +92,10 @@ fn missing_corrupt_and_truncated_files_fail_cleanly_without_stopping_the_daemon(
         .camera("truncated", &format!("file://{}", truncated.display()), 1.0)
         .write();
     let mut daemon = Daemon::start(&config, &[], &[]);
-    daemon.wait_for_log(&["camera=\"missing\"", "state=\"error\""], 1, Duration::from_secs(60));
-    daemon.wait_for_log(&["camera=\"corrupt\"", "state=\"error\""], 1, Duration::from_secs(60));
+    daemon.wait_for_state("missing", "error", 1, Duration::from_secs(60));
+    daemon.wait_for_state("corrupt", "error", 1, Duration::from_secs(60));
     // bikes.mp4 keeps its index (moov) at the end: its first half cannot be demuxed at all.
-    daemon.wait_for_log(&["camera=\"truncated\"", "state=\"error\""], 1, Duration::from_secs(60));
+    daemon.wait_for_state("truncated", "error", 1, Duration::from_secs(60));
     let stats = stop(daemon);
     assert!(stats["cameras"]["missing"]["reason"].as_str().is_some_and(|r| r.contains("not found")), "{stats}");
     for camera in ["missing", "corrupt", "truncated"] {
@@ -115,7 +111,7 @@ fn one_failing_camera_does_not_hold_up_another() {
         .camera("bikes", &format!("file://{}", clip("bikes.mp4").display()), 2.0)
         .write();
     let mut daemon = Daemon::start(&config, &[], &[]);
-    daemon.wait_for_log(&["camera=\"bikes\"", "end of file"], 1, Duration::from_secs(120));
+    daemon.wait_for("camera_status", &[("camera", "bikes"), ("reason", "end of file")], 1, Duration::from_secs(120));
     let stats = stop(daemon);
     assert_eq!(stats["cameras"]["bikes"]["frames_processed"], 20, "{stats}");
     assert_eq!(stats["cameras"]["dead"]["status"], "error", "{stats}");
@@ -155,8 +151,8 @@ fn a_looping_file_keeps_producing_frames_like_a_camera() {
         .camera("looped", &format!("file://{}", short.display()), 2.0)
         .raw("loop = true")
         .write();
-    let daemon = Daemon::start(&config, &[], &[]);
-    std::thread::sleep(Duration::from_secs(7));
+    let mut daemon = Daemon::start(&config, &[], &[]);
+    daemon.wait_for("file_looped", &[("camera", "looped")], 2, Duration::from_secs(60));
     let stats = stop(daemon);
     // 2 s of video at 2 fps is 4 frames a pass; after about 6 s of looping there are more.
     assert!(stats["cameras"]["looped"]["frames_sampled"].as_u64() >= Some(8), "{stats}");
@@ -170,8 +166,8 @@ fn rtsp_over_udp_works_when_asked_for() {
         .raw("transport = \"udp\"")
         .write();
     let mut daemon = Daemon::start(&config, &[], &[]);
-    daemon.wait_for_log(&parts(&online("udp")), 1, Duration::from_secs(60));
-    std::thread::sleep(Duration::from_secs(2));
+    daemon.wait_for_state("udp", "online", 1, Duration::from_secs(60));
+    daemon.wait_for("frame_analysed", &[("camera", "udp")], 2, Duration::from_secs(30));
     let stats = stop(daemon);
     assert!(stats["cameras"]["udp"]["frames_processed"].as_u64() >= Some(2), "{stats}");
 }

@@ -6,6 +6,7 @@ mod harness;
 
 mod attention;
 mod check;
+mod clock;
 mod durability;
 mod ingest;
 mod models;

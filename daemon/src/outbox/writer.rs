@@ -98,7 +98,7 @@ fn commit(outbox: &Outbox, records: &[Record], links: &WriterLinks) -> bool {
             }
             Err(OutboxError::Full { reason }) => {
                 if paused_since.is_none() {
-                    tracing::warn!(%reason, "outbox full: ingest paused until the syncer makes room");
+                    tracing::warn!(event = "outbox_paused", %reason, "outbox full: ingest paused until the syncer makes room");
                     stats.outbox_paused(true);
                     paused_since = Some(Instant::now());
                 }

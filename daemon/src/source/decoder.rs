@@ -8,8 +8,7 @@
 use serde::Deserialize;
 
 /// `cameras[].decoder`
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[derive(Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum DecoderMode {
     #[default]
     Auto,
@@ -27,7 +26,6 @@ impl<'de> Deserialize<'de> for DecoderMode {
         })
     }
 }
-
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Codec {

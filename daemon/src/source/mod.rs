@@ -219,7 +219,7 @@ pub fn run_camera(camera: CameraConfig, links: CameraLinks) {
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let mut hardware_failed = false;
     loop {
-        tracing::info!(camera = %name, uri = %camera.uri.redacted(), "starting source");
+        tracing::info!(event = "source_starting", camera = %name, uri = %camera.uri.redacted(), "starting source");
         let probes = Arc::new(Probes::default());
         let (ended, delivered) = stream_once(&camera, &links, &probes, hardware_failed);
         if delivered > 0 {
@@ -228,7 +228,7 @@ pub fn run_camera(camera: CameraConfig, links: CameraLinks) {
         let (state, reason, delay) = match &ended {
             Ended::ShutDown => break,
             Ended::Eos if camera.r#loop => {
-                tracing::debug!(camera = %name, "end of file: looping");
+                tracing::debug!(event = "file_looped", camera = %name, "end of file: looping");
                 continue;
             }
             Ended::Eos if !camera.is_live() => {
@@ -237,7 +237,9 @@ pub fn run_camera(camera: CameraConfig, links: CameraLinks) {
                 return;
             }
             Ended::Eos => (CameraState::Offline, "end of stream; reconnecting".to_owned(), backoff.next_delay()),
-            Ended::Stalled => (CameraState::Offline, format!("no data for {} s; reconnecting", camera.stall_timeout_s), backoff.next_delay()),
+            Ended::Stalled => {
+                (CameraState::Offline, format!("no data for {} s; reconnecting", camera.stall_timeout_s), backoff.next_delay())
+            }
             Ended::Failed(failure) => {
                 if delivered == 0 && probes.hardware_decoder.load(Ordering::Relaxed) && camera.decoder == DecoderMode::Auto {
                     tracing::warn!(camera = %name, "the hardware decoder failed before the first frame; using software from now on");
@@ -404,7 +406,9 @@ pub fn probe(camera: &CameraConfig, timeout: Duration) -> Result<(u32, u32), Str
     let built = pipeline::build(camera, Arc::new(Probes::default()), false).map_err(|e| redact(format!("{e:#}")))?;
     let (pipeline, sink) = (&built.pipeline, &built.sink);
     let result = (|| {
-        pipeline.set_state(gst::State::Playing).map_err(|e| pipeline.bus().and_then(|b| first_error(&b)).map_or(e.to_string(), |f| f.reason()))?;
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| pipeline.bus().and_then(|b| first_error(&b)).map_or(e.to_string(), |f| f.reason()))?;
         let bus = pipeline.bus().ok_or("pipeline has no bus")?;
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {

@@ -58,7 +58,7 @@ impl Reporter {
     }
 
     fn log(&mut self) {
-        tracing::info!(stats = %self.report(), "stats");
+        tracing::info!(event = "stats", stats = %self.report(), "stats");
     }
 }
 
@@ -392,7 +392,7 @@ impl Mqtt {
             tokio::select! {
                 event = self.events.poll() => match event {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        tracing::info!(host = %self.config.host, port = self.config.port, tls = self.config.tls, "MQTT connected");
+                        tracing::info!(event = "mqtt_connected", host = %self.config.host, port = self.config.port, tls = self.config.tls, "MQTT connected");
                         connected = true;
                         backoff.reset();
                         let current = statuses.borrow_and_update().clone();

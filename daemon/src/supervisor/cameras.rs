@@ -45,10 +45,8 @@ impl Plan {
 /// The plan that takes `running` (by name, with their settings) and `paused` to `wanted`.
 pub fn plan(running: &BTreeMap<String, CameraConfig>, paused: &BTreeSet<String>, wanted: &[CameraConfig]) -> Plan {
     let wanted_names: BTreeSet<&str> = wanted.iter().map(|c| c.name.as_str()).collect();
-    let mut plan = Plan {
-        remove: running.keys().chain(paused).filter(|n| !wanted_names.contains(n.as_str())).cloned().collect(),
-        ..Plan::default()
-    };
+    let mut plan =
+        Plan { remove: running.keys().chain(paused).filter(|n| !wanted_names.contains(n.as_str())).cloned().collect(), ..Plan::default() };
     for camera in wanted {
         let name = camera.name.clone();
         match running.get(&camera.name) {
@@ -218,7 +216,12 @@ mod tests {
         let plan = plan(&running, &paused, &wanted);
         assert_eq!(
             plan,
-            Plan { remove: vec!["attic".into()], add: vec!["gate".into()], restart: vec!["yard".into()], untouched: vec!["door".into(), "shed".into()] }
+            Plan {
+                remove: vec!["attic".into()],
+                add: vec!["gate".into()],
+                restart: vec!["yard".into()],
+                untouched: vec!["door".into(), "shed".into()]
+            }
         );
         assert_eq!(plan.summary(), "1 camera(s) added, 1 removed, 1 restarted with new settings, 2 untouched");
     }

@@ -100,7 +100,11 @@ fn start_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// The Pinecone client, after checking the index's dimension (unless the network is not up yet).
-fn connect_pinecone(runtime: &tokio::runtime::Runtime, config: &Config, dimension: usize) -> anyhow::Result<Option<(PineconeClient, SyncOptions)>> {
+fn connect_pinecone(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    dimension: usize,
+) -> anyhow::Result<Option<(PineconeClient, SyncOptions)>> {
     let Some(p) = &config.pinecone else {
         tracing::warn!("no [pinecone] section: records stay in the local outbox");
         return Ok(None);
@@ -148,12 +152,19 @@ impl Daemon {
         let (wake, scheduler) = (Arc::new(Notify::new()), Scheduler::new());
         let ids = Arc::new(IdClock::after(outbox.id_clock()?));
         let (record_tx, record_rx) = sync_channel::<Vec<Record>>(RECORD_QUEUE);
-        let links = WriterLinks { stats: stats.clone(), heartbeat: heartbeats.register("outbox writer"), wake: wake.clone(), ids: ids.clone(), shutdown: shutdown.clone() };
+        let links = WriterLinks {
+            stats: stats.clone(),
+            heartbeat: heartbeats.register("outbox writer"),
+            wake: wake.clone(),
+            ids: ids.clone(),
+            shutdown: shutdown.clone(),
+        };
         let writer = spawn("outbox-writer", {
             let (outbox, flush_ms, flush_records) = (outbox.clone(), config.outbox.flush_ms, config.outbox.flush_records);
             move || outbox::run_writer(outbox, record_rx, links, flush_ms, flush_records)
         })?;
-        let settings = Settings { device: config.device.id.clone(), min_box_px: config.detector.min_box_px, analysis: config.analysis.clone() };
+        let settings =
+            Settings { device: config.device.id.clone(), min_box_px: config.detector.min_box_px, analysis: config.analysis.clone() };
         let analyzer = Analyzer::new(detector, embedder, settings, stats.clone(), ids);
         let analyzer = spawn("inference", {
             let (beat, frames) = (heartbeats.register("inference"), scheduler.clone());
@@ -162,7 +173,8 @@ impl Daemon {
                 frames.consumer_gone();
             }
         })?;
-        let factory = CameraLinksFactory { stats: stats.clone(), states: states.clone(), heartbeats: heartbeats.clone(), shutdown: shutdown.clone() };
+        let factory =
+            CameraLinksFactory { stats: stats.clone(), states: states.clone(), heartbeats: heartbeats.clone(), shutdown: shutdown.clone() };
         let mut cameras = Cameras::new(scheduler.clone(), factory);
         for camera in &config.cameras {
             cameras.start(camera.clone())?;
@@ -170,7 +182,9 @@ impl Daemon {
         let (command_tx, commands) = mpsc::channel::<Request>(COMMAND_QUEUE);
         let reporter = Reporter::new(config.device.id.clone(), stats.clone(), states);
         let status = runtime.spawn(status::run_status(config.mqtt.clone(), reporter, command_tx, shutdown.clone()));
-        let syncer = pinecone.map(|(client, options)| runtime.spawn(sync::run_syncer(outbox.clone(), client, options, stats, wake.clone(), shutdown.clone())));
+        let syncer = pinecone.map(|(client, options)| {
+            runtime.spawn(sync::run_syncer(outbox.clone(), client, options, stats, wake.clone(), shutdown.clone()))
+        });
         let watchdog = runtime.spawn(systemd_notify::watchdog_pings(heartbeats, shutdown));
         Ok(Self { runtime, trigger, outbox, wake, scheduler, cameras, analyzer, writer, syncer, status, watchdog, commands })
     }
@@ -182,21 +196,21 @@ impl Daemon {
             Signals::new()?
         };
         systemd_notify::ready(&format!("running {} camera(s)", self.cameras.count()));
-        tracing::info!(cameras = self.cameras.count(), device = %current.device.id, "glimpse running");
+        tracing::info!(event = "running", cameras = self.cameras.count(), device = %current.device.id, "glimpse running");
         loop {
             if options.exit_when_done && self.all_delivered() {
-                tracing::info!(reason = "all sources finished and every record is delivered", "stopping");
+                tracing::info!(event = "stopping", reason = "all sources finished and every record is delivered", "stopping");
                 return Ok(());
             }
             match self.runtime.block_on(next_event(&mut signals, &mut self.commands, options.exit_when_done)) {
                 Event::Check => {}
                 Event::Stop(why) => {
-                    tracing::info!(reason = why, "stopping");
+                    tracing::info!(event = "stopping", reason = why, "stopping");
                     return Ok(());
                 }
                 Event::Reload => {
                     if let Err(e) = self.reload(config_path, &mut current) {
-                        tracing::error!(error = %e, "configuration reload rejected; the running configuration stays in force");
+                        tracing::error!(event = "config_reload_rejected", error = %e, "configuration reload rejected; the running configuration stays in force");
                     }
                 }
                 Event::Command(request) => {
@@ -241,12 +255,16 @@ impl Daemon {
             current.cameras = new.cameras;
             Ok(match needs_restart.is_empty() {
                 true => format!("configuration reloaded: {}", plan.summary()),
-                false => format!("configuration reloaded: {}; changes to {} take effect after a restart", plan.summary(), needs_restart.join(", ")),
+                false => format!(
+                    "configuration reloaded: {}; changes to {} take effect after a restart",
+                    plan.summary(),
+                    needs_restart.join(", ")
+                ),
             })
         });
         systemd_notify::ready(&format!("running {} camera(s)", self.cameras.count()));
         if let Ok(message) = &result {
-            tracing::info!(path = %path.display(), "{message}");
+            tracing::info!(event = "config_reloaded", path = %path.display(), summary = %message, "{message}");
         }
         result
     }
@@ -276,7 +294,7 @@ impl Daemon {
             watchdog.abort();
         });
         self.runtime.shutdown_timeout(Duration::from_secs(1));
-        tracing::info!(pending = self.outbox.backlog().records, "stopped");
+        tracing::info!(event = "stopped", pending = self.outbox.backlog().records, "stopped");
     }
 }
 

@@ -104,7 +104,8 @@ impl PineconeConfig {
             }
         }
         let hint = "set env PINECONE_API_KEY, pinecone.api_key_file, or the systemd credential \"pinecone-api-key\"";
-        let file = crate::secrets::secret_file(self.api_key_file.as_deref(), "pinecone-api-key").ok_or(SecretError::Missing { what: WHAT, hint })?;
+        let file = crate::secrets::secret_file(self.api_key_file.as_deref(), "pinecone-api-key")
+            .ok_or(SecretError::Missing { what: WHAT, hint })?;
         match crate::secrets::read_secret(&file, WHAT)? {
             key if key.is_empty() => Err(SecretError::Empty { what: WHAT, file }),
             key => Ok(ApiKey(key)),
@@ -276,7 +277,7 @@ async fn deliver<I: Index>(batch: Vec<(u64, Record)>, outbox: &Arc<Outbox>, clie
                 if e.is_configuration() {
                     tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "Pinecone refuses this device's requests; check [pinecone] host and the API key");
                 } else {
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "upsert failed; will retry");
+                    tracing::warn!(event = "upsert_retry", error = %e, retry_in_ms = delay.as_millis() as u64, "upsert failed; will retry");
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
@@ -358,7 +359,11 @@ mod tests {
                     f.in_flight += 1;
                     f.max_in_flight = f.max_in_flight.max(f.in_flight);
                     f.batches.push(ids.clone());
-                    if f.script.is_empty() { Ok(()) } else { f.script.remove(0) }
+                    if f.script.is_empty() {
+                        Ok(())
+                    } else {
+                        f.script.remove(0)
+                    }
                 };
                 tokio::time::sleep(LATENCY).await;
                 fake.lock().expect("fake").in_flight -= 1;
@@ -369,8 +374,19 @@ mod tests {
 
     fn record(id: &str) -> Record {
         let metadata = Metadata {
-            device: "d".into(), camera: "c".into(), ts: 1, pts_ms: 0, label: "car".into(), score: 0.9,
-            x: 0, y: 0, w: 1, h: 1, frame_w: 2, frame_h: 2, track_id: None,
+            device: "d".into(),
+            camera: "c".into(),
+            ts: 1,
+            pts_ms: 0,
+            label: "car".into(),
+            score: 0.9,
+            x: 0,
+            y: 0,
+            w: 1,
+            h: 1,
+            frame_w: 2,
+            frame_h: 2,
+            track_id: None,
         };
         Record { id: id.into(), values: vec![1.0], metadata }
     }
@@ -405,14 +421,18 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn every_record_goes_in_exactly_one_batch_with_at_most_in_flight_at_once() {
         let index = FakeIndex::default();
-        let Drained { outbox, stats, took, .. } = drain(index.clone(), &["a", "b", "c", "d", "e", "f", "g"], 2, Duration::from_secs(60)).await;
+        let Drained { outbox, stats, took, .. } =
+            drain(index.clone(), &["a", "b", "c", "d", "e", "f", "g"], 2, Duration::from_secs(60)).await;
         let fake = index.0.lock().expect("fake");
         let mut sent: Vec<String> = fake.batches.concat();
         sent.sort();
         assert_eq!(sent, ["a", "b", "c", "d", "e", "f", "g"], "each once: {:?}", fake.batches);
         assert_eq!(fake.max_in_flight, 2);
         assert!(took < 3 * LATENCY, "four batches two at a time take two round trips, took {took:?}");
-        assert_eq!((outbox.backlog().records, stats.snapshot().report("d", &Default::default(), None)["sync"]["upserted"].as_u64()), (0, Some(7)));
+        assert_eq!(
+            (outbox.backlog().records, stats.snapshot().report("d", &Default::default(), None)["sync"]["upserted"].as_u64()),
+            (0, Some(7))
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -52,7 +52,13 @@ impl Tracker {
     /// to embed as done only when [`Tracker::embedded`] confirms it. New track ids are
     /// `{key_ms}.{index}` (`key_ms` is the frame's id key): unique per camera, the same on a
     /// rerun of a file.
-    pub fn assign(&mut self, frame: &image::RgbImage, detections: &[(&'static str, PixelBox)], now_ms: i64, key_ms: u64) -> Vec<Assignment> {
+    pub fn assign(
+        &mut self,
+        frame: &image::RgbImage,
+        detections: &[(&'static str, PixelBox)],
+        now_ms: i64,
+        key_ms: u64,
+    ) -> Vec<Assignment> {
         self.tracks.retain(|t| now_ms - t.last_seen_ms <= self.timeout_ms);
         let mut pairs = Vec::new();
         for (d, (label, b)) in detections.iter().enumerate() {

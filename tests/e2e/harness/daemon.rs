@@ -1,4 +1,6 @@
-//! Runs the real `glimpse` binary as a subprocess, with its logs captured to a file.
+//! Runs the real `glimpse` binary as a subprocess, its logs captured to a file as JSON lines
+//! (`--log-format json`). Tests read the logs' machine-readable fields — the `event` name of
+//! typed events and their fields — never the sentences, so rewording a message breaks nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -6,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use serde_json::Value;
 
 /// The binary under test: the one cargo built, or `GLIMPSE_BIN` (scripts/aarch64.sh points it at
 /// the aarch64 build, run through qemu).
@@ -35,7 +38,7 @@ impl Daemon {
         let log = config.with_extension("log");
         let file = std::fs::File::create(&log).expect("create log file");
         let mut command = Command::new(bin());
-        command.args(["run", "--config"]).arg(config).args(extra_args).env("GLIMPSE_LOG", "info,glimpse=debug");
+        command.args(["--log-format", "json", "run", "--config"]).arg(config).args(extra_args).env("GLIMPSE_LOG", "info,glimpse=debug");
         command.env_remove("PINECONE_API_KEY").env_remove("NOTIFY_SOCKET");
         for (k, v) in env {
             command.env(k, v);
@@ -71,28 +74,50 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits until the log has at least `count` lines containing every one of `parts`.
-    pub fn wait_for_log(&mut self, parts: &[&str], count: usize, timeout: Duration) {
+    /// Every JSON log line so far (lines that are not JSON, e.g. from GStreamer, are skipped).
+    pub fn events(&self) -> Vec<Value> {
+        self.logs().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// How many typed events named `event` have every one of `fields` (name, value as text).
+    pub fn count(&self, event: &str, fields: &[(&str, &str)]) -> usize {
+        self.events().iter().filter(|e| is_event(e, event, fields)).count()
+    }
+
+    /// Waits until at least `count` events match (as [`Daemon::count`]); panics with the log
+    /// after `timeout` or if the daemon exits first.
+    pub fn wait_for(&mut self, event: &str, fields: &[(&str, &str)], count: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        while self.count_in_log(parts) < count {
+        while self.count(event, fields) < count {
             if Instant::now() > deadline || !matches!(self.child.try_wait(), Ok(None)) {
-                panic!("log never had {count} line(s) with {parts:?} within {timeout:?}; log:\n{}", self.logs());
+                panic!("never {count} {event} event(s) with {fields:?} within {timeout:?}; log:\n{}", self.logs());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    pub fn count_in_log(&self, parts: &[&str]) -> usize {
-        self.logs().lines().filter(|l| parts.iter().all(|p| l.contains(p))).count()
+    /// Waits until camera `camera` has reported `state` at least `count` times.
+    pub fn wait_for_state(&mut self, camera: &str, state: &str, count: usize, timeout: Duration) {
+        self.wait_for("camera_status", &[("camera", camera), ("state", state)], count, timeout);
+    }
+
+    /// The fields of the last event named `event`.
+    pub fn last(&self, event: &str) -> Option<Value> {
+        self.events().into_iter().rfind(|e| is_event(e, event, &[])).map(|e| e["fields"].clone())
     }
 
     /// The last stats JSON the daemon logged (without MQTT it logs them, and always at exit).
-    pub fn last_stats(&self) -> serde_json::Value {
-        let logs = self.logs();
-        let line = logs.lines().filter(|l| l.contains(" stats stats=")).next_back().expect("stats logged");
-        let json = line.split(" stats stats=").nth(1).expect("stats JSON");
-        serde_json::from_str(json).expect("stats are JSON")
+    pub fn last_stats(&self) -> Value {
+        let stats = self.last("stats").expect("stats logged");
+        serde_json::from_str(stats["stats"].as_str().expect("stats as text")).expect("stats are JSON")
     }
+}
+
+/// Whether a log line is the typed event `event` with every one of `fields`.
+pub fn is_event(line: &Value, event: &str, fields: &[(&str, &str)]) -> bool {
+    let f = &line["fields"];
+    let text = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+    f["event"] == event && fields.iter().all(|(k, v)| text(&f[*k]) == *v)
 }
 
 impl Drop for Daemon {

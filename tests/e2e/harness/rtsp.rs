@@ -14,7 +14,10 @@ use gstreamer_rtsp_server::prelude::*;
 pub struct RtspServer {
     pub port: u16,
     server: rtsp::RTSPServer,
+    context: glib::MainContext,
     main_loop: glib::MainLoop,
+    /// Every media served so far, so that a kill can stop their pipelines.
+    medias: Arc<Mutex<Vec<rtsp::RTSPMedia>>>,
     /// The `valve` of every media served so far: closing them freezes the streams.
     gates: Arc<Mutex<Vec<gst::Element>>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -48,11 +51,13 @@ impl RtspServer {
         ));
         factory.set_shared(false);
         let gates = Arc::new(Mutex::new(Vec::new()));
-        let seen = gates.clone();
+        let medias = Arc::new(Mutex::new(Vec::new()));
+        let (seen_gates, seen_medias) = (gates.clone(), medias.clone());
         factory.connect_media_configure(move |_, media| {
             if let Some(gate) = media.element().downcast_ref::<gst::Bin>().and_then(|b| b.by_name("gate")) {
-                seen.lock().expect("gates").push(gate);
+                seen_gates.lock().expect("gates").push(gate);
             }
+            seen_medias.lock().expect("medias").push(media.clone());
         });
         if let Some((user, password)) = &options.credentials {
             let auth = rtsp::RTSPAuth::new();
@@ -67,22 +72,22 @@ impl RtspServer {
         }
         server.mount_points().expect("mount points").add_factory(&format!("/{mount}"), factory);
         let (port_tx, port_rx) = std::sync::mpsc::channel();
-        let (thread_loop, thread_server) = (main_loop.clone(), server.clone());
+        let (thread_loop, thread_server, thread_context) = (main_loop.clone(), server.clone(), context.clone());
         let thread = std::thread::spawn(move || {
-            context
+            thread_context
                 .with_thread_default(|| {
-                    let source = thread_server.attach(Some(&context)).expect("RTSP server attaches");
+                    let source = thread_server.attach(Some(&thread_context)).expect("RTSP server attaches");
                     port_tx.send(thread_server.bound_port()).expect("report port");
                     thread_loop.run();
                     // Destroying the listening source closes the port, so a restart can bind it.
-                    if let Some(listening) = context.find_source_by_id(&source) {
+                    if let Some(listening) = thread_context.find_source_by_id(&source) {
                         listening.destroy();
                     }
                 })
                 .expect("RTSP server context");
         });
         let port = port_rx.recv_timeout(std::time::Duration::from_secs(10)).expect("RTSP server started");
-        Self { port: port as u16, server, main_loop, gates, thread: Some(thread) }
+        Self { port: port as u16, server, context, main_loop, medias, gates, thread: Some(thread) }
     }
 
     /// Stops every stream's data (sessions stay open): what a hung camera looks like.
@@ -94,10 +99,22 @@ impl RtspServer {
 }
 
 impl Drop for RtspServer {
-    /// Like killing the camera: clients are disconnected and the port closes.
+    /// Like killing the camera: every session's pipeline stops, every client's connection
+    /// closes, and the port closes. All of it runs on the server's own context, before its loop
+    /// ends: removing clients from another thread and quitting at once (as this harness did)
+    /// left a session streaming after the "kill", so the daemon saw neither an error nor a stall.
     fn drop(&mut self) {
-        self.server.client_filter(Some(&mut |_, _| rtsp::RTSPFilterResult::Remove));
-        self.main_loop.quit();
+        let (server, medias, main_loop) = (self.server.clone(), self.medias.clone(), self.main_loop.clone());
+        self.context.invoke(move || {
+            for media in medias.lock().expect("medias").drain(..) {
+                let _ = media.unprepare();
+            }
+            server.client_filter(Some(&mut |_, client| {
+                client.close();
+                rtsp::RTSPFilterResult::Remove
+            }));
+            main_loop.quit();
+        });
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

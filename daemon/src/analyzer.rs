@@ -160,7 +160,7 @@ impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
         let (analysis, stats) = (&self.settings.analysis, &self.stats);
         self.cameras
             .entry(name.to_owned())
-            .or_insert_with(|| Camera { attention: Attention::new(analysis, name), stats: stats.camera(name) })
+            .or_insert_with(|| Camera { attention: Attention::new(analysis, name), stats: stats.existing_camera(name) })
     }
 }
 
@@ -232,6 +232,7 @@ mod tests {
 
     fn analyzer(failing: Vec<usize>) -> (Analyzer<TwoPeople, FlakyEmbedder>, Arc<Stats>) {
         let stats = Stats::new();
+        stats.camera("door"); // configured, as the supervisor does
         let settings =
             Settings { device: "dev".into(), min_box_px: 8, analysis: AnalysisConfig { motion_gate: false, ..AnalysisConfig::default() } };
         let analyzer = Analyzer::new(TwoPeople, FlakyEmbedder { calls: 0, failing }, settings, stats.clone(), Arc::new(IdClock::default()));

@@ -261,6 +261,13 @@ impl Stats {
         cameras.entry(name.to_owned()).or_insert_with(|| Arc::new(CameraStats::new(name))).clone()
     }
 
+    /// The numbers of camera `name` if it is configured; else numbers that count nowhere (a
+    /// removed camera's last frame must not bring it back into the stats).
+    pub fn existing_camera(&self, name: &str) -> Arc<CameraStats> {
+        let cameras = self.cameras.read().unwrap_or_else(|p| p.into_inner());
+        cameras.get(name).cloned().unwrap_or_else(|| Arc::new(CameraStats::new(name)))
+    }
+
     /// Forgets a camera removed from the configuration.
     pub fn remove_camera(&self, name: &str) {
         self.cameras.write().unwrap_or_else(|p| p.into_inner()).remove(name);
@@ -469,4 +476,69 @@ impl ProcessSnapshot {
 
 fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each section of the stats JSON with the fields documented for it.
+    fn sections() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
+        let join = |a: &[(&'static str, &'static str)], b: &[(&'static str, &'static str)]| a.iter().chain(b).copied().collect();
+        vec![
+            ("cameras.{name}", join(CameraNumber::FIELDS, CAMERA_DERIVED)),
+            ("outbox", join(OutboxNumber::FIELDS, OUTBOX_DERIVED)),
+            ("sync", join(SyncNumber::FIELDS, SYNC_DERIVED)),
+            ("inference", InferenceNumber::FIELDS.to_vec()),
+        ]
+    }
+
+    /// docs/mqtt.md's tables, as this list makes them.
+    fn tables() -> String {
+        let mut text = String::new();
+        for (section, fields) in sections() {
+            text += &format!("\n`{section}`:\n\n| field | meaning |\n|---|---|\n");
+            for (key, doc) in fields {
+                text += &format!("| `{key}` | {doc} |\n");
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn the_json_has_exactly_the_listed_fields() {
+        let stats = Stats::new();
+        stats.camera("door").frame_sampled();
+        let report = stats.snapshot().report("dev", &BTreeMap::new(), None);
+        let keys = |v: &Value| v.as_object().expect("an object").keys().cloned().collect::<std::collections::BTreeSet<_>>();
+        for (section, fields) in sections() {
+            let value = match section {
+                "cameras.{name}" => &report["cameras"]["door"],
+                other => &report[other],
+            };
+            let listed = fields.iter().map(|(k, _)| k.to_string()).collect();
+            assert_eq!(keys(value), listed, "section {section}");
+        }
+    }
+
+    #[test]
+    fn docs_mqtt_md_lists_every_field_with_its_meaning() {
+        let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/mqtt.md")).expect("docs/mqtt.md");
+        assert!(docs.contains(&tables()), "docs/mqtt.md's stats tables differ from stats.rs; they should read:\n{}", tables());
+    }
+
+    #[test]
+    fn rates_come_from_consecutive_snapshots_and_taking_one_changes_nothing() {
+        let stats = Stats::new();
+        let door = stats.camera("door");
+        door.decoded(10, 0);
+        let first = stats.snapshot();
+        let again = stats.snapshot();
+        assert_eq!(first.cameras["door"].get(CameraNumber::FramesDecoded), again.cameras["door"].get(CameraNumber::FramesDecoded));
+        door.decoded(30, 0);
+        let mut later = stats.snapshot();
+        later.at = first.at + Duration::from_secs(10);
+        let report = later.report("dev", &BTreeMap::new(), Some(&first));
+        assert_eq!(report["cameras"]["door"]["fps_in"], 3.0, "30 frames in the 10 s since the previous snapshot");
+    }
 }

@@ -82,3 +82,32 @@ fn missing_and_corrupt_models_and_missing_media_are_all_named() {
     assert!(out.contains("camera gone (file:///nonexistent/clip.mp4):"), "{out}");
     assert!(out.contains("3 problem(s) found"), "{out}");
 }
+
+#[test]
+fn a_data_dir_that_cannot_be_made_or_lacks_free_space_is_named() {
+    let bikes = format!("file://{}", clip("bikes.mp4").display());
+    let config = ConfigBuilder::new("chk", "detr-tiny-random.onnx").camera("bikes", &bikes, 1.0).write();
+    let text = std::fs::read_to_string(&*config).expect("read config");
+    let data_dir = config.dir.path().join("data").display().to_string();
+    std::fs::write(&*config, text.replace(&data_dir, "/dev/null/glimpse")).expect("rewrite config");
+    let (code, out) = check(&config);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("device.data_dir: data_dir /dev/null/glimpse cannot be created"), "{out}");
+
+    let roomy = ConfigBuilder::new("chk", "detr-tiny-random.onnx")
+        .camera("bikes", &bikes, 1.0)
+        .raw("[outbox]\nmin_free_disk = \"1000000 GiB\"")
+        .write();
+    let (code, out) = check(&roomy);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("less than outbox.min_free_disk"), "{out}");
+}
+
+#[test]
+fn a_stop_timeout_that_is_not_a_number_of_seconds_is_refused_without_a_panic() {
+    let config = ConfigBuilder::new("chk", "detr-tiny-random.onnx").camera("t", "test:", 1.0).write();
+    let out = glimpse(&["run", "--config", &config.display().to_string(), "--stop-timeout-s", "nan"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("\"nan\" is not a number of seconds from 0 to 3600") && !stderr.contains("panicked"), "{stderr}");
+}

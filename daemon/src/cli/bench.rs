@@ -55,7 +55,7 @@ fn run_to_eos(description: &str, keyframes_only: bool) -> anyhow::Result<()> {
 fn glimpse_ingest(file: &Path, sample_fps: f64, keyframes: KeyframeMode) -> anyhow::Result<(u64, f64)> {
     let camera = CameraConfig {
         name: "bench".into(),
-        uri: crate::source::CameraUri::try_from(format!("file://{}", file.canonicalize()?.display())).map_err(anyhow::Error::msg)?,
+        uri: crate::source::CameraUri::from(format!("file://{}", file.canonicalize()?.display())),
         sample_fps,
         stall_timeout_s: 10.0,
         decoder: DecoderMode::Software,

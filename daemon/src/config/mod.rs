@@ -4,6 +4,8 @@
 //! only reads the file, collects *every* problem — syntax, unknown keys, wrong types and invalid
 //! values — and names each one with its key path and its line and column.
 
+#[cfg(test)]
+mod documented;
 mod locate;
 
 use std::fmt;
@@ -23,7 +25,7 @@ use crate::sync::PineconeConfig;
 use crate::track::AnalysisConfig;
 
 /// The whole configuration file.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct Config {
     pub device: DeviceConfig,
     #[serde(default)]

@@ -99,6 +99,9 @@ const BACKPRESSURE_POLL: Duration = Duration::from_millis(20);
 impl CameraConfig {
     pub fn validate(&self, at: &KeyPath, problems: &mut Vec<Problem>) {
         check_name(&self.name, &at.key("name"), problems);
+        if let SourceKind::Unsupported(why) = self.uri.kind() {
+            problems.push(Problem::new(at.key("uri"), why.clone()));
+        }
         if !(self.sample_fps > 0.0 && self.sample_fps <= 60.0) {
             problems.push(Problem::new(at.key("sample_fps"), format!("must be above 0 and at most 60 (got {})", self.sample_fps)));
         }
@@ -270,9 +273,34 @@ fn stream_once(camera: &CameraConfig, links: &CameraLinks, probes: &Arc<Probes>,
     };
     let mut pump = Pump { camera, id: Arc::from(camera.name.as_str()), links, probes, delivered: 0 };
     let ended = pump.run(&built.pipeline, &built.sink);
-    // Always back to Null on the way out, or GStreamer threads and sockets leak.
-    let _ = built.pipeline.set_state(gst::State::Null);
+    tear_down(built.pipeline, &camera.name, &links.heartbeat);
     (ended, pump.delivered)
+}
+
+/// How long a pipeline gets to reach Null before the camera goes on without it.
+const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Always back to Null on the way out, or GStreamer threads and sockets leak; but in a thread of
+/// its own, waited for a bounded time: rtspsrc's teardown after its server vanished was seen to
+/// block for longer than the e2e tests' 30 s, and the camera must report and reconnect meanwhile.
+fn tear_down(pipeline: gst::Pipeline, camera: &str, beat: &Heartbeat) {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new().name(format!("stop-{camera}")).spawn(move || {
+        let _ = pipeline.set_state(gst::State::Null);
+        let _ = done_tx.send(());
+    });
+    if spawned.is_err() {
+        tracing::warn!(camera, "cannot start a thread to stop the pipeline; it is abandoned");
+        return;
+    }
+    let deadline = Instant::now() + TEARDOWN_TIMEOUT;
+    while done_rx.recv_timeout(Duration::from_millis(250)).is_err() {
+        beat.beat();
+        if Instant::now() > deadline {
+            tracing::warn!(event = "teardown_slow", camera, "the pipeline did not stop within 5 s; it finishes in the background");
+            return;
+        }
+    }
 }
 
 struct Pump<'a> {

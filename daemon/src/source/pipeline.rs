@@ -8,8 +8,8 @@
 //! Decoders emit 4:2:0 (I420, or NV12 from hardware), which `videoconvert` passes through (other
 //! formats, e.g. 10-bit, it converts to the nearest of these); the
 //! conversion to RGB happens once, in `copy_frame`, straight from the mapped buffer into the
-//! frame Glimpse keeps (yuvutils' SIMD kernels: about 5 times cheaper than `videoconvert` to RGB
-//! plus a copy, docs/benchmarks.md).
+//! frame Glimpse keeps (yuvutils' SIMD kernels: much cheaper than `videoconvert` to RGB plus a
+//! copy; measured in docs/benchmarks.md).
 //! `test:` starts with videotestsrc and `csi://N` with nvarguscamerasrc or libcamerasrc instead.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

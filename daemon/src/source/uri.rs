@@ -23,11 +23,14 @@ pub enum SourceKind {
     Csi(u32),
     /// `test:`: GStreamer's test pattern, live.
     Test,
+    /// Not a URI Glimpse can read; why, for the configuration check (which rejects it, so a
+    /// running daemon never sees one).
+    Unsupported(String),
 }
 
 /// A camera URI: its text (which GStreamer is given) and its kind.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[serde(from = "String")]
 pub struct CameraUri {
     text: String,
     kind: SourceKind,
@@ -35,30 +38,34 @@ pub struct CameraUri {
 
 const SCHEMES: [&str; 8] = ["rtsp://", "rtsps://", "file://", "http://", "https://", "v4l2://", "csi://", "test:"];
 
-impl TryFrom<String> for CameraUri {
-    type Error = String;
-
-    fn try_from(text: String) -> Result<Self, String> {
-        let kind = if text.starts_with("rtsp://") || text.starts_with("rtsps://") {
-            SourceKind::Rtsp
-        } else if let Some(path) = text.strip_prefix("file://") {
-            if !path.starts_with('/') {
-                return Err("file URIs need an absolute path: file:///abs/path.mp4".into());
-            }
-            SourceKind::File(PathBuf::from(path))
-        } else if text.starts_with("http://") || text.starts_with("https://") {
-            SourceKind::Http
-        } else if text.starts_with("v4l2://") {
-            SourceKind::V4l2
-        } else if let Some(n) = text.strip_prefix("csi://") {
-            SourceKind::Csi(n.trim_end_matches('/').parse().map_err(|_| "csi URIs name the camera by number: csi://0".to_owned())?)
-        } else if text.starts_with("test:") {
-            SourceKind::Test
-        } else {
-            return Err(format!("{:?} is not a supported camera URI: use one of {}", redact_uri(&text), SCHEMES.join(", ")));
-        };
-        Ok(Self { text, kind })
+impl From<String> for CameraUri {
+    fn from(text: String) -> Self {
+        let kind = parse(&text).unwrap_or_else(SourceKind::Unsupported);
+        Self { text, kind }
     }
+}
+
+/// The kind of source `text` names, or why it names none.
+fn parse(text: &str) -> Result<SourceKind, String> {
+    let kind = if text.starts_with("rtsp://") || text.starts_with("rtsps://") {
+        SourceKind::Rtsp
+    } else if let Some(path) = text.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err("file URIs need an absolute path: file:///abs/path.mp4".into());
+        }
+        SourceKind::File(PathBuf::from(path))
+    } else if text.starts_with("http://") || text.starts_with("https://") {
+        SourceKind::Http
+    } else if text.starts_with("v4l2://") {
+        SourceKind::V4l2
+    } else if let Some(n) = text.strip_prefix("csi://") {
+        SourceKind::Csi(n.trim_end_matches('/').parse().map_err(|_| "csi URIs name the camera by number: csi://0".to_owned())?)
+    } else if text.starts_with("test:") {
+        SourceKind::Test
+    } else {
+        return Err(format!("{:?} is not a supported camera URI: use one of {}", redact_uri(text), SCHEMES.join(", ")));
+    };
+    Ok(kind)
 }
 
 impl CameraUri {
@@ -95,7 +102,10 @@ mod tests {
     use super::*;
 
     fn kind(text: &str) -> Result<SourceKind, String> {
-        CameraUri::try_from(text.to_owned()).map(|u| u.kind)
+        match CameraUri::from(text.to_owned()).kind {
+            SourceKind::Unsupported(why) => Err(why),
+            kind => Ok(kind),
+        }
     }
 
     #[test]
@@ -111,7 +121,7 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_password() {
-        let uri = CameraUri::try_from("rtsp://admin:s3cret@cam/live".to_owned()).expect("valid");
+        let uri = CameraUri::from("rtsp://admin:s3cret@cam/live".to_owned());
         assert!(!format!("{uri:?}").contains("s3cret"));
     }
 }

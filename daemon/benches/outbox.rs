@@ -38,6 +38,7 @@ fn record(i: usize) -> Record {
             frame_w: 640,
             frame_h: 272,
             track_id: None,
+            crop: None,
         },
     }
 }

@@ -16,9 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::clock::IdClock;
+use crate::crops;
 use crate::detect::{Detection, ObjectDetector};
 use crate::embed::{clamp_box, crop, ImageEmbedder, PixelBox};
-use crate::record::{record_id, Metadata, Record};
+use crate::record::{record_id, Metadata, NewRecord, Record};
 use crate::schedule::{RecvError, Scheduler};
 use crate::source::Frame;
 use crate::stats::{CameraStats, FrameOutcome, Stats};
@@ -34,6 +35,8 @@ pub struct Settings {
     /// Boxes narrower or lower than this (after clamping) are counted, not embedded.
     pub min_box_px: u32,
     pub analysis: AnalysisConfig,
+    /// Keep each record's crop as a JPEG: its longest side and quality. `None`: no crops.
+    pub crops: Option<(u32, u8)>,
 }
 
 /// One camera's state in the stage.
@@ -68,7 +71,7 @@ impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
     }
 
     /// The thread's loop: until the scheduler says every camera has finished, or the writer is gone.
-    pub fn run(mut self, frames: &Scheduler, records: SyncSender<Vec<Record>>, beat: &Heartbeat) {
+    pub fn run(mut self, frames: &Scheduler, records: SyncSender<Vec<NewRecord>>, beat: &Heartbeat) {
         loop {
             beat.beat();
             for camera in frames.take_departed() {
@@ -90,7 +93,7 @@ impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
     }
 
     /// One frame's records; everything that happened is counted on the camera's stats.
-    pub fn analyze(&mut self, frame: &Frame) -> Vec<Record> {
+    pub fn analyze(&mut self, frame: &Frame) -> Vec<NewRecord> {
         let started = Instant::now();
         let time = self.frame_time(frame);
         let camera = self.camera(&frame.camera);
@@ -115,7 +118,7 @@ impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
     /// Tracks the frame's boxes and embeds those the tracker chose. A failed embedding costs
     /// its own record only; the tracker learns of an embedding once it succeeded, so the object
     /// is tried again on its next frame.
-    fn embed_chosen(&mut self, frame: &Frame, time: FrameTime, detections: &[Detection]) -> (Vec<Record>, FrameOutcome) {
+    fn embed_chosen(&mut self, frame: &Frame, time: FrameTime, detections: &[Detection]) -> (Vec<NewRecord>, FrameOutcome) {
         let (frame_w, frame_h) = frame.image.dimensions();
         let min_box = self.settings.min_box_px;
         let boxes: Vec<(usize, &Detection, PixelBox)> =
@@ -132,10 +135,16 @@ impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
                 continue;
             }
             let id = record_id(&self.settings.device, &frame.camera, time.key_ms, index);
-            match self.embedder.embed(&crop(&frame.image, b)) {
+            let pixels = crop(&frame.image, b);
+            match self.embedder.embed(&pixels) {
                 Ok(values) => {
                     camera.attention.tracker.embedded(&assignment.track_id, time.stream_ms);
-                    records.push(Record { id, values, metadata: metadata(&self.settings.device, frame, det, b, assignment.track_id) });
+                    let mut metadata = metadata(&self.settings.device, frame, det, b, assignment.track_id);
+                    let crop_jpeg = self.settings.crops.and_then(|(max_px, quality)| encode_crop(&pixels, max_px, quality, &id));
+                    if crop_jpeg.is_some() {
+                        metadata.crop = Some(crops::key(&self.settings.device, &frame.camera, frame.ts, &id));
+                    }
+                    records.push(NewRecord { record: Record { id, values, metadata }, crop_jpeg });
                 }
                 Err(e) => {
                     outcome.embedding_failures += 1;
@@ -164,6 +173,11 @@ impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
     }
 }
 
+/// The crop as a JPEG; a failure is logged and costs only the crop.
+fn encode_crop(pixels: &image::RgbImage, max_px: u32, quality: u8, id: &str) -> Option<Vec<u8>> {
+    crops::encode(pixels, max_px, quality).map_err(|e| tracing::error!(record = %id, error = %e, "cannot encode the crop")).ok()
+}
+
 fn metadata(device: &str, frame: &Frame, det: &Detection, b: PixelBox, track_id: String) -> Metadata {
     let (frame_w, frame_h) = frame.image.dimensions();
     Metadata {
@@ -180,6 +194,7 @@ fn metadata(device: &str, frame: &Frame, det: &Detection, b: PixelBox, track_id:
         frame_w,
         frame_h,
         track_id: Some(track_id),
+        crop: None,
     }
 }
 
@@ -233,8 +248,12 @@ mod tests {
     fn analyzer(failing: Vec<usize>) -> (Analyzer<TwoPeople, FlakyEmbedder>, Arc<Stats>) {
         let stats = Stats::new();
         stats.camera("door"); // configured, as the supervisor does
-        let settings =
-            Settings { device: "dev".into(), min_box_px: 8, analysis: AnalysisConfig { motion_gate: false, ..AnalysisConfig::default() } };
+        let settings = Settings {
+            device: "dev".into(),
+            min_box_px: 8,
+            analysis: AnalysisConfig { motion_gate: false, ..AnalysisConfig::default() },
+            crops: Some((64, 85)),
+        };
         let analyzer = Analyzer::new(TwoPeople, FlakyEmbedder { calls: 0, failing }, settings, stats.clone(), Arc::new(IdClock::default()));
         (analyzer, stats)
     }
@@ -248,10 +267,13 @@ mod tests {
     fn a_failed_embedding_costs_its_own_record_and_is_tried_again_next_frame() {
         let (mut analyzer, stats) = analyzer(vec![1]);
         let first = analyzer.analyze(&file_frame(0));
-        assert_eq!(first.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["dev:door:0:0"], "the other box's record is kept");
+        assert_eq!(first.iter().map(|r| r.record.id.as_str()).collect::<Vec<_>>(), ["dev:door:0:0"], "the other box's record is kept");
         // The person whose embedding failed is embedded on the next frame; the other is deduplicated.
         let second = analyzer.analyze(&file_frame(1000));
-        assert_eq!(second.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["dev:door:1000:1"]);
+        assert_eq!(second.iter().map(|r| r.record.id.as_str()).collect::<Vec<_>>(), ["dev:door:1000:1"]);
+        let crop = first[0].record.metadata.crop.as_deref();
+        assert_eq!(crop, Some("dev/door/1970/01/01/dev_door_0_0.jpg"), "each record names its crop");
+        assert!(first[0].crop_jpeg.as_ref().is_some_and(|j| j.starts_with(&[0xff, 0xd8])), "and carries it as a JPEG");
         let door = stats.snapshot().cameras["door"].clone();
         assert_eq!(
             [CameraNumber::Embeddings, CameraNumber::EmbeddingFailures, CameraNumber::Deduplicated, CameraNumber::FramesProcessed]
@@ -266,7 +288,7 @@ mod tests {
         analyzer.settings.analysis.dedupe = false;
         let live = |ts| Frame { live: true, ts, ..file_frame(0) };
         let mut ids: Vec<String> =
-            [5_000, 6_000, 1_000, 5_000].into_iter().flat_map(|ts| analyzer.analyze(&live(ts))).map(|r| r.id).collect();
+            [5_000, 6_000, 1_000, 5_000].into_iter().flat_map(|ts| analyzer.analyze(&live(ts))).map(|r| r.record.id).collect();
         let all = ids.len();
         ids.sort();
         ids.dedup();

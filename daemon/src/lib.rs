@@ -9,6 +9,7 @@
 //!   - [`track`]: per-camera motion gate and object tracker (what is worth detecting, embedding).
 //!   - [`detect`]: DETR in tract, with DetrImageProcessor's pre- and post-processing.
 //!   - [`embed`]: CLIP vision in tract, with CLIPImageProcessor's pre-processing; crops boxes.
+//! - [`crops`]: each record's crop as a JPEG, stored before the record is accepted.
 //! - [`outbox`]: the durable sled buffer and its writer thread; nothing leaves it before the
 //!   index acknowledged it.
 //! - [`sync`]: the Pinecone data-plane client and the syncer that drains the outbox.
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod crops;
 pub mod detect;
 pub mod embed;
 pub mod model;

@@ -34,6 +34,16 @@ pub struct Metadata {
     /// The tracked object this embedding belongs to (`[analysis]`), unique within the camera.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub track_id: Option<String>,
+    /// The key of the object's crop in the crop store (`[crops]`), when one was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop: Option<String>,
+}
+
+/// A record fresh from inference, with its crop's JPEG to be stored before it is accepted.
+#[derive(Clone, Debug)]
+pub struct NewRecord {
+    pub record: Record,
+    pub crop_jpeg: Option<Vec<u8>>,
 }
 
 /// The record id for box number `box_index` of the frame keyed `frame_ms` (see [`Record::id`]).

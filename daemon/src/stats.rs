@@ -94,6 +94,16 @@ pub const SYNC_DERIVED: &[(&str, &str)] =
     &[("last_sync_ts", "unix ms of the last acknowledged upsert, or null"), ("last_sync_age_s", "seconds since then, or null")];
 
 numbers! {
+    /// The crop store's numbers.
+    pub enum CropNumber {
+        Stored => "stored", "crops written to the store since start";
+        Bytes => "bytes", "total size of the crops kept, bytes";
+        Evicted => "evicted", "crops deleted by retention (`[crops] max_bytes`, `max_age`) since start";
+        Failures => "failures", "crops that could not be stored (their records are kept, without `crop`)";
+    }
+}
+
+numbers! {
     /// The inference stage's numbers.
     pub enum InferenceNumber {
         DetectorPlans => "detector_plans", "optimised detector plans held (one per input size, a bounded cache)";
@@ -239,6 +249,7 @@ pub struct Stats {
     sync: Numbers,
     last_sync_unix_ms: AtomicU64,
     inference: Numbers,
+    crops: Numbers,
 }
 
 impl Stats {
@@ -252,6 +263,7 @@ impl Stats {
             sync: Numbers::new(SyncNumber::ALL.len()),
             last_sync_unix_ms: AtomicU64::new(0),
             inference: Numbers::new(InferenceNumber::ALL.len()),
+            crops: Numbers::new(CropNumber::ALL.len()),
         })
     }
 
@@ -322,6 +334,14 @@ impl Stats {
         self.sync.add(SyncNumber::DeadLettered as usize, n as u64);
     }
 
+    /// Crops stored by one commit, those that failed, and what retention then removed.
+    pub fn crops_stored(&self, stored: u64, failed: u64, evicted: u64, bytes_kept: u64) {
+        self.crops.add(CropNumber::Stored as usize, stored);
+        self.crops.add(CropNumber::Failures as usize, failed);
+        self.crops.add(CropNumber::Evicted as usize, evicted);
+        self.crops.set(CropNumber::Bytes as usize, bytes_kept);
+    }
+
     pub fn detector_plans(&self, held: usize) {
         self.inference.set(InferenceNumber::DetectorPlans as usize, held as u64);
     }
@@ -342,6 +362,7 @@ impl Stats {
             sync: self.sync.values(),
             last_sync_ts: nonzero(self.last_sync_unix_ms.load(Relaxed)),
             inference: self.inference.values(),
+            crops: self.crops.values(),
         }
     }
 
@@ -366,6 +387,7 @@ pub struct Snapshot {
     sync: Vec<u64>,
     last_sync_ts: Option<i64>,
     inference: Vec<u64>,
+    crops: Vec<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -411,6 +433,7 @@ impl Snapshot {
             "outbox": outbox,
             "sync": sync,
             "inference": numbers_json(InferenceNumber::FIELDS, &self.inference),
+            "crops": numbers_json(CropNumber::FIELDS, &self.crops),
         })
     }
 }
@@ -490,6 +513,7 @@ mod tests {
             ("outbox", join(OutboxNumber::FIELDS, OUTBOX_DERIVED)),
             ("sync", join(SyncNumber::FIELDS, SYNC_DERIVED)),
             ("inference", InferenceNumber::FIELDS.to_vec()),
+            ("crops", CropNumber::FIELDS.to_vec()),
         ]
     }
 

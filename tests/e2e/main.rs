@@ -12,4 +12,5 @@ mod ingest;
 mod models;
 mod numerics;
 mod pipeline;
+mod search;
 mod service;

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::crops;
 use crate::detect::Detector;
 use crate::embed::Embedder;
 use crate::outbox;
@@ -33,6 +34,13 @@ fn check_data_dir(config: &Config, problems: &mut Vec<String>) {
     match outbox::preflight(&config.device.data_dir, &config.outbox) {
         Ok(()) => println!("ok: data_dir {}", config.device.data_dir.display()),
         Err(e) => problems.push(format!("device.data_dir: {e}")),
+    }
+    if config.crops.enabled {
+        let dir = config.crops.dir(&config.device.data_dir);
+        match crops::check_writable(&dir) {
+            Ok(()) => println!("ok: crops in {}", dir.display()),
+            Err(e) => problems.push(format!("crops.store: {e}")),
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use serde::Deserialize;
 pub use locate::{KeyPath, Position};
 use locate::{Seg, SpanIndex};
 
+use crate::crops::CropsConfig;
 use crate::detect::DetectorConfig;
 use crate::embed::EmbedderConfig;
 use crate::outbox::OutboxConfig;
@@ -42,6 +43,8 @@ pub struct Config {
     pub outbox: OutboxConfig,
     #[serde(default)]
     pub analysis: AnalysisConfig,
+    #[serde(default)]
+    pub crops: CropsConfig,
 }
 
 /// `[device]`: who this box is and where it keeps its state.
@@ -178,6 +181,7 @@ impl Config {
         }
         self.outbox.validate(&root.key("outbox"), problems);
         self.analysis.validate(&root.key("analysis"), problems);
+        self.crops.validate(&root.key("crops"), problems);
         for camera in self.analysis.motion_masks.keys().filter(|name| !self.cameras.iter().any(|c| &&c.name == name)) {
             problems.push(Problem::new(
                 root.key("analysis").key("motion_masks").key(camera),

@@ -115,6 +115,7 @@ mod tests {
                 frame_w: 640,
                 frame_h: 272,
                 track_id: None,
+                crop: None,
             },
         }
     }

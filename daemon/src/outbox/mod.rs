@@ -424,6 +424,7 @@ mod tests {
                 frame_w: 10,
                 frame_h: 10,
                 track_id: None,
+                crop: None,
             },
         }
     }

@@ -15,7 +15,8 @@ use tokio::sync::Notify;
 use super::{Outbox, OutboxError};
 use crate::analyzer::IDLE_BEAT;
 use crate::clock::IdClock;
-use crate::record::Record;
+use crate::crops::CropStore;
+use crate::record::{NewRecord, Record};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 use crate::systemd_notify::Heartbeat;
@@ -31,9 +32,17 @@ pub struct WriterLinks {
     pub shutdown: Shutdown,
 }
 
-pub fn run_writer(outbox: Arc<Outbox>, records: Receiver<Vec<Record>>, links: WriterLinks, flush_ms: u64, flush_records: usize) {
+/// The writer's loop. `crops`: where records' crops are stored before the records are accepted.
+pub fn run_writer(
+    outbox: Arc<Outbox>,
+    records: Receiver<Vec<NewRecord>>,
+    mut crops: Option<CropStore>,
+    links: WriterLinks,
+    flush_ms: u64,
+    flush_records: usize,
+) {
     let flush_after = Duration::from_millis(flush_ms);
-    let mut waiting: Vec<Record> = Vec::new();
+    let mut waiting: Vec<NewRecord> = Vec::new();
     let mut first_at = Instant::now();
     loop {
         links.heartbeat.beat();
@@ -60,16 +69,42 @@ pub fn run_writer(outbox: Arc<Outbox>, records: Receiver<Vec<Record>>, links: Wr
             Err(RecvTimeoutError::Disconnected) => true,
         };
         if !waiting.is_empty() {
-            if !commit(&outbox, &waiting, &links) {
+            let ready = store_crops(crops.as_mut(), std::mem::take(&mut waiting), &links.stats);
+            if !commit(&outbox, &ready, &links) {
                 return;
             }
-            waiting.clear();
             links.wake.notify_one();
         }
         if closed {
             return;
         }
     }
+}
+
+/// Stores every record's crop first; a crop that cannot be stored is logged and counted, and
+/// its record goes on without a `crop` key (vectors are never held back by crops).
+fn store_crops(store: Option<&mut CropStore>, made: Vec<NewRecord>, stats: &Stats) -> Vec<Record> {
+    let Some(store) = store else { return made.into_iter().map(|m| m.record).collect() };
+    let (mut stored, mut failed) = (0, 0);
+    let records = made
+        .into_iter()
+        .map(|NewRecord { mut record, crop_jpeg }| {
+            if let (Some(key), Some(jpeg)) = (record.metadata.crop.clone(), crop_jpeg) {
+                match store.put(&key, &jpeg) {
+                    Ok(()) => stored += 1,
+                    Err(e) => {
+                        failed += 1;
+                        tracing::error!(event = "crop_failed", record = %record.id, error = %e, "crop not stored; the record is kept without it");
+                        record.metadata.crop = None;
+                    }
+                }
+            }
+            record
+        })
+        .collect();
+    let evicted = store.enforce_retention();
+    stats.crops_stored(stored, failed, evicted, store.bytes());
+    records
 }
 
 /// Appends until the outbox takes the records: they are never dropped here. Returns false

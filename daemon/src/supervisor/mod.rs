@@ -31,10 +31,11 @@ use crate::camera_state::CameraStates;
 use crate::clock::IdClock;
 use crate::config::Config;
 use crate::control::{Command, Request};
+use crate::crops::CropStore;
 use crate::detect::Detector;
 use crate::embed::Embedder;
 use crate::outbox::{self, Outbox, WriterLinks};
-use crate::record::Record;
+use crate::record::NewRecord;
 use crate::schedule::Scheduler;
 use crate::shutdown::{self, Trigger};
 use crate::source;
@@ -151,7 +152,15 @@ impl Daemon {
         stats.outbox_quarantined(outbox.quarantined_len() as u64);
         let (wake, scheduler) = (Arc::new(Notify::new()), Scheduler::new());
         let ids = Arc::new(IdClock::after(outbox.id_clock()?));
-        let (record_tx, record_rx) = sync_channel::<Vec<Record>>(RECORD_QUEUE);
+        let (record_tx, record_rx) = sync_channel::<Vec<NewRecord>>(RECORD_QUEUE);
+        let crops = match config.crops.enabled {
+            true => Some(CropStore::open(&config.crops, &config.device.data_dir)),
+            false => None,
+        };
+        if let Some(store) = &crops {
+            stats.crops_stored(0, 0, 0, store.bytes());
+            tracing::info!(dir = %store.dir().display(), bytes = store.bytes(), "crop store opened");
+        }
         let links = WriterLinks {
             stats: stats.clone(),
             heartbeat: heartbeats.register("outbox writer"),
@@ -161,10 +170,11 @@ impl Daemon {
         };
         let writer = spawn("outbox-writer", {
             let (outbox, flush_ms, flush_records) = (outbox.clone(), config.outbox.flush_ms, config.outbox.flush_records);
-            move || outbox::run_writer(outbox, record_rx, links, flush_ms, flush_records)
+            move || outbox::run_writer(outbox, record_rx, crops, links, flush_ms, flush_records)
         })?;
-        let settings =
-            Settings { device: config.device.id.clone(), min_box_px: config.detector.min_box_px, analysis: config.analysis.clone() };
+        let crops = config.crops.enabled.then_some((config.crops.max_px, config.crops.quality));
+        let (device, min_box_px, analysis) = (config.device.id.clone(), config.detector.min_box_px, config.analysis.clone());
+        let settings = Settings { device, min_box_px, analysis, crops };
         let analyzer = Analyzer::new(detector, embedder, settings, stats.clone(), ids);
         let analyzer = spawn("inference", {
             let (beat, frames) = (heartbeats.register("inference"), scheduler.clone());
@@ -316,6 +326,7 @@ fn sections_needing_restart(current: &Config, new: &Config) -> Vec<&'static str>
         ("[mqtt]", new.mqtt != current.mqtt),
         ("[outbox]", new.outbox != current.outbox),
         ("[analysis]", new.analysis != current.analysis),
+        ("[crops]", new.crops != current.crops),
     ];
     changed.into_iter().filter(|(_, changed)| *changed).map(|(name, _)| name).collect()
 }

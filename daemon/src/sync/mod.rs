@@ -387,6 +387,7 @@ mod tests {
             frame_w: 2,
             frame_h: 2,
             track_id: None,
+            crop: None,
         };
         Record { id: id.into(), values: vec![1.0], metadata }
     }

@@ -1,0 +1,302 @@
+//! Every record's crop, kept as a JPEG so that people can see what was found.
+//!
+//! The inference thread encodes the crop from the frame already in memory ([`encode`]); the
+//! outbox writer stores it ([`CropStore::put`], the only I/O here) before it accepts the
+//! record, so a record's `crop` key always names a file that was written and synced. A crop
+//! that cannot be stored costs the record its `crop` key, never the record.
+//!
+//! Layout: `{dir}/{device}/{camera}/{yyyy}/{mm}/{dd}/{record id, ':' → '_'}.jpg` (UTC date of
+//! the capture); the key is the path below `dir`. Retention: at most `max_bytes`, and with
+//! `max_age` nothing older, oldest first.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+
+use crate::config::{KeyPath, Problem};
+use crate::outbox::ByteSize;
+
+/// `[crops]`: the crops kept for every record. Absent: on, with these defaults.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct CropsConfig {
+    /// Keep crops at all. Default true.
+    pub enabled: bool,
+    /// Longest side of a stored crop, pixels (larger crops are scaled down). Default 256.
+    pub max_px: u32,
+    /// JPEG quality, 1–100. Default 85.
+    pub quality: u8,
+    /// Where crops go: `file:///abs/dir`; absent: `{data_dir}/crops`. Default absent.
+    pub store: Option<String>,
+    /// Cap on the crops' total size; the oldest go first. Default 2 GiB.
+    pub max_bytes: ByteSize,
+    /// Crops older than this are deleted: `"30d"`, `"12h"`, `"90m"` or seconds. Default none.
+    pub max_age: Option<Age>,
+}
+
+impl Default for CropsConfig {
+    fn default() -> Self {
+        Self { enabled: true, max_px: 256, quality: 85, store: None, max_bytes: ByteSize(2 << 30), max_age: None }
+    }
+}
+
+/// A duration written as `"30d"`, `"12h"`, `"90m"`, `"45s"` or a number of seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "toml::Value")]
+pub struct Age(pub Duration);
+
+impl TryFrom<toml::Value> for Age {
+    type Error = String;
+
+    fn try_from(value: toml::Value) -> Result<Self, String> {
+        let wrong = || format!("{value} is not an age: write \"30d\", \"12h\", \"90m\", \"45s\" or a number of seconds");
+        let seconds = match &value {
+            toml::Value::Integer(s) if *s > 0 => *s as u64,
+            toml::Value::String(text) => {
+                let (number, unit) = text.trim().split_at(text.trim().find(|c: char| !c.is_ascii_digit()).unwrap_or(text.trim().len()));
+                let n: u64 = number.parse().map_err(|_| wrong())?;
+                n * match unit.trim() {
+                    "" | "s" => 1,
+                    "m" => 60,
+                    "h" => 3600,
+                    "d" => 86_400,
+                    _ => return Err(wrong()),
+                }
+            }
+            _ => return Err(wrong()),
+        };
+        match seconds {
+            0 => Err(wrong()),
+            s => Ok(Age(Duration::from_secs(s))),
+        }
+    }
+}
+
+impl CropsConfig {
+    pub fn validate(&self, at: &KeyPath, problems: &mut Vec<Problem>) {
+        if !(16..=4096).contains(&self.max_px) {
+            problems.push(Problem::new(at.key("max_px"), "must be between 16 and 4096 pixels"));
+        }
+        if !(1..=100).contains(&self.quality) {
+            problems.push(Problem::new(at.key("quality"), "must be a JPEG quality from 1 to 100"));
+        }
+        if let Some(store) = &self.store {
+            if let Err(message) = local_dir(store) {
+                problems.push(Problem::new(at.key("store"), message));
+            }
+        }
+        if self.max_bytes.0 < 1 << 20 {
+            problems.push(Problem::new(at.key("max_bytes"), "must be at least 1 MiB"));
+        }
+    }
+
+    /// The directory crops are written to.
+    pub fn dir(&self, data_dir: &Path) -> PathBuf {
+        match self.store.as_deref().map(local_dir) {
+            Some(Ok(dir)) => dir,
+            _ => data_dir.join("crops"),
+        }
+    }
+}
+
+/// The directory of a `file:///abs/dir` store.
+fn local_dir(store: &str) -> Result<PathBuf, String> {
+    match store.strip_prefix("file://") {
+        Some(path) if path.starts_with('/') => Ok(PathBuf::from(path)),
+        Some(_) => Err("file stores need an absolute path: file:///var/lib/glimpse/crops".into()),
+        None => {
+            Err(format!("{store:?} is not a store this version can write: use file:///abs/dir, or leave store out for {{data_dir}}/crops"))
+        }
+    }
+}
+
+/// A crop, scaled so its longest side is at most `max_px`, as a JPEG.
+pub fn encode(crop: &image::RgbImage, max_px: u32, quality: u8) -> Result<Vec<u8>, image::ImageError> {
+    let (w, h) = crop.dimensions();
+    let scale = max_px as f32 / w.max(h) as f32;
+    let mut jpeg = Vec::with_capacity(16 * 1024);
+    let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, quality);
+    if scale < 1.0 {
+        let (nw, nh) = (((w as f32 * scale).round() as u32).max(1), ((h as f32 * scale).round() as u32).max(1));
+        image::imageops::resize(crop, nw, nh, image::imageops::FilterType::Triangle).write_with_encoder(encoder)?;
+    } else {
+        crop.write_with_encoder(encoder)?;
+    }
+    Ok(jpeg)
+}
+
+/// Where the crop of record `id` (captured at unix ms `ts`) is kept, below the store's root.
+pub fn key(device: &str, camera: &str, ts: i64, id: &str) -> String {
+    let (y, m, d) = civil_date(ts.div_euclid(86_400_000));
+    let safe: String = id.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
+    format!("{device}/{camera}/{y:04}/{m:02}/{d:02}/{safe}.jpg")
+}
+
+/// The UTC calendar date of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_date(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CropError {
+    #[error("cannot write crop {}: {source}; check that the crop store's directory is writable and has room", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// Whether crops can be written in `dir` (made if missing): what `glimpse check` asks.
+pub fn check_writable(dir: &Path) -> Result<(), CropError> {
+    let fail = |source| CropError::Write { path: dir.to_owned(), source };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let probe = dir.join(".glimpse-write-test");
+    std::fs::write(&probe, b"ok").map_err(fail)?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// The crops on disk: writing, and the retention rule. Used by the outbox writer's thread only.
+pub struct CropStore {
+    dir: PathBuf,
+    max_bytes: u64,
+    max_age: Option<Duration>,
+    /// Every stored crop, oldest first: (modification time, key, size).
+    kept: BTreeSet<(SystemTime, String, u64)>,
+    bytes: u64,
+}
+
+impl CropStore {
+    /// Opens the store and takes stock of what it holds. A directory that cannot be made is not
+    /// fatal: every `put` tries again (and fails, counted) until it can, and ingest goes on.
+    pub fn open(config: &CropsConfig, data_dir: &Path) -> Self {
+        let dir = config.dir(data_dir);
+        if let Err(e) = check_writable(&dir) {
+            tracing::error!(event = "crop_store_unusable", error = %e, "crops cannot be stored until this is fixed; records are kept without them");
+        }
+        let mut store = Self { dir, max_bytes: config.max_bytes.0, max_age: config.max_age.map(|a| a.0), kept: BTreeSet::new(), bytes: 0 };
+        store.take_stock(&store.dir.clone());
+        store
+    }
+
+    fn take_stock(&mut self, dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => self.take_stock(&path),
+                Ok(m) if path.extension().is_some_and(|e| e == "jpg") => {
+                    let key = path.strip_prefix(&self.dir).map(|k| k.to_string_lossy().into_owned()).unwrap_or_default();
+                    self.kept.insert((m.modified().unwrap_or(SystemTime::UNIX_EPOCH), key, m.len()));
+                    self.bytes += m.len();
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Total size of the stored crops, bytes.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Writes a crop durably (temporary file, sync, rename, sync of the directory).
+    pub fn put(&mut self, key: &str, jpeg: &[u8]) -> Result<(), CropError> {
+        let path = self.dir.join(key);
+        let fail = |source| CropError::Write { path: path.clone(), source };
+        let parent = path.parent().unwrap_or(&self.dir);
+        std::fs::create_dir_all(parent).map_err(fail)?;
+        let temporary = path.with_extension("jpg.part");
+        let mut file = std::fs::File::create(&temporary).map_err(fail)?;
+        file.write_all(jpeg).and_then(|()| file.sync_data()).map_err(fail)?;
+        std::fs::rename(&temporary, &path).map_err(fail)?;
+        std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(fail)?;
+        self.kept.insert((SystemTime::now(), key.to_owned(), jpeg.len() as u64));
+        self.bytes += jpeg.len() as u64;
+        Ok(())
+    }
+
+    /// Deletes the oldest crops while over `max_bytes` or older than `max_age`; returns how many.
+    pub fn enforce_retention(&mut self) -> u64 {
+        let too_old = |t: &SystemTime| self.max_age.is_some_and(|age| t.elapsed().is_ok_and(|e| e > age));
+        let mut removed = 0;
+        while let Some(oldest) = self.kept.first().cloned() {
+            if self.bytes <= self.max_bytes && !too_old(&oldest.0) {
+                break;
+            }
+            self.kept.pop_first();
+            self.bytes = self.bytes.saturating_sub(oldest.2);
+            if let Err(e) = std::fs::remove_file(self.dir.join(&oldest.1)) {
+                tracing::warn!(key = %oldest.1, error = %e, "cannot delete an old crop");
+            }
+            removed += 1;
+        }
+        removed
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_documented_layout_and_are_path_safe() {
+        // 2026-12-01T14:33:45Z
+        assert_eq!(
+            key("lab-01", "gate", 1_796_135_625_000, "lab-01:gate:1796135625000:3"),
+            "lab-01/gate/2026/12/01/lab-01_gate_1796135625000_3.jpg"
+        );
+        assert_eq!(key("d", "c", 0, "x/../y"), "d/c/1970/01/01/x_.._y.jpg");
+        assert_eq!(civil_date(-1), (1969, 12, 31));
+        assert_eq!(civil_date(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn a_crop_is_a_jpeg_no_larger_than_max_px() {
+        let big = image::RgbImage::from_fn(640, 320, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 40]));
+        let jpeg = encode(&big, 256, 85).expect("encodes");
+        let back = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg).expect("a JPEG");
+        assert_eq!((back.width(), back.height()), (256, 128));
+        let small = image::RgbImage::new(40, 30);
+        let back = image::load_from_memory(&encode(&small, 256, 85).expect("encodes")).expect("a JPEG");
+        assert_eq!((back.width(), back.height()), (40, 30), "small crops keep their size");
+    }
+
+    #[test]
+    fn ages_are_written_with_a_unit_and_bad_ones_are_explained() {
+        let age = |v: toml::Value| Age::try_from(v).map(|a| a.0.as_secs());
+        assert_eq!(age("30d".into()), Ok(30 * 86_400));
+        assert_eq!(age("12h".into()), Ok(12 * 3600));
+        assert_eq!(age(toml::Value::Integer(90)), Ok(90));
+        assert!(age("soon".into()).is_err_and(|e| e.contains("not an age")));
+        assert!(age("0d".into()).is_err());
+    }
+
+    #[test]
+    fn the_oldest_crops_go_first_once_over_max_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = CropsConfig { max_bytes: ByteSize(25), ..CropsConfig::default() };
+        let mut store = CropStore::open(&config, dir.path());
+        for (i, key) in ["d/c/2026/01/01/a.jpg", "d/c/2026/01/01/b.jpg", "d/c/2026/01/02/c.jpg"].iter().enumerate() {
+            store.put(key, &[i as u8; 10]).expect("put");
+            std::thread::sleep(Duration::from_millis(5)); // distinct modification times
+        }
+        assert_eq!(store.enforce_retention(), 1);
+        assert!(!dir.path().join("crops/d/c/2026/01/01/a.jpg").exists());
+        assert!(dir.path().join("crops/d/c/2026/01/02/c.jpg").exists());
+        let reopened = CropStore::open(&config, dir.path());
+        assert_eq!(reopened.bytes(), 20, "what is on disk is counted again at start");
+    }
+}

@@ -12,6 +12,7 @@
 //! - [`crops`]: each record's crop as a JPEG, stored before the record is accepted.
 //! - [`outbox`]: the durable sled buffer and its writer thread; nothing leaves it before the
 //!   index acknowledged it.
+//! - [`index`]: the index on the device (int8 scan, exact re-rank), fed by the outbox writer.
 //! - [`sync`]: the Pinecone data-plane client and the syncer that drains the outbox.
 //! - [`status`]: MQTT availability, stats and camera status (or the log without a broker).
 //! - [`supervisor`]: starts the stages, carries out reloads and commands, stops in data order.
@@ -32,6 +33,7 @@ pub mod control;
 pub mod crops;
 pub mod detect;
 pub mod embed;
+pub mod index;
 pub mod model;
 pub mod outbox;
 pub mod record;

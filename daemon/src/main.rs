@@ -73,6 +73,47 @@ enum Command {
         #[command(subcommand)]
         what: BenchWhat,
     },
+    /// Find what the cameras saw, in the index on this device (docs/search.md): by a picture
+    /// (--image) or by example (--like RECORD_ID). Exit 2 with the reason when it cannot run.
+    Search {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Words (needs CLIP's text tower, not in this version yet).
+        #[arg(long, group = "query")]
+        text: Option<String>,
+        /// A photo of what to find.
+        #[arg(long, group = "query")]
+        image: Option<PathBuf>,
+        /// A record id: find what looks like it.
+        #[arg(long, group = "query")]
+        like: Option<String>,
+        /// Only these cameras (repeat for several).
+        #[arg(long = "camera")]
+        cameras: Vec<String>,
+        /// Only these labels (repeat for several).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Only this device's records.
+        #[arg(long)]
+        device: Option<String>,
+        /// Captured at or after: RFC 3339 or an age such as 2h or 3d.
+        #[arg(long)]
+        since: Option<String>,
+        /// Captured at or before: RFC 3339 or an age.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        top_k: usize,
+        /// Search the index on this device (the only one this version queries).
+        #[arg(long)]
+        local: bool,
+        /// One JSON line per match instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Write one self-contained HTML page of the matches, thumbnails included.
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
     /// Inspect or empty the local outbox (the daemon must be stopped).
     Outbox {
         #[command(subcommand)]
@@ -240,6 +281,11 @@ fn main() -> ExitCode {
         }
         Command::Bench { what: BenchWhat::Ingest { file, sample_fps } } => exit_code(glimpse::cli::bench::ingest(&file, sample_fps)),
         Command::Outbox { action } => exit_code(outbox_command(action)),
+        Command::Search { config, text, image, like, cameras, labels, device, since, until, top_k, local: _, json, html } => {
+            let search =
+                glimpse::cli::search::Search { config, text, image, like, cameras, labels, device, since, until, top_k, json, html };
+            exit_code(glimpse::cli::search::run(&search).map_err(anyhow::Error::from))
+        }
         Command::Check { config } => {
             let problems = glimpse::cli::check::check(&config);
             if problems.is_empty() {

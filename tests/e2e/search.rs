@@ -49,3 +49,87 @@ fn an_unwritable_crop_store_costs_the_crops_not_the_records() {
     let check = glimpse(&["check", "--config", &config.display().to_string()], &[]);
     assert!(String::from_utf8_lossy(&check.stdout).contains("crops.store: cannot write crop /dev/null/crops"));
 }
+
+/// A file indexed with crops, ready to search: its config.
+fn indexed_street() -> crate::harness::TestConfig {
+    let bikes = format!("file://{}", clip("bikes.mp4").display());
+    let config = ConfigBuilder::new("find", "detr-tiny-fixture.onnx").camera("street", &bikes, 1.0).write();
+    let mut daemon = Daemon::start(&config, &["--exit-when-done"], &[]);
+    assert!(daemon.wait(Duration::from_secs(120)).success(), "{}", daemon.logs());
+    config
+}
+
+fn search(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["search", "--config", config.to_str().expect("utf-8 path")];
+    all.extend_from_slice(args);
+    glimpse(&all, &[])
+}
+
+#[test]
+fn search_by_example_and_by_picture_finds_indexed_records_with_their_crops() {
+    let config = indexed_street();
+    let first = exported(&config)[0]["id"].as_str().expect("an id").to_owned();
+    let out = search(&config, &["--like", &first, "--json", "--top-k", "5"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let hits: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+    assert_eq!(hits.len(), 5);
+    assert_eq!(hits[0]["id"], first.as_str(), "a record is most like itself");
+    assert!((hits[0]["score"].as_f64().expect("score") - 1.0).abs() < 1e-4);
+    for key in ["id", "score", "device", "camera", "ts", "label", "x", "y", "w", "h", "track_id", "crop"] {
+        assert!(hits[0].get(key).is_some(), "{key} missing in {}", hits[0]);
+    }
+    let crop = config.dir.path().join("data/crops").join(hits[0]["crop"].as_str().expect("crop"));
+    let by_picture = search(&config, &["--image", crop.to_str().expect("path"), "--json", "--camera", "street", "--since", "3650d"]);
+    assert!(by_picture.status.success(), "{}", String::from_utf8_lossy(&by_picture.stderr));
+    assert_eq!(String::from_utf8_lossy(&by_picture.stdout).lines().count(), 10);
+    let nowhere = search(&config, &["--image", crop.to_str().expect("path"), "--json", "--camera", "garden"]);
+    assert!(nowhere.status.success() && nowhere.stdout.is_empty(), "a camera filter that matches nothing finds nothing");
+}
+
+#[test]
+fn bad_searches_say_why_in_one_line_and_exit_2() {
+    let config = indexed_street();
+    for (args, expected) in [
+        (vec!["--like", "find:street:0:99"], "no record \"find:street:0:99\" in the local index"),
+        (vec!["--image", "/nonexistent.jpg"], "cannot read the image /nonexistent.jpg"),
+        (vec!["--text", "a red van"], "text search needs CLIP's text tower"),
+        (vec!["--like", "x", "--since", "soon"], "--since \"soon\" is not a time"),
+    ] {
+        let out = search(&config, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected) && stderr.lines().count() == 1, "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn the_html_page_shows_every_thumbnail_in_a_real_browser() {
+    let config = indexed_street();
+    let first = exported(&config)[0]["id"].as_str().expect("an id").to_owned();
+    let page = config.dir.path().join("results.html");
+    let out = search(&config, &["--like", &first, "--top-k", "8", "--html", page.to_str().expect("path")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The page itself stays as written; a copy adds the check, run by headless Chromium.
+    let probe = config.dir.path().join("probe.html");
+    let check = "<script>addEventListener('load',()=>{const ok=[...document.images].filter(i=>i.complete&&i.naturalWidth>0).length;\
+                 document.body.setAttribute('data-rendered',ok+'/'+document.images.length)})</script>";
+    std::fs::write(&probe, std::fs::read_to_string(&page).expect("page").replace("</body>", &format!("{check}</body>"))).expect("probe");
+    let profile = tempfile::tempdir().expect("profile");
+    let dom = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", probe.display()))
+        .output()
+        .expect("chromium must be installed (scripts/deps.sh installs it)");
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom.contains("data-rendered=\"8/8\""), "not every thumbnail rendered:\n{}", &dom[..dom.len().min(2000)]);
+}

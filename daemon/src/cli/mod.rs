@@ -1,5 +1,5 @@
 //! The command-line tools beside the daemon: `glimpse check`, `detect`/`embed`, `models`,
-//! `bench` and `outbox`. They use the stages; no stage uses them. Unlike the daemon's stages
+//! `bench`, `outbox` and `search`. They use the stages; no stage uses them. Unlike the daemon's stages
 //! they may speak to the outside directly (`models fetch` downloads over HTTP, `bench` drives
 //! GStreamer pipelines of its own).
 
@@ -8,3 +8,4 @@ pub mod check;
 pub mod inspect;
 pub mod models;
 pub mod outbox;
+pub mod search;

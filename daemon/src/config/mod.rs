@@ -19,6 +19,7 @@ use locate::{Seg, SpanIndex};
 use crate::crops::CropsConfig;
 use crate::detect::DetectorConfig;
 use crate::embed::EmbedderConfig;
+use crate::index::SearchConfig;
 use crate::outbox::OutboxConfig;
 use crate::source::CameraConfig;
 use crate::status::MqttConfig;
@@ -45,6 +46,8 @@ pub struct Config {
     pub analysis: AnalysisConfig,
     #[serde(default)]
     pub crops: CropsConfig,
+    #[serde(default)]
+    pub search: SearchConfig,
 }
 
 /// `[device]`: who this box is and where it keeps its state.
@@ -182,6 +185,7 @@ impl Config {
         self.outbox.validate(&root.key("outbox"), problems);
         self.analysis.validate(&root.key("analysis"), problems);
         self.crops.validate(&root.key("crops"), problems);
+        self.search.validate(&root.key("search"), problems);
         for camera in self.analysis.motion_masks.keys().filter(|name| !self.cameras.iter().any(|c| &&c.name == name)) {
             problems.push(Problem::new(
                 root.key("analysis").key("motion_masks").key(camera),

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 pub use config::{ByteSize, CapPolicy, OutboxConfig};
-pub use writer::{run_writer, WriterLinks};
+pub use writer::{run_writer, AlsoKept, WriterLinks};
 
 use crate::record::Record;
 
@@ -87,6 +87,8 @@ pub fn preflight(data_dir: &Path, config: &OutboxConfig) -> Result<(), Preflight
 pub struct Appended {
     /// Oldest records dropped to make room (policy `drop_oldest`).
     pub dropped: u64,
+    /// The sequence number of the last record appended.
+    pub last_seq: u64,
 }
 
 /// Pending records and their encoded size, as stored beside them.
@@ -200,6 +202,7 @@ impl Outbox {
         for value in encoded {
             let seq = self.db.generate_id()?;
             batch.insert(&seq.to_be_bytes(), value);
+            appended.last_seq = seq;
         }
         next.records += records.len() as u64;
         next.bytes += new_bytes;

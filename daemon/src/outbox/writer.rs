@@ -16,6 +16,7 @@ use super::{Outbox, OutboxError};
 use crate::analyzer::IDLE_BEAT;
 use crate::clock::IdClock;
 use crate::crops::CropStore;
+use crate::index::Index;
 use crate::record::{NewRecord, Record};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
@@ -32,15 +33,26 @@ pub struct WriterLinks {
     pub shutdown: Shutdown,
 }
 
-/// The writer's loop. `crops`: where records' crops are stored before the records are accepted.
+/// What the writer keeps beside the outbox: records' crops (stored before the records are
+/// accepted) and the index on the device (fed right after).
+#[derive(Default)]
+pub struct AlsoKept {
+    pub crops: Option<CropStore>,
+    pub index: Option<Index>,
+}
+
+/// The writer's loop.
 pub fn run_writer(
     outbox: Arc<Outbox>,
     records: Receiver<Vec<NewRecord>>,
-    mut crops: Option<CropStore>,
+    mut kept: AlsoKept,
     links: WriterLinks,
     flush_ms: u64,
     flush_records: usize,
 ) {
+    if let Some(index) = kept.index.as_mut() {
+        reindex_pending(&outbox, index);
+    }
     let flush_after = Duration::from_millis(flush_ms);
     let mut waiting: Vec<NewRecord> = Vec::new();
     let mut first_at = Instant::now();
@@ -69,15 +81,43 @@ pub fn run_writer(
             Err(RecvTimeoutError::Disconnected) => true,
         };
         if !waiting.is_empty() {
-            let ready = store_crops(crops.as_mut(), std::mem::take(&mut waiting), &links.stats);
-            if !commit(&outbox, &ready, &links) {
-                return;
+            let ready = store_crops(kept.crops.as_mut(), std::mem::take(&mut waiting), &links.stats);
+            let Some(last_seq) = commit(&outbox, &ready, &links) else { return };
+            if let Some(index) = kept.index.as_mut() {
+                add_to_index(index, &ready, last_seq);
             }
             links.wake.notify_one();
         }
         if closed {
             return;
         }
+    }
+}
+
+/// Adds accepted records to the index before the syncer may remove them from the outbox. A
+/// failure is logged; the records stay pending with a higher sequence number than the index
+/// has, so the next start adds them again.
+fn add_to_index(index: &mut Index, records: &[Record], last_seq: u64) {
+    if let Err(e) = index.add(records, last_seq) {
+        tracing::error!(event = "index_failed", error = %e, records = records.len(), "records not added to the local index");
+    }
+}
+
+/// Adds the pending records the index has not seen (a crash between the outbox's commit and
+/// the index's): accepted records are searchable after any restart.
+fn reindex_pending(outbox: &Outbox, index: &mut Index) {
+    let mut from = index.indexed_seq() + 1;
+    loop {
+        let page = match outbox.scan(from, 1000) {
+            Ok((page, _)) if !page.is_empty() => page,
+            Ok(_) => return,
+            Err(e) => return tracing::error!(error = %e, "cannot read the outbox to bring the index up to date"),
+        };
+        let last = page.last().map(|(seq, _)| *seq).unwrap_or(from);
+        let records: Vec<Record> = page.into_iter().map(|(_, r)| r).collect();
+        tracing::info!(event = "reindexed", records = records.len(), "pending records added to the local index after a restart");
+        add_to_index(index, &records, last);
+        from = last + 1;
     }
 }
 
@@ -107,10 +147,10 @@ fn store_crops(store: Option<&mut CropStore>, made: Vec<NewRecord>, stats: &Stat
     records
 }
 
-/// Appends until the outbox takes the records: they are never dropped here. Returns false
-/// only when the daemon stops while the outbox is full (`pause_ingest`): those records were
+/// Appends until the outbox takes the records: they are never dropped here. Returns the last
+/// record's sequence number, or `None` only when the daemon stops while the outbox is full (`pause_ingest`): those records were
 /// never accepted, and the log says how many.
-fn commit(outbox: &Outbox, records: &[Record], links: &WriterLinks) -> bool {
+fn commit(outbox: &Outbox, records: &[Record], links: &WriterLinks) -> Option<u64> {
     let stats = &links.stats;
     let mut delay = Duration::from_millis(100);
     let mut paused_since: Option<Instant> = None;
@@ -129,7 +169,7 @@ fn commit(outbox: &Outbox, records: &[Record], links: &WriterLinks) -> bool {
                     stats.outbox_oldest(outbox.oldest_ts().ok().flatten());
                 }
                 stats.outbox_accepted(records.len() as u64, outbox.backlog());
-                return true;
+                return Some(appended.last_seq);
             }
             Err(OutboxError::Full { reason }) => {
                 if paused_since.is_none() {
@@ -139,7 +179,7 @@ fn commit(outbox: &Outbox, records: &[Record], links: &WriterLinks) -> bool {
                 }
                 if links.shutdown.is_shutdown() {
                     tracing::error!(records = records.len(), "stopping while the outbox is full: these records were not accepted");
-                    return false;
+                    return None;
                 }
                 links.heartbeat.beat(); // waiting for room is legitimate idleness
                 std::thread::sleep(Duration::from_millis(200));

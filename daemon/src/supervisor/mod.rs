@@ -34,7 +34,8 @@ use crate::control::{Command, Request};
 use crate::crops::CropStore;
 use crate::detect::Detector;
 use crate::embed::Embedder;
-use crate::outbox::{self, Outbox, WriterLinks};
+use crate::index::Index;
+use crate::outbox::{self, AlsoKept, Outbox, WriterLinks};
 use crate::record::NewRecord;
 use crate::schedule::Scheduler;
 use crate::shutdown::{self, Trigger};
@@ -120,6 +121,23 @@ fn connect_pinecone(
     Ok(Some((client, SyncOptions { batch_size: p.batch_size, in_flight: p.in_flight })))
 }
 
+/// The crop store and the index on the device, as configured.
+fn open_also_kept(config: &Config, stats: &Stats) -> anyhow::Result<AlsoKept> {
+    let crops = config.crops.enabled.then(|| CropStore::open(&config.crops, &config.device.data_dir));
+    if let Some(store) = &crops {
+        stats.crops_stored(0, 0, 0, store.bytes());
+        tracing::info!(dir = %store.dir().display(), bytes = store.bytes(), "crop store opened");
+    }
+    let index = match config.search.enabled {
+        true => Some(Index::open(&config.device.data_dir, &config.search)?),
+        false => None,
+    };
+    if let Some(index) = &index {
+        tracing::info!(records = index.len(), bytes = index.bytes(), "local index opened");
+    }
+    Ok(AlsoKept { crops, index })
+}
+
 /// Every running stage's handle.
 struct Daemon {
     runtime: tokio::runtime::Runtime,
@@ -153,14 +171,7 @@ impl Daemon {
         let (wake, scheduler) = (Arc::new(Notify::new()), Scheduler::new());
         let ids = Arc::new(IdClock::after(outbox.id_clock()?));
         let (record_tx, record_rx) = sync_channel::<Vec<NewRecord>>(RECORD_QUEUE);
-        let crops = match config.crops.enabled {
-            true => Some(CropStore::open(&config.crops, &config.device.data_dir)),
-            false => None,
-        };
-        if let Some(store) = &crops {
-            stats.crops_stored(0, 0, 0, store.bytes());
-            tracing::info!(dir = %store.dir().display(), bytes = store.bytes(), "crop store opened");
-        }
+        let kept = open_also_kept(config, &stats)?;
         let links = WriterLinks {
             stats: stats.clone(),
             heartbeat: heartbeats.register("outbox writer"),
@@ -170,7 +181,7 @@ impl Daemon {
         };
         let writer = spawn("outbox-writer", {
             let (outbox, flush_ms, flush_records) = (outbox.clone(), config.outbox.flush_ms, config.outbox.flush_records);
-            move || outbox::run_writer(outbox, record_rx, crops, links, flush_ms, flush_records)
+            move || outbox::run_writer(outbox, record_rx, kept, links, flush_ms, flush_records)
         })?;
         let crops = config.crops.enabled.then_some((config.crops.max_px, config.crops.quality));
         let (device, min_box_px, analysis) = (config.device.id.clone(), config.detector.min_box_px, config.analysis.clone());
@@ -327,6 +338,7 @@ fn sections_needing_restart(current: &Config, new: &Config) -> Vec<&'static str>
         ("[outbox]", new.outbox != current.outbox),
         ("[analysis]", new.analysis != current.analysis),
         ("[crops]", new.crops != current.crops),
+        ("[search]", new.search != current.search),
     ];
     changed.into_iter().filter(|(_, changed)| *changed).map(|(name, _)| name).collect()
 }

@@ -1,0 +1,243 @@
+//! `glimpse search`: find what the cameras saw in the index on the device, by a picture or by
+//! example, and show it as a table, JSON lines or one self-contained HTML page.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+
+use crate::config::Config;
+use crate::crops::Age;
+use crate::embed::Embedder;
+use crate::index::{Hit, Index, Query};
+
+/// What to search for, and how to show it.
+pub struct Search {
+    pub config: PathBuf,
+    pub text: Option<String>,
+    pub image: Option<PathBuf>,
+    pub like: Option<String>,
+    pub cameras: Vec<String>,
+    pub labels: Vec<String>,
+    pub device: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub top_k: usize,
+    pub json: bool,
+    pub html: Option<PathBuf>,
+}
+
+/// Why a search could not run: one line for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("give exactly one of --text, --image or --like")]
+    NoQuery,
+    #[error("text search needs CLIP's text tower, which this version does not have yet; search --image or --like")]
+    NoTextTower,
+    #[error("cannot read the image {}: {reason}", path.display())]
+    Image { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Model(#[from] crate::model::ModelError),
+    #[error("no record {0:?} in the local index (it keeps [search] retain_days of records)")]
+    UnknownRecord(String),
+    #[error("{0}")]
+    Index(#[from] crate::index::IndexError),
+    #[error("{what} {text:?} is not a time: use RFC 3339 (2026-12-01T08:00:00Z) or an age such as 2h or 3d")]
+    Time { what: &'static str, text: String },
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+pub fn run(search: &Search) -> Result<(), SearchError> {
+    let config = Config::load(&search.config)?;
+    let since_ms = search.since.as_deref().map(|t| parse_time("--since", t)).transpose()?;
+    let until_ms = search.until.as_deref().map(|t| parse_time("--until", t)).transpose()?;
+    let vector = query_vector(search, &config)?;
+    let index = Index::open(&config.device.data_dir, &config.search)?;
+    let (cameras, labels) = (search.cameras.clone(), search.labels.clone());
+    let query = Query { vector, top_k: search.top_k, cameras, labels, since_ms, until_ms };
+    if config.pinecone.is_some() {
+        eprintln!("note: searching the index on this device (Pinecone queries are not supported yet)");
+    }
+    let mut hits = index.search(&query)?;
+    if let Some(device) = &search.device {
+        hits.retain(|h| &h.metadata.device == device);
+    }
+    let crops = config.crops.dir(&config.device.data_dir);
+    match (&search.html, search.json) {
+        (Some(path), _) => std::fs::write(path, html(&hits, &crops, &describe(search)))
+            .map_err(|source| SearchError::Write { path: path.clone(), source })?,
+        (None, true) => print_json(&hits),
+        (None, false) => print_table(&hits),
+    }
+    Ok(())
+}
+
+/// The embedding to search with: of an image file, or of a record already in the index.
+fn query_vector(search: &Search, config: &Config) -> Result<Vec<f32>, SearchError> {
+    match (&search.text, &search.image, &search.like) {
+        (Some(_), None, None) => Err(SearchError::NoTextTower),
+        (None, Some(path), None) => {
+            let image = image::open(path).map_err(|e| SearchError::Image { path: path.clone(), reason: e.to_string() })?;
+            Ok(Embedder::load(&config.embedder)?.embed(&image.to_rgb8())?)
+        }
+        (None, None, Some(id)) => {
+            let index = Index::open(&config.device.data_dir, &config.search)?;
+            index.vector_of(id)?.ok_or_else(|| SearchError::UnknownRecord(id.clone()))
+        }
+        _ => Err(SearchError::NoQuery),
+    }
+}
+
+/// RFC 3339 (`2026-12-01T08:00:00Z`, `…+01:00`, fractions allowed) or an age before now
+/// (`2h`, `3d`), as unix ms.
+pub fn parse_time(what: &'static str, text: &str) -> Result<i64, SearchError> {
+    let wrong = || SearchError::Time { what, text: text.to_owned() };
+    if let Ok(Age(age)) = Age::try_from(toml::Value::String(text.to_owned())) {
+        return Ok(crate::clock::unix_ms() - age.as_millis() as i64);
+    }
+    let number = |s: &str| s.parse::<i64>().map_err(|_| wrong());
+    let (date, rest) = text.split_once(['T', 't', ' ']).ok_or_else(wrong)?;
+    let mut ymd = date.splitn(3, '-').map(number);
+    let (y, m, d) = (ymd.next().ok_or_else(wrong)??, ymd.next().ok_or_else(wrong)??, ymd.next().ok_or_else(wrong)??);
+    let zone_at = rest.find(['Z', 'z', '+', '-']).ok_or_else(wrong)?;
+    let (clock, zone) = rest.split_at(zone_at);
+    let mut hms = clock.splitn(3, ':');
+    let (h, min) = (number(hms.next().ok_or_else(wrong)?)?, number(hms.next().ok_or_else(wrong)?)?);
+    let seconds: f64 = hms.next().unwrap_or("0").parse().map_err(|_| wrong())?;
+    let offset_min = match zone {
+        "Z" | "z" => 0,
+        _ => {
+            let (hh, mm) = zone[1..].split_once(':').ok_or_else(wrong)?;
+            let minutes = number(hh)? * 60 + number(mm)?;
+            if zone.starts_with('-') {
+                -minutes
+            } else {
+                minutes
+            }
+        }
+    };
+    if !(1..=12).contains(&m)
+        || !(1..=31).contains(&d)
+        || !(0..24).contains(&h)
+        || !(0..60).contains(&min)
+        || !(0.0..61.0).contains(&seconds)
+    {
+        return Err(wrong());
+    }
+    let days = days_from_civil(y, m as u32, d as u32);
+    Ok(((days * 86_400 + h * 3600 + min * 60 - offset_min * 60) as f64 * 1000.0 + seconds * 1000.0) as i64)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (i64::from(m) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn describe(search: &Search) -> String {
+    match (&search.text, &search.image, &search.like) {
+        (Some(text), _, _) => format!("text {text:?}"),
+        (_, Some(path), _) => format!("image {}", path.display()),
+        (_, _, Some(id)) => format!("like {id}"),
+        _ => String::new(),
+    }
+}
+
+/// One JSON line per match, in the documented shape.
+fn json_line(hit: &Hit) -> serde_json::Value {
+    let m = &hit.metadata;
+    serde_json::json!({
+        "id": hit.id, "score": hit.score, "device": m.device, "camera": m.camera, "ts": m.ts, "label": m.label,
+        "x": m.x, "y": m.y, "w": m.w, "h": m.h, "track_id": m.track_id, "crop": m.crop,
+    })
+}
+
+fn print_json(hits: &[Hit]) {
+    let mut out = std::io::stdout().lock();
+    for hit in hits {
+        let _ = writeln!(out, "{}", json_line(hit));
+    }
+}
+
+fn print_table(hits: &[Hit]) {
+    if hits.is_empty() {
+        println!("no matches");
+        return;
+    }
+    println!("{:>6}  {:<12} {:<19}  {:<12} {:<20} crop", "score", "camera", "time", "label", "box");
+    for hit in hits {
+        let m = &hit.metadata;
+        let b = format!("{}x{}+{}+{}", m.w, m.h, m.x, m.y);
+        println!(
+            "{:>6.3}  {:<12} {:<19}  {:<12} {:<20} {}",
+            hit.score,
+            m.camera,
+            local_time(m.ts),
+            m.label,
+            b,
+            m.crop.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in the machine's time zone.
+pub fn local_time(ts_ms: i64) -> String {
+    let seconds = ts_ms.div_euclid(1000) as nix::libc::time_t;
+    // SAFETY: localtime_r only writes the `tm` we pass it.
+    let mut tm: nix::libc::tm = unsafe { std::mem::zeroed() };
+    if unsafe { nix::libc::localtime_r(&seconds, &mut tm) }.is_null() {
+        return ts_ms.to_string();
+    }
+    format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02}", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec)
+}
+
+/// One page that opens anywhere: every thumbnail inlined, each with its caption.
+fn html(hits: &[Hit], crops: &Path, query: &str) -> String {
+    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let mut cards = String::new();
+    for hit in hits {
+        let m = &hit.metadata;
+        let image = match m.crop.as_deref().map(|key| std::fs::read(crops.join(key))) {
+            Some(Ok(jpeg)) => format!(
+                "<img alt=\"{}\" src=\"data:image/jpeg;base64,{}\">",
+                escape(&m.label),
+                base64::engine::general_purpose::STANDARD.encode(jpeg)
+            ),
+            _ => "<div class=\"missing\">no crop</div>".to_owned(),
+        };
+        let caption = format!("{} · {} · {} · {:.3}", escape(&m.camera), local_time(m.ts), escape(&m.label), hit.score);
+        cards += &format!("<figure data-id=\"{}\">{image}<figcaption>{caption}</figcaption></figure>\n", escape(&hit.id));
+    }
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Glimpse: {q}</title><style>\
+         body{{font-family:sans-serif;margin:1em}}main{{display:flex;flex-wrap:wrap;gap:12px}}\
+         figure{{margin:0;width:200px}}img{{max-width:200px;max-height:200px;display:block}}\
+         figcaption{{font-size:12px;color:#333}}.missing{{width:200px;height:120px;background:#eee}}\
+         </style></head><body><h1>{n} match(es) for {q}</h1><main>\n{cards}</main></body></html>\n",
+        q = escape(query),
+        n = hits.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc_3339_or_an_age() {
+        assert_eq!(parse_time("--since", "1970-01-02T00:00:00Z").ok(), Some(86_400_000));
+        assert_eq!(parse_time("--since", "2026-12-01T14:33:45.5+01:00").ok(), Some(1_796_132_025_500));
+        let two_hours_ago = parse_time("--since", "2h").expect("an age");
+        assert!((crate::clock::unix_ms() - two_hours_ago - 7_200_000).abs() < 1000);
+        assert!(parse_time("--until", "yesterday").is_err_and(|e| e.to_string().contains("--until \"yesterday\" is not a time")));
+        assert!(parse_time("--since", "2026-13-01T00:00:00Z").is_err());
+    }
+}

@@ -1,0 +1,282 @@
+//! The index on the device: every accepted record's embedding and metadata, searchable whether
+//! or not Pinecone is configured or reachable. The outbox writer feeds it right after the
+//! outbox accepted the records (and before the syncer may remove them); `glimpse search` reads
+//! it. This module alone owns `{data_dir}/index/`.
+//!
+//! Layout: segments of at most [`SEGMENT_RECORDS`] records, each three append-only files:
+//! - `NNNNNN.vec`: fixed-size rows `[ts i64][camera u32][label u32][scale f32][meta length u32]
+//!   [meta offset u64][dim × i8]`: what a scan reads (vectors quantized to int8, one scale each);
+//! - `NNNNNN.f32`: the exact vectors, read only to re-rank a scan's best candidates;
+//! - `NNNNNN.meta`: `{"id", "metadata"}` JSON, read only for the results.
+//!
+//! `names.json` maps camera and label names to the numbers in the rows; `indexed-seq` holds the
+//! outbox sequence number indexed last.
+//!
+//! Invariants:
+//! - A batch is synced to disk before [`Index::add`] returns, and `indexed-seq` is written only
+//!   then; at start the writer re-adds pending outbox records after it, so a record accepted
+//!   before a crash is in the index after the restart.
+//! - A torn tail (a crash mid-append) is cut off at open: a row counts only when its vector and
+//!   its metadata are complete.
+//! - Searching maps the files and allocates only the candidates: the index is never loaded
+//!   into the heap. Results equal an exact f32 scan's: the int8 scan keeps many candidates and
+//!   they are re-ranked exactly.
+//! - Retention drops whole segments, oldest first: `retain_days`, then `max_bytes`.
+
+mod segment;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{KeyPath, Problem};
+use crate::outbox::ByteSize;
+use crate::record::{Metadata, Record};
+use segment::Segment;
+
+/// Rows per segment: retention frees space a segment at a time.
+pub const SEGMENT_RECORDS: u64 = 65_536;
+
+/// `[search]`: the index on the device. Absent: on, with these defaults.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct SearchConfig {
+    /// Keep records searchable on the device. Default true.
+    pub enabled: bool,
+    /// Records older than this many days leave the index (a segment at a time). Default 30.
+    pub retain_days: f64,
+    /// Cap on the index's size on disk; the oldest segments go first. Default 1 GiB.
+    pub max_bytes: ByteSize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self { enabled: true, retain_days: 30.0, max_bytes: ByteSize(1 << 30) }
+    }
+}
+
+impl SearchConfig {
+    pub fn validate(&self, at: &KeyPath, problems: &mut Vec<Problem>) {
+        if !(self.retain_days.is_finite() && self.retain_days > 0.0) {
+            problems.push(Problem::new(at.key("retain_days"), "must be a positive number of days, e.g. 30"));
+        }
+        if self.max_bytes.0 < 1 << 20 {
+            problems.push(Problem::new(at.key("max_bytes"), "must be at least 1 MiB"));
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("index file {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("index file {} is damaged: {reason}", path.display())]
+    Damaged { path: PathBuf, reason: String },
+    #[error("the query has {query} dimensions but the index holds {index}-dimensional vectors")]
+    Dimension { query: usize, index: usize },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IndexError + '_ {
+    move |source| IndexError::Io { path: path.to_owned(), source }
+}
+
+/// Camera and label names, numbered in the rows.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Names {
+    cameras: Vec<String>,
+    labels: Vec<String>,
+}
+
+impl Names {
+    fn number(list: &mut Vec<String>, name: &str) -> (u32, bool) {
+        match list.iter().position(|n| n == name) {
+            Some(i) => (i as u32, false),
+            None => {
+                list.push(name.to_owned());
+                (list.len() as u32 - 1, true)
+            }
+        }
+    }
+}
+
+/// What a search looks for.
+#[derive(Clone, Debug, Default)]
+pub struct Query {
+    /// L2-normalised query vector.
+    pub vector: Vec<f32>,
+    pub top_k: usize,
+    /// Only these cameras / labels (empty: all).
+    pub cameras: Vec<String>,
+    pub labels: Vec<String>,
+    /// Capture time bounds, unix ms, inclusive.
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+}
+
+/// One match.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Hit {
+    pub id: String,
+    pub score: f32,
+    pub metadata: Metadata,
+}
+
+/// The index, open for appending (the writer) or searching (`glimpse search`).
+pub struct Index {
+    dir: PathBuf,
+    config: SearchConfig,
+    names: Names,
+    segments: BTreeMap<u64, Segment>,
+    dimension: Option<usize>,
+}
+
+impl Index {
+    pub fn open(data_dir: &Path, config: &SearchConfig) -> Result<Self, IndexError> {
+        let dir = data_dir.join("index");
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let names_path = dir.join("names.json");
+        let names = match std::fs::read(&names_path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| IndexError::Damaged { path: names_path.clone(), reason: e.to_string() })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Names::default(),
+            Err(e) => return Err(io(&names_path)(e)),
+        };
+        let mut segments = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(number) = name.strip_suffix(".vec").and_then(|n| n.parse::<u64>().ok()) {
+                segments.insert(number, Segment::open(&dir, number)?);
+            }
+        }
+        let dimension = segments.values().find_map(Segment::dimension);
+        Ok(Self { dir, config: config.clone(), names, segments, dimension })
+    }
+
+    /// Records in the index.
+    pub fn len(&self) -> u64 {
+        self.segments.values().map(Segment::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes on disk.
+    pub fn bytes(&self) -> u64 {
+        self.segments.values().map(Segment::bytes).sum()
+    }
+
+    /// The outbox sequence number indexed last (0: none).
+    pub fn indexed_seq(&self) -> u64 {
+        std::fs::read_to_string(self.dir.join("indexed-seq")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    }
+
+    /// Appends records (their outbox sequence numbers end at `last_seq`) and syncs them.
+    pub fn add(&mut self, records: &[Record], last_seq: u64) -> Result<(), IndexError> {
+        let mut names_changed = false;
+        for record in records {
+            let dimension = *self.dimension.get_or_insert(record.values.len());
+            if record.values.len() != dimension {
+                return Err(IndexError::Dimension { query: record.values.len(), index: dimension });
+            }
+            let (camera, new_camera) = Names::number(&mut self.names.cameras, &record.metadata.camera);
+            let (label, new_label) = Names::number(&mut self.names.labels, &record.metadata.label);
+            names_changed |= new_camera || new_label;
+            self.writable_segment(dimension)?.append(record, camera, label)?;
+        }
+        if names_changed {
+            self.save_names()?;
+        }
+        for segment in self.segments.values_mut() {
+            segment.sync()?;
+        }
+        let path = self.dir.join("indexed-seq");
+        std::fs::write(&path, last_seq.to_string()).map_err(io(&path))?;
+        self.enforce_retention();
+        Ok(())
+    }
+
+    fn writable_segment(&mut self, dimension: usize) -> Result<&mut Segment, IndexError> {
+        let last = self.segments.keys().next_back().copied();
+        let number = match last {
+            Some(n) if self.segments[&n].len() < SEGMENT_RECORDS => n,
+            Some(n) => n + 1,
+            None => 0,
+        };
+        if !self.segments.contains_key(&number) {
+            self.segments.insert(number, Segment::create(&self.dir, number, dimension)?);
+        }
+        Ok(self.segments.get_mut(&number).expect("just made"))
+    }
+
+    fn save_names(&self) -> Result<(), IndexError> {
+        let path = self.dir.join("names.json");
+        let temporary = path.with_extension("json.part");
+        let bytes = serde_json::to_vec(&self.names).expect("names serialise");
+        std::fs::write(&temporary, bytes).and_then(|()| std::fs::rename(&temporary, &path)).map_err(io(&path))
+    }
+
+    /// Drops whole segments, oldest first, past `retain_days` or `max_bytes` (never the one
+    /// being written).
+    fn enforce_retention(&mut self) {
+        let cutoff = crate::clock::unix_ms() - (self.config.retain_days * 86_400_000.0) as i64;
+        while self.segments.len() > 1 {
+            let (&oldest, segment) = self.segments.iter().next().expect("segments");
+            let expired = segment.newest_ts().is_some_and(|ts| ts < cutoff);
+            if !expired && self.bytes() <= self.config.max_bytes.0 {
+                break;
+            }
+            if let Some(segment) = self.segments.remove(&oldest) {
+                tracing::info!(segment = oldest, records = segment.len(), "index segment retired");
+                segment.delete();
+            }
+        }
+    }
+
+    /// The `top_k` records most similar to the query, best first (cosine similarity).
+    pub fn search(&self, query: &Query) -> Result<Vec<Hit>, IndexError> {
+        let Some(dimension) = self.dimension else { return Ok(Vec::new()) };
+        if query.vector.len() != dimension {
+            return Err(IndexError::Dimension { query: query.vector.len(), index: dimension });
+        }
+        let filter = segment::Filter::new(query, &self.names.cameras, &self.names.labels);
+        let wanted = (query.top_k * 10).max(200);
+        let quantized = segment::quantize(&query.vector);
+        let segments: Vec<&Segment> = self.segments.values().collect();
+        let halves = segments.split_at(segments.len() / 2);
+        let (a, b) = std::thread::scope(|s| {
+            let other = s.spawn(|| segment::candidates(halves.1, &quantized, &filter, wanted));
+            (segment::candidates(halves.0, &quantized, &filter, wanted), other.join().unwrap_or_default())
+        });
+        let mut exact: Vec<(f32, &Segment, u64)> =
+            a.into_iter().chain(b).map(|(_, seg, row)| (seg.exact_score(row, &query.vector), seg, row)).collect();
+        exact.sort_by(|x, y| y.0.total_cmp(&x.0));
+        let mut hits: Vec<Hit> = Vec::with_capacity(query.top_k);
+        for (score, seg, row) in exact {
+            if hits.len() == query.top_k {
+                break;
+            }
+            let (id, metadata) = seg.metadata(row)?;
+            // A record indexed twice (re-added after a crash) is one result.
+            if !hits.iter().any(|h| h.id == id) {
+                hits.push(Hit { id, score, metadata });
+            }
+        }
+        Ok(hits)
+    }
+
+    /// The stored vector of record `id`, for `glimpse search --like`.
+    pub fn vector_of(&self, id: &str) -> Result<Option<Vec<f32>>, IndexError> {
+        for segment in self.segments.values().rev() {
+            if let Some(row) = segment.find(id)? {
+                return Ok(Some(segment.vector(row)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,315 @@
+//! One segment of the index: its three files, appending, and scanning (see `mod.rs`).
+
+use std::collections::BinaryHeap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use super::{io, IndexError, Query};
+use crate::record::{Metadata, Record};
+
+/// Bytes of a row before its int8 vector: ts i64 (0..8), camera u32 (8..12), label u32
+/// (12..16), scale f32 (16..20), dimension u32 (20..24), metadata length u32 (24..28), zero
+/// (28..32), metadata offset u64 (32..40).
+const HEAD: usize = 40;
+
+pub struct Segment {
+    paths: [PathBuf; 3],
+    dimension: Option<usize>,
+    /// Complete rows (a torn tail is not counted).
+    rows: u64,
+    /// Where the metadata file's complete part ends.
+    meta_end: u64,
+    newest_ts: Option<i64>,
+    /// Open for appending, once the first append came.
+    appending: Option<[File; 3]>,
+}
+
+impl Segment {
+    fn paths(dir: &Path, number: u64) -> [PathBuf; 3] {
+        ["vec", "f32", "meta"].map(|ext| dir.join(format!("{number:06}.{ext}")))
+    }
+
+    pub fn create(dir: &Path, number: u64, dimension: usize) -> Result<Self, IndexError> {
+        let segment =
+            Self { paths: Self::paths(dir, number), dimension: Some(dimension), rows: 0, meta_end: 0, newest_ts: None, appending: None };
+        for path in &segment.paths {
+            File::create(path).map_err(io(path))?;
+        }
+        Ok(segment)
+    }
+
+    /// Opens a segment and counts its complete rows; changes nothing on disk.
+    pub fn open(dir: &Path, number: u64) -> Result<Self, IndexError> {
+        let paths = Self::paths(dir, number);
+        let len = |p: &PathBuf| std::fs::metadata(p).map(|m| m.len()).map_err(io(p));
+        let (vec_len, f32_len, meta_len) = (len(&paths[0])?, len(&paths[1])?, len(&paths[2])?);
+        let mut segment = Self { paths, dimension: None, rows: 0, meta_end: 0, newest_ts: None, appending: None };
+        if vec_len == 0 {
+            return Ok(segment);
+        }
+        let vec_map = segment.map(0)?;
+        if vec_map.len() < HEAD {
+            return Ok(segment);
+        }
+        let dimension = u32::from_le_bytes(vec_map[20..24].try_into().expect("4 bytes")) as usize;
+        if dimension == 0 {
+            return Err(segment.damaged("its first row has no dimension"));
+        }
+        let row = (HEAD + dimension) as u64;
+        let mut rows = (vec_len / row).min(f32_len / (4 * dimension as u64));
+        while rows > 0 {
+            let (offset, length) = meta_span(&vec_map, rows - 1, dimension);
+            if offset + length <= meta_len {
+                break;
+            }
+            rows -= 1;
+        }
+        segment.dimension = Some(dimension);
+        segment.rows = rows;
+        segment.meta_end =
+            if rows == 0 { 0 } else { meta_span(&vec_map, rows - 1, dimension).0 + meta_span(&vec_map, rows - 1, dimension).1 };
+        segment.newest_ts = (0..rows).map(|r| row_ts(&vec_map, r, dimension)).max();
+        Ok(segment)
+    }
+
+    fn damaged(&self, reason: &str) -> IndexError {
+        IndexError::Damaged { path: self.paths[0].clone(), reason: reason.into() }
+    }
+
+    fn map(&self, file: usize) -> Result<Mmap, IndexError> {
+        let path = &self.paths[file];
+        let handle = File::open(path).map_err(io(path))?;
+        // SAFETY: the files are only ever appended to (by one writer), and only the complete
+        // rows counted at open are read, so the mapped bytes never change under us.
+        unsafe { Mmap::map(&handle) }.map_err(io(path))
+    }
+
+    pub fn len(&self) -> u64 {
+        self.rows
+    }
+
+    pub fn dimension(&self) -> Option<usize> {
+        self.dimension.filter(|_| self.rows > 0)
+    }
+
+    pub fn newest_ts(&self) -> Option<i64> {
+        self.newest_ts
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.paths.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
+    }
+
+    /// Appends one row to the three files (synced by [`Segment::sync`]).
+    pub fn append(&mut self, record: &Record, camera: u32, label: u32) -> Result<(), IndexError> {
+        let dimension = *self.dimension.get_or_insert(record.values.len());
+        self.files()?;
+        let meta = serde_json::to_vec(&serde_json::json!({ "id": record.id, "metadata": record.metadata })).expect("metadata serialises");
+        let (quantized, scale) = quantize_with_scale(&record.values);
+        let mut row = Vec::with_capacity(HEAD + dimension);
+        row.extend_from_slice(&record.metadata.ts.to_le_bytes());
+        row.extend_from_slice(&camera.to_le_bytes());
+        row.extend_from_slice(&label.to_le_bytes());
+        row.extend_from_slice(&scale.to_le_bytes());
+        row.extend_from_slice(&(dimension as u32).to_le_bytes());
+        row.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+        row.extend_from_slice(&[0; 4]);
+        row.extend_from_slice(&self.meta_end.to_le_bytes());
+        row.extend(quantized.iter().map(|q| *q as u8));
+        let exact: Vec<u8> = record.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        // Metadata first, the row last: a row is counted only once everything it points to exists.
+        let ([vec_file, f32_file, meta_file], paths) = (self.appending.as_mut().expect("opened above"), &self.paths);
+        meta_file.write_all(&meta).map_err(io(&paths[2]))?;
+        f32_file.write_all(&exact).map_err(io(&paths[1]))?;
+        vec_file.write_all(&row).map_err(io(&paths[0]))?;
+        self.meta_end += meta.len() as u64;
+        self.rows += 1;
+        self.newest_ts = self.newest_ts.max(Some(record.metadata.ts));
+        Ok(())
+    }
+
+    /// The files, opened for appending at the end of their complete part (a torn tail is cut).
+    fn files(&mut self) -> Result<(), IndexError> {
+        if self.appending.is_none() {
+            let dimension = self.dimension.unwrap_or_default() as u64;
+            let ends = [self.rows * (HEAD as u64 + dimension), self.rows * 4 * dimension, self.meta_end];
+            let mut files = Vec::with_capacity(3);
+            for (path, end) in self.paths.iter().zip(ends) {
+                let file = OpenOptions::new().append(true).open(path).map_err(io(path))?;
+                file.set_len(end).map_err(io(path))?;
+                files.push(file);
+            }
+            self.appending = Some(files.try_into().map_err(|_| self.damaged("cannot open its files"))?);
+        }
+        Ok(())
+    }
+
+    pub fn sync(&mut self) -> Result<(), IndexError> {
+        if let Some(files) = &self.appending {
+            for (file, path) in files.iter().zip(&self.paths) {
+                file.sync_data().map_err(io(path))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn delete(self) {
+        for path in &self.paths {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// The exact cosine similarity of row `row` to `query`.
+    pub fn exact_score(&self, row: u64, query: &[f32]) -> f32 {
+        self.vector(row).iter().zip(query).map(|(a, b)| a * b).sum()
+    }
+
+    pub fn vector(&self, row: u64) -> Vec<f32> {
+        let dimension = self.dimension.unwrap_or_default();
+        let Ok(map) = self.map(1) else { return vec![0.0; dimension] };
+        let start = row as usize * 4 * dimension;
+        map[start..start + 4 * dimension].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect()
+    }
+
+    pub fn metadata(&self, row: u64) -> Result<(String, Metadata), IndexError> {
+        let (vec_map, meta_map) = (self.map(0)?, self.map(2)?);
+        let (offset, length) = meta_span(&vec_map, row, self.dimension.unwrap_or_default());
+        #[derive(serde::Deserialize)]
+        struct Stored {
+            id: String,
+            metadata: Metadata,
+        }
+        let stored: Stored = serde_json::from_slice(&meta_map[offset as usize..(offset + length) as usize])
+            .map_err(|e| self.damaged(&format!("row {row}'s metadata: {e}")))?;
+        Ok((stored.id, stored.metadata))
+    }
+
+    /// The row of record `id`, if this segment has it.
+    pub fn find(&self, id: &str) -> Result<Option<u64>, IndexError> {
+        if self.rows == 0 {
+            return Ok(None);
+        }
+        let (vec_map, meta_map) = (self.map(0)?, self.map(2)?);
+        let needle = format!("{{\"id\":{}", serde_json::to_string(id).expect("a string"));
+        let Some(at) = memchr::memmem::find(&meta_map[..self.meta_end as usize], needle.as_bytes()) else { return Ok(None) };
+        let dimension = self.dimension.unwrap_or_default();
+        Ok((0..self.rows).find(|r| meta_span(&vec_map, *r, dimension).0 == at as u64))
+    }
+}
+
+fn row_at(map: &[u8], row: u64, dimension: usize) -> &[u8] {
+    let size = HEAD + dimension;
+    &map[row as usize * size..(row as usize + 1) * size]
+}
+
+fn row_ts(map: &[u8], row: u64, dimension: usize) -> i64 {
+    i64::from_le_bytes(row_at(map, row, dimension)[0..8].try_into().expect("8 bytes"))
+}
+
+/// (offset, length) of a row's metadata.
+fn meta_span(map: &[u8], row: u64, dimension: usize) -> (u64, u64) {
+    let r = row_at(map, row, dimension);
+    let length = u32::from_le_bytes(r[24..28].try_into().expect("4 bytes")) as u64;
+    (u64::from_le_bytes(r[32..40].try_into().expect("8 bytes")), length)
+}
+
+/// A vector as int8 with its scale (`value ≈ q × scale`).
+fn quantize_with_scale(values: &[f32]) -> (Vec<i8>, f32) {
+    let max = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+    (values.iter().map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8).collect(), scale)
+}
+
+/// The query, quantized like the rows.
+pub struct Quantized {
+    values: Vec<i8>,
+    scale: f32,
+}
+
+pub fn quantize(values: &[f32]) -> Quantized {
+    let (values, scale) = quantize_with_scale(values);
+    Quantized { values, scale }
+}
+
+/// Which rows a query may match, as row numbers of names.
+pub struct Filter {
+    cameras: Option<Vec<u32>>,
+    labels: Option<Vec<u32>>,
+    since: i64,
+    until: i64,
+}
+
+impl Filter {
+    pub fn new(query: &Query, cameras: &[String], labels: &[String]) -> Self {
+        let numbers = |wanted: &[String], names: &[String]| {
+            (!wanted.is_empty()).then(|| names.iter().enumerate().filter(|(_, n)| wanted.contains(n)).map(|(i, _)| i as u32).collect())
+        };
+        Self {
+            cameras: numbers(&query.cameras, cameras),
+            labels: numbers(&query.labels, labels),
+            since: query.since_ms.unwrap_or(i64::MIN),
+            until: query.until_ms.unwrap_or(i64::MAX),
+        }
+    }
+
+    fn accepts(&self, row: &[u8]) -> bool {
+        let ts = i64::from_le_bytes(row[0..8].try_into().expect("8 bytes"));
+        let camera = u32::from_le_bytes(row[8..12].try_into().expect("4 bytes"));
+        let label = u32::from_le_bytes(row[12..16].try_into().expect("4 bytes"));
+        (self.since..=self.until).contains(&ts)
+            && self.cameras.as_ref().is_none_or(|c| c.contains(&camera))
+            && self.labels.as_ref().is_none_or(|l| l.contains(&label))
+    }
+}
+
+/// A candidate: approximate score, its segment and row. Ordered by score, lowest first in the
+/// heap's reverse, so the heap keeps the best `wanted`.
+struct Candidate<'a>(f32, &'a Segment, u64);
+
+impl PartialEq for Candidate<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl Eq for Candidate<'_> {}
+impl PartialOrd for Candidate<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Candidate<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.0.total_cmp(&self.0)
+    }
+}
+
+/// The best `wanted` rows of `segments` by their int8 score.
+pub fn candidates<'a>(segments: &[&'a Segment], query: &Quantized, filter: &Filter, wanted: usize) -> Vec<(f32, &'a Segment, u64)> {
+    let mut heap: BinaryHeap<Candidate<'a>> = BinaryHeap::with_capacity(wanted + 1);
+    for segment in segments {
+        let (Some(dimension), Ok(map)) = (segment.dimension(), segment.map(0)) else { continue };
+        let size = HEAD + dimension;
+        for (row, bytes) in map.chunks_exact(size).take(segment.rows as usize).enumerate() {
+            if !filter.accepts(bytes) {
+                continue;
+            }
+            let scale = f32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
+            let score = dot_i8(&query.values, &bytes[HEAD..]) as f32 * scale * query.scale;
+            if heap.len() < wanted {
+                heap.push(Candidate(score, segment, row as u64));
+            } else if heap.peek().is_some_and(|worst| score > worst.0) {
+                heap.pop();
+                heap.push(Candidate(score, segment, row as u64));
+            }
+        }
+    }
+    heap.into_iter().map(|Candidate(score, segment, row)| (score, segment, row)).collect()
+}
+
+/// The integer dot product of the query with a row's int8 vector (stored as bytes).
+fn dot_i8(query: &[i8], row: &[u8]) -> i32 {
+    query.iter().zip(row).map(|(q, r)| i32::from(*q) * i32::from(*r as i8)).sum()
+}

@@ -104,7 +104,7 @@ enum Command {
         until: Option<String>,
         #[arg(long, default_value_t = 10)]
         top_k: usize,
-        /// Search the index on this device (the only one this version queries).
+        /// Search the index on this device even when [pinecone] is configured.
         #[arg(long)]
         local: bool,
         /// One JSON line per match instead of a table.
@@ -166,6 +166,18 @@ enum BenchWhat {
         /// Plan with a symbolic batch axis (one plan for every batch size) instead of the shape's.
         #[arg(long)]
         any_batch: bool,
+    },
+    /// Local search latency over N random records against an exact scan in the same run.
+    Search {
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        #[arg(long, default_value_t = 512)]
+        dim: usize,
+        #[arg(long, default_value_t = 20)]
+        queries: usize,
+        /// Where the index is made (and kept for the next run).
+        #[arg(long, default_value = "target/bench-search")]
+        dir: PathBuf,
     },
     /// CPU cost of ingesting an H.264 MP4 file, against gst-launch and a bare keyframe-only decode.
     Ingest {
@@ -279,11 +291,14 @@ fn main() -> ExitCode {
         Command::Bench { what: BenchWhat::Models { detector, embedder, runs, threads } } => {
             exit_code(glimpse::cli::bench::models(&detector, &embedder, runs, threads))
         }
+        Command::Bench { what: BenchWhat::Search { records, dim, queries, dir } } => {
+            exit_code(glimpse::cli::bench::search(records, dim, queries, &dir))
+        }
         Command::Bench { what: BenchWhat::Ingest { file, sample_fps } } => exit_code(glimpse::cli::bench::ingest(&file, sample_fps)),
         Command::Outbox { action } => exit_code(outbox_command(action)),
-        Command::Search { config, text, image, like, cameras, labels, device, since, until, top_k, local: _, json, html } => {
+        Command::Search { config, text, image, like, cameras, labels, device, since, until, top_k, local, json, html } => {
             let search =
-                glimpse::cli::search::Search { config, text, image, like, cameras, labels, device, since, until, top_k, json, html };
+                glimpse::cli::search::Search { config, text, image, like, cameras, labels, device, since, until, top_k, local, json, html };
             exit_code(glimpse::cli::search::run(&search).map_err(anyhow::Error::from))
         }
         Command::Check { config } => {

@@ -39,6 +39,32 @@ pub struct Metadata {
     pub crop: Option<String>,
 }
 
+impl Metadata {
+    /// Metadata as an index gives it back, where numbers may have become floats (`10.0`);
+    /// `None` when a field Glimpse always writes is missing (a vector another writer stored).
+    pub fn from_stored(stored: &serde_json::Map<String, serde_json::Value>) -> Option<Self> {
+        let text = |k: &str| stored.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        let number = |k: &str| stored.get(k).and_then(|v| v.as_f64());
+        let whole = |k: &str| number(k).map(|n| n.round() as u32);
+        Some(Self {
+            device: text("device")?,
+            camera: text("camera")?,
+            ts: number("ts")? as i64,
+            pts_ms: number("pts_ms").unwrap_or(0.0) as u64,
+            label: text("label")?,
+            score: number("score")? as f32,
+            x: whole("x")?,
+            y: whole("y")?,
+            w: whole("w")?,
+            h: whole("h")?,
+            frame_w: whole("frame_w").unwrap_or(0),
+            frame_h: whole("frame_h").unwrap_or(0),
+            track_id: text("track_id"),
+            crop: text("crop"),
+        })
+    }
+}
+
 /// A record fresh from inference, with its crop's JPEG to be stored before it is accepted.
 #[derive(Clone, Debug)]
 pub struct NewRecord {

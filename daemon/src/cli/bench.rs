@@ -12,6 +12,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context as _;
 use gstreamer as gst;
@@ -229,4 +230,113 @@ fn constant_input(shape: [usize; 4]) -> tract_onnx::prelude::Tensor {
 fn tvec_of(input: tract_onnx::prelude::Tensor) -> tract_onnx::prelude::TVec<tract_onnx::prelude::TValue> {
     use tract_onnx::prelude::*;
     tvec!(input.into())
+}
+
+/// `glimpse bench search`: latency of a local search over `records` random `dim`-d records, warm,
+/// against an exact f32 scan of the same index in the same run; the process's anonymous memory
+/// before and after the queries; and whether each top 10 equals the exact scan's. The index is
+/// made in `dir` once and reused while it holds `records` records.
+pub fn search(records: u64, dim: usize, queries: usize, dir: &Path) -> anyhow::Result<()> {
+    use crate::index::{Index, Query, SearchConfig};
+    let config = SearchConfig { max_bytes: crate::outbox::ByteSize(u64::MAX / 2), retain_days: 36_500.0, ..SearchConfig::default() };
+    let mut index = Index::open(dir, &config)?;
+    if index.len() != records {
+        drop(index);
+        let _ = std::fs::remove_dir_all(dir.join("index"));
+        index = Index::open(dir, &config)?;
+        fill_index(&mut index, records, dim)?;
+    }
+    let anonymous_before = anonymous_kib();
+    let mut fast = Vec::with_capacity(queries);
+    let mut exact = Vec::with_capacity(queries);
+    let mut equal = 0;
+    for q in 0..=queries {
+        let query = Query { vector: random_unit(1_000_000_007 + q as u64, dim), top_k: 10, ..Query::default() };
+        let started = Instant::now();
+        let hits = index.search(&query)?;
+        let fast_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let started = Instant::now();
+        let reference = index.exact_top(&query.vector, 10);
+        let exact_ms = started.elapsed().as_secs_f64() * 1000.0;
+        if q == 0 {
+            continue; // the first query warms the page cache
+        }
+        let reference_ids: Vec<String> = reference.iter().map(|(_, seg, row)| index.id_of(*seg, *row)).collect::<Result<_, _>>()?;
+        equal += usize::from(hits.iter().map(|h| &h.id).eq(reference_ids.iter()));
+        fast.push(fast_ms);
+        exact.push(exact_ms);
+    }
+    let anonymous_after = anonymous_kib();
+    fast.sort_by(f64::total_cmp);
+    exact.sort_by(f64::total_cmp);
+    let median = |v: &[f64]| v[v.len() / 2];
+    let report = serde_json::json!({
+        "records": records, "dimension": dim, "queries": queries, "index_bytes": index.bytes(),
+        "search_ms_p50": median(&fast), "search_ms_max": fast.last(),
+        "exact_scan_ms_p50": median(&exact), "ratio_exact_over_search": median(&exact) / median(&fast),
+        "top10_equal_to_exact": format!("{equal}/{queries}"),
+        "anonymous_kib_before": anonymous_before, "anonymous_kib_after": anonymous_after,
+    });
+    println!("{report:#}");
+    Ok(())
+}
+
+fn fill_index(index: &mut crate::index::Index, records: u64, dim: usize) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let cameras = ["gate", "yard", "street", "door"];
+    let labels = ["person", "car", "bicycle", "dog", "truck"];
+    let mut batch = Vec::with_capacity(1000);
+    for i in 0..records {
+        let metadata = crate::record::Metadata {
+            device: "bench".into(),
+            camera: cameras[(i % 4) as usize].into(),
+            ts: 1_796_000_000_000 + i as i64 * 100,
+            pts_ms: 0,
+            label: labels[(i % 5) as usize].into(),
+            score: 0.95,
+            x: 10,
+            y: 20,
+            w: 64,
+            h: 128,
+            frame_w: 1920,
+            frame_h: 1080,
+            track_id: Some(format!("{i}.0")),
+            crop: Some(format!("bench/{i}.jpg")),
+        };
+        batch.push(crate::record::Record {
+            id: format!("bench:{}:{i}:0", cameras[(i % 4) as usize]),
+            values: random_unit(i, dim),
+            metadata,
+        });
+        if batch.len() == 1000 || i + 1 == records {
+            index.add(&batch, i + 1)?;
+            batch.clear();
+        }
+        if (i + 1) % 100_000 == 0 {
+            eprintln!("bench search: {} of {records} records indexed ({:.0} s)", i + 1, started.elapsed().as_secs_f64());
+        }
+    }
+    Ok(())
+}
+
+/// A pseudo-random unit vector (xorshift), the same for the same seed.
+fn random_unit(seed: u64, dim: usize) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v: Vec<f32> = (0..dim)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect();
+    let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|a| *a /= norm);
+    v
+}
+
+/// The process's anonymous memory (`/proc/self/smaps_rollup` "Anonymous"), KiB.
+fn anonymous_kib() -> u64 {
+    let text = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    text.lines().find_map(|l| l.strip_prefix("Anonymous:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
 }

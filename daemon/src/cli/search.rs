@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::crops::Age;
 use crate::embed::Embedder;
 use crate::index::{Hit, Index, Query};
+use crate::record::Metadata;
 
 /// What to search for, and how to show it.
 pub struct Search {
@@ -23,6 +24,8 @@ pub struct Search {
     pub since: Option<String>,
     pub until: Option<String>,
     pub top_k: usize,
+    /// Query the index on this device even when `[pinecone]` is configured.
+    pub local: bool,
     pub json: bool,
     pub html: Option<PathBuf>,
 }
@@ -48,6 +51,12 @@ pub enum SearchError {
     Time { what: &'static str, text: String },
     #[error("cannot write {}: {source}", path.display())]
     Write { path: PathBuf, source: std::io::Error },
+    #[error("pinecone: {0}")]
+    Secret(#[from] crate::secrets::SecretError),
+    #[error("pinecone: {0}")]
+    Pinecone(#[from] crate::sync::SyncError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(String),
 }
 
 pub fn run(search: &Search) -> Result<(), SearchError> {
@@ -58,10 +67,10 @@ pub fn run(search: &Search) -> Result<(), SearchError> {
     let index = Index::open(&config.device.data_dir, &config.search)?;
     let (cameras, labels) = (search.cameras.clone(), search.labels.clone());
     let query = Query { vector, top_k: search.top_k, cameras, labels, since_ms, until_ms };
-    if config.pinecone.is_some() {
-        eprintln!("note: searching the index on this device (Pinecone queries are not supported yet)");
-    }
-    let mut hits = index.search(&query)?;
+    let mut hits = match (&config.pinecone, search.local) {
+        (Some(pinecone), false) => query_pinecone(pinecone, search, &query)?,
+        _ => index.search(&query)?,
+    };
     if let Some(device) = &search.device {
         hits.retain(|h| &h.metadata.device == device);
     }
@@ -75,6 +84,48 @@ pub fn run(search: &Search) -> Result<(), SearchError> {
     Ok(())
 }
 
+/// Queries Pinecone (`POST /query`) with the same filter semantics as the local index.
+fn query_pinecone(config: &crate::sync::PineconeConfig, search: &Search, query: &Query) -> Result<Vec<Hit>, SearchError> {
+    use crate::sync::{PineconeClient, QueryBy};
+    let client = PineconeClient::new(config, &config.api_key()?)?;
+    let by = match &search.like {
+        Some(id) => QueryBy::Id(id),
+        None => QueryBy::Vector(&query.vector),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| SearchError::Runtime(e.to_string()))?;
+    let matches = runtime.block_on(client.query(by, query.top_k, pinecone_filter(search, query)))?;
+    Ok(matches
+        .into_iter()
+        .filter_map(|m| Metadata::from_stored(&m.metadata).map(|metadata| Hit { id: m.id, score: m.score, metadata }))
+        .collect())
+}
+
+/// The Pinecone metadata filter for the search's options (`$in`, `$eq`, `$gte`, `$lte`, `$and`).
+pub fn pinecone_filter(search: &Search, query: &Query) -> Option<serde_json::Value> {
+    use serde_json::json;
+    let mut parts = Vec::new();
+    if !query.cameras.is_empty() {
+        parts.push(json!({ "camera": { "$in": query.cameras } }));
+    }
+    if !query.labels.is_empty() {
+        parts.push(json!({ "label": { "$in": query.labels } }));
+    }
+    if let Some(device) = &search.device {
+        parts.push(json!({ "device": { "$eq": device } }));
+    }
+    if let Some(since) = query.since_ms {
+        parts.push(json!({ "ts": { "$gte": since } }));
+    }
+    if let Some(until) = query.until_ms {
+        parts.push(json!({ "ts": { "$lte": until } }));
+    }
+    match parts.len() {
+        0 => None,
+        1 => parts.pop(),
+        _ => Some(json!({ "$and": parts })),
+    }
+}
+
 /// The embedding to search with: of an image file, or of a record already in the index.
 fn query_vector(search: &Search, config: &Config) -> Result<Vec<f32>, SearchError> {
     match (&search.text, &search.image, &search.like) {
@@ -83,6 +134,8 @@ fn query_vector(search: &Search, config: &Config) -> Result<Vec<f32>, SearchErro
             let image = image::open(path).map_err(|e| SearchError::Image { path: path.clone(), reason: e.to_string() })?;
             Ok(Embedder::load(&config.embedder)?.embed(&image.to_rgb8())?)
         }
+        // Pinecone looks the record up itself (`id` in the query).
+        (None, None, Some(_)) if config.pinecone.is_some() && !search.local => Ok(Vec::new()),
         (None, None, Some(id)) => {
             let index = Index::open(&config.device.data_dir, &config.search)?;
             index.vector_of(id)?.ok_or_else(|| SearchError::UnknownRecord(id.clone()))
@@ -239,5 +292,32 @@ mod tests {
         assert!((crate::clock::unix_ms() - two_hours_ago - 7_200_000).abs() < 1000);
         assert!(parse_time("--until", "yesterday").is_err_and(|e| e.to_string().contains("--until \"yesterday\" is not a time")));
         assert!(parse_time("--since", "2026-13-01T00:00:00Z").is_err());
+    }
+
+    #[test]
+    fn options_become_one_pinecone_filter() {
+        let search = Search {
+            config: PathBuf::new(),
+            text: None,
+            image: None,
+            like: None,
+            cameras: vec![],
+            labels: vec![],
+            device: Some("lab-01".into()),
+            since: None,
+            until: None,
+            top_k: 10,
+            local: false,
+            json: true,
+            html: None,
+        };
+        let query = Query { cameras: vec!["gate".into()], since_ms: Some(5), ..Query::default() };
+        let filter = pinecone_filter(&search, &query).expect("a filter");
+        assert_eq!(
+            filter,
+            serde_json::json!({ "$and": [{ "camera": { "$in": ["gate"] } }, { "device": { "$eq": "lab-01" } }, { "ts": { "$gte": 5 } }] })
+        );
+        let none = Search { device: None, ..search };
+        assert_eq!(pinecone_filter(&none, &Query::default()), None);
     }
 }

@@ -132,6 +132,11 @@ pub struct Index {
 }
 
 impl Index {
+    /// The directory the index lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn open(data_dir: &Path, config: &SearchConfig) -> Result<Self, IndexError> {
         let dir = data_dir.join("index");
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
@@ -265,6 +270,25 @@ impl Index {
             }
         }
         Ok(hits)
+    }
+
+    /// The reference for the tests and the benchmark: every exact vector scored, no shortcut
+    /// (ignores filters). Row identities as (segment number, row), best first.
+    pub fn exact_top(&self, vector: &[f32], top_k: usize) -> Vec<(f32, u64, u64)> {
+        let mut scored = Vec::new();
+        for (&number, segment) in &self.segments {
+            scored.extend(segment.exact_scores(vector).into_iter().enumerate().map(|(row, score)| (score, number, row as u64)));
+        }
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        scored.truncate(top_k);
+        scored
+    }
+
+    /// The id of a row, for comparing with [`Index::exact_top`].
+    pub fn id_of(&self, segment: u64, row: u64) -> Result<String, IndexError> {
+        let segment =
+            self.segments.get(&segment).ok_or_else(|| IndexError::Damaged { path: self.dir.clone(), reason: "no such segment".into() })?;
+        Ok(segment.metadata(row)?.0)
     }
 
     /// The stored vector of record `id`, for `glimpse search --like`.

@@ -167,6 +167,16 @@ impl Segment {
         self.vector(row).iter().zip(query).map(|(a, b)| a * b).sum()
     }
 
+    /// Every row's exact dot product with `query`, in row order.
+    pub fn exact_scores(&self, query: &[f32]) -> Vec<f32> {
+        let dimension = self.dimension.unwrap_or_default();
+        let Ok(map) = self.map(1) else { return Vec::new() };
+        map.chunks_exact(4 * dimension.max(1))
+            .take(self.rows as usize)
+            .map(|v| v.chunks_exact(4).zip(query).map(|(b, q)| f32::from_le_bytes(b.try_into().expect("4 bytes")) * q).sum())
+            .collect()
+    }
+
     pub fn vector(&self, row: u64) -> Vec<f32> {
         let dimension = self.dimension.unwrap_or_default();
         let Ok(map) = self.map(1) else { return vec![0.0; dimension] };

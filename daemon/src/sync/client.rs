@@ -76,6 +76,30 @@ struct UpsertResponse {
     upserted_count: Option<i64>,
 }
 
+/// What a query is near.
+#[derive(Clone, Copy, Debug)]
+pub enum QueryBy<'a> {
+    Vector(&'a [f32]),
+    Id(&'a str),
+}
+
+/// One match of `POST /query` (`ScoredVector`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct Match {
+    pub id: String,
+    #[serde(default)]
+    pub score: f32,
+    /// The stored metadata (Pinecone may give numbers back as floats: `Metadata::from_stored`).
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct QueryResponse {
+    #[serde(default)]
+    matches: Vec<Match>,
+}
+
 #[derive(Deserialize)]
 struct RpcStatus {
     message: Option<String>,
@@ -111,6 +135,22 @@ impl PineconeClient {
     pub async fn describe_index_stats(&self) -> Result<IndexStats, SyncError> {
         let body = self.post("/describe_index_stats", b"{}".to_vec()).await?;
         serde_json::from_slice(&body).map_err(|e| SyncError::Decode(e.to_string()))
+    }
+
+    /// The `top_k` nearest vectors to `by` (a vector, or a stored vector's id), with their
+    /// metadata, filtered by a Pinecone metadata `filter` (`POST /query`).
+    pub async fn query(&self, by: QueryBy<'_>, top_k: usize, filter: Option<serde_json::Value>) -> Result<Vec<Match>, SyncError> {
+        let mut request = serde_json::json!({ "topK": top_k, "namespace": self.namespace, "includeMetadata": true });
+        match by {
+            QueryBy::Vector(values) => request["vector"] = serde_json::json!(values),
+            QueryBy::Id(id) => request["id"] = serde_json::json!(id),
+        }
+        if let Some(filter) = filter {
+            request["filter"] = filter;
+        }
+        let answer = self.post("/query", request.to_string().into_bytes()).await?;
+        let parsed: QueryResponse = serde_json::from_slice(&answer).map_err(|e| SyncError::Decode(e.to_string()))?;
+        Ok(parsed.matches)
     }
 
     /// Upserts `records`, splitting them into as many requests as Pinecone's 2 MB limit needs.

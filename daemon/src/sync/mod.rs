@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::sync::Notify;
 
-pub use client::{IndexStats, PineconeClient, SyncError};
+pub use client::{IndexStats, Match, PineconeClient, QueryBy, SyncError};
 
 use crate::backoff::Backoff;
 use crate::config::{KeyPath, Problem};

@@ -1,7 +1,8 @@
 //! An emulator of Pinecone's data plane (`../shared/pinecone/`, API 2025-10 and 2026-04) on
 //! loopback, as strict as the real service about every documented limit, with fault injection.
 //!
-//! Implemented: `POST /vectors/upsert`, `POST /describe_index_stats`, `GET /vectors/fetch`.
+//! Implemented: `POST /vectors/upsert`, `POST /describe_index_stats`, `GET /vectors/fetch`,
+//! `POST /query` (vector or id, `topK`, metadata filters; `query.rs`).
 //! Every request needs `Api-Key` and a supported `X-Pinecone-Api-Version`; bodies need
 //! `Content-Type: application/json`. Errors are `{"code", "message", "details"}` (rpcStatus).
 
@@ -82,6 +83,7 @@ impl Emulator {
             .route("/vectors/upsert", post(upsert))
             .route("/describe_index_stats", post(describe_index_stats))
             .route("/vectors/fetch", get(fetch))
+            .route("/query", post(query))
             .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
             .with_state(index.clone());
         let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
@@ -346,6 +348,22 @@ async fn fetch(State(index): State<Shared>, headers: HeaderMap, RawQuery(query):
         .collect();
     Json(json!({ "vectors": vectors, "namespace": namespace, "usage": { "readUnits": 1 } })).into_response()
 }
+
+async fn query(State(index): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut i = index.lock().expect("emulator lock");
+    if let Err(r) = authorize(&i, &headers, true) {
+        return r;
+    }
+    match query::query(&body, i.dimension, &i.namespaces) {
+        Ok(answer) => Json(answer).into_response(),
+        Err(message) => {
+            i.rejected.push(message.clone());
+            error(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, message)
+        }
+    }
+}
+
+mod query;
 
 #[cfg(test)]
 mod strictness_tests;

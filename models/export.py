@@ -11,12 +11,21 @@ Small random-weight models of the same architectures, with no download at all (t
 files committed under models/tiny/ and used by the test suite):
     python models/export.py --tiny --out models/tiny --golden tests/media/golden.json
 
-The tiny set holds three files:
+CLIP's text tower (for search by words and text triggers) and its tokenizer, for the same
+checkpoint as the image tower: `--clip` exports clip_text.onnx and clip-tokenizer.json beside
+clip_vision.onnx. The tokenizer is built from CLIP's own BPE vocabulary, which ships inside the
+open_clip_torch wheel (bpe_simple_vocab_16e6.txt.gz), so it is the real one even offline:
+    python models/export.py --tiny --out models/tiny --text-golden tests/media/text_golden.json
+
+The tiny set holds these files:
   detr-tiny-random.onnx   DETR (ResNet backbone + transformer) with random weights.
   detr-tiny-fixture.onnx  the same architecture whose class head is fixed so that every one of its
                           FIXTURE_QUERIES object queries is a "person" at a score above 0.99 on any
                           input: tests can assert exact record counts end to end.
   clip-tiny-random.onnx   CLIP ViT vision tower with projection (512-d output) and random weights.
+  clip-text-tiny-random.onnx  CLIP text tower with projection (512-d), random weights, the real
+                          49,408-token vocabulary and 77-token context.
+  clip-tokenizer.json     CLIP's real BPE tokenizer (the `tokenizers` format).
 and models/manifest.toml is rewritten with their sha256 and pre-processing constants.
 """
 import argparse
@@ -131,6 +140,173 @@ def tiny_clip():
     return CLIPVisionModelWithProjection(config)
 
 
+class ClipTextEmbeds(torch.nn.Module):
+    """CLIP text tower + text projection: text_embeds [B,D] from input_ids [B,77], not yet
+    L2-normalised. The pooled token is the first end-of-text token (eos_token_id = 49407)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids):
+        return self.model(input_ids=input_ids).text_embeds
+
+
+CONTEXT = 77
+END_OF_TEXT = 49407
+
+
+def export_text(model, path):
+    module = ClipTextEmbeds(model).eval()
+    example = torch.full((2, CONTEXT), END_OF_TEXT, dtype=torch.int64)
+    example[:, 0] = 49406
+    with torch.no_grad():
+        torch.onnx.export(
+            module, (example,), str(path), input_names=["input_ids"], output_names=["text_embeds"],
+            dynamic_axes={"input_ids": {0: "batch"}, "text_embeds": {0: "batch"}}, opset_version=OPSET, dynamo=False,
+        )
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
+
+
+def tiny_clip_text():
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        vocab_size=49408, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=CONTEXT, projection_dim=512, bos_token_id=49406, eos_token_id=END_OF_TEXT, pad_token_id=END_OF_TEXT,
+    )
+    return CLIPTextModelWithProjection(config)
+
+
+def clip_tokenizer():
+    """CLIP's tokenizer with the real BPE vocabulary from the open_clip_torch wheel, as
+    transformers' CLIPTokenizer (the vocabulary OpenAI's SimpleTokenizer builds)."""
+    import gzip
+    import os
+
+    import open_clip
+    from transformers import CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    bpe = os.path.join(os.path.dirname(open_clip.__file__), "bpe_simple_vocab_16e6.txt.gz")
+    merges = [tuple(m.split()) for m in gzip.open(bpe).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]]
+    vocab = list(bytes_to_unicode().values())
+    vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=merges)
+
+
+def save_tokenizer(tokenizer, path):
+    tokenizer.backend_tokenizer.save(str(path))
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
+
+
+def text_strings():
+    """At least 500 strings that exercise the tokenizer: accents, CJK, emoji, punctuation, case,
+    whitespace runs, and strings longer than the 77-token context."""
+    import random
+
+    rng = random.Random(7)
+    words = [
+        "a", "red", "van", "stopped", "at", "the", "gate", "person", "walking", "dog", "bicycle", "truck", "parked",
+        "Café", "naïve", "façade", "Ærø", "Straße", "jalapeño", "Ελλάδα", "Москва", "東京", "日本語", "中文字符", "한국어",
+        "🚗", "🚓", "🐕", "👍🏽", "🇫🇷", "don't", "it's", "we'll", "you're", "I'm", "they've", "she'd",
+        "e-mail", "U.S.A.", "$100", "50%", "#hashtag", "@user", "C++", "3.14", "2026-12-01", "12:30",
+        "HELLO", "WoRlD", "x", "!!", "?", "...", "(parens)", "[brackets]", "{braces}", "\"quoted\"", "'single'",
+    ]
+    strings = ["", " ", "a", "A", "a red van", "a photo of a dog", "  two   spaces  ", "tab\tand\nnewline", "<|startoftext|>", "<|endoftext|>"]
+    while len(strings) < 480:
+        n = rng.randint(1, 12)
+        sep = rng.choice([" ", "  ", " \t ", "\n", "", "-"])
+        text = sep.join(rng.choice(words) for _ in range(n))
+        if rng.random() < 0.2:
+            text = text.upper()
+        strings.append(text)
+    for i in range(40):  # longer than the context: truncated, end token kept
+        strings.append(" ".join(rng.choice(words) for _ in range(60 + i)))
+    return strings
+
+
+def write_text_golden(tokenizer, model_path, out):
+    """Token ids from transformers' CLIPTokenizer (and OpenAI's reference tokenizer from
+    open_clip, for the record) and onnxruntime embeddings of the text model, for Glimpse's
+    parity tests."""
+    import json
+
+    import numpy as np
+    import onnxruntime as ort
+    import open_clip
+
+    reference = open_clip.get_tokenizer("ViT-B-32")
+    strings = text_strings()
+    encoded = tokenizer(strings, truncation=True, max_length=CONTEXT)["input_ids"]
+    # transformers truncates to 77 keeping the end token, as CLIP does.
+    assert all(len(ids) <= CONTEXT and ids[-1] == END_OF_TEXT for ids in encoded)
+    openai = reference(strings)
+    agree = sum(list(ids) == [int(t) for t in row[: len(ids)]] and all(int(t) == 0 for t in row[len(ids):]) for ids, row in zip(encoded, openai))
+    print(f"text golden: transformers and OpenAI's tokenizer agree on {agree}/{len(strings)} strings", file=sys.stderr)
+    session = ort.InferenceSession(str(model_path))
+    sample = strings[:12] + strings[-3:]
+    ids = np.full((len(sample), CONTEXT), END_OF_TEXT, dtype=np.int64)
+    for row, text in enumerate(tokenizer(sample, truncation=True, max_length=CONTEXT)["input_ids"]):
+        ids[row, : len(text)] = text
+    embeds = session.run(None, {"input_ids": ids})[0]
+    embeds = embeds / np.linalg.norm(embeds, axis=1, keepdims=True)
+    golden = {
+        "context": CONTEXT,
+        "tokens": [{"text": t, "ids": list(map(int, i))} for t, i in zip(strings, encoded)],
+        "openai_agreement": f"{agree}/{len(strings)}",
+        "model": model_path.name,
+        "embeddings": [{"text": t, "embedding": [float(v) for v in e]} for t, e in zip(sample, embeds)],
+    }
+    out.write_text(json.dumps(golden, ensure_ascii=False, indent=0))
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def check_text_against_transformers(model, tokenizer, model_path):
+    """The exported file against the transformers model it came from (cosine of each row)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    sample = text_strings()[:8]
+    batch = tokenizer(sample, truncation=True, max_length=CONTEXT, padding="max_length", return_tensors="pt")
+    with torch.no_grad():
+        expected = model(input_ids=batch["input_ids"]).text_embeds.numpy()
+    got = ort.InferenceSession(str(model_path)).run(None, {"input_ids": batch["input_ids"].numpy()})[0]
+    cos = (expected * got).sum(1) / np.linalg.norm(expected, axis=1) / np.linalg.norm(got, axis=1)
+    assert cos.min() > 0.9999, cos
+    print(f"text model: onnxruntime against transformers, min cosine {cos.min():.6f}", file=sys.stderr)
+
+
+def export_tiny_text(out, golden):
+    """The tiny text tower and the real tokenizer, checked against transformers; their manifest
+    entries; and, with `golden`, the reference token ids and embeddings."""
+    tokenizer, text_model = clip_tokenizer(), tiny_clip_text()
+    save_tokenizer(tokenizer, out / "clip-tokenizer.json")
+    export_text(text_model, out / "clip-text-tiny-random.onnx")
+    check_text_against_transformers(text_model.eval(), tokenizer, out / "clip-text-tiny-random.onnx")
+    update_manifest(out, [
+        ("clip-text-tiny-random.onnx", "text-embedder", "random:clip-text-tiny", "onnx-fp32", TEXT_EXTRA),
+        ("clip-tokenizer.json", "tokenizer", "open_clip_torch:bpe_simple_vocab_16e6", "tokenizers-json", {}),
+    ])
+    if golden:
+        write_text_golden(tokenizer, out / "clip-text-tiny-random.onnx", golden)
+
+
+def update_manifest(out, files):
+    """Replaces (or adds) these files' entries in the manifest, keeping every other entry."""
+    manifest = out.parent / "manifest.toml"
+    text = manifest.read_text() if manifest.exists() else "# Written by models/export.py; `glimpse models verify` checks files against it.\n\n"
+    blocks = text.split("[[model]]\n")
+    names = {f'file = "{out.name}/{name}"' for name, *_ in files}
+    kept = [blocks[0]] + [b for b in blocks[1:] if b.splitlines()[0] not in names]
+    for name, kind, source, fmt, extra in files:
+        lines = [f'file = "{out.name}/{name}"', f'kind = "{kind}"', f'source = "{source}"', f'format = "{fmt}"', f'sha256 = "{sha256(out / name)}"']
+        lines += [f"{k} = {v}" for k, v in extra.items()]
+        kept.append("\n".join(lines) + "\n\n")
+    manifest.write_text("[[model]]\n".join(kept))
+    print(f"updated {manifest}", file=sys.stderr)
+
+
 def sha256(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -165,6 +341,12 @@ CLIP_EXTRA = {
     "resize": '"shortest_edge=224,bicubic,center_crop=224"',
     "mean": "[0.48145466, 0.4578275, 0.40821073]",
     "std": "[0.26862954, 0.26130258, 0.27577711]",
+    "output_dim": 512,
+}
+
+
+TEXT_EXTRA = {
+    "input": '"input_ids int64 [batch, 77]: start token, tokens, end token, padded with the end token"',
     "output_dim": 512,
 }
 
@@ -255,10 +437,15 @@ def main():
     parser.add_argument("--out", type=pathlib.Path, required=True)
     parser.add_argument("--golden", type=pathlib.Path, help="with --tiny: also write reference outputs on photos to this JSON file")
     parser.add_argument("--photos", type=pathlib.Path, default=pathlib.Path("tests/media/photos"))
+    parser.add_argument("--tiny-text", action="store_true", help="only the tiny text tower and the tokenizer (the other tiny files stay)")
+    parser.add_argument("--text-golden", type=pathlib.Path, help="with --tiny: write token ids and text embeddings to this JSON file")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
 
+    if args.tiny_text:
+        export_tiny_text(args.out, args.text_golden)  # the other tiny files stay as they are
+        return
     if args.golden and not args.tiny:
         write_golden(args.out, args.photos, args.golden)  # for the models already in --out
         return
@@ -271,6 +458,7 @@ def main():
             ("detr-tiny-fixture.onnx", "detector", "random:detr-tiny-fixture", DETR_EXTRA),
             ("clip-tiny-random.onnx", "embedder", "random:clip-vit-tiny", CLIP_EXTRA),
         ])
+        export_tiny_text(args.out, args.text_golden)
         if args.golden:
             write_golden(args.out, args.photos, args.golden)
         return
@@ -284,10 +472,18 @@ def main():
     if clip.config.image_size != 224:
         sys.exit(f"{clip_id} takes {clip.config.image_size}px input; Glimpse's CLIP pre-processing is for 224px models")
     export_clip(clip, args.out / "clip_vision.onnx")
+    from transformers import CLIPTextModelWithProjection
+
+    text = CLIPTextModelWithProjection.from_pretrained(clip_id)
+    text.config.eos_token_id = END_OF_TEXT  # pool at the first end-of-text token, as the padding needs
+    export_text(text, args.out / "clip_text.onnx")
+    save_tokenizer(clip_tokenizer(), args.out / "clip-tokenizer.json")
     write_manifest(args.out, [
         ("detr.onnx", "detector", args.detr, DETR_EXTRA),
         # ViT-B/32 gives 512-d embeddings, ViT-L/14 768-d: the Pinecone index must match.
         ("clip_vision.onnx", "embedder", clip_id, {**CLIP_EXTRA, "output_dim": clip.config.projection_dim}),
+        ("clip_text.onnx", "text-embedder", clip_id, {**TEXT_EXTRA, "output_dim": text.config.projection_dim}),
+        ("clip-tokenizer.json", "tokenizer", "open_clip_torch:bpe_simple_vocab_16e6", {}),
     ])
 
 

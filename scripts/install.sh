@@ -28,10 +28,14 @@ model = "$PWD/models/tiny/detr-tiny-fixture.onnx"
 
 [embedder]
 model = "$PWD/models/tiny/clip-tiny-random.onnx"
+text_model = "$PWD/models/tiny/clip-text-tiny-random.onnx"
+tokenizer = "$PWD/models/tiny/clip-tokenizer.json"
 TOML
 
 echo "==> glimpse check"
 target/release/glimpse check --config "$work/glimpse.toml"
 echo "==> glimpse run (stops by itself at the end of the clip)"
 target/release/glimpse run --config "$work/glimpse.toml" --exit-when-done
-echo "==> done: records are in $work/data/outbox; config in $work/glimpse.toml"
+echo "==> glimpse search (the tiny models' random weights rank nothing in particular)"
+target/release/glimpse search --config "$work/glimpse.toml" --text "a bicycle" --html "$work/results.html"
+echo "==> done: records are in $work/data/outbox, crops in $work/data/crops, matches in $work/results.html; config in $work/glimpse.toml"

@@ -55,12 +55,15 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
-    /// Embed whole image files: one JSON line per image with the L2-normalised vector. Needs
-    /// only the [embedder] section of the config.
+    /// Embed whole image files, or texts with --text: one JSON line per image or text with the
+    /// L2-normalised vector. Needs only the [embedder] section of the config.
     Embed {
         #[arg(long, short)]
         config: PathBuf,
-        #[arg(required = true)]
+        /// Texts to embed with CLIP's text tower (repeat for several), instead of images.
+        #[arg(long = "text", conflicts_with = "images")]
+        texts: Vec<String>,
+        #[arg(required_unless_present = "texts")]
         images: Vec<PathBuf>,
     },
     /// Check or download model files listed in a manifest (models/manifest.toml).
@@ -78,7 +81,7 @@ enum Command {
     Search {
         #[arg(long, short)]
         config: PathBuf,
-        /// Words (needs CLIP's text tower, not in this version yet).
+        /// Words, e.g. "a red van" (needs [embedder] text_model and tokenizer).
         #[arg(long, group = "query")]
         text: Option<String>,
         /// A photo of what to find.
@@ -283,7 +286,10 @@ fn main() -> ExitCode {
             exit_code(glimpse::cli::models::fetch(&manifest, dest.as_deref()))
         }
         Command::Detect { config, images } => inspect_exit(glimpse::cli::inspect::detect(&config, &images)),
-        Command::Embed { config, images } => inspect_exit(glimpse::cli::inspect::embed(&config, &images)),
+        Command::Embed { config, texts, images: _ } if !texts.is_empty() => {
+            inspect_exit(glimpse::cli::inspect::embed_texts(&config, &texts))
+        }
+        Command::Embed { config, images, .. } => inspect_exit(glimpse::cli::inspect::embed(&config, &images)),
         Command::Bench { what: BenchWhat::Profile { model, shape, runs, threads, any_batch } } => match <[usize; 4]>::try_from(shape) {
             Ok(shape) => exit_code(glimpse::cli::bench::profile(&model, shape, runs, threads, any_batch)),
             Err(_) => exit_code(Err(anyhow::anyhow!("--shape takes four numbers: batch,channels,height,width"))),

@@ -48,7 +48,10 @@ impl OnnxFile {
             tract_onnx::onnx().model_for_path(path).map_err(|e| ModelError::Invalid { path: path.to_owned(), reason: format!("{e:#}") })?;
         let inputs = model.input_outlets().map_err(|e| invalid(path, e))?.len();
         if inputs != 1 {
-            return Err(ModelError::Shape { path: path.to_owned(), reason: format!("expected one input (pixel_values), found {inputs}") });
+            return Err(ModelError::Shape {
+                path: path.to_owned(),
+                reason: format!("expected one input (pixel_values or input_ids), found {inputs}"),
+            });
         }
         Ok(Self { path: path.to_owned(), model: Some(model) })
     }
@@ -61,6 +64,11 @@ impl OnnxFile {
     /// Specialises the model to a `[batch, 3, height, width]` float input and optimises it.
     pub fn plan(&self, shape: [usize; 4]) -> Result<Plan, ModelError> {
         self.plan_for(f32::fact(shape).into(), &format!("{shape:?}"))
+    }
+
+    /// Specialises the model to a `[batch, length]` input of token ids (int64) and optimises it.
+    pub fn plan_token_ids(&self, shape: [usize; 2]) -> Result<Plan, ModelError> {
+        self.plan_for(i64::fact(shape).into(), &format!("{shape:?}"))
     }
 
     /// One plan for every batch size: `[batch, channels, height, width]` with a symbolic batch.
@@ -82,7 +90,7 @@ impl OnnxFile {
         self.parsed()?.clone().with_input_fact(0, fact).and_then(|m| m.into_optimized()).and_then(|m| m.into_runnable()).map_err(|e| {
             ModelError::Shape {
                 path: self.path.clone(),
-                reason: format!("cannot run on a float input of shape {shape} (expected pixel_values [batch, 3, height, width]): {e:#}"),
+                reason: format!("cannot run on an input of shape {shape} (pixel_values [batch, 3, height, width], or input_ids [batch, 77] for a text model): {e:#}"),
             }
         })
     }

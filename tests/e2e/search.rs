@@ -100,7 +100,6 @@ fn bad_searches_say_why_in_one_line_and_exit_2() {
     for (args, expected) in [
         (vec!["--like", "find:street:0:99"], "no record \"find:street:0:99\" in the local index"),
         (vec!["--image", "/nonexistent.jpg"], "cannot read the image /nonexistent.jpg"),
-        (vec!["--text", "a red van"], "text search needs CLIP's text tower"),
         (vec!["--like", "x", "--since", "soon"], "--since \"soon\" is not a time"),
     ] {
         let out = search(&config, &args);
@@ -176,4 +175,32 @@ fn with_pinecone_configured_search_queries_the_index_with_filters_and_local_stay
     let stderr = String::from_utf8_lossy(&unreachable.stderr);
     assert_eq!(unreachable.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("pinecone: cannot reach the Pinecone index") && stderr.lines().count() == 1, "{stderr}");
+}
+
+#[test]
+fn search_by_words_uses_the_text_tower_and_embed_prints_text_embeddings() {
+    let config = indexed_street();
+    let out = search(&config, &["--text", "a person on a bicycle", "--json", "--top-k", "4"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let hits: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+    assert_eq!(hits.len(), 4, "random weights rank nothing in particular, but the machinery answers");
+    let embed = glimpse(&["embed", "--config", config.to_str().expect("path"), "--text", "a red van", "--text", "東京の夜"], &[]);
+    assert!(embed.status.success(), "{}", String::from_utf8_lossy(&embed.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&embed.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["text"], "東京の夜");
+    let v: Vec<f64> = lines[0]["embedding"].as_array().expect("embedding").iter().map(|x| x.as_f64().expect("number")).collect();
+    assert_eq!(v.len(), 512);
+    assert!((v.iter().map(|x| x * x).sum::<f64>() - 1.0).abs() < 1e-4, "L2-normalised");
+    // Without a text tower: one clear line, exit 2.
+    let text = std::fs::read_to_string(&*config).expect("config");
+    let without: String =
+        text.lines().filter(|l| !l.starts_with("text_model") && !l.starts_with("tokenizer")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&*config, without).expect("rewrite");
+    let out = search(&config, &["--text", "a red van"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("text search needs CLIP's text tower") && stderr.lines().count() == 1, "{stderr}");
 }

@@ -50,7 +50,7 @@ fn check_models(config: &Config, problems: &mut Vec<String>) -> Option<usize> {
         Ok(_) => println!("ok: detector {}", config.detector.model.display()),
         Err(e) => problems.push(format!("detector.model: {e}")),
     }
-    match Embedder::load(&config.embedder) {
+    let dimension = match Embedder::load(&config.embedder) {
         Ok(embedder) => {
             println!("ok: embedder {} ({}-d)", config.embedder.model.display(), embedder.dimension());
             Some(embedder.dimension())
@@ -59,7 +59,18 @@ fn check_models(config: &Config, problems: &mut Vec<String>) -> Option<usize> {
             problems.push(format!("embedder.model: {e}"));
             None
         }
+    };
+    match config.embedder.load_text() {
+        None => {}
+        Some(Ok(text)) if dimension.is_some_and(|d| d != text.dimension()) => problems.push(format!(
+            "embedder.text_model: gives {}-d embeddings but the image model {}-d; use the text tower of the same checkpoint",
+            text.dimension(),
+            dimension.unwrap_or_default()
+        )),
+        Some(Ok(text)) => println!("ok: text embedder ({}-d)", text.dimension()),
+        Some(Err(e)) => problems.push(format!("embedder.text_model: {e}")),
     }
+    dimension
 }
 
 fn check_cameras(config: &Config, problems: &mut Vec<String>) {

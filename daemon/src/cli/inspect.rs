@@ -71,3 +71,16 @@ pub fn embed(config: &Path, images: &[PathBuf]) -> anyhow::Result<Outcome> {
     let mut embedder = Embedder::load(&section)?;
     each_image(images, |img| Ok(serde_json::Map::from_iter([("embedding".to_owned(), json!(embedder.embed(img)?))])))
 }
+
+/// `glimpse embed --text`: one JSON line `{"text", "embedding"}` per text, in argument order.
+pub fn embed_texts(config: &Path, texts: &[String]) -> anyhow::Result<Outcome> {
+    let section: EmbedderConfig = load_section(config, "embedder")?;
+    let mut embedder = section
+        .load_text()
+        .ok_or_else(|| anyhow::anyhow!("--text needs CLIP's text tower: set embedder.text_model and embedder.tokenizer"))??;
+    let mut out = std::io::stdout().lock();
+    for text in texts {
+        emit(&mut out, json!({ "text": text, "embedding": embedder.embed(text)? }))?;
+    }
+    Ok(Outcome::AllDone)
+}

@@ -37,8 +37,10 @@ pub enum SearchError {
     Config(#[from] crate::config::ConfigError),
     #[error("give exactly one of --text, --image or --like")]
     NoQuery,
-    #[error("text search needs CLIP's text tower, which this version does not have yet; search --image or --like")]
+    #[error("text search needs CLIP's text tower: set embedder.text_model and embedder.tokenizer (models/export.py exports both)")]
     NoTextTower,
+    #[error("{0}")]
+    Text(#[from] crate::embed::text::TextError),
     #[error("cannot read the image {}: {reason}", path.display())]
     Image { path: PathBuf, reason: String },
     #[error("{0}")]
@@ -129,7 +131,10 @@ pub fn pinecone_filter(search: &Search, query: &Query) -> Option<serde_json::Val
 /// The embedding to search with: of an image file, or of a record already in the index.
 fn query_vector(search: &Search, config: &Config) -> Result<Vec<f32>, SearchError> {
     match (&search.text, &search.image, &search.like) {
-        (Some(_), None, None) => Err(SearchError::NoTextTower),
+        (Some(text), None, None) => {
+            let mut embedder = config.embedder.load_text().ok_or(SearchError::NoTextTower)??;
+            Ok(embedder.embed(text)?)
+        }
         (None, Some(path), None) => {
             let image = image::open(path).map_err(|e| SearchError::Image { path: path.clone(), reason: e.to_string() })?;
             Ok(Embedder::load(&config.embedder)?.embed(&image.to_rgb8())?)

@@ -4,6 +4,8 @@
 //!
 //! Also owns cropping detections out of frames. Pure computation, like `detect/`.
 
+pub mod text;
+
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -21,12 +23,36 @@ const INPUT_SIDE: u32 = 224;
 pub struct EmbedderConfig {
     /// Path of the CLIP vision ONNX file (input `pixel_values` [B,3,224,224], output `image_embeds`).
     pub model: PathBuf,
+    /// CLIP's text tower of the same checkpoint (input `input_ids` [B,77], output
+    /// `text_embeds`), for search by words. Default none.
+    #[serde(default)]
+    pub text_model: Option<PathBuf>,
+    /// CLIP's tokenizer.json, needed with `text_model`. Default none.
+    #[serde(default)]
+    pub tokenizer: Option<PathBuf>,
 }
 
 impl EmbedderConfig {
     pub fn validate(&self, at: &KeyPath, problems: &mut Vec<Problem>) {
         if self.model.as_os_str().is_empty() {
             problems.push(Problem::new(at.key("model"), "must name the CLIP vision ONNX file"));
+        }
+        match (&self.text_model, &self.tokenizer) {
+            (Some(_), None) => {
+                problems.push(Problem::new(at.key("text_model"), "a text model needs its tokenizer: set embedder.tokenizer too"))
+            }
+            (None, Some(_)) => {
+                problems.push(Problem::new(at.key("tokenizer"), "a tokenizer needs its text model: set embedder.text_model too"))
+            }
+            _ => {}
+        }
+    }
+
+    /// The text tower, when configured.
+    pub fn load_text(&self) -> Option<Result<text::TextEmbedder, text::TextError>> {
+        match (&self.text_model, &self.tokenizer) {
+            (Some(model), Some(tokenizer)) => Some(text::TextEmbedder::load(model, tokenizer)),
+            _ => None,
         }
     }
 }

@@ -40,10 +40,12 @@ impl ConfigBuilder {
 
     fn with_data_dir(dir: tempfile::TempDir, data_dir: &std::path::Path, device: &str, detector: &str) -> Self {
         let text = format!(
-            "[device]\nid = \"{device}\"\ndata_dir = \"{}\"\n\n[detector]\nmodel = \"{}\"\nthreshold = 0.9\nshortest_edge = 256\nlongest_edge = 512\n\n[embedder]\nmodel = \"{}\"\n\n",
+            "[device]\nid = \"{device}\"\ndata_dir = \"{}\"\n\n[detector]\nmodel = \"{}\"\nthreshold = 0.9\nshortest_edge = 256\nlongest_edge = 512\n\n[embedder]\nmodel = \"{}\"\ntext_model = \"{}\"\ntokenizer = \"{}\"\n\n",
             data_dir.display(),
             daemon::model(detector),
             daemon::model("clip-tiny-random.onnx"),
+            daemon::model("clip-text-tiny-random.onnx"),
+            daemon::model("clip-tokenizer.json"),
         );
         Self { dir, text, analysis: EVERY_DETECTION.to_owned() }
     }

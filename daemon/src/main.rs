@@ -182,6 +182,25 @@ enum BenchWhat {
         #[arg(long, default_value = "target/bench-search")]
         dir: PathBuf,
     },
+    /// Cost of keeping a crop per record against a bare JPEG encode, and its size.
+    Crops {
+        photos: Vec<PathBuf>,
+        #[arg(long, default_value_t = 256)]
+        max_px: u32,
+        #[arg(long, default_value_t = 85)]
+        quality: u8,
+        #[arg(long, default_value_t = 50)]
+        per_photo: usize,
+    },
+    /// The text tower's latency per text.
+    Text {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        tokenizer: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
     /// CPU cost of ingesting an H.264 MP4 file, against gst-launch and a bare keyframe-only decode.
     Ingest {
         file: PathBuf,
@@ -300,6 +319,10 @@ fn main() -> ExitCode {
         Command::Bench { what: BenchWhat::Search { records, dim, queries, dir } } => {
             exit_code(glimpse::cli::bench::search(records, dim, queries, &dir))
         }
+        Command::Bench { what: BenchWhat::Crops { photos, max_px, quality, per_photo } } => {
+            exit_code(glimpse::cli::bench::crops(&photos, max_px, quality, per_photo))
+        }
+        Command::Bench { what: BenchWhat::Text { model, tokenizer, runs } } => exit_code(glimpse::cli::bench::text(&model, &tokenizer, runs)),
         Command::Bench { what: BenchWhat::Ingest { file, sample_fps } } => exit_code(glimpse::cli::bench::ingest(&file, sample_fps)),
         Command::Outbox { action } => exit_code(outbox_command(action)),
         Command::Search { config, text, image, like, cameras, labels, device, since, until, top_k, local, json, html } => {

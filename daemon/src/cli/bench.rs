@@ -340,3 +340,65 @@ fn anonymous_kib() -> u64 {
     let text = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
     text.lines().find_map(|l| l.strip_prefix("Anonymous:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
 }
+
+/// `glimpse bench crops`: what keeping a crop costs per record — cropping, scaling to `max_px`
+/// and JPEG encoding, as the analyzer does — against `image`'s bare JPEG encode of the same final
+/// pixels, in the same run; and the bytes a crop takes.
+pub fn crops(photos: &[std::path::PathBuf], max_px: u32, quality: u8, per_photo: usize) -> anyhow::Result<()> {
+    let mut ours = Vec::new();
+    let mut bare = Vec::new();
+    let mut bytes = 0u64;
+    for (p, path) in photos.iter().enumerate() {
+        let photo = image::open(path).with_context(|| format!("reading {}", path.display()))?.to_rgb8();
+        let (w, h) = photo.dimensions();
+        for i in 0..per_photo {
+            // Boxes from a quarter of the frame down to 1/8, spread over it.
+            let (bw, bh) = ((w / 4).max(16) - (i as u32 * 7) % (w / 8).max(1), (h / 3).max(16) - (i as u32 * 5) % (h / 6).max(1));
+            let (x, y) = ((i as u32 * 37 + p as u32 * 11) % (w - bw), (i as u32 * 23) % (h - bh));
+            let b = crate::embed::PixelBox { x, y, w: bw, h: bh };
+            let started = Instant::now();
+            let jpeg = crate::crops::encode(&crate::embed::crop(&photo, b), max_px, quality)?;
+            ours.push(started.elapsed().as_secs_f64() * 1000.0);
+            bytes += jpeg.len() as u64;
+            let pixels = image::load_from_memory(&jpeg)?.to_rgb8();
+            let started = Instant::now();
+            let mut reference = Vec::new();
+            pixels.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut reference, quality))?;
+            bare.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    ours.sort_by(f64::total_cmp);
+    bare.sort_by(f64::total_cmp);
+    let median = |v: &[f64]| v[v.len() / 2];
+    let report = serde_json::json!({
+        "records": ours.len(), "max_px": max_px, "quality": quality,
+        "crop_encode_ms_p50": median(&ours), "bare_encode_ms_p50": median(&bare),
+        "ratio_ours_over_bare": median(&ours) / median(&bare),
+        "bytes_per_crop": bytes / ours.len().max(1) as u64,
+    });
+    println!("{report:#}");
+    Ok(())
+}
+
+/// `glimpse bench text`: the text tower's latency per text (tokenizer + model), median of `runs`.
+pub fn text(model: &Path, tokenizer: &Path, runs: usize) -> anyhow::Result<()> {
+    let mut embedder = crate::embed::text::TextEmbedder::load(model, tokenizer)?;
+    let texts = ["a red van", "a person walking a dog at the gate", "a delivery truck parked on the street at night"];
+    let mut total = Vec::new();
+    let mut tokenize = Vec::new();
+    for _ in 0..runs {
+        for text in texts {
+            let started = Instant::now();
+            embedder.token_ids(text)?;
+            tokenize.push(started.elapsed().as_secs_f64() * 1000.0);
+            let started = Instant::now();
+            embedder.embed(text)?;
+            total.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    total.sort_by(f64::total_cmp);
+    tokenize.sort_by(f64::total_cmp);
+    let report = serde_json::json!({ "model": model, "text_embed_ms_p50": total[total.len() / 2], "tokenize_ms_p50": tokenize[tokenize.len() / 2] });
+    println!("{report:#}");
+    Ok(())
+}

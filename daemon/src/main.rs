@@ -322,7 +322,9 @@ fn main() -> ExitCode {
         Command::Bench { what: BenchWhat::Crops { photos, max_px, quality, per_photo } } => {
             exit_code(glimpse::cli::bench::crops(&photos, max_px, quality, per_photo))
         }
-        Command::Bench { what: BenchWhat::Text { model, tokenizer, runs } } => exit_code(glimpse::cli::bench::text(&model, &tokenizer, runs)),
+        Command::Bench { what: BenchWhat::Text { model, tokenizer, runs } } => {
+            exit_code(glimpse::cli::bench::text(&model, &tokenizer, runs))
+        }
         Command::Bench { what: BenchWhat::Ingest { file, sample_fps } } => exit_code(glimpse::cli::bench::ingest(&file, sample_fps)),
         Command::Outbox { action } => exit_code(outbox_command(action)),
         Command::Search { config, text, image, like, cameras, labels, device, since, until, top_k, local, json, html } => {

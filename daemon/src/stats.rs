@@ -100,6 +100,9 @@ numbers! {
         Bytes => "bytes", "total size of the crops kept, bytes";
         Evicted => "evicted", "crops deleted by retention (`[crops] max_bytes`, `max_age`) since start";
         Failures => "failures", "crops that could not be stored (their records are kept, without `crop`)";
+        Uploaded => "uploaded", "crops uploaded to a remote store (`s3://`) since start";
+        Pending => "pending", "crops waiting for their upload";
+        UploadFailures => "upload_failures", "failed uploads (retried until they succeed)";
     }
 }
 
@@ -340,6 +343,22 @@ impl Stats {
         self.crops.add(CropNumber::Failures as usize, failed);
         self.crops.add(CropNumber::Evicted as usize, evicted);
         self.crops.set(CropNumber::Bytes as usize, bytes_kept);
+    }
+
+    /// Crops waiting for their upload, as the uploader last counted them.
+    pub fn crops_pending(&self, n: u64) {
+        self.crops.set(CropNumber::Pending as usize, n);
+    }
+
+    pub fn crops_uploaded(&self, uploaded: u64, failed: u64) {
+        self.crops.add(CropNumber::Uploaded as usize, uploaded);
+        self.crops.add(CropNumber::UploadFailures as usize, failed);
+        let pending = self.crops.get(CropNumber::Pending as usize);
+        self.crops.set(CropNumber::Pending as usize, pending.saturating_sub(uploaded));
+    }
+
+    pub fn crop_number(&self, n: CropNumber) -> u64 {
+        self.crops.get(n as usize)
     }
 
     pub fn detector_plans(&self, held: usize) {

@@ -204,3 +204,73 @@ fn search_by_words_uses_the_text_tower_and_embed_prints_text_embeddings() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("text search needs CLIP's text tower") && stderr.lines().count() == 1, "{stderr}");
 }
+
+/// A config whose crops go to bucket `crops` on `server` (credentials in files).
+fn s3_config(server_endpoint: &str, fps: f64) -> crate::harness::TestConfig {
+    use crate::harness::s3::{ACCESS_KEY, SECRET_KEY};
+    let bikes = format!("file://{}", clip("bikes.mp4").display());
+    let builder = ConfigBuilder::new("bucket", "detr-tiny-fixture.onnx").camera("street", &bikes, fps);
+    let (key, secret) = (builder.dir.path().join("s3-key"), builder.dir.path().join("s3-secret"));
+    std::fs::write(&key, ACCESS_KEY).expect("key");
+    std::fs::write(&secret, SECRET_KEY).expect("secret");
+    builder
+        .raw(&format!(
+            "[crops]\nstore = \"s3://crops/site-a\"\nendpoint = \"{server_endpoint}\"\nallow_http = true\naccess_key_id_file = \"{}\"\nsecret_access_key_file = \"{}\"",
+            key.display(),
+            secret.display()
+        ))
+        .write()
+}
+
+#[test]
+fn crops_reach_an_s3_bucket_after_an_outage_and_exit_when_done_waits_for_them() {
+    use crate::harness::s3::S3Server;
+    let root = tempfile::tempdir().expect("bucket root");
+    // A port that is free now: the server comes up on it only later (the outage).
+    let port = {
+        let probe = S3Server::start(root.path(), "crops", 0);
+        probe.port
+    };
+    let config = s3_config(&format!("http://127.0.0.1:{port}"), 0.5);
+    let mut daemon = Daemon::start(&config, &["--exit-when-done"], &[]);
+    daemon.wait_for("crop_upload_retry", &[], 1, Duration::from_secs(60));
+    assert!(daemon.is_running(), "the daemon waits for its crops' uploads");
+    let _server = S3Server::start(root.path(), "crops", port);
+    assert!(daemon.wait(Duration::from_secs(120)).success(), "{}", daemon.logs());
+    let records = exported(&config);
+    assert_eq!(records.len(), 25);
+    let objects = S3Server::objects(root.path(), "crops");
+    for record in &records {
+        let key = format!("site-a/{}", record["metadata"]["crop"].as_str().expect("crop"));
+        assert!(objects.contains(&key), "{key} not in the bucket: {objects:?}");
+    }
+    let stats = daemon.last_stats();
+    assert_eq!((stats["crops"]["uploaded"].as_u64(), stats["crops"]["pending"].as_u64()), (Some(25), Some(0)), "{stats}");
+    assert!(stats["crops"]["upload_failures"].as_u64() > Some(0), "{stats}");
+}
+
+#[test]
+fn wrong_s3_credentials_or_an_absent_server_are_named_by_check_without_the_secret() {
+    use crate::harness::s3::{S3Server, SECRET_KEY};
+    let root = tempfile::tempdir().expect("bucket root");
+    let server = S3Server::start(root.path(), "crops", 0);
+    let config = s3_config(&server.endpoint(), 0.5);
+    let check = |config: &std::path::Path| {
+        let out = glimpse(&["check", "--config", config.to_str().expect("path")], &[]);
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = check(&config);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("ok: crop store s3://crops/site-a writable"), "{out}");
+    std::fs::write(config.dir.path().join("s3-secret"), "not-the-secret").expect("wrong secret");
+    let (code, out) = check(&config);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("crops.store: crop store s3://crops/site-a"), "{out}");
+    assert!(!out.contains("not-the-secret") && !out.contains(SECRET_KEY), "{out}");
+    // A server that is not there (s3s-fs makes missing buckets, so that case is not testable here).
+    std::fs::write(config.dir.path().join("s3-secret"), SECRET_KEY).expect("right secret");
+    drop(server);
+    let (code, out) = check(&config);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("crops.store: crop store s3://crops/site-a"), "{out}");
+}

@@ -398,7 +398,8 @@ pub fn text(model: &Path, tokenizer: &Path, runs: usize) -> anyhow::Result<()> {
     }
     total.sort_by(f64::total_cmp);
     tokenize.sort_by(f64::total_cmp);
-    let report = serde_json::json!({ "model": model, "text_embed_ms_p50": total[total.len() / 2], "tokenize_ms_p50": tokenize[tokenize.len() / 2] });
+    let report =
+        serde_json::json!({ "model": model, "text_embed_ms_p50": total[total.len() / 2], "tokenize_ms_p50": tokenize[tokenize.len() / 2] });
     println!("{report:#}");
     Ok(())
 }

@@ -41,6 +41,22 @@ fn check_data_dir(config: &Config, problems: &mut Vec<String>) {
             Ok(()) => println!("ok: crops in {}", dir.display()),
             Err(e) => problems.push(format!("crops.store: {e}")),
         }
+        check_remote_crops(config, problems);
+    }
+}
+
+/// With an `s3://` store: writes and deletes a probe object (bucket, credentials, endpoint).
+fn check_remote_crops(config: &Config, problems: &mut Vec<String>) {
+    let remote = match crops::upload::Remote::from_config(&config.crops) {
+        Ok(Some(remote)) => remote,
+        Ok(None) => return,
+        Err(e) => return problems.push(e.to_string()),
+    };
+    let probed = tokio::runtime::Builder::new_current_thread().enable_all().build().map(|rt| rt.block_on(remote.probe()));
+    match probed {
+        Ok(Ok(())) => println!("ok: crop store {} writable", remote.url()),
+        Ok(Err(e)) => problems.push(format!("crops.store: {e}")),
+        Err(e) => problems.push(format!("cannot start the async runtime: {e}")),
     }
 }
 

@@ -19,6 +19,8 @@ use serde::Deserialize;
 use crate::config::{KeyPath, Problem};
 use crate::outbox::ByteSize;
 
+pub mod upload;
+
 /// `[crops]`: the crops kept for every record. Absent: on, with these defaults.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default)]
@@ -35,11 +37,41 @@ pub struct CropsConfig {
     pub max_bytes: ByteSize,
     /// Crops older than this are deleted: `"30d"`, `"12h"`, `"90m"` or seconds. Default none.
     pub max_age: Option<Age>,
+    /// `s3://` stores: the S3-compatible server (MinIO, Garage, Ceph RGW, R2, …); absent: AWS.
+    pub endpoint: Option<String>,
+    /// `s3://` stores: the region. Default "us-east-1".
+    pub region: String,
+    /// `s3://` stores: files holding the access key id and secret; else the systemd credentials
+    /// `s3-access-key-id` and `s3-secret-access-key`, else AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY.
+    pub access_key_id_file: Option<PathBuf>,
+    pub secret_access_key_file: Option<PathBuf>,
+    /// `s3://` stores: allow a plain `http://` endpoint (loopback only). Default false.
+    pub allow_http: bool,
+}
+
+/// Where crops go, parsed from `store`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreUri {
+    Local(PathBuf),
+    S3 { bucket: String, prefix: String },
 }
 
 impl Default for CropsConfig {
     fn default() -> Self {
-        Self { enabled: true, max_px: 256, quality: 85, store: None, max_bytes: ByteSize(2 << 30), max_age: None }
+        Self {
+            enabled: true,
+            max_px: 256,
+            quality: 85,
+            store: None,
+            max_bytes: ByteSize(2 << 30),
+            max_age: None,
+            endpoint: None,
+            region: "us-east-1".into(),
+            access_key_id_file: None,
+            secret_access_key_file: None,
+            allow_http: false,
+        }
     }
 }
 
@@ -83,33 +115,67 @@ impl CropsConfig {
         if !(1..=100).contains(&self.quality) {
             problems.push(Problem::new(at.key("quality"), "must be a JPEG quality from 1 to 100"));
         }
-        if let Some(store) = &self.store {
-            if let Err(message) = local_dir(store) {
-                problems.push(Problem::new(at.key("store"), message));
+        if let Err(message) = self.store_uri() {
+            problems.push(Problem::new(at.key("store"), message));
+        }
+        if let Some(endpoint) = &self.endpoint {
+            if let Err(message) = check_endpoint(endpoint, self.allow_http) {
+                problems.push(Problem::new(at.key("endpoint"), message));
             }
+        }
+        if self.access_key_id_file.is_some() != self.secret_access_key_file.is_some() {
+            problems.push(Problem::new(at.key("access_key_id_file"), "set both access_key_id_file and secret_access_key_file"));
         }
         if self.max_bytes.0 < 1 << 20 {
             problems.push(Problem::new(at.key("max_bytes"), "must be at least 1 MiB"));
         }
     }
 
-    /// The directory crops are written to.
+    /// The store, parsed; `None` when absent (`{data_dir}/crops`).
+    pub fn store_uri(&self) -> Result<Option<StoreUri>, String> {
+        let Some(store) = &self.store else { return Ok(None) };
+        if let Some(path) = store.strip_prefix("file://") {
+            return match path.starts_with('/') {
+                true => Ok(Some(StoreUri::Local(PathBuf::from(path)))),
+                false => Err("file stores need an absolute path: file:///var/lib/glimpse/crops".into()),
+            };
+        }
+        match store.strip_prefix("s3://").map(|rest| rest.split_once('/').unwrap_or((rest, ""))) {
+            Some((bucket, prefix)) if !bucket.is_empty() => {
+                Ok(Some(StoreUri::S3 { bucket: bucket.to_owned(), prefix: prefix.trim_matches('/').to_owned() }))
+            }
+            _ => Err(format!("{store:?} is not a crop store: use file:///abs/dir or s3://bucket/prefix")),
+        }
+    }
+
+    /// The directory crops are written to first (for a remote store, before their upload).
     pub fn dir(&self, data_dir: &Path) -> PathBuf {
-        match self.store.as_deref().map(local_dir) {
-            Some(Ok(dir)) => dir,
+        match self.store_uri() {
+            Ok(Some(StoreUri::Local(dir))) => dir,
             _ => data_dir.join("crops"),
         }
     }
+
+    /// Where crops waiting for upload are marked, when the store is remote.
+    pub fn upload_marks(&self, data_dir: &Path) -> Option<PathBuf> {
+        matches!(self.store_uri(), Ok(Some(StoreUri::S3 { .. }))).then(|| data_dir.join("crops-upload"))
+    }
 }
 
-/// The directory of a `file:///abs/dir` store.
-fn local_dir(store: &str) -> Result<PathBuf, String> {
-    match store.strip_prefix("file://") {
-        Some(path) if path.starts_with('/') => Ok(PathBuf::from(path)),
-        Some(_) => Err("file stores need an absolute path: file:///var/lib/glimpse/crops".into()),
-        None => {
-            Err(format!("{store:?} is not a store this version can write: use file:///abs/dir, or leave store out for {{data_dir}}/crops"))
-        }
+/// An S3 endpoint: https, or http to loopback with `allow_http`.
+fn check_endpoint(endpoint: &str, allow_http: bool) -> Result<(), String> {
+    let url = url::Url::parse(endpoint).map_err(|e| format!("{endpoint:?} is not a URL ({e})"))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match (url.scheme(), allow_http, loopback) {
+        ("https", _, _) | ("http", true, true) => Ok(()),
+        ("http", false, _) => Err("plain http needs crops.allow_http = true (and is allowed to loopback only)".into()),
+        ("http", true, false) => Err("plain http is allowed only to loopback; use https://".into()),
+        (other, _, _) => Err(format!("scheme {other:?} is not supported; use https://")),
     }
 }
 
@@ -172,6 +238,8 @@ pub struct CropStore {
     /// Every stored crop, oldest first: (modification time, key, size).
     kept: BTreeSet<(SystemTime, String, u64)>,
     bytes: u64,
+    /// With a remote store: where each new crop is also linked until its upload succeeded.
+    upload_marks: Option<PathBuf>,
 }
 
 impl CropStore {
@@ -182,7 +250,9 @@ impl CropStore {
         if let Err(e) = check_writable(&dir) {
             tracing::error!(event = "crop_store_unusable", error = %e, "crops cannot be stored until this is fixed; records are kept without them");
         }
-        let mut store = Self { dir, max_bytes: config.max_bytes.0, max_age: config.max_age.map(|a| a.0), kept: BTreeSet::new(), bytes: 0 };
+        let upload_marks = config.upload_marks(data_dir);
+        let (max_bytes, max_age) = (config.max_bytes.0, config.max_age.map(|a| a.0));
+        let mut store = Self { dir, max_bytes, max_age, kept: BTreeSet::new(), bytes: 0, upload_marks };
         store.take_stock(&store.dir.clone());
         store
     }
@@ -219,18 +289,33 @@ impl CropStore {
         file.write_all(jpeg).and_then(|()| file.sync_data()).map_err(fail)?;
         std::fs::rename(&temporary, &path).map_err(fail)?;
         std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(fail)?;
+        if let Some(marks) = &self.upload_marks {
+            let mark = marks.join(key);
+            let mark_dir = mark.parent().unwrap_or(marks);
+            let mark_fail = |source| CropError::Write { path: mark.clone(), source };
+            std::fs::create_dir_all(mark_dir).map_err(mark_fail)?;
+            std::fs::hard_link(&path, &mark)
+                .or_else(|e| if e.kind() == std::io::ErrorKind::AlreadyExists { Ok(()) } else { Err(e) })
+                .map_err(mark_fail)?;
+            std::fs::File::open(mark_dir).and_then(|d| d.sync_all()).map_err(mark_fail)?;
+        }
         self.kept.insert((SystemTime::now(), key.to_owned(), jpeg.len() as u64));
         self.bytes += jpeg.len() as u64;
         Ok(())
     }
 
-    /// Deletes the oldest crops while over `max_bytes` or older than `max_age`; returns how many.
+    /// Deletes the oldest crops while over `max_bytes` or older than `max_age`, never one still
+    /// waiting for its upload (its mark is a second link to it); returns how many.
     pub fn enforce_retention(&mut self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
         let too_old = |t: &SystemTime| self.max_age.is_some_and(|age| t.elapsed().is_ok_and(|e| e > age));
         let mut removed = 0;
         while let Some(oldest) = self.kept.first().cloned() {
             if self.bytes <= self.max_bytes && !too_old(&oldest.0) {
                 break;
+            }
+            if std::fs::metadata(self.dir.join(&oldest.1)).is_ok_and(|m| m.nlink() > 1) {
+                break; // the oldest still waits for its upload: keep it, and what is newer
             }
             self.kept.pop_first();
             self.bytes = self.bytes.saturating_sub(oldest.2);

@@ -57,6 +57,13 @@ impl Discovery<'_> {
                 Some("records"),
             ),
             self.sensor(
+                "crops_pending",
+                "Crop upload backlog",
+                self.stats_topic(),
+                Some("{{ value_json.crops.pending }}".into()),
+                Some("crops"),
+            ),
+            self.sensor(
                 "last_sync_age",
                 "Since last sync",
                 self.stats_topic(),

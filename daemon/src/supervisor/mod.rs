@@ -31,7 +31,7 @@ use crate::camera_state::CameraStates;
 use crate::clock::IdClock;
 use crate::config::Config;
 use crate::control::{Command, Request};
-use crate::crops::CropStore;
+use crate::crops::{upload, CropStore};
 use crate::detect::Detector;
 use crate::embed::Embedder;
 use crate::index::Index;
@@ -138,6 +138,25 @@ fn open_also_kept(config: &Config, stats: &Stats) -> anyhow::Result<AlsoKept> {
     Ok(AlsoKept { crops, index })
 }
 
+/// The crop uploader, when crops go to a remote store.
+fn start_uploader(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    stats: &Arc<Stats>,
+    shutdown: &crate::shutdown::Shutdown,
+) -> anyhow::Result<Option<(TaskHandle<()>, std::path::PathBuf)>> {
+    let (Some(remote), Some(marks)) = (upload::Remote::from_config(&config.crops)?, config.crops.upload_marks(&config.device.data_dir))
+    else {
+        return Ok(None);
+    };
+    if !config.crops.enabled {
+        return Ok(None);
+    }
+    tracing::info!(store = %remote.url(), "crops are uploaded to a remote store");
+    let task = runtime.spawn(upload::run_uploader(remote, marks.clone(), stats.clone(), shutdown.clone()));
+    Ok(Some((task, marks)))
+}
+
 /// Every running stage's handle.
 struct Daemon {
     runtime: tokio::runtime::Runtime,
@@ -149,6 +168,8 @@ struct Daemon {
     analyzer: JoinHandle<()>,
     writer: JoinHandle<()>,
     syncer: Option<TaskHandle<()>>,
+    /// Crop uploads to a remote store, and where their marks are.
+    uploader: Option<(TaskHandle<()>, std::path::PathBuf)>,
     status: TaskHandle<()>,
     watchdog: TaskHandle<()>,
     commands: mpsc::Receiver<Request>,
@@ -203,11 +224,12 @@ impl Daemon {
         let (command_tx, commands) = mpsc::channel::<Request>(COMMAND_QUEUE);
         let reporter = Reporter::new(config.device.id.clone(), stats.clone(), states);
         let status = runtime.spawn(status::run_status(config.mqtt.clone(), reporter, command_tx, shutdown.clone()));
+        let uploader = start_uploader(&runtime, config, &stats, &shutdown)?;
         let syncer = pinecone.map(|(client, options)| {
             runtime.spawn(sync::run_syncer(outbox.clone(), client, options, stats, wake.clone(), shutdown.clone()))
         });
         let watchdog = runtime.spawn(systemd_notify::watchdog_pings(heartbeats, shutdown));
-        Ok(Self { runtime, trigger, outbox, wake, scheduler, cameras, analyzer, writer, syncer, status, watchdog, commands })
+        Ok(Self { runtime, trigger, outbox, wake, scheduler, cameras, analyzer, writer, syncer, uploader, status, watchdog, commands })
     }
 
     /// The event loop: until a stop signal, or with `--exit-when-done` until everything is delivered.
@@ -249,7 +271,11 @@ impl Daemon {
             return false;
         }
         self.cameras.close();
-        self.analyzer.is_finished() && self.writer.is_finished() && (self.syncer.is_none() || self.outbox.backlog().records == 0)
+        let crops_uploaded = self.uploader.as_ref().is_none_or(|(_, marks)| upload::waiting(marks).is_empty());
+        self.analyzer.is_finished()
+            && self.writer.is_finished()
+            && (self.syncer.is_none() || self.outbox.backlog().records == 0)
+            && crops_uploaded
     }
 
     /// Carries out an operator command; the answer is what the result topic says.
@@ -301,11 +327,16 @@ impl Daemon {
         if let Err(e) = self.outbox.flush() {
             tracing::error!(error = %e, "final outbox flush failed");
         }
-        let (trigger, status, watchdog, syncer) = (self.trigger, self.status, self.watchdog, self.syncer);
+        let (trigger, status, watchdog, syncer, uploader) = (self.trigger, self.status, self.watchdog, self.syncer, self.uploader);
         self.runtime.block_on(async {
             if let Some(syncer) = syncer {
                 if tokio::time::timeout(options.stop_timeout, syncer).await.is_err() {
                     tracing::warn!("syncer did not stop in time; its records stay in the outbox");
+                }
+            }
+            if let Some((uploader, _)) = uploader {
+                if tokio::time::timeout(options.stop_timeout, uploader).await.is_err() {
+                    tracing::warn!("crop uploader did not stop in time; its crops wait for the next start");
                 }
             }
             trigger.finish();

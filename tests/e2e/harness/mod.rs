@@ -8,6 +8,7 @@ pub mod mosquitto;
 pub mod mqtt;
 pub use pinecone_emulator as pinecone;
 pub mod rtsp;
+pub mod s3;
 
 /// A loopback TCP port that was free a moment ago.
 pub fn free_port() -> u16 {

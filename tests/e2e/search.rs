@@ -274,3 +274,42 @@ fn wrong_s3_credentials_or_an_absent_server_are_named_by_check_without_the_secre
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("crops.store: crop store s3://crops/site-a"), "{out}");
 }
+
+#[test]
+fn a_bucket_killed_mid_run_and_restarted_gets_every_crop_and_nothing_accepted_is_lost() {
+    use crate::harness::s3::{S3Server, ACCESS_KEY, SECRET_KEY};
+    let root = tempfile::tempdir().expect("bucket root");
+    let server = S3Server::start(root.path(), "crops", 0);
+    let port = server.port;
+    let builder = ConfigBuilder::new("killed", "detr-tiny-fixture.onnx").camera("live", "test:", 1.0);
+    let (key, secret) = (builder.dir.path().join("s3-key"), builder.dir.path().join("s3-secret"));
+    std::fs::write(&key, ACCESS_KEY).expect("key");
+    std::fs::write(&secret, SECRET_KEY).expect("secret");
+    let config = builder
+        .raw(&format!(
+            "[crops]\nstore = \"s3://crops/live\"\nendpoint = \"{}\"\nallow_http = true\naccess_key_id_file = \"{}\"\nsecret_access_key_file = \"{}\"",
+            server.endpoint(),
+            key.display(),
+            secret.display()
+        ))
+        .write();
+    let mut daemon = Daemon::start(&config, &[], &[]);
+    daemon.wait_for("crops_uploaded", &[], 1, Duration::from_secs(60));
+    drop(server); // the bucket's server dies mid-run
+    daemon.wait_for("crop_upload_retry", &[], 1, Duration::from_secs(60));
+    let before = daemon.count("crops_uploaded", &[]);
+    let _server = S3Server::start(root.path(), "crops", port);
+    daemon.wait_for("crops_uploaded", &[], before + 2, Duration::from_secs(60));
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(daemon.wait(Duration::from_secs(30)).success(), "{}", daemon.logs());
+    let objects = S3Server::objects(root.path(), "crops");
+    let waiting = config.dir.path().join("data/crops-upload");
+    let records = exported(&config);
+    assert!(records.len() >= 10, "{} records", records.len());
+    for record in &records {
+        let key = record["metadata"]["crop"].as_str().expect("crop");
+        let uploaded = objects.contains(&format!("live/{key}"));
+        assert!(uploaded || waiting.join(key).exists(), "{key}: neither in the bucket nor waiting for upload");
+    }
+    assert!(objects.len() >= 10, "crops were uploaded before and after the restart: {}", objects.len());
+}

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 
 use crate::config::{KeyPath, Problem};
-use crate::outbox::ByteSize;
+use crate::outbox::{ByteSize, CapPolicy};
 
 pub mod upload;
 
@@ -216,6 +216,8 @@ fn civil_date(days: i64) -> (i64, u32, u32) {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CropError {
+    #[error("the crop store is full ({max_bytes} bytes of crops waiting for upload) and the policy is pause_ingest")]
+    Full { max_bytes: u64 },
     #[error("cannot write crop {}: {source}; check that the crop store's directory is writable and has room", path.display())]
     Write { path: PathBuf, source: std::io::Error },
 }
@@ -240,19 +242,22 @@ pub struct CropStore {
     bytes: u64,
     /// With a remote store: where each new crop is also linked until its upload succeeded.
     upload_marks: Option<PathBuf>,
+    /// At `max_bytes` with only waiting crops left (a long bucket outage): drop the oldest
+    /// waiting crop, or store no new crop until uploads make room (`[outbox] policy`).
+    policy: CapPolicy,
 }
 
 impl CropStore {
     /// Opens the store and takes stock of what it holds. A directory that cannot be made is not
     /// fatal: every `put` tries again (and fails, counted) until it can, and ingest goes on.
-    pub fn open(config: &CropsConfig, data_dir: &Path) -> Self {
+    pub fn open(config: &CropsConfig, data_dir: &Path, policy: CapPolicy) -> Self {
         let dir = config.dir(data_dir);
         if let Err(e) = check_writable(&dir) {
             tracing::error!(event = "crop_store_unusable", error = %e, "crops cannot be stored until this is fixed; records are kept without them");
         }
         let upload_marks = config.upload_marks(data_dir);
         let (max_bytes, max_age) = (config.max_bytes.0, config.max_age.map(|a| a.0));
-        let mut store = Self { dir, max_bytes, max_age, kept: BTreeSet::new(), bytes: 0, upload_marks };
+        let mut store = Self { dir, max_bytes, max_age, kept: BTreeSet::new(), bytes: 0, upload_marks, policy };
         store.take_stock(&store.dir.clone());
         store
     }
@@ -280,6 +285,12 @@ impl CropStore {
 
     /// Writes a crop durably (temporary file, sync, rename, sync of the directory).
     pub fn put(&mut self, key: &str, jpeg: &[u8]) -> Result<(), CropError> {
+        if self.policy == CapPolicy::PauseIngest && self.bytes + jpeg.len() as u64 > self.max_bytes {
+            self.enforce_retention();
+            if self.bytes + jpeg.len() as u64 > self.max_bytes {
+                return Err(CropError::Full { max_bytes: self.max_bytes });
+            }
+        }
         let path = self.dir.join(key);
         let fail = |source| CropError::Write { path: path.clone(), source };
         let parent = path.parent().unwrap_or(&self.dir);
@@ -304,8 +315,9 @@ impl CropStore {
         Ok(())
     }
 
-    /// Deletes the oldest crops while over `max_bytes` or older than `max_age`, never one still
-    /// waiting for its upload (its mark is a second link to it); returns how many.
+    /// Deletes the oldest crops while over `max_bytes` or older than `max_age`. A crop still
+    /// waiting for its upload (its mark is a second link to it) goes only when the store is over
+    /// `max_bytes` with policy `drop_oldest` (said out loud); returns how many went.
     pub fn enforce_retention(&mut self) -> u64 {
         use std::os::unix::fs::MetadataExt;
         let too_old = |t: &SystemTime| self.max_age.is_some_and(|age| t.elapsed().is_ok_and(|e| e > age));
@@ -315,7 +327,13 @@ impl CropStore {
                 break;
             }
             if std::fs::metadata(self.dir.join(&oldest.1)).is_ok_and(|m| m.nlink() > 1) {
-                break; // the oldest still waits for its upload: keep it, and what is newer
+                if self.bytes <= self.max_bytes || self.policy == CapPolicy::PauseIngest {
+                    break; // it still waits for its upload: keep it, and what is newer
+                }
+                tracing::warn!(event = "crop_dropped_before_upload", key = %oldest.1, "crop store full while the bucket is unreachable: oldest waiting crop dropped");
+                if let Some(marks) = &self.upload_marks {
+                    let _ = std::fs::remove_file(marks.join(&oldest.1));
+                }
             }
             self.kept.pop_first();
             self.bytes = self.bytes.saturating_sub(oldest.2);
@@ -373,7 +391,7 @@ mod tests {
     fn the_oldest_crops_go_first_once_over_max_bytes() {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = CropsConfig { max_bytes: ByteSize(25), ..CropsConfig::default() };
-        let mut store = CropStore::open(&config, dir.path());
+        let mut store = CropStore::open(&config, dir.path(), CapPolicy::DropOldest);
         for (i, key) in ["d/c/2026/01/01/a.jpg", "d/c/2026/01/01/b.jpg", "d/c/2026/01/02/c.jpg"].iter().enumerate() {
             store.put(key, &[i as u8; 10]).expect("put");
             std::thread::sleep(Duration::from_millis(5)); // distinct modification times
@@ -381,7 +399,25 @@ mod tests {
         assert_eq!(store.enforce_retention(), 1);
         assert!(!dir.path().join("crops/d/c/2026/01/01/a.jpg").exists());
         assert!(dir.path().join("crops/d/c/2026/01/02/c.jpg").exists());
-        let reopened = CropStore::open(&config, dir.path());
+        let reopened = CropStore::open(&config, dir.path(), CapPolicy::DropOldest);
         assert_eq!(reopened.bytes(), 20, "what is on disk is counted again at start");
+    }
+
+    #[test]
+    fn waiting_crops_are_kept_until_the_cap_then_the_policy_decides() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let remote = CropsConfig { max_bytes: ByteSize(25), store: Some("s3://b/p".into()), ..CropsConfig::default() };
+        for (policy, kept, refused) in [(CapPolicy::DropOldest, 2, false), (CapPolicy::PauseIngest, 2, true)] {
+            let data = dir.path().join(format!("{policy:?}"));
+            let mut store = CropStore::open(&remote, &data, policy);
+            store.put("d/c/a.jpg", &[1; 10]).expect("put");
+            store.put("d/c/b.jpg", &[2; 10]).expect("put");
+            assert_eq!(store.enforce_retention(), 0, "under the cap nothing waiting goes");
+            let third = store.put("d/c/c.jpg", &[3; 10]);
+            assert_eq!(third.is_err(), refused, "{policy:?}");
+            store.enforce_retention();
+            let marks = std::fs::read_dir(data.join("crops-upload/d/c")).expect("marks").count();
+            assert_eq!(marks, kept, "{policy:?}: waiting crops kept");
+        }
     }
 }

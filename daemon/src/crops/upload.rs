@@ -142,6 +142,7 @@ async fn upload_some(remote: &Remote, marks: &Path, keys: &[String], stats: &Sta
         let results = uploads.join_all().await;
         let failed = results.iter().filter(|r| r.is_err()).count() as u64;
         stats.crops_uploaded(results.len() as u64 - failed, failed);
+        tracing::debug!(event = "crops_uploaded", uploaded = results.len() as u64 - failed, failed);
         if let Some(e) = results.into_iter().find_map(Result::err) {
             return Err(e);
         }

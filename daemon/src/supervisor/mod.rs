@@ -123,7 +123,7 @@ fn connect_pinecone(
 
 /// The crop store and the index on the device, as configured.
 fn open_also_kept(config: &Config, stats: &Stats) -> anyhow::Result<AlsoKept> {
-    let crops = config.crops.enabled.then(|| CropStore::open(&config.crops, &config.device.data_dir));
+    let crops = config.crops.enabled.then(|| CropStore::open(&config.crops, &config.device.data_dir, config.outbox.policy));
     if let Some(store) = &crops {
         stats.crops_stored(0, 0, 0, store.bytes());
         tracing::info!(dir = %store.dir().display(), bytes = store.bytes(), "crop store opened");

@@ -77,6 +77,28 @@ pub fn record_id(device: &str, camera: &str, frame_ms: u64, box_index: usize) ->
     format!("{device}:{camera}:{frame_ms}:{box_index}")
 }
 
+/// A record for unit tests: `id` on camera `camera` at unix ms `ts`, with `values`.
+#[cfg(test)]
+pub fn test_record(id: &str, camera: &str, ts: i64, values: Vec<f32>) -> Record {
+    let metadata = Metadata {
+        device: "d".into(),
+        camera: camera.into(),
+        ts,
+        pts_ms: 0,
+        label: "person".into(),
+        score: 0.9,
+        x: 1,
+        y: 2,
+        w: 3,
+        h: 4,
+        frame_w: 10,
+        frame_h: 10,
+        track_id: None,
+        crop: None,
+    };
+    Record { id: id.into(), values, metadata }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -251,7 +251,7 @@ pub fn search(records: u64, dim: usize, queries: usize, dir: &Path) -> anyhow::R
     let mut exact = Vec::with_capacity(queries);
     let mut equal = 0;
     for q in 0..=queries {
-        let query = Query { vector: random_unit(1_000_000_007 + q as u64, dim), top_k: 10, ..Query::default() };
+        let query = Query { vector: crate::index::random_unit(1_000_000_007 + q as u64, dim), top_k: 10, ..Query::default() };
         let started = Instant::now();
         let hits = index.search(&query)?;
         let fast_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -305,7 +305,7 @@ fn fill_index(index: &mut crate::index::Index, records: u64, dim: usize) -> anyh
         };
         batch.push(crate::record::Record {
             id: format!("bench:{}:{i}:0", cameras[(i % 4) as usize]),
-            values: random_unit(i, dim),
+            values: crate::index::random_unit(i, dim),
             metadata,
         });
         if batch.len() == 1000 || i + 1 == records {
@@ -317,22 +317,6 @@ fn fill_index(index: &mut crate::index::Index, records: u64, dim: usize) -> anyh
         }
     }
     Ok(())
-}
-
-/// A pseudo-random unit vector (xorshift), the same for the same seed.
-fn random_unit(seed: u64, dim: usize) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v: Vec<f32> = (0..dim)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % 2001) as f32 / 1000.0 - 1.0
-        })
-        .collect();
-    let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-    v.iter_mut().for_each(|a| *a /= norm);
-    v
 }
 
 /// The process's anonymous memory (`/proc/self/smaps_rollup` "Anonymous"), KiB.

@@ -90,10 +90,7 @@ impl Embedder {
     /// The L2-normalised embedding of one crop.
     pub fn embed(&mut self, crop: &image::RgbImage) -> Result<Vec<f32>, ModelError> {
         let mut v = self.run(crop)?;
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm > 0.0 && norm.is_finite() {
-            v.iter_mut().for_each(|x| *x /= norm);
-        }
+        l2_normalise(&mut v);
         Ok(v)
     }
 }
@@ -116,6 +113,15 @@ impl Embedder {
             });
         }
         Ok(out.iter().copied().collect())
+    }
+}
+
+/// Scales `v` to unit length (a zero or non-finite vector stays as it is), so that cosine
+/// similarity is a dot product.
+pub fn l2_normalise(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 && norm.is_finite() {
+        v.iter_mut().for_each(|x| *x /= norm);
     }
 }
 

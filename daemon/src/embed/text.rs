@@ -77,10 +77,7 @@ impl TextEmbedder {
             .into());
         }
         let mut v: Vec<f32> = out.iter().copied().collect();
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm > 0.0 && norm.is_finite() {
-            v.iter_mut().for_each(|x| *x /= norm);
-        }
+        super::l2_normalise(&mut v);
         Ok(v)
     }
 }

@@ -302,5 +302,20 @@ impl Index {
     }
 }
 
+/// A pseudo-random unit vector (xorshift), the same for the same seed: test and benchmark data.
+pub fn random_unit(seed: u64, dimension: usize) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v: Vec<f32> = (0..dimension)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect();
+    crate::embed::l2_normalise(&mut v);
+    v
+}
+
 #[cfg(test)]
 mod tests;

@@ -1,40 +1,14 @@
 use super::*;
-use crate::record::Metadata;
 
 fn record(id: usize, values: Vec<f32>, camera: &str, ts: i64) -> Record {
-    let metadata = Metadata {
-        device: "d".into(),
-        camera: camera.into(),
-        ts,
-        pts_ms: 0,
-        label: if id.is_multiple_of(2) { "car" } else { "person" }.into(),
-        score: 0.9,
-        x: 0,
-        y: 0,
-        w: 1,
-        h: 1,
-        frame_w: 2,
-        frame_h: 2,
-        track_id: None,
-        crop: Some(format!("k/{id}.jpg")),
-    };
-    Record { id: format!("d:{camera}:{id}"), values, metadata }
+    let mut record = crate::record::test_record(&format!("d:{camera}:{id}"), camera, ts, values);
+    record.metadata.label = if id.is_multiple_of(2) { "car" } else { "person" }.into();
+    record.metadata.crop = Some(format!("k/{id}.jpg"));
+    record
 }
 
-/// A pseudo-random unit vector (xorshift), the same for the same seed.
 fn unit(seed: u64, dimension: usize) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v: Vec<f32> = (0..dimension)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % 2001) as f32 / 1000.0 - 1.0
-        })
-        .collect();
-    let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-    v.iter_mut().for_each(|a| *a /= norm);
-    v
+    random_unit(seed, dimension)
 }
 
 fn filled(dir: &Path, n: usize, dimension: usize) -> (Index, Vec<Record>) {

@@ -407,29 +407,9 @@ fn free_disk(dir: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Metadata;
 
     fn record(id: &str) -> Record {
-        Record {
-            id: id.into(),
-            values: vec![0.6, 0.8],
-            metadata: Metadata {
-                device: "d".into(),
-                camera: "c".into(),
-                ts: 1,
-                pts_ms: 0,
-                label: "person".into(),
-                score: 0.9,
-                x: 1,
-                y: 2,
-                w: 3,
-                h: 4,
-                frame_w: 10,
-                frame_h: 10,
-                track_id: None,
-                crop: None,
-            },
-        }
+        crate::record::test_record(id, "c", 1, vec![0.6, 0.8])
     }
 
     fn ids(outbox: &Outbox) -> Vec<String> {

@@ -311,7 +311,6 @@ mod tests {
 
     use super::*;
     use crate::outbox::OutboxConfig;
-    use crate::record::Metadata;
 
     #[test]
     fn plain_http_is_only_for_loopback() {
@@ -373,23 +372,7 @@ mod tests {
     }
 
     fn record(id: &str) -> Record {
-        let metadata = Metadata {
-            device: "d".into(),
-            camera: "c".into(),
-            ts: 1,
-            pts_ms: 0,
-            label: "car".into(),
-            score: 0.9,
-            x: 0,
-            y: 0,
-            w: 1,
-            h: 1,
-            frame_w: 2,
-            frame_h: 2,
-            track_id: None,
-            crop: None,
-        };
-        Record { id: id.into(), values: vec![1.0], metadata }
+        crate::record::test_record(id, "c", 1, vec![1.0])
     }
 
     /// What a drain leaves: the outbox (in its directory), the stats and the virtual time taken.

@@ -106,6 +106,10 @@ numbers! {
     }
 }
 
+/// The crop store's fields that are not plain numbers.
+pub const CROPS_DERIVED: &[(&str, &str)] =
+    &[("last_error", "why the latest crop could not be stored or uploaded (cleared by the next success), or null")];
+
 numbers! {
     /// The inference stage's numbers.
     pub enum InferenceNumber {
@@ -253,6 +257,8 @@ pub struct Stats {
     last_sync_unix_ms: AtomicU64,
     inference: Numbers,
     crops: Numbers,
+    /// Why the latest crop failed (storing or uploading); `None` after a success.
+    crops_error: Mutex<Option<String>>,
 }
 
 impl Stats {
@@ -267,6 +273,7 @@ impl Stats {
             last_sync_unix_ms: AtomicU64::new(0),
             inference: Numbers::new(InferenceNumber::ALL.len()),
             crops: Numbers::new(CropNumber::ALL.len()),
+            crops_error: Mutex::new(None),
         })
     }
 
@@ -345,6 +352,16 @@ impl Stats {
         self.crops.set(CropNumber::Bytes as usize, bytes_kept);
     }
 
+    /// A crop could not be stored or uploaded, for this reason (no secret in it).
+    pub fn crop_failed(&self, reason: String) {
+        *self.crops_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+    }
+
+    /// A crop was stored or uploaded: the last error no longer holds.
+    pub fn crop_succeeded(&self) {
+        *self.crops_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     /// Crops waiting for their upload, as the uploader last counted them.
     pub fn crops_pending(&self, n: u64) {
         self.crops.set(CropNumber::Pending as usize, n);
@@ -382,6 +399,7 @@ impl Stats {
             last_sync_ts: nonzero(self.last_sync_unix_ms.load(Relaxed)),
             inference: self.inference.values(),
             crops: self.crops.values(),
+            crops_error: self.crops_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
 
@@ -407,6 +425,7 @@ pub struct Snapshot {
     last_sync_ts: Option<i64>,
     inference: Vec<u64>,
     crops: Vec<u64>,
+    crops_error: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -440,6 +459,8 @@ impl Snapshot {
         let mut outbox = numbers_json(OutboxNumber::FIELDS, &self.outbox);
         outbox.insert("oldest_pending_age_s".into(), json!(age_s(self.outbox_oldest_ts)));
         outbox.insert("paused".into(), json!(self.outbox_paused));
+        let mut crops = numbers_json(CropNumber::FIELDS, &self.crops);
+        crops.insert("last_error".into(), json!(self.crops_error));
         let mut sync = numbers_json(SyncNumber::FIELDS, &self.sync);
         sync.insert("last_sync_ts".into(), json!(self.last_sync_ts));
         sync.insert("last_sync_age_s".into(), json!(age_s(self.last_sync_ts)));
@@ -452,7 +473,7 @@ impl Snapshot {
             "outbox": outbox,
             "sync": sync,
             "inference": numbers_json(InferenceNumber::FIELDS, &self.inference),
-            "crops": numbers_json(CropNumber::FIELDS, &self.crops),
+            "crops": crops,
         })
     }
 }
@@ -532,7 +553,7 @@ mod tests {
             ("outbox", join(OutboxNumber::FIELDS, OUTBOX_DERIVED)),
             ("sync", join(SyncNumber::FIELDS, SYNC_DERIVED)),
             ("inference", InferenceNumber::FIELDS.to_vec()),
-            ("crops", CropNumber::FIELDS.to_vec()),
+            ("crops", join(CropNumber::FIELDS, CROPS_DERIVED)),
         ]
     }
 

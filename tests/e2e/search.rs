@@ -44,7 +44,9 @@ fn an_unwritable_crop_store_costs_the_crops_not_the_records() {
     let records = exported(&config);
     assert_eq!(records.len(), 25, "every record is accepted");
     assert!(records.iter().all(|r| r["metadata"].get("crop").is_none()), "no record names a crop that was not stored");
-    assert_eq!(daemon.last_stats()["crops"]["failures"], 25);
+    let stats = daemon.last_stats();
+    assert_eq!(stats["crops"]["failures"], 25);
+    assert!(stats["crops"]["last_error"].as_str().is_some_and(|e| e.contains("cannot write crop /dev/null/crops")), "{stats}");
     assert_eq!(daemon.count("crop_store_unusable", &[]), 1);
     let check = glimpse(&["check", "--config", &config.display().to_string()], &[]);
     assert!(String::from_utf8_lossy(&check.stdout).contains("crops.store: cannot write crop /dev/null/crops"));
@@ -247,6 +249,7 @@ fn crops_reach_an_s3_bucket_after_an_outage_and_exit_when_done_waits_for_them() 
     let stats = daemon.last_stats();
     assert_eq!((stats["crops"]["uploaded"].as_u64(), stats["crops"]["pending"].as_u64()), (Some(25), Some(0)), "{stats}");
     assert!(stats["crops"]["upload_failures"].as_u64() > Some(0), "{stats}");
+    assert_eq!(stats["crops"]["last_error"], serde_json::Value::Null, "the outage is over: {stats}");
 }
 
 #[test]
@@ -312,4 +315,25 @@ fn a_bucket_killed_mid_run_and_restarted_gets_every_crop_and_nothing_accepted_is
         assert!(uploaded || waiting.join(key).exists(), "{key}: neither in the bucket nor waiting for upload");
     }
     assert!(objects.len() >= 10, "crops were uploaded before and after the restart: {}", objects.len());
+}
+
+#[test]
+fn pending_records_the_index_missed_are_added_at_the_next_start() {
+    // The first run keeps records out of the index, as a crash between the outbox's commit and
+    // the index's would; the second start must add every pending one.
+    let bikes = format!("file://{}", clip("bikes.mp4").display());
+    let first =
+        ConfigBuilder::new("catchup", "detr-tiny-fixture.onnx").camera("street", &bikes, 0.5).raw("[search]\nenabled = false").write();
+    let mut daemon = Daemon::start(&first, &["--exit-when-done"], &[]);
+    assert!(daemon.wait(Duration::from_secs(120)).success(), "{}", daemon.logs());
+    let pending = exported(&first);
+    assert_eq!(pending.len(), 25);
+    let second = ConfigBuilder::sharing_data_dir(&first, "catchup", "detr-tiny-fixture.onnx").camera("street", &bikes, 0.5).write();
+    let mut daemon = Daemon::start(&second, &["--exit-when-done"], &[]);
+    assert!(daemon.wait(Duration::from_secs(120)).success(), "{}", daemon.logs());
+    assert_eq!(daemon.count("reindexed", &[("records", "25")]), 1, "{}", daemon.logs());
+    let id = pending[0]["id"].as_str().expect("id");
+    let out = search(&second, &["--like", id, "--json", "--top-k", "30"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 25, "every record once (the rerun's ids are the same)");
 }

@@ -115,10 +115,12 @@ pub async fn run_uploader(remote: Remote, marks: PathBuf, stats: Arc<Stats>, mut
         let delay = match upload_some(&remote, &marks, &keys, &stats).await {
             _ if keys.is_empty() => Duration::from_secs(1),
             Ok(()) => {
+                stats.crop_succeeded();
                 backoff.reset();
                 continue;
             }
             Err(e) => {
+                stats.crop_failed(e.to_string());
                 let delay = backoff.next_delay();
                 tracing::warn!(event = "crop_upload_retry", error = %e, retry_in_ms = delay.as_millis() as u64, "crop upload failed; will retry");
                 delay

@@ -173,9 +173,9 @@ impl Index {
         self.segments.values().map(Segment::bytes).sum()
     }
 
-    /// The outbox sequence number indexed last (0: none).
-    pub fn indexed_seq(&self) -> u64 {
-        std::fs::read_to_string(self.dir.join("indexed-seq")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    /// The outbox sequence number indexed last; `None` before the first (sled's first is 0).
+    pub fn indexed_seq(&self) -> Option<u64> {
+        std::fs::read_to_string(self.dir.join("indexed-seq")).ok().and_then(|s| s.trim().parse().ok())
     }
 
     /// Appends records (their outbox sequence numbers end at `last_seq`) and syncs them.

@@ -106,7 +106,7 @@ fn add_to_index(index: &mut Index, records: &[Record], last_seq: u64) {
 /// Adds the pending records the index has not seen (a crash between the outbox's commit and
 /// the index's): accepted records are searchable after any restart.
 fn reindex_pending(outbox: &Outbox, index: &mut Index) {
-    let mut from = index.indexed_seq() + 1;
+    let mut from = index.indexed_seq().map_or(0, |seq| seq + 1);
     loop {
         let page = match outbox.scan(from, 1000) {
             Ok((page, _)) if !page.is_empty() => page,
@@ -131,9 +131,13 @@ fn store_crops(store: Option<&mut CropStore>, made: Vec<NewRecord>, stats: &Stat
         .map(|NewRecord { mut record, crop_jpeg }| {
             if let (Some(key), Some(jpeg)) = (record.metadata.crop.clone(), crop_jpeg) {
                 match store.put(&key, &jpeg) {
-                    Ok(()) => stored += 1,
+                    Ok(()) => {
+                        stored += 1;
+                        stats.crop_succeeded();
+                    }
                     Err(e) => {
                         failed += 1;
+                        stats.crop_failed(e.to_string());
                         tracing::error!(event = "crop_failed", record = %record.id, error = %e, "crop not stored; the record is kept without it");
                         record.metadata.crop = None;
                     }

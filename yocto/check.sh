@@ -68,6 +68,10 @@ echo "== parse check (bitbake's parser from bitbake-setup $("$venv/bin/python" -
 echo "== kas files (kas $("$venv/bin/python" -c 'import kas; print(kas.__version__)'))"
 "$venv/bin/python" "$here/scripts/kas-check.py" 2>&1 || failed+=("kas files (FAIL lines above)")
 
+# --- 3b. what a parse cannot see ------------------------------------------------------------
+echo "== recipe behaviour (do_configure run twice; TLS at run time)"
+"$venv/bin/python" "$here/scripts/recipe-behaviour.py" --layer "$layer" || failed+=("recipe behaviour (FAIL lines above)")
+
 # --- 4. crates against Cargo.lock ----------------------------------------------------------
 echo "== glimpse-crates.inc against Cargo.lock"
 inc="$layer/recipes-glimpse/glimpse/glimpse-crates.inc"

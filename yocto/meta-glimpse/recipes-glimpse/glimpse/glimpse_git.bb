@@ -52,14 +52,18 @@ EXTRA_CARGO_FLAGS = "--frozen"
 # Where bitbake's crate fetcher unpacks crates, each with the .cargo-checksum.json cargo needs.
 CARGO_VENDORING_DIRECTORY = "${WORKDIR}/cargo_home/bitbake"
 
-# As poky's cargo_common does: cargo takes crates.io packages from the unpacked crates.
+# As poky's cargo_common does: cargo takes crates.io packages from the unpacked crates. WORKDIR
+# survives between builds (AUTOREV), so the block is replaced, never appended twice: cargo
+# refuses a config that defines [source.bitbake] twice.
 do_configure:append() {
     cfg="${CARGO_HOME}/config.toml"
     # Older cargo_bin classes write ${CARGO_HOME}/config, which cargo reads in preference.
     if [ -e "${CARGO_HOME}/config" ]; then
         cfg="${CARGO_HOME}/config"
     fi
-    printf '\n[source.bitbake]\ndirectory = "%s"\n\n[source.crates-io]\nreplace-with = "bitbake"\n' \
+    touch "$cfg"
+    sed -i '/^# glimpse: crates from bitbake$/,/^# glimpse: end$/d' "$cfg"
+    printf '# glimpse: crates from bitbake\n[source.bitbake]\ndirectory = "%s"\n\n[source.crates-io]\nreplace-with = "bitbake"\n# glimpse: end\n' \
         "${CARGO_VENDORING_DIRECTORY}" >>"$cfg"
 }
 

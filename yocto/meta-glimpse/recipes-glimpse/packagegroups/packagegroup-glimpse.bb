@@ -12,10 +12,15 @@ PACKAGE_ARCH = "${MACHINE_ARCH}"
 
 inherit packagegroup
 
+# TLS: reqwest's rustls verifies Pinecone's and the bucket's certificates against the system
+# trust store (ca-certificates); rtsps:// and https:// cameras go through GIO's TLS
+# (glib-networking).
 # The pipeline: uridecodebin ! ... ! videorate ! videoconvert ! appsink, or videotestsrc for test:.
 # RTSP/RTP over TCP or UDP, MP4 files, V4L2 USB cameras (and the Raspberry Pi's stateful H.264
 # decoder, v4l2h264dec), H.264/H.265 parsers, and avdec_* as the software decoders.
 RDEPENDS:${PN} = "\
+    ca-certificates \
+    glib-networking \
     gstreamer1.0-libav \
     gstreamer1.0-plugins-bad-videoparsersbad \
     gstreamer1.0-plugins-base-app \

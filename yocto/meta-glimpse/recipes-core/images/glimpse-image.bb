@@ -12,8 +12,10 @@ REQUIRED_DISTRO_FEATURES = "systemd"
 
 IMAGE_FEATURES += "ssh-server-openssh"
 
+# glimpse-doc: the README that the unit's Documentation= (file:///usr/share/doc/glimpse) names.
 IMAGE_INSTALL:append = " \
     glimpse \
+    glimpse-doc \
     glimpse-models \
     packagegroup-glimpse \
 "

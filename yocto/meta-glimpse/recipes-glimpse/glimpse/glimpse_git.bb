@@ -97,6 +97,8 @@ do_install:append:tegra() {
 PACKAGE_ARCH:tegra = "${MACHINE_ARCH}"
 
 SYSTEMD_SERVICE:${PN} = "glimpse.service"
+# Started at boot: an appliance (the class's default, said here so that nobody has to look it up).
+SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 
 USERADD_PACKAGES = "${PN}"
 # The unit's SupplementaryGroups= needs render; groupadd leaves an existing group alone.

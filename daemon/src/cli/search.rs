@@ -263,7 +263,10 @@ fn html(hits: &[Hit], crops: &Path, query: &str) -> String {
     let mut cards = String::new();
     for hit in hits {
         let m = &hit.metadata;
-        let image = match m.crop.as_deref().map(|key| std::fs::read(crops.join(key))) {
+        // A key comes from the index or from Pinecone, which other devices write: only a
+        // relative path without `..` is read, so no other file ends up in the page.
+        let safe = |key: &&str| Path::new(key).components().all(|c| matches!(c, std::path::Component::Normal(_)));
+        let image = match m.crop.as_deref().filter(safe).map(|key| std::fs::read(crops.join(key))) {
             Some(Ok(jpeg)) => format!(
                 "<img alt=\"{}\" src=\"data:image/jpeg;base64,{}\">",
                 escape(&m.label),
@@ -324,5 +327,16 @@ mod tests {
         );
         let none = Search { device: None, ..search };
         assert_eq!(pinecone_filter(&none, &Query::default()), None);
+    }
+
+    #[test]
+    fn the_page_reads_crops_only_below_the_crop_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("secret.txt"), "do not embed").expect("write");
+        let crops = dir.path().join("crops");
+        let mut hit = Hit { id: "a".into(), score: 1.0, metadata: crate::record::test_record("a", "c", 0, vec![]).metadata };
+        hit.metadata.crop = Some("../secret.txt".into());
+        let page = html(&[hit], &crops, "like a");
+        assert!(page.contains("no crop") && !page.contains("data:image"), "{page}");
     }
 }

@@ -29,6 +29,8 @@ pub enum RemoteError {
     Secret(#[from] SecretError),
     #[error("crop store {url}: {source}")]
     Store { url: String, source: object_store::Error },
+    #[error("crop waiting for upload {}: {source}", path.display())]
+    Local { path: PathBuf, source: std::io::Error },
 }
 
 /// A remote crop store and where its objects go.
@@ -155,10 +157,18 @@ async fn upload_some(remote: &Remote, marks: &Path, keys: &[String], stats: &Sta
 async fn upload_one(remote: &Remote, marks: &Path, key: &str) -> Result<(), RemoteError> {
     let mark = marks.join(key);
     let read = mark.clone();
-    let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || std::fs::read(read)).await else {
-        return Ok(()); // gone meanwhile: nothing to upload
+    let bytes = match tokio::task::spawn_blocking(move || std::fs::read(read)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()), // gone meanwhile
+        Ok(Err(e)) => return Err(RemoteError::Local { path: mark, source: e }),
+        Err(e) => return Err(RemoteError::Setup(format!("reader task failed: {e}"))),
     };
     remote.upload(key, bytes).await?;
-    let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(mark)).await;
-    Ok(())
+    let removed = mark.clone();
+    match tokio::task::spawn_blocking(move || std::fs::remove_file(removed)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Ok(Err(e)) => Err(RemoteError::Local { path: mark, source: e }),
+        Err(e) => Err(RemoteError::Setup(format!("remover task failed: {e}"))),
+    }
 }

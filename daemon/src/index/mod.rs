@@ -180,19 +180,23 @@ impl Index {
 
     /// Appends records (their outbox sequence numbers end at `last_seq`) and syncs them.
     pub fn add(&mut self, records: &[Record], last_seq: u64) -> Result<(), IndexError> {
+        let mut numbered = Vec::with_capacity(records.len());
         let mut names_changed = false;
         for record in records {
+            let (camera, new_camera) = Names::number(&mut self.names.cameras, &record.metadata.camera);
+            let (label, new_label) = Names::number(&mut self.names.labels, &record.metadata.label);
+            names_changed |= new_camera || new_label;
+            numbered.push((camera, label));
+        }
+        if names_changed {
+            self.save_names()?;
+        }
+        for (record, (camera, label)) in records.iter().zip(numbered) {
             let dimension = *self.dimension.get_or_insert(record.values.len());
             if record.values.len() != dimension {
                 return Err(IndexError::Dimension { query: record.values.len(), index: dimension });
             }
-            let (camera, new_camera) = Names::number(&mut self.names.cameras, &record.metadata.camera);
-            let (label, new_label) = Names::number(&mut self.names.labels, &record.metadata.label);
-            names_changed |= new_camera || new_label;
             self.writable_segment(dimension)?.append(record, camera, label)?;
-        }
-        if names_changed {
-            self.save_names()?;
         }
         for segment in self.segments.values_mut() {
             segment.sync()?;
@@ -216,11 +220,21 @@ impl Index {
         Ok(self.segments.get_mut(&number).expect("just made"))
     }
 
+    /// Writes the names durably (temporary file, sync, rename, directory sync): rows that number
+    /// a name must never outlive it.
     fn save_names(&self) -> Result<(), IndexError> {
+        use std::io::Write as _;
         let path = self.dir.join("names.json");
         let temporary = path.with_extension("json.part");
         let bytes = serde_json::to_vec(&self.names).expect("names serialise");
-        std::fs::write(&temporary, bytes).and_then(|()| std::fs::rename(&temporary, &path)).map_err(io(&path))
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::File::create(&temporary)?;
+            file.write_all(&bytes)?;
+            file.sync_data()?;
+            std::fs::rename(&temporary, &path)?;
+            std::fs::File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(io(&path))
     }
 
     /// Drops whole segments, oldest first, past `retain_days` or `max_bytes` (never the one

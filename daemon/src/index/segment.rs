@@ -35,7 +35,8 @@ impl Segment {
     pub fn create(dir: &Path, number: u64, dimension: usize) -> Result<Self, IndexError> {
         let segment =
             Self { paths: Self::paths(dir, number), dimension: Some(dimension), rows: 0, meta_end: 0, newest_ts: None, appending: None };
-        for path in &segment.paths {
+        // The .vec file last: a segment exists (is found at open) only once all three do.
+        for path in segment.paths.iter().rev() {
             File::create(path).map_err(io(path))?;
         }
         Ok(segment)
@@ -62,10 +63,11 @@ impl Segment {
         let mut rows = (vec_len / row).min(f32_len / (4 * dimension as u64));
         while rows > 0 {
             let (offset, length) = meta_span(&vec_map, rows - 1, dimension);
-            if offset + length <= meta_len {
+            let own_dimension = u32::from_le_bytes(row_at(&vec_map, rows - 1, dimension)[20..24].try_into().expect("4 bytes")) as usize;
+            if own_dimension == dimension && offset.checked_add(length).is_some_and(|end| end <= meta_len) {
                 break;
             }
-            rows -= 1;
+            rows -= 1; // a torn or zero-filled tail
         }
         segment.dimension = Some(dimension);
         segment.rows = rows;
@@ -122,9 +124,17 @@ impl Segment {
         let exact: Vec<u8> = record.values.iter().flat_map(|v| v.to_le_bytes()).collect();
         // Metadata first, the row last: a row is counted only once everything it points to exists.
         let ([vec_file, f32_file, meta_file], paths) = (self.appending.as_mut().expect("opened above"), &self.paths);
-        meta_file.write_all(&meta).map_err(io(&paths[2]))?;
-        f32_file.write_all(&exact).map_err(io(&paths[1]))?;
-        vec_file.write_all(&row).map_err(io(&paths[0]))?;
+        let written = meta_file
+            .write_all(&meta)
+            .map_err(io(&paths[2]))
+            .and_then(|()| f32_file.write_all(&exact).map_err(io(&paths[1])))
+            .and_then(|()| vec_file.write_all(&row).map_err(io(&paths[0])));
+        if let Err(e) = written {
+            // Part of the row may be on disk: the next append reopens the files and cuts them
+            // back to the last complete row, so rows and their data stay aligned.
+            self.appending = None;
+            return Err(e);
+        }
         self.meta_end += meta.len() as u64;
         self.rows += 1;
         self.newest_ts = self.newest_ts.max(Some(record.metadata.ts));
@@ -187,13 +197,15 @@ impl Segment {
     pub fn metadata(&self, row: u64) -> Result<(String, Metadata), IndexError> {
         let (vec_map, meta_map) = (self.map(0)?, self.map(2)?);
         let (offset, length) = meta_span(&vec_map, row, self.dimension.unwrap_or_default());
+        let span = usize::try_from(offset).ok().zip(usize::try_from(length).ok()).and_then(|(o, l)| Some(o..o.checked_add(l)?));
+        let bytes =
+            span.and_then(|range| meta_map.get(range)).ok_or_else(|| self.damaged(&format!("row {row}'s metadata is outside the file")))?;
         #[derive(serde::Deserialize)]
         struct Stored {
             id: String,
             metadata: Metadata,
         }
-        let stored: Stored = serde_json::from_slice(&meta_map[offset as usize..(offset + length) as usize])
-            .map_err(|e| self.damaged(&format!("row {row}'s metadata: {e}")))?;
+        let stored: Stored = serde_json::from_slice(bytes).map_err(|e| self.damaged(&format!("row {row}'s metadata: {e}")))?;
         Ok((stored.id, stored.metadata))
     }
 

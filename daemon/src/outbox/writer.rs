@@ -51,7 +51,7 @@ pub fn run_writer(
     flush_records: usize,
 ) {
     if let Some(index) = kept.index.as_mut() {
-        reindex_pending(&outbox, index);
+        reindex_pending(&outbox, index, &links);
     }
     let flush_after = Duration::from_millis(flush_ms);
     let mut waiting: Vec<NewRecord> = Vec::new();
@@ -84,7 +84,11 @@ pub fn run_writer(
             let ready = store_crops(kept.crops.as_mut(), std::mem::take(&mut waiting), &links.stats);
             let Some(last_seq) = commit(&outbox, &ready, &links) else { return };
             if let Some(index) = kept.index.as_mut() {
-                add_to_index(index, &ready, last_seq);
+                if !add_to_index(index, &ready, last_seq) {
+                    // Catch up from the outbox before the next batch: the index's own mark has not
+                    // moved past these records.
+                    reindex_pending(&outbox, index, &links);
+                }
             }
             links.wake.notify_one();
         }
@@ -97,17 +101,26 @@ pub fn run_writer(
 /// Adds accepted records to the index before the syncer may remove them from the outbox. A
 /// failure is logged; the records stay pending with a higher sequence number than the index
 /// has, so the next start adds them again.
-fn add_to_index(index: &mut Index, records: &[Record], last_seq: u64) {
-    if let Err(e) = index.add(records, last_seq) {
-        tracing::error!(event = "index_failed", error = %e, records = records.len(), "records not added to the local index");
+fn add_to_index(index: &mut Index, records: &[Record], last_seq: u64) -> bool {
+    match index.add(records, last_seq) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(event = "index_failed", error = %e, records = records.len(), "records not added to the local index");
+            false
+        }
     }
 }
 
 /// Adds the pending records the index has not seen (a crash between the outbox's commit and
 /// the index's): accepted records are searchable after any restart.
-fn reindex_pending(outbox: &Outbox, index: &mut Index) {
+fn reindex_pending(outbox: &Outbox, index: &mut Index, links: &WriterLinks) {
     let mut from = index.indexed_seq().map_or(0, |seq| seq + 1);
     loop {
+        // A large backlog takes a while: it is progress, and a stop still stops it.
+        links.heartbeat.beat();
+        if links.shutdown.is_shutdown() {
+            return;
+        }
         let page = match outbox.scan(from, 1000) {
             Ok((page, _)) if !page.is_empty() => page,
             Ok(_) => return,
@@ -116,7 +129,9 @@ fn reindex_pending(outbox: &Outbox, index: &mut Index) {
         let last = page.last().map(|(seq, _)| *seq).unwrap_or(from);
         let records: Vec<Record> = page.into_iter().map(|(_, r)| r).collect();
         tracing::info!(event = "reindexed", records = records.len(), "pending records added to the local index after a restart");
-        add_to_index(index, &records, last);
+        if !add_to_index(index, &records, last) {
+            return; // tried again after the next batch
+        }
         from = last + 1;
     }
 }

@@ -128,9 +128,14 @@ fn open_also_kept(config: &Config, stats: &Stats) -> anyhow::Result<AlsoKept> {
         stats.crops_stored(0, 0, 0, store.bytes());
         tracing::info!(dir = %store.dir().display(), bytes = store.bytes(), "crop store opened");
     }
-    let index = match config.search.enabled {
-        true => Some(Index::open(&config.device.data_dir, &config.search)?),
-        false => None,
+    // The index serves search; an index that cannot open must not stop the cameras.
+    let index = match config.search.enabled.then(|| Index::open(&config.device.data_dir, &config.search)) {
+        Some(Ok(index)) => Some(index),
+        Some(Err(e)) => {
+            tracing::error!(event = "index_unusable", error = %e, "the local index cannot be opened; records are not searchable on the device until this is fixed");
+            None
+        }
+        None => None,
     };
     if let Some(index) = &index {
         tracing::info!(records = index.len(), bytes = index.bytes(), "local index opened");

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks for meta-glimpse that need neither poky nor a build: oelint-adv, a parse of every recipe
-# with bitbake's own parser, the kas files with kas, and glimpse-crates.inc against Cargo.lock.
+# with bitbake's own parser, the kas files with kas, glimpse-crates.inc against Cargo.lock and
+# glimpse-licences.inc against the crates linked into the daemon (cargo metadata).
 # Runs them all, then exits 1 if any failed.
 #
 #   yocto/check.sh
@@ -88,6 +89,24 @@ if "$venv/bin/python" "$here/scripts/crates-inc.py" --lock "$repo/Cargo.lock" --
     fi
 else
     failed+=("crates-inc.py could not read Cargo.lock")
+fi
+
+# --- 5. crate licences against cargo metadata ---------------------------------------------
+echo "== glimpse-licences.inc against cargo metadata"
+licences="$layer/recipes-glimpse/glimpse/glimpse-licences.inc"
+fresh_licences="$(mktemp)"
+trap 'rm -f "$fresh" "$fresh_licences"' EXIT
+if "$venv/bin/python" "$here/scripts/crate-licences.py" --out "$fresh_licences"; then
+    if diff -u "$licences" "$fresh_licences" >/dev/null; then
+        echo "up to date: $(grep -c '^    file://' "$licences") licence files, $(grep -o '^# [0-9]* crates' "$licences" | tr -d '#')"
+    else
+        diff -u --label "glimpse-licences.inc (committed)" --label "from cargo metadata" "$licences" "$fresh_licences" | grep '^[-+][^-+]' | head -20
+        echo "glimpse-licences.inc does not match the crates linked into the daemon; regenerate it with:"
+        echo "    python3 yocto/scripts/crate-licences.py --out yocto/meta-glimpse/recipes-glimpse/glimpse/glimpse-licences.inc"
+        failed+=("glimpse-licences.inc is stale")
+    fi
+else
+    failed+=("crate-licences.py could not read cargo metadata")
 fi
 
 echo

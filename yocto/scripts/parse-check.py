@@ -15,6 +15,7 @@ configuration uses the paths the unit and the models recipe use.
 """
 
 import argparse
+import ast
 import glob
 import hashlib
 import re
@@ -182,6 +183,7 @@ def check_recipe(recipe: Path, d, layer: Path) -> None:
         if not (REPO / rel).exists():
             error(where, f"uses ${{S}}/{rel}, which is not in the repository")
 
+    check_licence_expression(where, d.getVar("LICENSE") or "")
     for entry in (d.getVar("LIC_FILES_CHKSUM") or "").split():
         if not entry.startswith("file://") or "${" in entry:
             continue
@@ -194,6 +196,21 @@ def check_recipe(recipe: Path, d, layer: Path) -> None:
         actual = lic_md5(path, int(params.get("beginline", 0)), int(params.get("endline", 0)))
         if params.get("md5") != actual:
             error(where, f"LIC_FILES_CHKSUM for {rel} has md5={params.get('md5')}, the file gives {actual}: has the licence changed?")
+
+
+def check_licence_expression(where: str, licence: str) -> None:
+    """LICENSE in OpenEmbedded's grammar (oe.license): names joined by & and |, with parentheses."""
+    names = re.findall(r"[A-Za-z0-9.+_-]+", licence)
+    if not names:
+        error(where, "LICENSE is empty")
+        return
+    if any(name in ("AND", "OR", "WITH") for name in names):
+        error(where, f"LICENSE uses SPDX operators, which OpenEmbedded does not read: {licence}")
+    shape = re.sub(r"[A-Za-z0-9.+_-]+", "x", licence)
+    try:
+        ast.parse(shape, mode="eval")
+    except SyntaxError:
+        error(where, f"LICENSE is not a valid expression (names joined by & and |): {licence}")
 
 
 def check_default_config(layer: Path) -> None:

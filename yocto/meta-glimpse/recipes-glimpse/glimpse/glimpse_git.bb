@@ -5,7 +5,9 @@ DESCRIPTION = "Edge appliance: cameras -> DETR -> CLIP -> durable outbox -> Pine
                monitored over MQTT. Decodes camera streams with GStreamer, runs both models \
                on the device with tract and runs as a systemd service."
 SECTION = "multimedia"
-LICENSE = "Apache-2.0"
+# The daemon's own licence, and those of the crates linked into it (glimpse-licences.inc,
+# generated from cargo metadata), so that the licence manifest and INCOMPATIBLE_LICENSE see them.
+LICENSE = "Apache-2.0 & ${GLIMPSE_CRATES_LICENSE}"
 # The sources have no licence file: the workspace Cargo.toml declares the licence.
 LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=9;endline=9;md5=2507bd5f0713f05419cd2f22fa06fe62"
 # In-house code with no NVD entry; the default (BPN) would match the unrelated Glimpse search tool.
@@ -30,6 +32,7 @@ SRC_URI = "git://${GLIMPSE_GIT_REPO};protocol=${GLIMPSE_GIT_PROTOCOL};branch=${G
            file://glimpse.toml \
 "
 require glimpse-crates.inc
+require glimpse-licences.inc
 
 # cargo runs --frozen, so the commit built must carry the Cargo.lock that glimpse-crates.inc
 # was generated from. The layer and the sources live in one repository, so by default the branch

@@ -23,6 +23,7 @@ pub fn check(file: &Path) -> Vec<String> {
         Err(e) => return e.problems.iter().map(|p| e.describe(p)).collect(),
     };
     let mut problems = Vec::new();
+    println!("ok: device.id {}", config.device.id);
     check_data_dir(&config, &mut problems);
     let dimension = check_models(&config, &mut problems);
     check_cameras(&config, &mut problems);

@@ -70,7 +70,7 @@ fn readme_defaults() -> Vec<(String, String)> {
         let section = keys[0].rsplit_once('.').map_or("", |(s, _)| s);
         for (i, key) in keys.iter().enumerate() {
             let default = defaults.get(i).or(defaults.first()).copied().unwrap_or_default();
-            if ["required", "section optional", "—", "none", ""].contains(&default) || key.contains('<') {
+            if ["required", "section optional", "from the machine id", "—", "none", ""].contains(&default) || key.contains('<') {
                 continue;
             }
             let full = if i == 0 { key.to_string() } else { format!("{section}.{key}") };

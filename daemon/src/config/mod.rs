@@ -53,7 +53,9 @@ pub struct Config {
 /// `[device]`: who this box is and where it keeps its state.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct DeviceConfig {
-    /// `[a-z0-9_-]{1,64}`; appears in MQTT topics and in every vector id.
+    /// `[a-z0-9_-]{1,64}`; appears in MQTT topics and in every vector id. Absent: derived from
+    /// the machine id, so that every device flashed from one image has its own.
+    #[serde(default = "machine_device_id")]
     pub id: String,
     /// Directory for the sled outbox and other state.
     pub data_dir: PathBuf,
@@ -67,9 +69,29 @@ fn default_inference_threads() -> usize {
     1
 }
 
+/// Glimpse's application id for systemd's app-specific machine id: the derived device id is
+/// stable for a machine, while the machine id itself never leaves the box.
+const DEVICE_APP_ID: &str = "74a20344e6e34c14acb0eb6ef5710538";
+
+/// `glimpse-` and the first 12 hex digits of this machine's id for Glimpse, the same as
+/// `systemd-id128 machine-id --app-specific=74a20344e6e34c14acb0eb6ef5710538`; empty when the
+/// machine has no id (validation then asks for `device.id`).
+fn machine_device_id() -> String {
+    let app = systemd::id128::Id128::from_cstr(DEVICE_APP_ID).expect("DEVICE_APP_ID is a valid id");
+    match systemd::id128::Id128::from_machine_app_specific(&app) {
+        Ok(id) => format!("glimpse-{}", &id.to_string()[..12]),
+        Err(_) => String::new(),
+    }
+}
+
 impl DeviceConfig {
     fn validate(&self, at: &KeyPath, problems: &mut Vec<Problem>) {
-        check_name(&self.id, &at.key("id"), problems);
+        if self.id.is_empty() {
+            problems
+                .push(Problem::new(at.key("id"), "is not set and this machine has no /etc/machine-id to derive it from; set device.id"));
+        } else {
+            check_name(&self.id, &at.key("id"), problems);
+        }
         if self.data_dir.as_os_str().is_empty() {
             problems.push(Problem::new(at.key("data_dir"), "must not be empty; set a directory such as \"/var/lib/glimpse\""));
         }
@@ -394,6 +416,17 @@ model = "/m/clip.onnx"
         assert!(found[0].starts_with("g.toml:3:6: device.id: \"Lab 01\" is not a valid name"), "{found:#?}");
         assert!(found[1].starts_with("g.toml:9:14: cameras[0].sample_fps: must be above 0"), "{found:#?}");
         assert!(found[2].starts_with("g.toml:13:13: detector.threshold: must be between 0 and 1"), "{found:#?}");
+    }
+
+    #[test]
+    fn without_device_id_each_machine_gets_its_own_from_its_machine_id() {
+        let config = Config::parse(&VALID.replace("id = \"lab-01\"\n", ""), Path::new("g.toml")).expect("valid without an id");
+        let expected = std::process::Command::new("systemd-id128")
+            .args(["machine-id", &format!("--app-specific={DEVICE_APP_ID}")])
+            .output()
+            .expect("systemd-id128 (package systemd)");
+        let expected = String::from_utf8_lossy(&expected.stdout);
+        assert_eq!(config.device.id, format!("glimpse-{}", &expected.trim()[..12]));
     }
 
     #[test]

@@ -70,7 +70,7 @@ echo "== kas files (kas $("$venv/bin/python" -c 'import kas; print(kas.__version
 "$venv/bin/python" "$here/scripts/kas-check.py" 2>&1 || failed+=("kas files (FAIL lines above)")
 
 # --- 3b. what a parse cannot see ------------------------------------------------------------
-echo "== recipe behaviour (do_configure run twice; TLS at run time)"
+echo "== recipe behaviour (do_configure twice, run-time TLS, machine-arch leak, path remapping, SSH keys)"
 "$venv/bin/python" "$here/scripts/recipe-behaviour.py" --layer "$layer" || failed+=("recipe behaviour (FAIL lines above)")
 
 # --- 4. crates against Cargo.lock ----------------------------------------------------------

@@ -213,6 +213,28 @@ def check_licence_expression(where: str, licence: str) -> None:
         error(where, f"LICENSE is not a valid expression (names joined by & and |): {licence}")
 
 
+def check_decoder_choice(recipe: Path, base, where: str) -> None:
+    """GLIMPSE_DECODERS selects the decoder packages, per machine; a misspelt choice stops the parse."""
+    expected = {
+        ("hardware libav", ""): {"gstreamer1.0-libav"},
+        ("hardware", ""): set(),
+        ("hardware openh264", ""): {"gstreamer1.0-plugins-bad-openh264"},
+        ("hardware libav", "tegra"): {"gstreamer1.0-libav", "gstreamer1.0-plugins-nvvideo4linux2"},
+        ("libav", "tegra"): {"gstreamer1.0-libav"},
+    }
+    decoders = {"gstreamer1.0-libav", "gstreamer1.0-plugins-bad-openh264", "gstreamer1.0-plugins-nvvideo4linux2"}
+    for (choice, machine), wanted in expected.items():
+        d = parse(recipe, base, {"GLIMPSE_DECODERS": choice, "OVERRIDES": machine})
+        got = set((d.getVar(f"RDEPENDS:{d.getVar('PN')}") or "").split()) & decoders
+        if got != wanted:
+            error(where, f"GLIMPSE_DECODERS = {choice!r} on {machine or 'a generic machine'} installs {sorted(got)}, expected {sorted(wanted)}")
+    try:
+        parse(recipe, base, {"GLIMPSE_DECODERS": "hardwre"})
+        error(where, "a misspelt GLIMPSE_DECODERS is accepted")
+    except Exception:  # bb.fatal raises bb.BBHandledException from the anonymous function
+        pass
+
+
 def check_default_config(layer: Path) -> None:
     """The image's glimpse.toml against the unit and the models recipe."""
     where = "recipes-glimpse/glimpse/files/glimpse.toml"
@@ -282,6 +304,8 @@ def main() -> int:
             inherited = sorted({Path(c).stem for c in d.getVar("__inherit_cache", False) or []})
             print(f"ok   {where} (PN {d.getVar('PN')}, inherits {', '.join(inherited) or 'nothing'})")
             check_recipe(recipe, d, layer)
+            if d.getVar("PN") == "packagegroup-glimpse":
+                check_decoder_choice(recipe, base, where)
 
         check_default_config(layer)
 

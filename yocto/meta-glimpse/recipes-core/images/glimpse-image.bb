@@ -12,6 +12,22 @@ REQUIRED_DISTRO_FEATURES = "systemd"
 
 IMAGE_FEATURES += "ssh-server-openssh"
 
+# Root logs in over SSH with a key: OpenSSH's default (PermitRootLogin prohibit-password) refuses
+# passwords for root, and a key is what a device in the field should use anyway. Set it to one or
+# more public keys, separated by ";", e.g. in local.conf or kas/site.yml:
+#   GLIMPSE_SSH_AUTHORIZED_KEYS = "ssh-ed25519 AAAA... me@laptop"
+GLIMPSE_SSH_AUTHORIZED_KEYS ??= ""
+ROOTFS_POSTPROCESS_COMMAND += "glimpse_authorized_keys"
+glimpse_authorized_keys[doc] = "Writes GLIMPSE_SSH_AUTHORIZED_KEYS to root's authorized_keys in the image"
+glimpse_authorized_keys() {
+    if [ -n "${GLIMPSE_SSH_AUTHORIZED_KEYS}" ]; then
+        install -d -m 0700 ${IMAGE_ROOTFS}${ROOT_HOME}/.ssh
+        printf '%s\n' "${GLIMPSE_SSH_AUTHORIZED_KEYS}" | tr ';' '\n' | sed 's/^ *//; /^$/d' \
+            >${IMAGE_ROOTFS}${ROOT_HOME}/.ssh/authorized_keys
+        chmod 0600 ${IMAGE_ROOTFS}${ROOT_HOME}/.ssh/authorized_keys
+    fi
+}
+
 # glimpse-doc: the README that the unit's Documentation= (file:///usr/share/doc/glimpse) names.
 IMAGE_INSTALL:append = " \
     glimpse \

@@ -19,8 +19,13 @@ GLIMPSE_MODELS_URI ??= ""
 GLIMPSE_DETR_SHA256 ??= ""
 GLIMPSE_CLIP_SHA256 ??= ""
 
-SRC_URI = "${GLIMPSE_MODELS_URI}/detr.onnx;name=detr \
-           ${GLIMPSE_MODELS_URI}/clip_vision.onnx;name=clip \
+# The version moves with the models, so a package feed or an update sees new models as an upgrade.
+PV = "1.0+detr${@d.getVar('GLIMPSE_DETR_SHA256')[:12]}+clip${@d.getVar('GLIMPSE_CLIP_SHA256')[:12]}"
+
+# DL_DIR keeps downloads by file name, so each is named after its checksum: new models behind the
+# same URL are downloaded again instead of failing against the cached old file.
+SRC_URI = "${GLIMPSE_MODELS_URI}/detr.onnx;name=detr;downloadfilename=glimpse-detr-${GLIMPSE_DETR_SHA256}.onnx \
+           ${GLIMPSE_MODELS_URI}/clip_vision.onnx;name=clip;downloadfilename=glimpse-clip-vision-${GLIMPSE_CLIP_SHA256}.onnx \
 "
 SRC_URI[detr.sha256sum] = "${GLIMPSE_DETR_SHA256}"
 SRC_URI[clip.sha256sum] = "${GLIMPSE_CLIP_SHA256}"
@@ -44,8 +49,8 @@ do_compile[noexec] = "1"
 # The paths that config/glimpse.example.toml and the image's /etc/glimpse/glimpse.toml use.
 do_install() {
     install -d ${D}${datadir}/glimpse/models
-    install -m 0644 ${WORKDIR}/detr.onnx ${D}${datadir}/glimpse/models/detr.onnx
-    install -m 0644 ${WORKDIR}/clip_vision.onnx ${D}${datadir}/glimpse/models/clip_vision.onnx
+    install -m 0644 ${WORKDIR}/glimpse-detr-${GLIMPSE_DETR_SHA256}.onnx ${D}${datadir}/glimpse/models/detr.onnx
+    install -m 0644 ${WORKDIR}/glimpse-clip-vision-${GLIMPSE_CLIP_SHA256}.onnx ${D}${datadir}/glimpse/models/clip_vision.onnx
 }
 
 FILES:${PN} += "${datadir}/glimpse/models"

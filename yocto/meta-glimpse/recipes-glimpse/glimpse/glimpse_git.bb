@@ -52,6 +52,9 @@ CARGO_MANIFEST_PATH = "${S}/daemon/Cargo.toml"
 CARGO_BUILD_PROFILE = "release"
 # do_compile has no network: every crate comes from the fetcher (glimpse-crates.inc).
 EXTRA_CARGO_FLAGS = "--frozen"
+# Build paths (the work directory, with the sources and every crate) stay out of the binary's
+# panic messages and debug info: they become the debug-source path, as for C recipes.
+EXTRA_RUSTFLAGS = "--remap-path-prefix=${WORKDIR}=${TARGET_DBGSRC_DIR}"
 # Where bitbake's crate fetcher unpacks crates, each with the .cargo-checksum.json cargo needs.
 CARGO_VENDORING_DIRECTORY = "${WORKDIR}/cargo_home/bitbake"
 
@@ -86,6 +89,12 @@ do_install:append() {
     install -m 0600 /dev/null ${D}${sysconfdir}/glimpse/credentials/pinecone-api-key
     install -m 0600 /dev/null ${D}${sysconfdir}/glimpse/credentials/mqtt-password
 
+    # glimpse.service waits for real time (time-sync.target) at most this long: boards without a
+    # battery-backed clock boot in the past (docs/service.md, "Clock at boot").
+    install -d ${D}${systemd_system_unitdir}/systemd-time-wait-sync.service.d
+    install -m 0644 ${S}/systemd/systemd-time-wait-sync.service.d/glimpse.conf \
+        ${D}${systemd_system_unitdir}/systemd-time-wait-sync.service.d/glimpse.conf
+
     # The unit's Documentation= points here.
     install -d ${D}${docdir}/glimpse
     install -m 0644 ${S}/README.md ${D}${docdir}/glimpse/README.md
@@ -109,11 +118,18 @@ GROUPADD_PARAM:${PN} = "--system render"
 USERADD_PARAM:${PN} = "--system --user-group --no-create-home --home-dir ${localstatedir}/lib/glimpse \
                        --shell ${base_sbindir}/nologin --groups video,render glimpse"
 
-FILES:${PN} += "${systemd_system_unitdir}/glimpse.service.d"
+FILES:${PN} += "${systemd_system_unitdir}/glimpse.service.d \
+                ${systemd_system_unitdir}/systemd-time-wait-sync.service.d \
+"
 # Package upgrades keep local edits and secrets.
 CONFFILES:${PN} = "${sysconfdir}/glimpse/glimpse.toml \
                    ${sysconfdir}/glimpse/credentials/pinecone-api-key \
                    ${sysconfdir}/glimpse/credentials/mqtt-password \
 "
 
-RDEPENDS:${PN} = "packagegroup-glimpse"
+# TLS at run time: reqwest's rustls verifies Pinecone's and the bucket's certificates against the
+# system trust store (ca-certificates); rtsps:// and https:// cameras go through GIO's TLS
+# (glib-networking). The GStreamer plugins are machine-specific (packagegroup-glimpse, which the
+# image installs): a package of the tune's architecture that depended on a machine-arch one would
+# be rebuilt for every machine (sstate's machine-arch leak).
+RDEPENDS:${PN} = "ca-certificates glib-networking"

@@ -12,16 +12,25 @@ PACKAGE_ARCH = "${MACHINE_ARCH}"
 
 inherit packagegroup
 
-# TLS: reqwest's rustls verifies Pinecone's and the bucket's certificates against the system
-# trust store (ca-certificates); rtsps:// and https:// cameras go through GIO's TLS
-# (glib-networking).
+# Which decoders the image carries (set in local.conf or a kas file), any of:
+#   hardware  the board's own: the Jetson's nvv4l2decoder (+ nvvidconv, csi:// via Argus), the
+#             Raspberry Pi's v4l2h264dec (in the V4L2 plugin, always present for USB cameras)
+#   libav     avdec_h264/avdec_h265 from FFmpeg: any H.264/H.265 stream, in software. Flagged
+#             commercial (codec patents): accept commercial_gstreamer1.0-libav and commercial_ffmpeg.
+#   openh264  Cisco's OpenH264 (H.264 only, software): needs meta-multimedia's openh264 and
+#             PACKAGECONFIG:append:pn-gstreamer1.0-plugins-bad = " openh264".
+# Without a software decoder a stream the hardware cannot take fails to start, and `glimpse check`
+# says which element is missing (docs/decoders.md).
+GLIMPSE_DECODERS ??= "hardware libav"
+
 # The pipeline: uridecodebin ! ... ! videorate ! videoconvert ! appsink, or videotestsrc for test:.
-# RTSP/RTP over TCP or UDP, MP4 files, V4L2 USB cameras (and the Raspberry Pi's stateful H.264
-# decoder, v4l2h264dec), H.264/H.265 parsers, and avdec_* as the software decoders.
+# RTSP/RTP over TCP or UDP, MP4 files, V4L2 USB cameras, H.264/H.265 parsers.
+GLIMPSE_SOFTWARE_DECODERS = "\
+    ${@bb.utils.contains('GLIMPSE_DECODERS', 'libav', 'gstreamer1.0-libav', '', d)} \
+    ${@bb.utils.contains('GLIMPSE_DECODERS', 'openh264', 'gstreamer1.0-plugins-bad-openh264', '', d)} \
+"
 RDEPENDS:${PN} = "\
-    ca-certificates \
-    glib-networking \
-    gstreamer1.0-libav \
+    ${GLIMPSE_SOFTWARE_DECODERS} \
     gstreamer1.0-plugins-bad-videoparsersbad \
     gstreamer1.0-plugins-base-app \
     gstreamer1.0-plugins-base-playback \
@@ -39,12 +48,23 @@ RDEPENDS:${PN} = "\
 
 # Jetson (meta-tegra): nvv4l2decoder, nvvidconv (NVMM to system memory) and csi:// through
 # nvarguscamerasrc, which needs the Argus daemon.
-RDEPENDS:${PN}:append:tegra = " \
+GLIMPSE_TEGRA_DECODERS = "\
     gstreamer1.0-plugins-nvarguscamerasrc \
     gstreamer1.0-plugins-nvvidconv \
     gstreamer1.0-plugins-nvvideo4linux2 \
     tegra-argus-daemon \
 "
+RDEPENDS:${PN}:append:tegra = " ${@bb.utils.contains('GLIMPSE_DECODERS', 'hardware', d.getVar('GLIMPSE_TEGRA_DECODERS'), '', d)}"
+
+# A misspelt decoder would silently leave the image without one.
+# nooelint: oelint.task.noanonpython
+python () {
+    unknown = set((d.getVar("GLIMPSE_DECODERS") or "").split()) - {"hardware", "libav", "openh264"}
+    if unknown:
+        bb.fatal("GLIMPSE_DECODERS: unknown %s; choose from hardware, libav, openh264" % ", ".join(sorted(unknown)))
+    if not d.getVar("GLIMPSE_DECODERS").split():
+        bb.fatal("GLIMPSE_DECODERS is empty: no camera stream could be decoded")
+}
 
 # Optional sources: http(s):// cameras and MJPEG USB cameras.
 RRECOMMENDS:${PN} = "\

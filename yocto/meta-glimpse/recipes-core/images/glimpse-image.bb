@@ -35,3 +35,6 @@ IMAGE_INSTALL:append = " \
     glimpse-models \
     packagegroup-glimpse \
 "
+# The Pi's card image gives /var/lib/glimpse its own partition (wic/glimpse-sdimage-raspberrypi.wks),
+# grown to the end of the card at first boot.
+IMAGE_INSTALL:append:rpi = " glimpse-grow-data"

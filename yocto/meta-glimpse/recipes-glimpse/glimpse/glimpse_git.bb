@@ -95,6 +95,11 @@ do_install:append() {
     install -m 0644 ${S}/systemd/systemd-time-wait-sync.service.d/glimpse.conf \
         ${D}${systemd_system_unitdir}/systemd-time-wait-sync.service.d/glimpse.conf
 
+    # Card images: grows the glimpse-data partition to the end of the card (glimpse-grow-data).
+    install -m 0644 ${S}/systemd/glimpse-grow-data.service ${D}${systemd_system_unitdir}/glimpse-grow-data.service
+    install -d ${D}${libexecdir}/glimpse
+    install -m 0755 ${S}/systemd/glimpse-grow-data ${D}${libexecdir}/glimpse/glimpse-grow-data
+
     # The unit's Documentation= points here.
     install -d ${D}${docdir}/glimpse
     install -m 0644 ${S}/README.md ${D}${docdir}/glimpse/README.md
@@ -108,7 +113,9 @@ do_install:append:tegra() {
 }
 PACKAGE_ARCH:tegra = "${MACHINE_ARCH}"
 
+SYSTEMD_PACKAGES = "${PN} ${PN}-grow-data"
 SYSTEMD_SERVICE:${PN} = "glimpse.service"
+SYSTEMD_SERVICE:${PN}-grow-data = "glimpse-grow-data.service"
 # Started at boot: an appliance (the class's default, said here so that nobody has to look it up).
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 
@@ -118,6 +125,9 @@ GROUPADD_PARAM:${PN} = "--system render"
 USERADD_PARAM:${PN} = "--system --user-group --no-create-home --home-dir ${localstatedir}/lib/glimpse \
                        --shell ${base_sbindir}/nologin --groups video,render glimpse"
 
+# glimpse-grow-data: for images whose wks gives /var/lib/glimpse its own partition (the Pi's).
+PACKAGES =+ "${PN}-grow-data"
+FILES:${PN}-grow-data += "${systemd_system_unitdir}/glimpse-grow-data.service ${libexecdir}/glimpse/glimpse-grow-data"
 FILES:${PN} += "${systemd_system_unitdir}/glimpse.service.d \
                 ${systemd_system_unitdir}/systemd-time-wait-sync.service.d \
 "
@@ -133,3 +143,4 @@ CONFFILES:${PN} = "${sysconfdir}/glimpse/glimpse.toml \
 # image installs): a package of the tune's architecture that depended on a machine-arch one would
 # be rebuilt for every machine (sstate's machine-arch leak).
 RDEPENDS:${PN} = "ca-certificates glib-networking"
+RDEPENDS:${PN}-grow-data = "util-linux-partx util-linux-sfdisk"

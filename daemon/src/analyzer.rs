@@ -3,15 +3,17 @@
 //! tracker chose → [`Record`]s with stable ids — then hands them to the outbox writer.
 //!
 //! It owns the detector, the embedder, each camera's attention (motion gate and tracker, made on
-//! its first frame and forgotten when the camera departs) and the [`IdClock`] of live cameras'
-//! record ids. It does no I/O and runs on its own thread, never on a tokio worker.
+//! its first frame and forgotten when the camera departs), the [`IdClock`] of live cameras'
+//! record ids, each camera's [`TrackLog`] and the active [`Triggers`]: object events and trigger
+//! matches leave through a bounded queue to the MQTT task that never makes this thread wait. It
+//! does no I/O and runs on its own thread, never on a tokio worker.
 //!
 //! Time: decisions use stream time — a file's position, or a live frame's monotonic capture
 //! time — so reruns of a file decide alike and no wall-clock step moves a decision. Record ids
 //! use a file's position, or a live frame's wall-clock capture time through the [`IdClock`].
 
 use std::collections::HashMap;
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,12 +21,14 @@ use crate::clock::IdClock;
 use crate::crops;
 use crate::detect::{Detection, ObjectDetector};
 use crate::embed::{clamp_box, crop, ImageEmbedder, PixelBox};
+use crate::events::{self, Message, Sighting, TrackEvent, TrackLog};
 use crate::record::{record_id, Metadata, NewRecord, Record};
 use crate::schedule::{RecvError, Scheduler};
 use crate::source::Frame;
 use crate::stats::{CameraStats, FrameOutcome, Stats};
 use crate::systemd_notify::Heartbeat;
 use crate::track::{AnalysisConfig, Attention};
+use crate::triggers::{Prepared, Triggers};
 
 /// How often an idle stage shows it is alive.
 pub const IDLE_BEAT: Duration = Duration::from_millis(250);
@@ -43,6 +47,24 @@ pub struct Settings {
 struct Camera {
     attention: Attention,
     stats: Arc<CameraStats>,
+    /// The tracks the broker has heard of (when events are on).
+    log: Option<TrackLog>,
+}
+
+/// Where object events and trigger matches go, and which tracks make events.
+pub struct Broker {
+    pub queue: events::Queue,
+    /// `None`: only trigger matches are published, no object events.
+    pub events: Option<events::Filter>,
+}
+
+/// A tracked object in one frame: its track, detection and box, and the record made of it.
+struct Seen {
+    track_id: String,
+    label: &'static str,
+    score: f32,
+    bbox: PixelBox,
+    record: Option<usize>,
 }
 
 pub struct Analyzer<D, E> {
@@ -54,6 +76,10 @@ pub struct Analyzer<D, E> {
     /// The origin of live cameras' stream time.
     epoch: Instant,
     cameras: HashMap<String, Camera>,
+    broker: Option<Broker>,
+    triggers: Triggers,
+    /// New trigger sets from the supervisor (start-up and reloads).
+    trigger_updates: Option<Receiver<Vec<Prepared>>>,
 }
 
 /// When a frame was taken, twice: for decisions and for ids.
@@ -67,27 +93,71 @@ struct FrameTime {
 
 impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
     pub fn new(detector: D, embedder: E, settings: Settings, stats: Arc<Stats>, ids: Arc<IdClock>) -> Self {
-        Self { detector, embedder, settings, stats, ids, epoch: Instant::now(), cameras: HashMap::new() }
+        let cameras = HashMap::new();
+        let (broker, triggers, trigger_updates) = (None, Triggers::default(), None);
+        Self { detector, embedder, settings, stats, ids, epoch: Instant::now(), cameras, broker, triggers, trigger_updates }
+    }
+
+    /// Object events and trigger matches go to `broker`; trigger sets arrive on `triggers`.
+    pub fn with_broker(mut self, broker: Broker, triggers: Receiver<Vec<Prepared>>) -> Self {
+        self.broker = Some(broker);
+        self.trigger_updates = Some(triggers);
+        self
     }
 
     /// The thread's loop: until the scheduler says every camera has finished, or the writer is gone.
     pub fn run(mut self, frames: &Scheduler, records: SyncSender<Vec<NewRecord>>, beat: &Heartbeat) {
         loop {
             beat.beat();
+            self.take_trigger_updates();
             for camera in frames.take_departed() {
-                self.cameras.remove(&camera);
+                self.camera_departed(&camera);
             }
             let frame = match frames.recv_timeout(IDLE_BEAT) {
                 Ok(frame) => frame,
                 Err(RecvError::Timeout) => continue,
-                Err(RecvError::Finished) => return,
+                Err(RecvError::Finished) => break,
             };
             test_hooks::maybe_wedge_inference();
             let made = self.analyze(&frame);
             tracing::debug!(event = "frame_analysed", camera = %frame.camera, records = made.len());
             if !made.is_empty() && records.send(made).is_err() {
                 tracing::error!("outbox writer is gone; stopping inference");
-                return;
+                break;
+            }
+        }
+        // Stopping: every track the broker heard of ends, before the daemon says offline.
+        let cameras: Vec<String> = self.cameras.keys().cloned().collect();
+        for camera in cameras {
+            self.camera_departed(&camera);
+        }
+    }
+
+    fn take_trigger_updates(&mut self) {
+        let Some(updates) = &self.trigger_updates else { return };
+        let mut latest = None;
+        while let Ok(prepared) = updates.try_recv() {
+            latest = Some(prepared);
+        }
+        if let Some(prepared) = latest {
+            let report = self.triggers.activate(prepared, &mut self.embedder);
+            self.stats.triggers_configured(&report);
+        }
+    }
+
+    fn camera_departed(&mut self, name: &str) {
+        if let Some(mut log) = self.cameras.remove(name).and_then(|c| c.log) {
+            let mut ended = Vec::new();
+            log.end_all(&mut ended);
+            self.send_events(ended);
+        }
+        self.triggers.camera_departed(name);
+    }
+
+    fn send_events(&self, events: Vec<TrackEvent>) {
+        if let Some(broker) = &self.broker {
+            for event in events {
+                broker.queue.send(Message::Track(event));
             }
         }
     }
@@ -98,6 +168,9 @@ impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
         let time = self.frame_time(frame);
         let camera = self.camera(&frame.camera);
         camera.stats.frame_taken(frame.captured.elapsed());
+        camera.attention.tracker.expire(time.stream_ms);
+        self.end_lost_tracks(&frame.camera);
+        let camera = self.camera(&frame.camera);
         if !camera.attention.gate.check(&frame.image, time.stream_ms).detect() {
             camera.stats.frame_gated();
             return Vec::new();
@@ -110,15 +183,66 @@ impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
             }
         };
         self.stats.detector_plans(self.detector.plans_held());
-        let (records, outcome) = self.embed_chosen(frame, time, &detections);
+        let (records, outcome, seen) = self.embed_chosen(frame, time, &detections);
         self.camera(&frame.camera).stats.frame_analysed(outcome, started.elapsed());
+        self.tell_broker(frame, time, &seen, &records);
         records
+    }
+
+    /// Ends the events of tracks the tracker stopped following, and forgets what they fired.
+    fn end_lost_tracks(&mut self, name: &str) {
+        let Some(camera) = self.cameras.get_mut(name) else { return };
+        let Some(log) = camera.log.as_mut() else { return };
+        let mut ended = Vec::new();
+        let tracker = &camera.attention.tracker;
+        log.end_unless(|id| tracker.follows(id), &mut ended);
+        for event in &ended {
+            self.triggers.track_ended(name, &event.track_id);
+        }
+        self.send_events(ended);
+    }
+
+    /// Object events for what the frame showed, and the matches of its new records.
+    fn tell_broker(&mut self, frame: &Frame, time: FrameTime, seen: &[Seen], records: &[NewRecord]) {
+        let Some(broker) = &self.broker else { return };
+        let (frame_w, frame_h) = frame.image.dimensions();
+        let mut out = Vec::new();
+        if let Some(log) = self.cameras.get_mut(&*frame.camera).and_then(|c| c.log.as_mut()) {
+            for s in seen {
+                let record = s.record.map(|i| &records[i].record).map(|r| (r.id.as_str(), r.metadata.crop.as_deref()));
+                let sighting = Sighting {
+                    track_id: &s.track_id,
+                    label: s.label,
+                    score: s.score,
+                    bbox: s.bbox,
+                    frame_w,
+                    frame_h,
+                    ts: frame.ts,
+                    stream_ms: time.stream_ms,
+                    record,
+                };
+                log.saw(&frame.camera, sighting, &mut out);
+            }
+        }
+        for event in out {
+            broker.queue.send(Message::Track(event));
+        }
+        if self.triggers.is_empty() {
+            return;
+        }
+        for new in records {
+            for matched in self.triggers.check(&new.record, time.stream_ms) {
+                tracing::info!(event = "trigger_matched", trigger = %matched.trigger, record = %matched.record_id, similarity = matched.similarity);
+                self.stats.trigger_matched(&matched.trigger, serde_json::to_value(&matched).unwrap_or_default());
+                broker.queue.send(Message::Match(matched));
+            }
+        }
     }
 
     /// Tracks the frame's boxes and embeds those the tracker chose. A failed embedding costs
     /// its own record only; the tracker learns of an embedding once it succeeded, so the object
     /// is tried again on its next frame.
-    fn embed_chosen(&mut self, frame: &Frame, time: FrameTime, detections: &[Detection]) -> (Vec<NewRecord>, FrameOutcome) {
+    fn embed_chosen(&mut self, frame: &Frame, time: FrameTime, detections: &[Detection]) -> (Vec<NewRecord>, FrameOutcome, Vec<Seen>) {
         let (frame_w, frame_h) = frame.image.dimensions();
         let min_box = self.settings.min_box_px;
         let boxes: Vec<(usize, &Detection, PixelBox)> =
@@ -129,7 +253,9 @@ impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
         let mut outcome =
             FrameOutcome { detections: detections.len(), too_small: detections.len() - boxes.len(), ..FrameOutcome::default() };
         let mut records = Vec::new();
+        let mut seen = Vec::with_capacity(boxes.len());
         for ((index, det, b), assignment) in boxes.into_iter().zip(assignments) {
+            seen.push(Seen { track_id: assignment.track_id.clone(), label: det.label, score: det.score, bbox: b, record: None });
             if !assignment.embed {
                 outcome.deduplicated += 1;
                 continue;
@@ -144,6 +270,7 @@ impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
                     if crop_jpeg.is_some() {
                         metadata.crop = Some(crops::key(&self.settings.device, &frame.camera, frame.ts, &id));
                     }
+                    seen.last_mut().expect("pushed above").record = Some(records.len());
                     records.push(NewRecord { record: Record { id, values, metadata }, crop_jpeg });
                 }
                 Err(e) => {
@@ -153,7 +280,7 @@ impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
             }
         }
         outcome.embedded = records.len();
-        (records, outcome)
+        (records, outcome, seen)
     }
 
     fn frame_time(&self, frame: &Frame) -> FrameTime {
@@ -167,9 +294,12 @@ impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
 
     fn camera(&mut self, name: &str) -> &mut Camera {
         let (analysis, stats) = (&self.settings.analysis, &self.stats);
-        self.cameras
-            .entry(name.to_owned())
-            .or_insert_with(|| Camera { attention: Attention::new(analysis, name), stats: stats.existing_camera(name) })
+        let filter = self.broker.as_ref().and_then(|b| b.events.clone());
+        self.cameras.entry(name.to_owned()).or_insert_with(|| Camera {
+            attention: Attention::new(analysis, name),
+            stats: stats.existing_camera(name),
+            log: filter.map(TrackLog::new),
+        })
     }
 }
 

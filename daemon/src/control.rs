@@ -30,12 +30,21 @@ pub enum Command {
         #[serde(default)]
         id: Option<String>,
     },
+    /// List the semantic triggers with their matches so far.
+    Triggers {
+        #[serde(default)]
+        id: Option<String>,
+    },
 }
 
 impl Command {
     pub fn id(&self) -> Option<&str> {
         match self {
-            Command::Pause { id, .. } | Command::Resume { id, .. } | Command::Reload { id } | Command::Flush { id } => id.as_deref(),
+            Command::Pause { id, .. }
+            | Command::Resume { id, .. }
+            | Command::Reload { id }
+            | Command::Flush { id }
+            | Command::Triggers { id } => id.as_deref(),
         }
     }
 
@@ -45,20 +54,22 @@ impl Command {
             Command::Resume { .. } => "resume",
             Command::Reload { .. } => "reload",
             Command::Flush { .. } => "flush",
+            Command::Triggers { .. } => "triggers",
         }
     }
 }
 
-/// A command and where its answer goes: `Ok(message)` or `Err(reason)`.
+/// A command and where its answer goes: `Ok(message)` (a sentence, or for `triggers` a list)
+/// or `Err(reason)`.
 pub struct Request {
     pub command: Command,
-    pub reply: oneshot::Sender<Result<String, String>>,
+    pub reply: oneshot::Sender<Result<serde_json::Value, String>>,
 }
 
 /// Parses a command payload; the error names what is wrong, for the result topic.
 pub fn parse(payload: &[u8]) -> Result<Command, String> {
     serde_json::from_slice(payload).map_err(|e| {
-        format!("not a command ({e}); send JSON such as {{\"command\": \"pause\", \"camera\": \"street\"}}; commands: pause, resume, reload, flush")
+        format!("not a command ({e}); send JSON such as {{\"command\": \"pause\", \"camera\": \"street\"}}; commands: pause, resume, reload, flush, triggers")
     })
 }
 
@@ -76,7 +87,7 @@ mod tests {
     fn malformed_and_unknown_commands_are_explained() {
         for bad in [&b"nonsense"[..], br#"{"command":"explode"}"#, br#"{"command":"pause"}"#, br#"{"command":"flush","extra":1}"#] {
             let err = parse(bad).expect_err("rejected");
-            assert!(err.contains("commands: pause, resume, reload, flush"), "{err}");
+            assert!(err.contains("commands: pause, resume, reload, flush, triggers"), "{err}");
         }
     }
 }

@@ -201,6 +201,18 @@ enum BenchWhat {
         #[arg(long, default_value_t = 20)]
         runs: usize,
     },
+    /// Comparing a record with N semantic triggers, against embedding one crop.
+    Triggers {
+        #[arg(long)]
+        embedder: PathBuf,
+        /// A picture to embed as the reference crop.
+        #[arg(long)]
+        photo: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        triggers: usize,
+        #[arg(long, default_value_t = 10000)]
+        records: usize,
+    },
     /// CPU cost of ingesting an H.264 MP4 file, against gst-launch and a bare keyframe-only decode.
     Ingest {
         file: PathBuf,
@@ -324,6 +336,9 @@ fn main() -> ExitCode {
         }
         Command::Bench { what: BenchWhat::Text { model, tokenizer, runs } } => {
             exit_code(glimpse::cli::bench::text(&model, &tokenizer, runs))
+        }
+        Command::Bench { what: BenchWhat::Triggers { embedder, photo, triggers, records } } => {
+            exit_code(glimpse::cli::bench::triggers(&embedder, &photo, triggers, records))
         }
         Command::Bench { what: BenchWhat::Ingest { file, sample_fps } } => exit_code(glimpse::cli::bench::ingest(&file, sample_fps)),
         Command::Outbox { action } => exit_code(outbox_command(action)),

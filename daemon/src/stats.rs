@@ -117,6 +117,27 @@ numbers! {
     }
 }
 
+numbers! {
+    /// Object events and trigger matches on their way to the broker.
+    pub enum EventNumber {
+        Published => "published", "object events and trigger matches handed to the MQTT client";
+        Dropped => "dropped", "of those made, messages dropped because the queue to the broker was full (the broker was away)";
+    }
+}
+
+numbers! {
+    /// One semantic trigger's numbers.
+    pub enum TriggerNumber {
+        Matches => "matches", "records that matched since start";
+    }
+}
+
+/// A trigger's fields that are not plain numbers.
+pub const TRIGGER_DERIVED: &[(&str, &str)] = &[
+    ("last_match", "the latest match as published on the trigger's topic, or null"),
+    ("error", "why the trigger is not active (its text, image or record could not be embedded), or null"),
+];
+
 /// A list of atomics indexed by one of the enums above.
 struct Numbers(Vec<AtomicU64>);
 
@@ -259,6 +280,17 @@ pub struct Stats {
     crops: Numbers,
     /// Why the latest crop failed (storing or uploading); `None` after a success.
     crops_error: Mutex<Option<String>>,
+    events: Numbers,
+    /// Triggers come and go with configuration reloads.
+    triggers: RwLock<BTreeMap<String, TriggerSnapshot>>,
+}
+
+/// One trigger's numbers at one moment (kept as a snapshot: matches are rare).
+#[derive(Clone, Debug, Default)]
+pub struct TriggerSnapshot {
+    matches: u64,
+    last_match: Option<Value>,
+    error: Option<String>,
 }
 
 impl Stats {
@@ -274,6 +306,8 @@ impl Stats {
             inference: Numbers::new(InferenceNumber::ALL.len()),
             crops: Numbers::new(CropNumber::ALL.len()),
             crops_error: Mutex::new(None),
+            events: Numbers::new(EventNumber::ALL.len()),
+            triggers: RwLock::default(),
         })
     }
 
@@ -382,6 +416,40 @@ impl Stats {
         self.inference.set(InferenceNumber::DetectorPlans as usize, held as u64);
     }
 
+    /// A message the queue to the broker had no room for.
+    pub fn event_dropped(&self) {
+        let total = self.events.add(EventNumber::Dropped as usize, 1);
+        if total.is_power_of_two() {
+            tracing::warn!(event = "events_dropped", dropped_total = total, "queue to the broker full: object events dropped");
+        }
+    }
+
+    pub fn event_published(&self) {
+        self.events.add(EventNumber::Published as usize, 1);
+    }
+
+    pub fn event_number(&self, n: EventNumber) -> u64 {
+        self.events.get(n as usize)
+    }
+
+    /// The triggers now configured, with why each inactive one is (keeps the others' counts).
+    pub fn triggers_configured(&self, triggers: &[(String, Option<String>)]) {
+        let mut map = self.triggers.write().unwrap_or_else(|p| p.into_inner());
+        map.retain(|name, _| triggers.iter().any(|(n, _)| n == name));
+        for (name, error) in triggers {
+            map.entry(name.clone()).or_default().error = error.clone();
+        }
+    }
+
+    /// A trigger fired; `matched` is the message published for it.
+    pub fn trigger_matched(&self, name: &str, matched: Value) {
+        let mut map = self.triggers.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = map.get_mut(name) {
+            t.matches += 1;
+            t.last_match = Some(matched);
+        }
+    }
+
     /// A copy of every number; changes nothing.
     pub fn snapshot(&self) -> Snapshot {
         let cameras = self.cameras.read().unwrap_or_else(|p| p.into_inner());
@@ -400,6 +468,8 @@ impl Stats {
             inference: self.inference.values(),
             crops: self.crops.values(),
             crops_error: self.crops_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            events: self.events.values(),
+            triggers: self.triggers.read().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
 
@@ -426,6 +496,8 @@ pub struct Snapshot {
     inference: Vec<u64>,
     crops: Vec<u64>,
     crops_error: Option<String>,
+    events: Vec<u64>,
+    pub triggers: BTreeMap<String, TriggerSnapshot>,
 }
 
 #[derive(Clone, Debug)]
@@ -474,7 +546,18 @@ impl Snapshot {
             "sync": sync,
             "inference": numbers_json(InferenceNumber::FIELDS, &self.inference),
             "crops": crops,
+            "events": numbers_json(EventNumber::FIELDS, &self.events),
+            "triggers": self.triggers.iter().map(|(name, t)| (name.clone(), t.report())).collect::<Map<String, Value>>(),
         })
+    }
+}
+
+impl TriggerSnapshot {
+    pub fn report(&self) -> Value {
+        let mut report = numbers_json(TriggerNumber::FIELDS, &[self.matches]);
+        report.insert("last_match".into(), json!(self.last_match));
+        report.insert("error".into(), json!(self.error));
+        Value::Object(report)
     }
 }
 
@@ -554,6 +637,8 @@ mod tests {
             ("sync", join(SyncNumber::FIELDS, SYNC_DERIVED)),
             ("inference", InferenceNumber::FIELDS.to_vec()),
             ("crops", join(CropNumber::FIELDS, CROPS_DERIVED)),
+            ("events", EventNumber::FIELDS.to_vec()),
+            ("triggers.{name}", join(TriggerNumber::FIELDS, TRIGGER_DERIVED)),
         ]
     }
 
@@ -573,11 +658,13 @@ mod tests {
     fn the_json_has_exactly_the_listed_fields() {
         let stats = Stats::new();
         stats.camera("door").frame_sampled();
+        stats.triggers_configured(&[("van".into(), None)]);
         let report = stats.snapshot().report("dev", &BTreeMap::new(), None);
         let keys = |v: &Value| v.as_object().expect("an object").keys().cloned().collect::<std::collections::BTreeSet<_>>();
         for (section, fields) in sections() {
             let value = match section {
                 "cameras.{name}" => &report["cameras"]["door"],
+                "triggers.{name}" => &report["triggers"]["van"],
                 other => &report[other],
             };
             let listed = fields.iter().map(|(k, _)| k.to_string()).collect();

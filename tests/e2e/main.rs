@@ -8,6 +8,7 @@ mod attention;
 mod check;
 mod clock;
 mod durability;
+mod events;
 mod ingest;
 mod models;
 mod numerics;

@@ -387,3 +387,81 @@ pub fn text(model: &Path, tokenizer: &Path, runs: usize) -> anyhow::Result<()> {
     println!("{report:#}");
     Ok(())
 }
+
+/// `glimpse bench triggers`: what comparing one new record with `triggers` semantic triggers
+/// costs on the inference thread, against embedding one crop with `embedder` (the reference, in
+/// the same run). The triggers are random unit vectors that never match, so every trigger is
+/// compared with every record, as in the common case.
+pub fn triggers(embedder: &Path, photo: &Path, triggers: usize, records: usize) -> anyhow::Result<()> {
+    let config = crate::embed::EmbedderConfig { model: embedder.to_owned(), text_model: None, tokenizer: None };
+    let mut clip = crate::embed::Embedder::load(&config)?;
+    let dimension = clip.dimension();
+    let crop = crate::triggers::read_image(photo).map_err(|e| anyhow::anyhow!(e))?;
+    clip.embed(&crop)?; // warm-up
+    let mut embed_ms = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        clip.embed(&crop)?;
+        embed_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+
+    struct Random(usize, u64);
+    impl crate::triggers::Lookups for Random {
+        fn embed_text(&mut self, _: &str) -> Result<Vec<f32>, String> {
+            self.1 += 1;
+            Ok(crate::index::random_unit(self.1, self.0))
+        }
+        fn record_vector(&mut self, _: &str) -> Result<Vec<f32>, String> {
+            Err("not used".into())
+        }
+    }
+    let configs: Vec<crate::triggers::TriggerConfig> = (0..triggers)
+        .map(|i| crate::triggers::TriggerConfig {
+            name: format!("t{i}"),
+            text: Some("x".into()),
+            image: None,
+            record: None,
+            threshold: 0.99,
+            cameras: None,
+            labels: None,
+            cooldown_s: 60.0,
+            enabled: true,
+        })
+        .collect();
+    let mut set = crate::triggers::Triggers::default();
+    set.activate(crate::triggers::prepare(&configs, &mut Random(dimension, 0)), &mut clip);
+    let made: Vec<crate::record::Record> = (0..records)
+        .map(|i| {
+            let mut record = crate::record::Record {
+                id: format!("r{i}"),
+                values: crate::index::random_unit(1_000_000 + i as u64, dimension),
+                metadata: serde_json::from_value(serde_json::json!({
+                    "device": "bench", "camera": "gate", "ts": 0, "pts_ms": 0, "label": "car", "score": 0.9,
+                    "x": 0, "y": 0, "w": 1, "h": 1, "frame_w": 1, "frame_h": 1
+                }))?,
+            };
+            record.metadata.track_id = Some(format!("t{i}"));
+            Ok(record)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let started = Instant::now();
+    let mut matches = 0;
+    for (i, record) in made.iter().enumerate() {
+        matches += set.check(record, i as i64).len();
+    }
+    let check_ms = started.elapsed().as_secs_f64() * 1000.0 / records as f64;
+    embed_ms.sort_by(f64::total_cmp);
+    let embed_p50 = embed_ms[embed_ms.len() / 2];
+    let report = serde_json::json!({
+        "embedder": embedder,
+        "dimension": dimension,
+        "triggers": triggers,
+        "records": records,
+        "matches": matches,
+        "check_us_per_record": (check_ms * 1000.0 * 100.0).round() / 100.0,
+        "embed_ms_per_crop_p50": (embed_p50 * 100.0).round() / 100.0,
+        "check_share_of_one_embedding": check_ms / embed_p50,
+    });
+    println!("{report:#}");
+    Ok(())
+}

@@ -1,17 +1,18 @@
 //! `glimpse check`: validate the config, check `data_dir`, load both models, open every source
-//! and, with `[pinecone]`, ask the index for its dimension. Every problem is listed, not just
-//! the first; what is fine is printed as `ok: …`.
+//! and, with `[pinecone]`, ask the index for its dimension; embed each trigger's text, picture or
+//! record. Every problem is listed, not just the first; what is fine is printed as `ok: …`.
 
 use std::path::Path;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, KeyPath, Problem};
 use crate::crops;
 use crate::detect::Detector;
 use crate::embed::Embedder;
 use crate::outbox;
 use crate::source;
 use crate::sync::{self, PineconeClient};
+use crate::triggers::{self, Lookups as _, Source};
 
 /// How long a source gets to deliver its first frame.
 const SOURCE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -28,7 +29,28 @@ pub fn check(file: &Path) -> Vec<String> {
     let dimension = check_models(&config, &mut problems);
     check_cameras(&config, &mut problems);
     check_pinecone(&config, dimension, &mut problems);
+    check_triggers(file, &config, &mut problems);
     problems
+}
+
+/// Each trigger's picture decodes, its record is in the local index, its text embeds.
+fn check_triggers(file: &Path, config: &Config, problems: &mut Vec<String>) {
+    let mut lookups = crate::supervisor::ConfigLookups::new(config);
+    let mut found = Vec::new();
+    for (i, trigger) in config.triggers.iter().enumerate() {
+        let at = KeyPath::root().key("triggers").index(i);
+        let result = match trigger.source() {
+            Some(Source::Text(text)) => lookups.embed_text(&text).map(drop).map_err(|e| (at.key("text"), e)),
+            Some(Source::Image(path)) => triggers::read_image(&path).map(drop).map_err(|e| (at.key("image"), e)),
+            Some(Source::Record(id)) => lookups.record_vector(&id).map(drop).map_err(|e| (at.key("record"), e)),
+            None => Ok(()),
+        };
+        match result {
+            Ok(()) => println!("ok: trigger {}", trigger.name),
+            Err((path, message)) => found.push(Problem::new(path, message)),
+        }
+    }
+    problems.extend(crate::config::describe_found(file, found));
 }
 
 fn check_data_dir(config: &Config, problems: &mut Vec<String>) {

@@ -23,6 +23,10 @@ model = "/m/clip.onnx"
 host = "https://index.example"
 [mqtt]
 host = "127.0.0.1"
+[[triggers]]
+name = "t"
+record = "r"
+threshold = 0.3
 "#;
 
 /// Keys the example file sets to a value other than the default, to show how.
@@ -70,7 +74,9 @@ fn readme_defaults() -> Vec<(String, String)> {
         let section = keys[0].rsplit_once('.').map_or("", |(s, _)| s);
         for (i, key) in keys.iter().enumerate() {
             let default = defaults.get(i).or(defaults.first()).copied().unwrap_or_default();
-            if ["required", "section optional", "from the machine id", "—", "none", ""].contains(&default) || key.contains('<') {
+            if ["required", "section optional", "from the machine id", "when `[mqtt]` is set", "—", "none", ""].contains(&default)
+                || key.contains('<')
+            {
                 continue;
             }
             let full = if i == 0 { key.to_string() } else { format!("{section}.{key}") };

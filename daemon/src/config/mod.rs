@@ -19,12 +19,14 @@ use locate::{Seg, SpanIndex};
 use crate::crops::CropsConfig;
 use crate::detect::DetectorConfig;
 use crate::embed::EmbedderConfig;
+use crate::events::EventsConfig;
 use crate::index::SearchConfig;
 use crate::outbox::OutboxConfig;
 use crate::source::CameraConfig;
 use crate::status::MqttConfig;
 use crate::sync::PineconeConfig;
 use crate::track::AnalysisConfig;
+use crate::triggers::TriggerConfig;
 
 /// The whole configuration file.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -48,6 +50,10 @@ pub struct Config {
     pub crops: CropsConfig,
     #[serde(default)]
     pub search: SearchConfig,
+    #[serde(default)]
+    pub events: EventsConfig,
+    #[serde(default)]
+    pub triggers: Vec<TriggerConfig>,
 }
 
 /// `[device]`: who this box is and where it keeps its state.
@@ -208,12 +214,38 @@ impl Config {
         self.analysis.validate(&root.key("analysis"), problems);
         self.crops.validate(&root.key("crops"), problems);
         self.search.validate(&root.key("search"), problems);
+        self.events.validate(&root.key("events"), problems);
+        self.validate_triggers(&root.key("triggers"), problems);
         for camera in self.analysis.motion_masks.keys().filter(|name| !self.cameras.iter().any(|c| &&c.name == name)) {
             problems.push(Problem::new(
                 root.key("analysis").key("motion_masks").key(camera),
                 format!("no camera is named {camera:?}; motion masks are keyed by camera name"),
             ));
         }
+    }
+}
+
+impl Config {
+    fn validate_triggers(&self, at: &KeyPath, problems: &mut Vec<Problem>) {
+        let cameras: Vec<&str> = self.cameras.iter().map(|c| c.name.as_str()).collect();
+        let has_text_tower = self.embedder.text_model.is_some();
+        if !self.triggers.is_empty() && self.mqtt.is_none() {
+            problems.push(Problem::new(at.clone(), "triggers publish their matches over MQTT: add an [mqtt] section"));
+        }
+        for (i, trigger) in self.triggers.iter().enumerate() {
+            trigger.validate(&at.index(i), &cameras, has_text_tower, problems);
+            if self.triggers[..i].iter().any(|other| other.name == trigger.name) {
+                problems.push(Problem::new(
+                    at.index(i).key("name"),
+                    format!("trigger name {:?} is used twice; names must be unique", trigger.name),
+                ));
+            }
+        }
+    }
+
+    /// Whether object events and trigger matches go to the broker.
+    pub fn events_enabled(&self) -> bool {
+        self.events.is_enabled(self.mqtt.is_some())
     }
 }
 
@@ -240,6 +272,21 @@ fn finish<T>(value: Option<T>, mut problems: Vec<Problem>, index: &SpanIndex) ->
         Some(value) if problems.is_empty() => Ok(value),
         _ => Err(problems),
     }
+}
+
+/// Problems found after loading (by `glimpse check`, which opens files the configuration names),
+/// described as load-time problems are: `file:line:column: key: message`.
+pub fn describe_found(file: &Path, problems: Vec<Problem>) -> Vec<String> {
+    let index = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|text| toml_edit::Document::parse(text.clone()).ok().map(|doc| SpanIndex::new(&text, &doc)));
+    let mut error = ConfigError { file: file.to_owned(), problems };
+    if let Some(index) = index {
+        for p in &mut error.problems {
+            p.position = index.locate(&p.path, p.at_key);
+        }
+    }
+    error.problems.iter().map(|p| error.describe(p)).collect()
 }
 
 /// A section that can be read on its own (`glimpse detect` needs only `[detector]`).
@@ -427,6 +474,49 @@ model = "/m/clip.onnx"
             .expect("systemd-id128 (package systemd)");
         let expected = String::from_utf8_lossy(&expected.stdout);
         assert_eq!(config.device.id, format!("glimpse-{}", &expected.trim()[..12]));
+    }
+
+    #[test]
+    fn each_malformed_trigger_is_named_with_its_position() {
+        let triggers = r#"
+[mqtt]
+host = "127.0.0.1"
+
+[[triggers]]
+name = "van"
+text = "a red van"
+threshold = 1.5
+
+[[triggers]]
+name = "van"
+image = "/t/van.jpg"
+record = "r1"
+threshold = 0.5
+cameras = ["yard"]
+labels = ["dragon"]
+"#;
+        let found = problems(&format!("{VALID}{triggers}"));
+        let expect = [
+            "g.toml:23:8: triggers[0].text: needs CLIP's text tower",
+            "g.toml:24:13: triggers[0].threshold: must be a cosine similarity above -1 and at most 1",
+            "g.toml:26:1: triggers[1]: give exactly one of text, image (a picture file) or record (a record id)",
+            "g.toml:27:8: triggers[1].name: trigger name \"van\" is used twice",
+            "g.toml:31:12: triggers[1].cameras[0]: no camera is named \"yard\"",
+            "g.toml:32:11: triggers[1].labels[0]: \"dragon\" is not a label the detector knows",
+        ];
+        for e in expect {
+            assert!(found.iter().any(|f| f.starts_with(e)), "missing {e:?} in {found:#?}");
+        }
+        assert_eq!(found.len(), expect.len(), "{found:#?}");
+    }
+
+    #[test]
+    fn triggers_need_mqtt() {
+        let found = problems(&format!("{VALID}\n[[triggers]]\nname = \"v\"\nrecord = \"r\"\nthreshold = 0.5\n"));
+        assert!(
+            found.iter().any(|f| f.contains("triggers: triggers publish their matches over MQTT: add an [mqtt] section")),
+            "{found:#?}"
+        );
     }
 
     #[test]

@@ -104,6 +104,11 @@ pub fn coco_label(id: usize, classes: usize) -> &'static str {
     }
 }
 
+/// Whether `label` is one the detector can name (configuration checks).
+pub fn is_label(label: &str) -> bool {
+    label != "N/A" && COCO.contains(&label)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -6,6 +6,8 @@
 
 mod labels;
 
+pub use labels::is_label;
+
 use std::path::PathBuf;
 
 use serde::Deserialize;

@@ -1,7 +1,9 @@
 //! Home Assistant MQTT discovery: one device per Glimpse box, with sensors for each camera's
 //! status, frame rate and detections per minute, the outbox backlog and the time since the last
-//! sync, all tied to the box's availability topic. Published retained; an empty retained payload
-//! removes a sensor (for cameras removed by a reload).
+//! sync, all tied to the box's availability topic; and for each semantic trigger an `event`
+//! entity (each match) and a `binary_sensor` that is on from a match until its cooldown ends.
+//! Published retained; an empty retained payload removes an entity (for cameras and triggers
+//! removed by a reload).
 
 use serde_json::{json, Value};
 
@@ -102,9 +104,54 @@ impl Discovery<'_> {
     }
 }
 
+impl Discovery<'_> {
+    /// (topic, retained payload) for one trigger's `event` entity and `binary_sensor`.
+    pub fn trigger_entities(&self, trigger: &str, cooldown_s: f64) -> Vec<(String, Value)> {
+        let id = format!("glimpse_{}_trigger_{trigger}", self.device);
+        let common = |name: String, unique: &str| {
+            json!({
+                "name": name,
+                "unique_id": unique,
+                "object_id": unique,
+                "state_topic": format!("{}/{}/triggers/{trigger}", self.topic_prefix, self.device),
+                "availability_topic": format!("{}/{}/availability", self.topic_prefix, self.device),
+                "device": self.device_block(),
+            })
+        };
+        let mut event = common(format!("Trigger {trigger}"), &id);
+        event["event_types"] = json!(["match"]);
+        event["value_template"] = json!(
+            "{{ {'event_type': 'match', 'camera': value_json.camera, 'label': value_json.label, 'similarity': value_json.similarity, 'record_id': value_json.record_id, 'crop': value_json.crop} | to_json }}"
+        );
+        let active_id = format!("{id}_active");
+        let mut active = common(format!("{trigger} seen"), &active_id);
+        active["value_template"] = json!("ON");
+        // Home Assistant turns it off by itself, as the trigger's cooldown ends.
+        active["off_delay"] = json!(cooldown_s.ceil().max(1.0) as u64);
+        vec![
+            (format!("{}/event/{id}/config", self.ha_prefix), event),
+            (format!("{}/binary_sensor/{active_id}/config", self.ha_prefix), active),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Discovery;
+
+    #[test]
+    fn a_trigger_is_an_event_entity_and_a_binary_sensor_that_turns_off_after_its_cooldown() {
+        let d = Discovery { ha_prefix: "homeassistant", topic_prefix: "glimpse", device: "lab-01" };
+        let entities = d.trigger_entities("red-van", 60.0);
+        assert_eq!(entities[0].0, "homeassistant/event/glimpse_lab-01_trigger_red-van/config");
+        assert_eq!(entities[0].1["event_types"][0], "match");
+        assert_eq!(entities[1].0, "homeassistant/binary_sensor/glimpse_lab-01_trigger_red-van_active/config");
+        assert_eq!(entities[1].1["off_delay"], 60);
+        for (_, config) in &entities {
+            assert_eq!(config["state_topic"], "glimpse/lab-01/triggers/red-van");
+            assert_eq!(config["availability_topic"], "glimpse/lab-01/availability");
+        }
+    }
 
     #[test]
     fn camera_sensors_share_one_device_and_its_availability() {

@@ -9,6 +9,10 @@
 //!
 //! - `{prefix}/{device}/cameras/{name}/reason`: retained; why the camera is not online ("" when it is).
 //! - `{prefix}/{device}/cmd` → `{prefix}/{device}/cmd/result`: operator commands (opt-in).
+//! - `{prefix}/{device}/events`: object events; `{prefix}/{device}/triggers/{name}`: trigger
+//!   matches. Both come from the inference thread through a bounded queue, which is drained only
+//!   while connected and only as fast as the client takes them, so an outage fills the queue
+//!   (then drops, counted) instead of losing messages inside the client.
 //!
 //! The rumqttc event loop is polled continuously (its `publish` only queues), publishing never
 //! waits on the broker (`try_publish`), and after every (re)connection availability, the camera
@@ -24,9 +28,10 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport};
 use serde::Deserialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::control::{self, Request};
+use crate::events::{self, Message};
 use discovery::Discovery;
 
 use crate::backoff::Backoff;
@@ -193,7 +198,22 @@ enum SetupError {
     NoCa,
 }
 
+/// A trigger as Home Assistant shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TriggerEntity {
+    pub name: String,
+    pub cooldown_s: f64,
+}
+
+/// What the inference thread tells the broker, and the triggers to announce.
+pub struct BrokerFeed {
+    pub messages: events::Receiver,
+    pub triggers: watch::Receiver<Vec<TriggerEntity>>,
+}
+
 struct Topics {
+    events: String,
+    trigger_prefix: String,
     availability: String,
     stats: String,
     camera_prefix: String,
@@ -204,6 +224,8 @@ struct Topics {
 impl Topics {
     fn new(prefix: &str, device: &str) -> Self {
         Self {
+            events: format!("{prefix}/{device}/events"),
+            trigger_prefix: format!("{prefix}/{device}/triggers"),
             availability: format!("{prefix}/{device}/availability"),
             stats: format!("{prefix}/{device}/stats"),
             camera_prefix: format!("{prefix}/{device}/cameras"),
@@ -216,6 +238,10 @@ impl Topics {
         format!("{}/{name}/status", self.camera_prefix)
     }
 
+    fn trigger(&self, name: &str) -> String {
+        format!("{}/{name}", self.trigger_prefix)
+    }
+
     fn camera_reason(&self, name: &str) -> String {
         format!("{}/{name}/reason", self.camera_prefix)
     }
@@ -223,11 +249,17 @@ impl Topics {
 
 /// Publishes status until every other stage has stopped, then says goodbye (`offline`).
 /// Commands go to `commands` when `[mqtt] commands = true`.
-pub async fn run_status(config: Option<MqttConfig>, reporter: Reporter, commands: mpsc::Sender<Request>, shutdown: Shutdown) {
+pub async fn run_status(
+    config: Option<MqttConfig>,
+    reporter: Reporter,
+    commands: mpsc::Sender<Request>,
+    feed: Option<BrokerFeed>,
+    shutdown: Shutdown,
+) {
     let device = reporter.device.clone();
     match config {
         Some(config) => match config.options(&device, &Topics::new(&config.topic_prefix, &device).availability) {
-            Ok(options) => Mqtt::new(config, options, reporter, commands).run(shutdown).await,
+            Ok(options) => Mqtt::new(config, options, reporter, commands, feed).run(shutdown).await,
             Err(e) => {
                 tracing::error!(error = %e, "MQTT is configured but cannot be set up; status goes to the log only");
                 run_log_only(reporter, shutdown).await
@@ -259,14 +291,102 @@ struct Mqtt {
     commands: mpsc::Sender<Request>,
     /// Cameras whose retained topics we published, so removed ones can be cleared.
     announced: BTreeMap<String, CameraStatus>,
+    messages: Option<events::Receiver>,
+    triggers: Option<watch::Receiver<Vec<TriggerEntity>>>,
+    /// A message the client had no room for; it goes first once the client took others.
+    held: Option<Message>,
+    /// Triggers whose discovery entities we published, so removed ones can be cleared.
+    announced_triggers: Vec<TriggerEntity>,
 }
 
 impl Mqtt {
-    fn new(config: MqttConfig, options: MqttOptions, reporter: Reporter, commands: mpsc::Sender<Request>) -> Self {
+    fn new(
+        config: MqttConfig,
+        options: MqttOptions,
+        reporter: Reporter,
+        commands: mpsc::Sender<Request>,
+        feed: Option<BrokerFeed>,
+    ) -> Self {
         let (client, events) = AsyncClient::new(options, 256);
         let device = reporter.device.clone();
         let topics = Topics::new(&config.topic_prefix, &device);
-        Self { config, topics, device, reporter, client, events, commands, announced: BTreeMap::new() }
+        let (announced, held, announced_triggers) = (BTreeMap::new(), None, Vec::new());
+        let (messages, triggers) = feed.map(|f| (f.messages, f.triggers)).unzip();
+        Self { config, topics, device, reporter, client, events, commands, announced, messages, triggers, held, announced_triggers }
+    }
+
+    /// Hands one object event or trigger match to the client; `false` (and the message held)
+    /// when the client's queue is full.
+    fn publish_message(&mut self, message: Message) -> bool {
+        let (topic, payload) = match &message {
+            Message::Track(event) => (self.topics.events.clone(), serde_json::to_string(event)),
+            Message::Match(matched) => (self.topics.trigger(&matched.trigger), serde_json::to_string(matched)),
+        };
+        match self.client.try_publish(topic, QoS::AtLeastOnce, false, payload.unwrap_or_default()) {
+            Ok(()) => {
+                self.reporter.stats.event_published();
+                true
+            }
+            Err(_) => {
+                self.held = Some(message);
+                false
+            }
+        }
+    }
+
+    /// The held message, then as many queued ones as the client takes now.
+    fn drain_messages(&mut self) {
+        if let Some(message) = self.held.take() {
+            if !self.publish_message(message) {
+                return;
+            }
+        }
+        while let Some(message) = self.messages.as_mut().and_then(|m| m.try_recv().ok()) {
+            if !self.publish_message(message) {
+                return;
+            }
+        }
+    }
+
+    /// Inference has stopped: its last messages (every open track's `end`) go out before
+    /// `offline`, as fast as the client takes them, for at most 5 s.
+    async fn flush_messages(&mut self) {
+        let flushed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                self.drain_messages();
+                let queued = self.messages.as_ref().is_some_and(|m| !m.is_empty());
+                if self.held.is_none() && !queued {
+                    break;
+                }
+                if self.events.poll().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        if flushed.is_err() || self.held.is_some() {
+            tracing::warn!("not every object event reached the MQTT client before stopping");
+        }
+    }
+
+    /// Home Assistant entities for the configured triggers; removed triggers' are cleared.
+    fn announce_triggers(&mut self, force: bool) {
+        let Some(triggers) = &mut self.triggers else { return };
+        let current = triggers.borrow_and_update().clone();
+        if !self.config.ha_discovery || (!force && current == self.announced_triggers) {
+            return;
+        }
+        for gone in self.announced_triggers.iter().filter(|t| !current.iter().any(|c| c.name == t.name)) {
+            for (topic, _) in self.discovery().trigger_entities(&gone.name, gone.cooldown_s) {
+                self.publish(&topic, true, Vec::new());
+            }
+        }
+        for trigger in &current {
+            for (topic, config) in self.discovery().trigger_entities(&trigger.name, trigger.cooldown_s) {
+                self.publish(&topic, true, config.to_string());
+            }
+        }
+        self.announced_triggers = current;
     }
 
     fn publish(&self, topic: &str, retain: bool, payload: impl Into<Vec<u8>>) {
@@ -326,6 +446,7 @@ impl Mqtt {
         self.publish(&self.topics.availability, true, "online");
         self.announce_device();
         self.publish_statuses(statuses, true);
+        self.announce_triggers(true);
         self.publish_stats();
         let mut subscriptions = Vec::new();
         if self.config.commands {
@@ -347,6 +468,7 @@ impl Mqtt {
                 tracing::info!("Home Assistant came online; announcing sensors again");
                 self.announce_device();
                 self.publish_statuses(statuses, true);
+                self.announce_triggers(true);
             }
             return;
         }
@@ -402,6 +524,8 @@ impl Mqtt {
                         let current = statuses.borrow().clone();
                         self.on_message(&p.topic, &p.payload, &current);
                     }
+                    // The client sent something: it has room again for what we held.
+                    Ok(Event::Outgoing(_)) => if connected && self.held.is_some() { self.drain_messages() },
                     Ok(_) => {}
                     Err(e) => {
                         if connected {
@@ -417,6 +541,12 @@ impl Mqtt {
                     }
                 },
                 _ = tick.tick() => if connected { self.publish_stats() },
+                Some(message) = next_message(&mut self.messages), if connected && self.held.is_none() => {
+                    if self.publish_message(message) {
+                        self.drain_messages();
+                    }
+                }
+                Ok(()) = triggers_changed(&mut self.triggers) => if connected { self.announce_triggers(false) },
                 Ok(()) = statuses.changed() => {
                     let current = statuses.borrow_and_update().clone();
                     if connected {
@@ -436,6 +566,7 @@ impl Mqtt {
     /// Final stats, every camera offline, availability offline, then DISCONNECT; the event loop
     /// keeps running until the DISCONNECT has gone out.
     async fn goodbye(mut self) {
+        self.flush_messages().await;
         self.publish_stats();
         for name in self.reporter.states.current().keys() {
             self.publish(&self.topics.camera(name), true, "offline");
@@ -456,5 +587,19 @@ impl Mqtt {
         if drained.is_err() {
             tracing::warn!("MQTT goodbye not confirmed within 5 s");
         }
+    }
+}
+
+async fn next_message(messages: &mut Option<events::Receiver>) -> Option<Message> {
+    match messages {
+        Some(messages) => messages.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn triggers_changed(triggers: &mut Option<watch::Receiver<Vec<TriggerEntity>>>) -> Result<(), watch::error::RecvError> {
+    match triggers {
+        Some(triggers) => triggers.changed().await,
+        None => std::future::pending().await,
     }
 }

@@ -14,6 +14,9 @@
 //! last status, which says `offline`.
 
 mod cameras;
+mod triggers;
+
+pub use triggers::ConfigLookups;
 
 use std::path::Path;
 use std::sync::mpsc::sync_channel;
@@ -23,10 +26,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle as TaskHandle;
 
-use crate::analyzer::{Analyzer, Settings};
+use crate::analyzer::{Analyzer, Broker, Settings};
 use crate::camera_state::CameraStates;
 use crate::clock::IdClock;
 use crate::config::Config;
@@ -34,6 +37,7 @@ use crate::control::{Command, Request};
 use crate::crops::{upload, CropStore};
 use crate::detect::Detector;
 use crate::embed::Embedder;
+use crate::events;
 use crate::index::Index;
 use crate::outbox::{self, AlsoKept, Outbox, WriterLinks};
 use crate::record::NewRecord;
@@ -41,9 +45,10 @@ use crate::schedule::Scheduler;
 use crate::shutdown::{self, Trigger};
 use crate::source;
 use crate::stats::Stats;
-use crate::status::{self, Reporter};
+use crate::status::{self, BrokerFeed, Reporter, TriggerEntity};
 use crate::sync::{self, PineconeClient, SyncError, SyncOptions};
 use crate::systemd_notify::{self, Heartbeats};
+use crate::triggers::{Prepared, Source};
 use cameras::{CameraLinksFactory, Cameras};
 
 /// How `glimpse run` behaves beyond the config file.
@@ -162,6 +167,42 @@ fn start_uploader(
     Ok(Some((task, marks)))
 }
 
+/// The supervisor's end of the link from inference to the broker: new trigger sets go to the
+/// inference thread, and their entities to the MQTT task.
+struct BrokerLinks {
+    triggers: std::sync::mpsc::Sender<Vec<Prepared>>,
+    entities: watch::Sender<Vec<TriggerEntity>>,
+}
+
+impl BrokerLinks {
+    /// Prepares `config`'s triggers and hands them to inference and to Home Assistant discovery.
+    fn apply(&self, config: &Config, stats: &Stats) {
+        let names: Vec<(String, Option<String>)> = config.triggers.iter().map(|t| (t.name.clone(), None)).collect();
+        stats.triggers_configured(&names);
+        let _ = self.triggers.send(triggers::prepare(config));
+        self.entities.send_replace(trigger_entities(config));
+    }
+}
+
+fn trigger_entities(config: &Config) -> Vec<TriggerEntity> {
+    config.triggers.iter().filter(|t| t.enabled).map(|t| TriggerEntity { name: t.name.clone(), cooldown_s: t.cooldown_s }).collect()
+}
+
+/// The queue from inference to the broker, when `[mqtt]` is configured.
+fn broker_links(
+    config: &Config,
+    stats: &Arc<Stats>,
+) -> Option<(Broker, BrokerFeed, std::sync::mpsc::Receiver<Vec<Prepared>>, BrokerLinks)> {
+    config.mqtt.as_ref()?;
+    let (queue, messages) = events::queue(config.events.max_queued, stats.clone());
+    let events = config.events_enabled().then(|| events::Filter::new(&config.events));
+    let (entities, entities_rx) = watch::channel(Vec::new());
+    let (triggers, triggers_rx) = std::sync::mpsc::channel();
+    let links = BrokerLinks { triggers, entities };
+    links.apply(config, stats);
+    Some((Broker { queue, events }, BrokerFeed { messages, triggers: entities_rx }, triggers_rx, links))
+}
+
 /// Every running stage's handle.
 struct Daemon {
     runtime: tokio::runtime::Runtime,
@@ -178,6 +219,9 @@ struct Daemon {
     status: TaskHandle<()>,
     watchdog: TaskHandle<()>,
     commands: mpsc::Receiver<Request>,
+    stats: Arc<Stats>,
+    /// When `[mqtt]` is configured.
+    broker: Option<BrokerLinks>,
 }
 
 impl Daemon {
@@ -212,7 +256,14 @@ impl Daemon {
         let crops = config.crops.enabled.then_some((config.crops.max_px, config.crops.quality));
         let (device, min_box_px, analysis) = (config.device.id.clone(), config.detector.min_box_px, config.analysis.clone());
         let settings = Settings { device, min_box_px, analysis, crops };
-        let analyzer = Analyzer::new(detector, embedder, settings, stats.clone(), ids);
+        let mut analyzer = Analyzer::new(detector, embedder, settings, stats.clone(), ids);
+        let (feed, broker) = match broker_links(config, &stats) {
+            Some((to_broker, feed, triggers, links)) => {
+                analyzer = analyzer.with_broker(to_broker, triggers);
+                (Some(feed), Some(links))
+            }
+            None => (None, None),
+        };
         let analyzer = spawn("inference", {
             let (beat, frames) = (heartbeats.register("inference"), scheduler.clone());
             move || {
@@ -228,13 +279,29 @@ impl Daemon {
         }
         let (command_tx, commands) = mpsc::channel::<Request>(COMMAND_QUEUE);
         let reporter = Reporter::new(config.device.id.clone(), stats.clone(), states);
-        let status = runtime.spawn(status::run_status(config.mqtt.clone(), reporter, command_tx, shutdown.clone()));
+        let status = runtime.spawn(status::run_status(config.mqtt.clone(), reporter, command_tx, feed, shutdown.clone()));
         let uploader = start_uploader(&runtime, config, &stats, &shutdown)?;
         let syncer = pinecone.map(|(client, options)| {
-            runtime.spawn(sync::run_syncer(outbox.clone(), client, options, stats, wake.clone(), shutdown.clone()))
+            runtime.spawn(sync::run_syncer(outbox.clone(), client, options, stats.clone(), wake.clone(), shutdown.clone()))
         });
         let watchdog = runtime.spawn(systemd_notify::watchdog_pings(heartbeats, shutdown));
-        Ok(Self { runtime, trigger, outbox, wake, scheduler, cameras, analyzer, writer, syncer, uploader, status, watchdog, commands })
+        Ok(Self {
+            runtime,
+            trigger,
+            outbox,
+            wake,
+            scheduler,
+            cameras,
+            analyzer,
+            writer,
+            syncer,
+            uploader,
+            status,
+            watchdog,
+            commands,
+            stats,
+            broker,
+        })
     }
 
     /// The event loop: until a stop signal, or with `--exit-when-done` until everything is delivered.
@@ -284,8 +351,8 @@ impl Daemon {
     }
 
     /// Carries out an operator command; the answer is what the result topic says.
-    fn command(&mut self, command: &Command, config_path: &Path, current: &mut Config) -> Result<String, String> {
-        match command {
+    fn command(&mut self, command: &Command, config_path: &Path, current: &mut Config) -> Result<serde_json::Value, String> {
+        let text = match command {
             Command::Reload { .. } => self.reload(config_path, current).map_err(|e| e.to_string()),
             Command::Pause { camera, .. } => self.cameras.pause(camera).map_err(|e| e.to_string()),
             Command::Resume { camera, .. } => self.cameras.resume(camera, &current.cameras).map_err(|e| e.to_string()),
@@ -294,7 +361,40 @@ impl Daemon {
                 self.wake.notify_one();
                 Ok(format!("outbox flushed; {} record(s) pending", self.outbox.backlog().records))
             }
-        }
+            Command::Triggers { .. } => return Ok(self.trigger_list(current)),
+        };
+        text.map(serde_json::Value::String)
+    }
+
+    /// Every configured trigger, how it is set up, and what it matched.
+    fn trigger_list(&self, current: &Config) -> serde_json::Value {
+        let counted = self.stats.snapshot().triggers;
+        let list: Vec<serde_json::Value> = current
+            .triggers
+            .iter()
+            .map(|t| {
+                let source = match t.source() {
+                    Some(Source::Text(text)) => serde_json::json!({ "text": text }),
+                    Some(Source::Image(path)) => serde_json::json!({ "image": path }),
+                    Some(Source::Record(id)) => serde_json::json!({ "record": id }),
+                    None => serde_json::Value::Null,
+                };
+                let mut entry = serde_json::json!({
+                    "name": t.name,
+                    "enabled": t.enabled,
+                    "source": source,
+                    "threshold": t.threshold,
+                    "cameras": t.cameras,
+                    "labels": t.labels,
+                    "cooldown_s": t.cooldown_s,
+                });
+                if let (Some(stats), Some(object)) = (counted.get(&t.name), entry.as_object_mut()) {
+                    object.extend(stats.report().as_object().cloned().unwrap_or_default());
+                }
+                entry
+            })
+            .collect();
+        serde_json::Value::Array(list)
     }
 
     /// The one reload path (SIGHUP and the `reload` command): re-reads the configuration file and
@@ -304,14 +404,18 @@ impl Daemon {
         let result = Config::load(path).map_err(ReloadError::Config).and_then(|new| {
             let plan = self.cameras.apply(&new.cameras).map_err(ReloadError::Cameras)?;
             let needs_restart = sections_needing_restart(current, &new);
-            current.cameras = new.cameras;
+            current.cameras = new.cameras.clone();
+            let mut summary = plan.summary();
+            if new.triggers != current.triggers {
+                if let Some(broker) = &self.broker {
+                    broker.apply(&new, &self.stats);
+                }
+                summary += &format!("; triggers: {}", trigger_changes(&current.triggers, &new.triggers));
+                current.triggers = new.triggers;
+            }
             Ok(match needs_restart.is_empty() {
-                true => format!("configuration reloaded: {}", plan.summary()),
-                false => format!(
-                    "configuration reloaded: {}; changes to {} take effect after a restart",
-                    plan.summary(),
-                    needs_restart.join(", ")
-                ),
+                true => format!("configuration reloaded: {summary}"),
+                false => format!("configuration reloaded: {summary}; changes to {} take effect after a restart", needs_restart.join(", ")),
             })
         });
         systemd_notify::ready(&format!("running {} camera(s)", self.cameras.count()));
@@ -375,8 +479,20 @@ fn sections_needing_restart(current: &Config, new: &Config) -> Vec<&'static str>
         ("[analysis]", new.analysis != current.analysis),
         ("[crops]", new.crops != current.crops),
         ("[search]", new.search != current.search),
+        ("[events]", new.events != current.events),
     ];
     changed.into_iter().filter(|(_, changed)| *changed).map(|(name, _)| name).collect()
+}
+
+/// "1 added (a), 1 removed (b), 1 changed (c)" between two trigger lists.
+fn trigger_changes(old: &[crate::triggers::TriggerConfig], new: &[crate::triggers::TriggerConfig]) -> String {
+    let named = |list: &[crate::triggers::TriggerConfig], name: &str| list.iter().find(|t| t.name == name).cloned();
+    let added: Vec<&str> = new.iter().filter(|t| named(old, &t.name).is_none()).map(|t| t.name.as_str()).collect();
+    let removed: Vec<&str> = old.iter().filter(|t| named(new, &t.name).is_none()).map(|t| t.name.as_str()).collect();
+    let changed: Vec<&str> = new.iter().filter(|t| named(old, &t.name).is_some_and(|o| &o != *t)).map(|t| t.name.as_str()).collect();
+    let part = |n: &[&str], what: &str| (!n.is_empty()).then(|| format!("{} {what} ({})", n.len(), n.join(", ")));
+    let parts: Vec<String> = [part(&added, "added"), part(&removed, "removed"), part(&changed, "changed")].into_iter().flatten().collect();
+    parts.join(", ")
 }
 
 fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> anyhow::Result<JoinHandle<()>> {

@@ -59,7 +59,7 @@ impl Tracker {
         now_ms: i64,
         key_ms: u64,
     ) -> Vec<Assignment> {
-        self.tracks.retain(|t| now_ms - t.last_seen_ms <= self.timeout_ms);
+        self.expire(now_ms);
         let mut pairs = Vec::new();
         for (d, (label, b)) in detections.iter().enumerate() {
             for (t, track) in self.tracks.iter().enumerate() {
@@ -110,6 +110,18 @@ impl Tracker {
 }
 
 impl Tracker {
+    /// Ends the tracks not seen for `track_timeout_s` at stream time `now_ms`. [`Tracker::assign`]
+    /// does it too; calling it on frames the motion gate kept from the detector ends tracks on
+    /// time in a still scene.
+    pub fn expire(&mut self, now_ms: i64) {
+        self.tracks.retain(|t| now_ms - t.last_seen_ms <= self.timeout_ms);
+    }
+
+    /// Whether track `id` is still followed.
+    pub fn follows(&self, id: &str) -> bool {
+        self.tracks.iter().any(|t| t.id == id)
+    }
+
     /// The embedding asked for by [`Tracker::assign`] succeeded: the track's current look, at
     /// stream time `now_ms`, is what later frames are compared with.
     pub fn embedded(&mut self, track_id: &str, now_ms: i64) {
@@ -119,7 +131,7 @@ impl Tracker {
     }
 }
 
-fn iou(a: &PixelBox, b: &PixelBox) -> f32 {
+pub fn iou(a: &PixelBox, b: &PixelBox) -> f32 {
     let x0 = a.x.max(b.x);
     let y0 = a.y.max(b.y);
     let x1 = (a.x + a.w).min(b.x + b.w);

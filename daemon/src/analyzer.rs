@@ -424,4 +424,55 @@ mod tests {
         ids.dedup();
         assert_eq!((all, ids.len()), (8, 8), "{ids:?}");
     }
+
+    /// The analyzer with its queue to the broker, and that queue's far end.
+    fn with_broker(
+        analyzer: Analyzer<TwoPeople, FlakyEmbedder>,
+        stats: &Arc<Stats>,
+    ) -> (Analyzer<TwoPeople, FlakyEmbedder>, events::Receiver) {
+        let (queue, rx) = events::queue(100, stats.clone());
+        let filter = events::Filter::new(&events::EventsConfig::default());
+        let (_updates, updates_rx) = std::sync::mpsc::channel();
+        (analyzer.with_broker(Broker { queue, events: Some(filter) }, updates_rx), rx)
+    }
+
+    fn received(rx: &mut events::Receiver) -> Vec<(events::EventType, String)> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|m| match m {
+                Message::Track(e) => (e.kind, e.track_id),
+                Message::Match(m) => panic!("no trigger is configured: {m:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn frames_the_motion_gate_keeps_from_the_detector_make_no_events_but_tracks_still_end_on_time() {
+        let (analyzer, stats) = analyzer(vec![]);
+        let (mut analyzer, mut rx) = with_broker(analyzer, &stats);
+        analyzer.settings.analysis = AnalysisConfig { motion_gate: true, refresh_s: 3600.0, ..AnalysisConfig::default() };
+        analyzer.analyze(&file_frame(0));
+        use events::EventType::{End, New};
+        assert_eq!(received(&mut rx), [(New, "0.0".to_owned()), (New, "0.1".to_owned())]);
+        // The same picture: nothing moved, no detection, no event.
+        for pts in [1_000, 2_000, 3_000] {
+            analyzer.analyze(&file_frame(pts));
+        }
+        assert!(received(&mut rx).is_empty());
+        assert_eq!(stats.snapshot().cameras["door"].get(CameraNumber::FramesGated), 3);
+        // Past track_timeout_s (5 s) without a sighting, on a gated frame: both tracks end.
+        analyzer.analyze(&file_frame(6_000));
+        assert_eq!(received(&mut rx), [(End, "0.0".to_owned()), (End, "0.1".to_owned())]);
+    }
+
+    #[test]
+    fn a_departed_camera_ends_its_open_tracks() {
+        let (analyzer, stats) = analyzer(vec![]);
+        let (mut analyzer, mut rx) = with_broker(analyzer, &stats);
+        analyzer.analyze(&file_frame(0));
+        received(&mut rx);
+        analyzer.camera_departed("door");
+        let ends = received(&mut rx);
+        assert_eq!(ends.len(), 2, "{ends:?}");
+        assert!(ends.iter().all(|(kind, _)| *kind == events::EventType::End), "{ends:?}");
+    }
 }

@@ -244,7 +244,8 @@ impl TrackLog {
 
     /// Ends the open tracks the tracker no longer follows.
     pub fn end_unless(&mut self, still_tracked: impl Fn(&str) -> bool, out: &mut Vec<TrackEvent>) {
-        let ended: Vec<String> = self.open.keys().filter(|id| !still_tracked(id)).cloned().collect();
+        let mut ended: Vec<String> = self.open.keys().filter(|id| !still_tracked(id)).cloned().collect();
+        ended.sort();
         for id in ended {
             if let Some(track) = self.open.remove(&id) {
                 out.push(end_event(track));

@@ -227,7 +227,7 @@ impl Triggers {
             if !trigger.watches(&m.camera, &m.label) || trigger.vector.len() != record.values.len() {
                 continue;
             }
-            let similarity: f32 = trigger.vector.iter().zip(&record.values).map(|(a, b)| a * b).sum();
+            let similarity = dot(&trigger.vector, &record.values);
             if similarity < trigger.threshold {
                 continue;
             }
@@ -265,6 +265,20 @@ impl Triggers {
         self.fired_on_track.retain(|(c, _, _)| c != camera);
         self.last_match_ms.retain(|(_, c), _| c != camera);
     }
+}
+
+/// The dot product, in eight lanes so that the compiler can vectorise it (a single running sum
+/// is a chain of dependent additions).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in a8.zip(b8) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]
@@ -329,6 +343,15 @@ mod tests {
         assert_eq!((fired.len(), fired[0].similarity), (1, 1.0));
         t.track_ended("gate", "t1");
         assert_eq!(t.check(&record("r6", "gate", "t1", like), 200_000).len(), 1, "a new track may reuse the id after the end");
+    }
+
+    #[test]
+    fn the_lane_wise_dot_product_equals_the_plain_one() {
+        for n in [0, 3, 8, 13, 512] {
+            let (a, b) = (random_unit(1, n.max(1))[..n].to_vec(), random_unit(2, n.max(1))[..n].to_vec());
+            let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!((dot(&a, &b) - plain).abs() < 1e-5, "{n}");
+        }
     }
 
     #[test]

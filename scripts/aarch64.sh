@@ -7,6 +7,8 @@
 #                              e2e test that indexes bikes.mp4 with the small models runs the
 #                              aarch64 binary under qemu-aarch64-static: every record must reach
 #                              the Pinecone emulator (run by hand before flashing a release)
+#   scripts/aarch64.sh binary  release build for aarch64 with the test hooks, for
+#                              scripts/boot-test.sh: target/aarch64-unknown-linux-gnu/release/glimpse
 #
 # Debian's arm64 -dev packages cannot be installed beside the amd64 ones (libgstreamer-plugins-
 # base1.0-dev:arm64 conflicts with :amd64), so they are unpacked into a sysroot under
@@ -14,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-check}"
-case "$mode" in check | smoke) ;; *) echo "usage: $0 check|smoke" >&2; exit 2 ;; esac
+case "$mode" in check | smoke | binary) ;; *) echo "usage: $0 check|smoke|binary" >&2; exit 2 ;; esac
 
 . scripts/deps.sh
 TARGET=aarch64-unknown-linux-gnu
@@ -65,6 +67,12 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-L$lib -C l
 if [ "$mode" = check ]; then
   echo "==> cargo check --target $TARGET"
   cargo check -p glimpse --target "$TARGET" --locked
+  exit 0
+fi
+
+if [ "$mode" = binary ]; then
+  echo "==> cargo build --release --target $TARGET --features test-hooks"
+  cargo build -p glimpse --release --target "$TARGET" --locked --features test-hooks
   exit 0
 fi
 

@@ -143,4 +143,4 @@ CONFFILES:${PN} = "${sysconfdir}/glimpse/glimpse.toml \
 # image installs): a package of the tune's architecture that depended on a machine-arch one would
 # be rebuilt for every machine (sstate's machine-arch leak).
 RDEPENDS:${PN} = "ca-certificates glib-networking"
-RDEPENDS:${PN}-grow-data = "util-linux-partx util-linux-sfdisk"
+RDEPENDS:${PN}-grow-data = "udev util-linux-partx util-linux-sfdisk"

@@ -36,16 +36,8 @@ fail() {
 }
 
 # --- host tools -----------------------------------------------------------------------------
-HOST_PACKAGES=(qemu-system-arm qemu-user-static binfmt-support mmdebstrap e2fsprogs fdisk openssh-client mosquitto mosquitto-clients curl)
-missing=()
-for p in "${HOST_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  log "installing ${missing[*]}"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+APT_PACKAGES=(qemu-system-arm qemu-user-static binfmt-support mmdebstrap e2fsprogs fdisk openssh-client mosquitto mosquitto-clients curl)
+install_apt_packages
 # mmdebstrap runs the arm64 packages' scripts through binfmt_misc and qemu-aarch64.
 [ -e /proc/sys/fs/binfmt_misc/register ] || as_root mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
 [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || as_root update-binfmts --enable qemu-aarch64

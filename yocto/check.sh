@@ -73,41 +73,29 @@ echo "== kas files (kas $("$venv/bin/python" -c 'import kas; print(kas.__version
 echo "== recipe behaviour (do_configure twice, run-time TLS, machine-arch leak, path remapping, SSH keys)"
 "$venv/bin/python" "$here/scripts/recipe-behaviour.py" --layer "$layer" || failed+=("recipe behaviour (FAIL lines above)")
 
-# --- 4. crates against Cargo.lock ----------------------------------------------------------
-echo "== glimpse-crates.inc against Cargo.lock"
-inc="$layer/recipes-glimpse/glimpse/glimpse-crates.inc"
-fresh="$(mktemp)"
-trap 'rm -f "$fresh"' EXIT
-if "$venv/bin/python" "$here/scripts/crates-inc.py" --lock "$repo/Cargo.lock" --out "$fresh"; then
-    if diff -u "$inc" "$fresh" >/dev/null; then
-        echo "up to date: $(grep -c '^    crate://' "$inc") crates"
+# --- 4, 5. generated files against what they are generated from ----------------------------
+# check_generated WHAT FILE COMMAND...: COMMAND --out writes FILE afresh; it must equal FILE.
+check_generated() {
+    local what="$1" file="$2" fresh
+    shift 2
+    fresh="$(mktemp)"
+    if ! "$venv/bin/python" "$@" --out "$fresh"; then
+        failed+=("$(basename "$file"): $what could not be read")
+    elif diff -u "$file" "$fresh" >/dev/null; then
+        echo "up to date: $(basename "$file")"
     else
-        diff -u --label "glimpse-crates.inc (committed)" --label "from Cargo.lock" "$inc" "$fresh" | grep '^[-+]  *crate://' | head -20
-        echo "glimpse-crates.inc does not match Cargo.lock; regenerate it with:"
-        echo "    python3 yocto/scripts/crates-inc.py --out yocto/meta-glimpse/recipes-glimpse/glimpse/glimpse-crates.inc"
-        failed+=("glimpse-crates.inc is stale")
+        diff -u --label "$(basename "$file") (committed)" --label "from $what" "$file" "$fresh" | grep '^[-+][^-+]' | head -20
+        echo "$(basename "$file") does not match $what; regenerate it with:"
+        echo "    python3 ${*#"$repo/"} --out ${file#"$repo/"}"
+        failed+=("$(basename "$file") is stale")
     fi
-else
-    failed+=("crates-inc.py could not read Cargo.lock")
-fi
+    rm -f "$fresh"
+}
 
-# --- 5. crate licences against cargo metadata ---------------------------------------------
-echo "== glimpse-licences.inc against cargo metadata"
-licences="$layer/recipes-glimpse/glimpse/glimpse-licences.inc"
-fresh_licences="$(mktemp)"
-trap 'rm -f "$fresh" "$fresh_licences"' EXIT
-if "$venv/bin/python" "$here/scripts/crate-licences.py" --out "$fresh_licences"; then
-    if diff -u "$licences" "$fresh_licences" >/dev/null; then
-        echo "up to date: $(grep -c '^    file://' "$licences") licence files, $(grep -o '^# [0-9]* crates' "$licences" | tr -d '#')"
-    else
-        diff -u --label "glimpse-licences.inc (committed)" --label "from cargo metadata" "$licences" "$fresh_licences" | grep '^[-+][^-+]' | head -20
-        echo "glimpse-licences.inc does not match the crates linked into the daemon; regenerate it with:"
-        echo "    python3 yocto/scripts/crate-licences.py --out yocto/meta-glimpse/recipes-glimpse/glimpse/glimpse-licences.inc"
-        failed+=("glimpse-licences.inc is stale")
-    fi
-else
-    failed+=("crate-licences.py could not read cargo metadata")
-fi
+echo "== glimpse-crates.inc against Cargo.lock"
+check_generated "Cargo.lock" "$layer/recipes-glimpse/glimpse/glimpse-crates.inc" "$here/scripts/crates-inc.py" --lock "$repo/Cargo.lock"
+echo "== glimpse-licences.inc against the crates linked into the daemon (cargo metadata)"
+check_generated "cargo metadata" "$layer/recipes-glimpse/glimpse/glimpse-licences.inc" "$here/scripts/crate-licences.py"
 
 echo
 if [ ${#failed[@]} -gt 0 ]; then

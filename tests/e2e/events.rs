@@ -129,15 +129,17 @@ fn while_the_broker_is_away_events_wait_up_to_the_bound_and_the_rest_are_counted
     let observer = Observer::subscribe(broker.port, "glimpse/events-away/#");
     let events = |m: &Message| json(m)["events"].clone();
     let back = observer.wait_for("glimpse/events-away/stats", Duration::from_secs(60), |m| events(m)["published"].as_u64() >= Some(20));
-    assert_eq!(events(&back)["published"], 20, "the queued events reach the broker once it is back");
+    // The 20 queued events, and the 5 ends if the camera's end of file reached inference only
+    // after the broker was back (else they were dropped with the rest).
+    let published_then = events(&back)["published"].as_u64().unwrap_or(0);
+    assert!(published_then == 20 || published_then == 25, "the queued events reach the broker once it is back: {}", events(&back));
     daemon.signal(Signal::SIGTERM);
     assert!(daemon.wait(Duration::from_secs(30)).success(), "{}", daemon.logs());
     let last = observer.on("glimpse/events-away/stats").last().map(events).expect("final stats");
     let (published, dropped) = (last["published"].as_u64().unwrap_or(0), last["dropped"].as_u64().unwrap_or(0));
-    // Each record is a new or an update (re-embedded every frame, no rate limit), and the 5 ends
-    // came at the end of the file, still without a broker.
+    // Each record is a new or an update (re-embedded every frame, no rate limit), and 5 ends.
     let records = exported_ids(&config).len() as u64;
-    assert_eq!((published, published + dropped), (20, records + 5), "every event is either published or counted as dropped: {last}");
+    assert_eq!((published, published + dropped), (published_then, records + 5), "every event is published or counted as dropped: {last}");
 }
 
 /// A crop the first run kept, of an object in the clip.

@@ -6,16 +6,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::harness::daemon::{glimpse, Daemon};
+use crate::harness::daemon::{exported_ids, Daemon};
 use crate::harness::ConfigBuilder;
-
-/// Every pending record's id, as `glimpse outbox export` gives them.
-fn exported_ids(config: &std::path::Path) -> Vec<String> {
-    let out = glimpse(&["outbox", "export", "--config", &config.display().to_string()], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON")["id"].as_str().expect("id").to_owned()).collect()
-}
 
 #[test]
 #[cfg_attr(not(feature = "test-hooks"), ignore = "needs the test-hooks feature (scripts/test.sh turns it on)")]

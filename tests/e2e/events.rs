@@ -7,21 +7,13 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::harness::daemon::{clip, glimpse, wait_until, Daemon};
+use crate::harness::daemon::{clip, exported_ids, glimpse, wait_until, Daemon};
 use crate::harness::mosquitto::Mosquitto;
 use crate::harness::mqtt::{Message, Observer};
 use crate::harness::ConfigBuilder;
 
 fn json(message: &Message) -> Value {
     serde_json::from_str(&message.payload).unwrap_or_else(|e| panic!("{} is not JSON ({e}): {}", message.topic, message.payload))
-}
-
-/// Every pending record's id, as `glimpse outbox export` gives them.
-fn exported_ids(config: &std::path::Path) -> BTreeSet<String> {
-    let out = glimpse(&["outbox", "export", "--config", &config.display().to_string()], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines().map(|l| serde_json::from_str::<Value>(l).expect("JSON")["id"].as_str().expect("id").to_owned()).collect()
 }
 
 /// Each track's event types, in the order they were published.
@@ -57,7 +49,7 @@ fn every_tracked_object_of_a_file_has_one_new_and_one_end_naming_records_that_ex
         .write();
     let mut daemon = Daemon::start(&config, &["--exit-when-done"], &[]);
     assert!(daemon.wait(Duration::from_secs(120)).success(), "{}", daemon.logs());
-    let ids = exported_ids(&config);
+    let ids: BTreeSet<String> = exported_ids(&config).into_iter().collect();
     assert_eq!(ids.len(), 50, "10 frames, 5 objects each");
     wait_until("every track's end", Duration::from_secs(10), || {
         let events: Vec<Value> = observer.messages().iter().map(json).collect();

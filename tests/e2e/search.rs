@@ -2,15 +2,8 @@
 
 use std::time::Duration;
 
-use crate::harness::daemon::{clip, glimpse, Daemon};
+use crate::harness::daemon::{clip, exported_records, glimpse, Daemon};
 use crate::harness::ConfigBuilder;
-
-/// Every pending record, as `glimpse outbox export` gives them.
-fn exported(config: &std::path::Path) -> Vec<serde_json::Value> {
-    let out = glimpse(&["outbox", "export", "--config", &config.display().to_string()], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect()
-}
 
 #[test]
 fn every_record_keeps_its_crop_as_a_jpeg_named_in_its_metadata() {
@@ -18,7 +11,7 @@ fn every_record_keeps_its_crop_as_a_jpeg_named_in_its_metadata() {
     let config = ConfigBuilder::new("kept", "detr-tiny-fixture.onnx").camera("street", &bikes, 1.0).raw("[crops]\nmax_px = 64").write();
     let mut daemon = Daemon::start(&config, &["--exit-when-done"], &[]);
     assert!(daemon.wait(Duration::from_secs(120)).success(), "{}", daemon.logs());
-    let records = exported(&config);
+    let records = exported_records(&config);
     assert_eq!(records.len(), 50, "10 frames, 5 objects each");
     let crops = config.dir.path().join("data/crops");
     for record in &records {
@@ -41,7 +34,7 @@ fn an_unwritable_crop_store_costs_the_crops_not_the_records() {
         .write();
     let mut daemon = Daemon::start(&config, &["--exit-when-done"], &[]);
     assert!(daemon.wait(Duration::from_secs(120)).success(), "{}", daemon.logs());
-    let records = exported(&config);
+    let records = exported_records(&config);
     assert_eq!(records.len(), 25, "every record is accepted");
     assert!(records.iter().all(|r| r["metadata"].get("crop").is_none()), "no record names a crop that was not stored");
     let stats = daemon.last_stats();
@@ -77,7 +70,7 @@ fn search(config: &std::path::Path, args: &[&str]) -> std::process::Output {
 #[test]
 fn search_by_example_and_by_picture_finds_indexed_records_with_their_crops() {
     let config = indexed_street();
-    let first = exported(&config)[0]["id"].as_str().expect("an id").to_owned();
+    let first = exported_records(&config)[0]["id"].as_str().expect("an id").to_owned();
     let out = search(&config, &["--like", &first, "--json", "--top-k", "5"]);
     // (with five identical boxes a frame, the first five may all score 1)
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -114,7 +107,7 @@ fn bad_searches_say_why_in_one_line_and_exit_2() {
 #[test]
 fn the_html_page_shows_every_thumbnail_in_a_real_browser() {
     let config = indexed_street();
-    let first = exported(&config)[0]["id"].as_str().expect("an id").to_owned();
+    let first = exported_records(&config)[0]["id"].as_str().expect("an id").to_owned();
     let page = config.dir.path().join("results.html");
     let out = search(&config, &["--like", &first, "--top-k", "8", "--html", page.to_str().expect("path")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -239,7 +232,7 @@ fn crops_reach_an_s3_bucket_after_an_outage_and_exit_when_done_waits_for_them() 
     assert!(daemon.is_running(), "the daemon waits for its crops' uploads");
     let _server = S3Server::start(root.path(), "crops", port);
     assert!(daemon.wait(Duration::from_secs(120)).success(), "{}", daemon.logs());
-    let records = exported(&config);
+    let records = exported_records(&config);
     assert_eq!(records.len(), 25);
     let objects = S3Server::objects(root.path(), "crops");
     for record in &records {
@@ -307,7 +300,7 @@ fn a_bucket_killed_mid_run_and_restarted_gets_every_crop_and_nothing_accepted_is
     assert!(daemon.wait(Duration::from_secs(30)).success(), "{}", daemon.logs());
     let objects = S3Server::objects(root.path(), "crops");
     let waiting = config.dir.path().join("data/crops-upload");
-    let records = exported(&config);
+    let records = exported_records(&config);
     assert!(records.len() >= 10, "{} records", records.len());
     for record in &records {
         let key = record["metadata"]["crop"].as_str().expect("crop");
@@ -326,7 +319,7 @@ fn pending_records_the_index_missed_are_added_at_the_next_start() {
         ConfigBuilder::new("catchup", "detr-tiny-fixture.onnx").camera("street", &bikes, 0.5).raw("[search]\nenabled = false").write();
     let mut daemon = Daemon::start(&first, &["--exit-when-done"], &[]);
     assert!(daemon.wait(Duration::from_secs(120)).success(), "{}", daemon.logs());
-    let pending = exported(&first);
+    let pending = exported_records(&first);
     assert_eq!(pending.len(), 25);
     let second = ConfigBuilder::sharing_data_dir(&first, "catchup", "detr-tiny-fixture.onnx").camera("street", &bikes, 0.5).write();
     let mut daemon = Daemon::start(&second, &["--exit-when-done"], &[]);

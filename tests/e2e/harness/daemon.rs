@@ -146,6 +146,18 @@ pub fn outbox_report(config: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("outbox stats JSON")
 }
 
+/// `glimpse outbox export` for `config`: every pending record, one JSON value each.
+pub fn exported_records(config: &Path) -> Vec<serde_json::Value> {
+    let out = glimpse(&["outbox", "export", "--config", &config.display().to_string()], &[]);
+    assert!(out.status.success(), "outbox export failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect()
+}
+
+/// The ids of [`exported_records`], in the outbox's order.
+pub fn exported_ids(config: &Path) -> Vec<String> {
+    exported_records(config).iter().map(|r| r["id"].as_str().expect("every record has an id").to_owned()).collect()
+}
+
 /// Polls `cond` every 100 ms until it holds; panics with `what` after `timeout`.
 pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

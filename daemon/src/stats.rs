@@ -450,6 +450,11 @@ impl Stats {
         }
     }
 
+    /// Every trigger's numbers, as the trigger section of [`Stats::snapshot`] has them.
+    pub fn triggers(&self) -> BTreeMap<String, TriggerSnapshot> {
+        self.triggers.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// A copy of every number; changes nothing.
     pub fn snapshot(&self) -> Snapshot {
         let cameras = self.cameras.read().unwrap_or_else(|p| p.into_inner());
@@ -469,7 +474,7 @@ impl Stats {
             crops: self.crops.values(),
             crops_error: self.crops_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             events: self.events.values(),
-            triggers: self.triggers.read().unwrap_or_else(|p| p.into_inner()).clone(),
+            triggers: self.triggers(),
         }
     }
 

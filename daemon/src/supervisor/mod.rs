@@ -176,9 +176,7 @@ struct BrokerLinks {
 
 impl BrokerLinks {
     /// Prepares `config`'s triggers and hands them to inference and to Home Assistant discovery.
-    fn apply(&self, config: &Config, stats: &Stats) {
-        let names: Vec<(String, Option<String>)> = config.triggers.iter().map(|t| (t.name.clone(), None)).collect();
-        stats.triggers_configured(&names);
+    fn apply(&self, config: &Config) {
         let _ = self.triggers.send(triggers::prepare(config));
         self.entities.send_replace(trigger_entities(config));
     }
@@ -199,7 +197,7 @@ fn broker_links(
     let (entities, entities_rx) = watch::channel(Vec::new());
     let (triggers, triggers_rx) = std::sync::mpsc::channel();
     let links = BrokerLinks { triggers, entities };
-    links.apply(config, stats);
+    links.apply(config);
     Some((Broker { queue, events }, BrokerFeed { messages, triggers: entities_rx }, triggers_rx, links))
 }
 
@@ -368,7 +366,7 @@ impl Daemon {
 
     /// Every configured trigger, how it is set up, and what it matched.
     fn trigger_list(&self, current: &Config) -> serde_json::Value {
-        let counted = self.stats.snapshot().triggers;
+        let counted = self.stats.triggers();
         let list: Vec<serde_json::Value> = current
             .triggers
             .iter()
@@ -408,7 +406,7 @@ impl Daemon {
             let mut summary = plan.summary();
             if new.triggers != current.triggers {
                 if let Some(broker) = &self.broker {
-                    broker.apply(&new, &self.stats);
+                    broker.apply(&new);
                 }
                 summary += &format!("; triggers: {}", trigger_changes(&current.triggers, &new.triggers));
                 current.triggers = new.triggers;
@@ -485,11 +483,11 @@ fn sections_needing_restart(current: &Config, new: &Config) -> Vec<&'static str>
 }
 
 /// "1 added (a), 1 removed (b), 1 changed (c)" between two trigger lists.
-fn trigger_changes(old: &[crate::triggers::TriggerConfig], new: &[crate::triggers::TriggerConfig]) -> String {
-    let named = |list: &[crate::triggers::TriggerConfig], name: &str| list.iter().find(|t| t.name == name).cloned();
+fn trigger_changes<'a>(old: &'a [crate::triggers::TriggerConfig], new: &'a [crate::triggers::TriggerConfig]) -> String {
+    let named = |list: &'a [crate::triggers::TriggerConfig], name: &str| list.iter().find(|t| t.name == name);
     let added: Vec<&str> = new.iter().filter(|t| named(old, &t.name).is_none()).map(|t| t.name.as_str()).collect();
     let removed: Vec<&str> = old.iter().filter(|t| named(new, &t.name).is_none()).map(|t| t.name.as_str()).collect();
-    let changed: Vec<&str> = new.iter().filter(|t| named(old, &t.name).is_some_and(|o| &o != *t)).map(|t| t.name.as_str()).collect();
+    let changed: Vec<&str> = new.iter().filter(|t| named(old, &t.name).is_some_and(|o| o != *t)).map(|t| t.name.as_str()).collect();
     let part = |n: &[&str], what: &str| (!n.is_empty()).then(|| format!("{} {what} ({})", n.len(), n.join(", ")));
     let parts: Vec<String> = [part(&added, "added"), part(&removed, "removed"), part(&changed, "changed")].into_iter().flatten().collect();
     parts.join(", ")

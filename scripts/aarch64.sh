@@ -2,7 +2,9 @@
 # Cross-builds Glimpse for aarch64-unknown-linux-gnu (Jetson, Raspberry Pi 4/5, Rockchip) on
 # Debian 12 (x86_64).
 #
-#   scripts/aarch64.sh check   cargo check of the daemon for aarch64 (CI runs this; about 5 min)
+#   scripts/aarch64.sh check   cargo check of the daemon for aarch64 (about 3 min)
+#   scripts/aarch64.sh clippy  cargo clippy -D warnings of the whole workspace, tests included, for
+#                              aarch64: the lint and the cross-compile check in one build (CI runs this)
 #   scripts/aarch64.sh smoke   release build for aarch64 (about 8 min on 2 cores), then the
 #                              e2e test that indexes bikes.mp4 with the small models runs the
 #                              aarch64 binary under qemu-aarch64-static: every record must reach
@@ -16,16 +18,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-check}"
-case "$mode" in check | smoke | binary) ;; *) echo "usage: $0 check|smoke|binary" >&2; exit 2 ;; esac
+case "$mode" in check | clippy | smoke | binary) ;; *) echo "usage: $0 check|clippy|smoke|binary" >&2; exit 2 ;; esac
 
 . scripts/deps.sh
 TARGET=aarch64-unknown-linux-gnu
 SYSROOT="$PWD/target/aarch64-sysroot"
 # The libraries the daemon links (-dev for the .pc files and .so links) and what they pull in.
-ARM64_DEV=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libglib2.0-dev liborc-0.4-dev libsystemd-dev
+ARM64_DEV=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev libglib2.0-dev liborc-0.4-dev libsystemd-dev
   libffi-dev libpcre2-dev libselinux1-dev libsepol-dev libmount-dev libblkid-dev zlib1g-dev libdw-dev libelf-dev libunwind-dev
   liblzma-dev libzstd-dev)
-ARM64_RUNTIME=(libgstreamer1.0-0 libgstreamer-plugins-base1.0-0 libglib2.0-0 liborc-0.4-0 libsystemd0 libffi8 libpcre2-8-0
+ARM64_RUNTIME=(libgstreamer1.0-0 libgstreamer-plugins-base1.0-0 libgstrtspserver-1.0-0 libglib2.0-0 liborc-0.4-0 libsystemd0 libffi8 libpcre2-8-0
   libunwind8 libdw1 libelf1 zlib1g libmount1 libblkid1 libselinux1 liblzma5 libzstd1 libgcrypt20 libgpg-error0 liblz4-1
   libcap2 libbz2-1.0 libc6 libgcc-s1)
 # Only for the smoke run: the plugins that decode the test clip, and every library they load.
@@ -67,6 +69,13 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-L$lib -C l
 if [ "$mode" = check ]; then
   echo "==> cargo check --target $TARGET"
   cargo check -p glimpse --target "$TARGET" --locked
+  exit 0
+fi
+
+if [ "$mode" = clippy ]; then
+  # test-hooks: the end-to-end tests' fault injection, so that their code is linted too.
+  echo "==> cargo clippy --target $TARGET --workspace --all-targets (warnings are errors)"
+  cargo clippy --workspace --all-targets --target "$TARGET" --locked --features glimpse/test-hooks -- -D warnings
   exit 0
 fi
 

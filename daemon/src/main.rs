@@ -249,7 +249,9 @@ enum OutboxAction {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GLIMPSE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // ONNX Runtime narrates every graph rewrite at info; its warnings and errors are what matter.
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("GLIMPSE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {

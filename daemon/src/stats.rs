@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 
 use crate::camera_state::CameraStatus;
 use crate::clock::unix_ms;
+use crate::model::EngineReport;
 
 /// Declares a list of numbers: an enum, each variant's JSON key and meaning, and `ALL`.
 macro_rules! numbers {
@@ -136,6 +137,14 @@ numbers! {
 pub const TRIGGER_DERIVED: &[(&str, &str)] = &[
     ("last_match", "the latest match as published on the trigger's topic, or null"),
     ("error", "why the trigger is not active (its text, image or record could not be embedded), or null"),
+];
+
+/// The inference section's fields that describe the engine rather than count.
+pub const INFERENCE_DERIVED: &[(&str, &str)] = &[
+    ("engine", "`tract` or `onnxruntime` (`[inference] engine`)"),
+    ("library", "the ONNX Runtime library loaded, or null with tract"),
+    ("version", "that library's version, or null with tract"),
+    ("providers", "where each model runs: `detector` and `embedder`, each `tract` or an ONNX Runtime execution provider such as `CPUExecutionProvider`"),
 ];
 
 /// A list of atomics indexed by one of the enums above.
@@ -283,6 +292,7 @@ pub struct Stats {
     events: Numbers,
     /// Triggers come and go with configuration reloads.
     triggers: RwLock<BTreeMap<String, TriggerSnapshot>>,
+    engine: RwLock<EngineReport>,
 }
 
 /// One trigger's numbers at one moment (kept as a snapshot: matches are rare).
@@ -308,6 +318,7 @@ impl Stats {
             crops_error: Mutex::new(None),
             events: Numbers::new(EventNumber::ALL.len()),
             triggers: RwLock::default(),
+            engine: RwLock::default(),
         })
     }
 
@@ -412,6 +423,11 @@ impl Stats {
         self.crops.get(n as usize)
     }
 
+    /// The models are loaded: on which engine, from which library, on which providers.
+    pub fn engine_loaded(&self, report: EngineReport) {
+        *self.engine.write().unwrap_or_else(|p| p.into_inner()) = report;
+    }
+
     pub fn detector_plans(&self, held: usize) {
         self.inference.set(InferenceNumber::DetectorPlans as usize, held as u64);
     }
@@ -475,6 +491,7 @@ impl Stats {
             crops_error: self.crops_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             events: self.events.values(),
             triggers: self.triggers(),
+            engine: self.engine.read().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
 
@@ -503,6 +520,7 @@ pub struct Snapshot {
     crops_error: Option<String>,
     events: Vec<u64>,
     pub triggers: BTreeMap<String, TriggerSnapshot>,
+    engine: EngineReport,
 }
 
 #[derive(Clone, Debug)]
@@ -549,11 +567,21 @@ impl Snapshot {
             "cameras": cameras,
             "outbox": outbox,
             "sync": sync,
-            "inference": numbers_json(InferenceNumber::FIELDS, &self.inference),
+            "inference": self.inference_report(),
             "crops": crops,
             "events": numbers_json(EventNumber::FIELDS, &self.events),
             "triggers": self.triggers.iter().map(|(name, t)| (name.clone(), t.report())).collect::<Map<String, Value>>(),
         })
+    }
+}
+
+impl Snapshot {
+    fn inference_report(&self) -> Value {
+        let mut report = numbers_json(InferenceNumber::FIELDS, &self.inference);
+        if let Ok(Value::Object(engine)) = serde_json::to_value(&self.engine) {
+            report.extend(engine);
+        }
+        Value::Object(report)
     }
 }
 
@@ -640,7 +668,7 @@ mod tests {
             ("cameras.{name}", join(CameraNumber::FIELDS, CAMERA_DERIVED)),
             ("outbox", join(OutboxNumber::FIELDS, OUTBOX_DERIVED)),
             ("sync", join(SyncNumber::FIELDS, SYNC_DERIVED)),
-            ("inference", InferenceNumber::FIELDS.to_vec()),
+            ("inference", join(InferenceNumber::FIELDS, INFERENCE_DERIVED)),
             ("crops", join(CropNumber::FIELDS, CROPS_DERIVED)),
             ("events", EventNumber::FIELDS.to_vec()),
             ("triggers.{name}", join(TriggerNumber::FIELDS, TRIGGER_DERIVED)),

@@ -8,6 +8,7 @@ mod attention;
 mod check;
 mod clock;
 mod durability;
+mod engines;
 mod events;
 mod ingest;
 mod models;

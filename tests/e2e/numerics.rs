@@ -1,12 +1,15 @@
 //! `glimpse detect` and `glimpse embed` against the reference implementation: transformers'
 //! DetrImageProcessor / CLIPImageProcessor with onnxruntime, on real photos, for the same model
 //! files (outputs made by `models/export.py --golden`, committed in tests/media/golden.json).
+//! Both engines are held to the same tolerances, so they agree with each other too.
 
 use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::harness::daemon::{glimpse, model, repo};
+use crate::harness::daemon::{glimpse, model, onnxruntime_section, repo};
+
+const ENGINES: [&str; 2] = ["tract", "onnxruntime"];
 
 fn golden() -> Value {
     serde_json::from_str(&std::fs::read_to_string(repo().join("tests/media/golden.json")).expect("golden.json")).expect("golden JSON")
@@ -17,13 +20,14 @@ fn photos(golden: &Value) -> Vec<PathBuf> {
 }
 
 /// A config for the golden file's detector `which` ("fixture", "random" or "random-int8") and
-/// its embedder `embedder` ("fp32" or "int8").
-fn config_with(golden: &Value, which: &str, embedder: &str) -> (tempfile::TempDir, String) {
+/// its embedder `embedder` ("fp32" or "int8"), on `engine` ("tract" or "onnxruntime").
+fn config_with(golden: &Value, which: &str, embedder: &str, engine: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("models.toml");
     let detector = &golden["detectors"][which];
+    let inference = if engine == "onnxruntime" { onnxruntime_section("[\"cpu\"]") } else { String::new() };
     let text = format!(
-        "[detector]\nmodel = \"{}\"\nthreshold = {}\n\n[embedder]\nmodel = \"{}\"\n",
+        "{inference}[detector]\nmodel = \"{}\"\nthreshold = {}\n\n[embedder]\nmodel = \"{}\"\n",
         model(detector["model"].as_str().expect("detector")),
         detector["threshold"],
         model(golden["embedders"][embedder].as_str().expect("embedder")),
@@ -33,7 +37,7 @@ fn config_with(golden: &Value, which: &str, embedder: &str) -> (tempfile::TempDi
 }
 
 fn config(golden: &Value, which: &str) -> (tempfile::TempDir, String) {
-    config_with(golden, which, "fp32")
+    config_with(golden, which, "fp32", "tract")
 }
 
 fn run(command: &str, config: &str, images: &[PathBuf]) -> Vec<Value> {
@@ -48,22 +52,24 @@ fn run(command: &str, config: &str, images: &[PathBuf]) -> Vec<Value> {
 #[test]
 fn detections_match_detr_image_processor_and_onnxruntime_within_a_pixel() {
     let golden = golden();
-    // "random-int8": the int8 file models/quantize.py makes, tract against onnxruntime on it.
-    for which in ["fixture", "random", "random-int8"] {
-        compare_detections(&golden, which, which, 1e-3);
+    // "random-int8": the int8 file models/quantize.py makes, each engine against onnxruntime on it.
+    for engine in ENGINES {
+        for which in ["fixture", "random", "random-int8"] {
+            compare_detections(&golden, which, which, 1e-3, engine);
+        }
     }
 }
 
 #[test]
 fn the_int8_detector_finds_the_same_detections_as_its_fp32_source() {
     // Labels and boxes as fp32 in onnxruntime; scores within 0.01 (measured: 1e-4 apart).
-    compare_detections(&golden(), "random-int8", "random", 1e-2);
+    compare_detections(&golden(), "random-int8", "random", 1e-2, "tract");
 }
 
 /// `glimpse detect` with the golden file's detector `which`, against the reference detections
 /// of `reference`: same count and labels, boxes within a pixel, scores within `score_tolerance`.
-fn compare_detections(golden: &Value, which: &str, reference: &str, score_tolerance: f64) {
-    let (_dir, config) = config(golden, which);
+fn compare_detections(golden: &Value, which: &str, reference: &str, score_tolerance: f64, engine: &str) {
+    let (_dir, config) = config_with(golden, which, "fp32", engine);
     let images = photos(golden);
     let lines = run("detect", &config, &images);
     assert_eq!(lines.len(), images.len(), "one line per image, in order");
@@ -72,13 +78,13 @@ fn compare_detections(golden: &Value, which: &str, reference: &str, score_tolera
         assert_eq!(line["image"].as_str(), Some(path.display().to_string().as_str()));
         let expected = golden["images"][name]["detections"][reference].as_array().expect("detections");
         let found = line["detections"].as_array().expect("detections");
-        assert_eq!(found.len(), expected.len(), "{which} {name}: {line}");
+        assert_eq!(found.len(), expected.len(), "{engine} {which} {name}: {line}");
         for (f, e) in found.iter().zip(expected) {
             assert_eq!(f["label"], e["label"], "{name}");
             let close = |k: &str, tol: f64| (f[k].as_f64().unwrap_or(f64::NAN) - e[k].as_f64().unwrap_or(f64::NAN)).abs() <= tol;
-            assert!(close("score", score_tolerance), "{which} {name}: score {} vs {}", f["score"], e["score"]);
+            assert!(close("score", score_tolerance), "{engine} {which} {name}: score {} vs {}", f["score"], e["score"]);
             for k in ["x", "y", "w", "h"] {
-                assert!(close(k, 1.0), "{name}: {k} {} vs {}", f[k], e[k]);
+                assert!(close(k, 1.0), "{engine} {name}: {k} {} vs {}", f[k], e[k]);
             }
         }
     }
@@ -87,9 +93,11 @@ fn compare_detections(golden: &Value, which: &str, reference: &str, score_tolera
 #[test]
 fn embeddings_match_clip_image_processor_and_onnxruntime() {
     let golden = golden();
-    for embedder in ["fp32", "int8"] {
-        for (name, cosine) in cosines(&golden, embedder, embedder) {
-            assert!(cosine >= 0.9999, "{embedder} {name}: cosine {cosine} against onnxruntime on the same file");
+    for engine in ENGINES {
+        for embedder in ["fp32", "int8"] {
+            for (name, cosine) in cosines(&golden, embedder, embedder, engine) {
+                assert!(cosine >= 0.9999, "{engine} {embedder} {name}: cosine {cosine} against onnxruntime on the same file");
+            }
         }
     }
 }
@@ -97,15 +105,15 @@ fn embeddings_match_clip_image_processor_and_onnxruntime() {
 #[test]
 fn the_int8_embedder_stays_within_cosine_0_999_of_its_fp32_source() {
     let golden = golden();
-    for (name, cosine) in cosines(&golden, "int8", "fp32") {
+    for (name, cosine) in cosines(&golden, "int8", "fp32", "tract") {
         assert!(cosine >= 0.999, "{name}: int8 in tract against fp32 in onnxruntime: cosine {cosine}");
     }
 }
 
 /// `glimpse embed` with the golden file's `embedder`, against the reference embeddings of
 /// `reference`: (photo, cosine) for each photo.
-fn cosines(golden: &Value, embedder: &str, reference: &str) -> Vec<(String, f64)> {
-    let (_dir, config) = config_with(golden, "fixture", embedder);
+fn cosines(golden: &Value, embedder: &str, reference: &str, engine: &str) -> Vec<(String, f64)> {
+    let (_dir, config) = config_with(golden, "fixture", embedder, engine);
     let images = photos(golden);
     let lines = run("embed", &config, &images);
     assert_eq!(lines.len(), images.len());

@@ -133,12 +133,12 @@ pub fn ingest(file: &Path, sample_fps: f64) -> anyhow::Result<()> {
 /// `glimpse bench models`: tract inference time on the model files, with inputs every engine
 /// can reproduce (every value 0.5), for `models/bench.py` to set beside onnxruntime's.
 pub fn models(detector: &Path, embedder: &Path, runs: usize, threads: usize) -> anyhow::Result<()> {
-    use crate::model::OnnxFile;
+    use crate::model::tract::OnnxFile;
     crate::model::set_inference_threads(threads);
 
     // The plans the daemon makes (DETR per input size, CLIP for one crop), and the two batched
     // CLIP plans it does not make, as evidence for that choice.
-    let time = |file: &OnnxFile, plan: &crate::model::Plan, shape: [usize; 4], calls: usize| -> anyhow::Result<f64> {
+    let time = |file: &OnnxFile, plan: &crate::model::tract::Plan, shape: [usize; 4], calls: usize| -> anyhow::Result<f64> {
         let input = constant_input(shape);
         file.run(plan, input.clone())?; // warm-up
         let mut times = Vec::with_capacity(runs);
@@ -178,7 +178,7 @@ pub fn profile(model: &Path, shape: [usize; 4], runs: usize, threads: usize, any
     use std::collections::HashMap;
     use std::time::{Duration, Instant};
 
-    use crate::model::OnnxFile;
+    use crate::model::tract::OnnxFile;
     use tract_onnx::prelude::{TValue, TVec};
 
     crate::model::set_inference_threads(threads);
@@ -366,7 +366,7 @@ pub fn crops(photos: &[std::path::PathBuf], max_px: u32, quality: u8, per_photo:
 
 /// `glimpse bench text`: the text tower's latency per text (tokenizer + model), median of `runs`.
 pub fn text(model: &Path, tokenizer: &Path, runs: usize) -> anyhow::Result<()> {
-    let mut embedder = crate::embed::text::TextEmbedder::load(model, tokenizer)?;
+    let mut embedder = crate::embed::text::TextEmbedder::load(model, tokenizer, &crate::model::Engine::Tract)?;
     let texts = ["a red van", "a person walking a dog at the gate", "a delivery truck parked on the street at night"];
     let mut total = Vec::new();
     let mut tokenize = Vec::new();
@@ -394,7 +394,7 @@ pub fn text(model: &Path, tokenizer: &Path, runs: usize) -> anyhow::Result<()> {
 /// compared with every record, as in the common case.
 pub fn triggers(embedder: &Path, photo: &Path, triggers: usize, records: usize) -> anyhow::Result<()> {
     let config = crate::embed::EmbedderConfig { model: embedder.to_owned(), text_model: None, tokenizer: None };
-    let mut clip = crate::embed::Embedder::load(&config)?;
+    let mut clip = crate::embed::Embedder::load(&config, &crate::model::Engine::Tract)?;
     let dimension = clip.dimension();
     let crop = crate::triggers::read_image(photo).map_err(|e| anyhow::anyhow!(e))?;
     clip.embed(&crop)?; // warm-up

@@ -9,6 +9,7 @@ use crate::config::{Config, KeyPath, Problem};
 use crate::crops;
 use crate::detect::Detector;
 use crate::embed::Embedder;
+use crate::model::Engine;
 use crate::outbox;
 use crate::source;
 use crate::sync::{self, PineconeClient};
@@ -83,15 +84,27 @@ fn check_remote_crops(config: &Config, problems: &mut Vec<String>) {
     }
 }
 
-/// Loads both models; the embedder's dimension when it loaded.
+/// Starts the engine and loads the models; the embedder's dimension when it loaded.
 fn check_models(config: &Config, problems: &mut Vec<String>) -> Option<usize> {
-    match Detector::load(&config.detector) {
-        Ok(_) => println!("ok: detector {}", config.detector.model.display()),
+    let engine = match config.engine() {
+        Ok(engine) => engine,
+        Err(e) => {
+            problems.push(e.to_string());
+            return None;
+        }
+    };
+    let report = engine.report();
+    match (&report.library, &report.version) {
+        (Some(library), Some(version)) => println!("ok: engine {} {version} ({library})", report.engine),
+        _ => println!("ok: engine {}", report.engine),
+    }
+    match Detector::load(&config.detector, &engine) {
+        Ok(detector) => println!("ok: detector {} on {}", config.detector.model.display(), detector.provider()),
         Err(e) => problems.push(format!("detector.model: {e}")),
     }
-    let dimension = match Embedder::load(&config.embedder) {
+    let dimension = match Embedder::load(&config.embedder, &engine) {
         Ok(embedder) => {
-            println!("ok: embedder {} ({}-d)", config.embedder.model.display(), embedder.dimension());
+            println!("ok: embedder {} ({}-d) on {}", config.embedder.model.display(), embedder.dimension(), embedder.provider());
             Some(embedder.dimension())
         }
         Err(e) => {
@@ -99,17 +112,21 @@ fn check_models(config: &Config, problems: &mut Vec<String>) -> Option<usize> {
             None
         }
     };
-    match config.embedder.load_text() {
+    check_text_tower(config, &engine, dimension, problems);
+    dimension
+}
+
+fn check_text_tower(config: &Config, engine: &Engine, dimension: Option<usize>, problems: &mut Vec<String>) {
+    match config.embedder.load_text(engine) {
         None => {}
         Some(Ok(text)) if dimension.is_some_and(|d| d != text.dimension()) => problems.push(format!(
             "embedder.text_model: gives {}-d embeddings but the image model {}-d; use the text tower of the same checkpoint",
             text.dimension(),
             dimension.unwrap_or_default()
         )),
-        Some(Ok(text)) => println!("ok: text embedder ({}-d)", text.dimension()),
+        Some(Ok(text)) => println!("ok: text embedder ({}-d) on {}", text.dimension(), text.provider()),
         Some(Err(e)) => problems.push(format!("embedder.text_model: {e}")),
     }
-    dimension
 }
 
 fn check_cameras(config: &Config, problems: &mut Vec<String>) {

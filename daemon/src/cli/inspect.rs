@@ -1,16 +1,17 @@
 //! `glimpse detect` and `glimpse embed`: run one model on image files and print one JSON line
 //! per image, in argument order. Operators use them to see what the device sees; tests use them
 //! to check numerics against the reference implementation. Each needs only its own section of
-//! the configuration file.
+//! the configuration file, and `[inference]` when it is there.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::config::load_section;
+use crate::config::{load_section, load_section_or};
 use crate::detect::{Detector, DetectorConfig, ObjectDetector};
 use crate::embed::{Embedder, EmbedderConfig};
+use crate::model::{Engine, InferenceConfig};
 
 /// What went wrong, for the exit code: setup failures stop everything, bad images do not.
 pub enum Outcome {
@@ -53,9 +54,15 @@ fn each_image(
     Ok(if failed == 0 { Outcome::AllDone } else { Outcome::SomeFailed(failed) })
 }
 
+/// The engine `[inference]` chooses (tract without the section), on one thread.
+fn engine(config: &Path) -> anyhow::Result<Engine> {
+    let section: InferenceConfig = load_section_or(config, "inference", Some(InferenceConfig::default()))?;
+    Ok(Engine::start(&section, 1)?)
+}
+
 pub fn detect(config: &Path, images: &[PathBuf]) -> anyhow::Result<Outcome> {
     let section: DetectorConfig = load_section(config, "detector")?;
-    let mut detector = Detector::load(&section)?;
+    let mut detector = Detector::load(&section, &engine(config)?)?;
     each_image(images, |img| {
         let detections: Vec<_> = detector
             .detect(img)?
@@ -68,7 +75,7 @@ pub fn detect(config: &Path, images: &[PathBuf]) -> anyhow::Result<Outcome> {
 
 pub fn embed(config: &Path, images: &[PathBuf]) -> anyhow::Result<Outcome> {
     let section: EmbedderConfig = load_section(config, "embedder")?;
-    let mut embedder = Embedder::load(&section)?;
+    let mut embedder = Embedder::load(&section, &engine(config)?)?;
     each_image(images, |img| Ok(serde_json::Map::from_iter([("embedding".to_owned(), json!(embedder.embed(img)?))])))
 }
 
@@ -76,7 +83,7 @@ pub fn embed(config: &Path, images: &[PathBuf]) -> anyhow::Result<Outcome> {
 pub fn embed_texts(config: &Path, texts: &[String]) -> anyhow::Result<Outcome> {
     let section: EmbedderConfig = load_section(config, "embedder")?;
     let mut embedder = section
-        .load_text()
+        .load_text(&engine(config)?)
         .ok_or_else(|| anyhow::anyhow!("--text needs CLIP's text tower: set embedder.text_model and embedder.tokenizer"))??;
     let mut out = std::io::stdout().lock();
     for text in texts {

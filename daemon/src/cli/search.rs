@@ -45,6 +45,8 @@ pub enum SearchError {
     Image { path: PathBuf, reason: String },
     #[error("{0}")]
     Model(#[from] crate::model::ModelError),
+    #[error("{0}")]
+    Engine(#[from] crate::model::RuntimeError),
     #[error("no record {0:?} in the local index (it keeps [search] retain_days of records)")]
     UnknownRecord(String),
     #[error("{0}")]
@@ -132,12 +134,12 @@ pub fn pinecone_filter(search: &Search, query: &Query) -> Option<serde_json::Val
 fn query_vector(search: &Search, config: &Config) -> Result<Vec<f32>, SearchError> {
     match (&search.text, &search.image, &search.like) {
         (Some(text), None, None) => {
-            let mut embedder = config.embedder.load_text().ok_or(SearchError::NoTextTower)??;
+            let mut embedder = config.embedder.load_text(&config.engine()?).ok_or(SearchError::NoTextTower)??;
             Ok(embedder.embed(text)?)
         }
         (None, Some(path), None) => {
             let image = image::open(path).map_err(|e| SearchError::Image { path: path.clone(), reason: e.to_string() })?;
-            Ok(Embedder::load(&config.embedder)?.embed(&image.to_rgb8())?)
+            Ok(Embedder::load(&config.embedder, &config.engine()?)?.embed(&image.to_rgb8())?)
         }
         // Pinecone looks the record up itself (`id` in the query).
         (None, None, Some(_)) if config.pinecone.is_some() && !search.local => Ok(Vec::new()),

@@ -21,6 +21,7 @@ use crate::detect::DetectorConfig;
 use crate::embed::EmbedderConfig;
 use crate::events::EventsConfig;
 use crate::index::SearchConfig;
+use crate::model::{Engine, InferenceConfig, RuntimeError};
 use crate::outbox::OutboxConfig;
 use crate::source::CameraConfig;
 use crate::status::MqttConfig;
@@ -36,6 +37,8 @@ pub struct Config {
     pub cameras: Vec<CameraConfig>,
     pub detector: DetectorConfig,
     pub embedder: EmbedderConfig,
+    #[serde(default)]
+    pub inference: InferenceConfig,
     /// Absent: embeddings stay in the local outbox.
     #[serde(default)]
     pub pinecone: Option<PineconeConfig>,
@@ -167,6 +170,12 @@ impl ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
+    /// The inference engine this configuration chooses (ONNX Runtime's library is loaded once
+    /// per process).
+    pub fn engine(&self) -> Result<Engine, RuntimeError> {
+        Engine::start(&self.inference, self.device.inference_threads)
+    }
+
     /// Reads and validates a configuration file.
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
@@ -204,6 +213,7 @@ impl Config {
         }
         self.detector.validate(&root.key("detector"), problems);
         self.embedder.validate(&root.key("embedder"), problems);
+        self.inference.validate(&root.key("inference"), problems);
         if let Some(p) = &self.pinecone {
             p.validate(&root.key("pinecone"), problems);
         }
@@ -300,6 +310,12 @@ impl Section for DetectorConfig {
     }
 }
 
+impl Section for InferenceConfig {
+    fn validate(&self, at: &KeyPath, problems: &mut Vec<Problem>) {
+        InferenceConfig::validate(self, at, problems)
+    }
+}
+
 impl Section for EmbedderConfig {
     fn validate(&self, at: &KeyPath, problems: &mut Vec<Problem>) {
         EmbedderConfig::validate(self, at, problems)
@@ -309,13 +325,18 @@ impl Section for EmbedderConfig {
 /// Reads only section `[key]` of a configuration file, with the same checks and positions as
 /// [`Config::load`]; the rest of the file is not looked at.
 pub fn load_section<T: Section>(file: &Path, key: &str) -> Result<T, ConfigError> {
+    load_section_or(file, key, None)
+}
+
+/// [`load_section`] of an optional section: `absent` when the file has no `[key]`.
+pub fn load_section_or<T: Section>(file: &Path, key: &str, absent: Option<T>) -> Result<T, ConfigError> {
     let fail = |problems| ConfigError { file: file.to_owned(), problems };
     let text =
         std::fs::read_to_string(file).map_err(|e| fail(vec![Problem::new(KeyPath::root(), format!("cannot read the file: {e}"))]))?;
     let (index, table) = read_toml(&text).map_err(fail)?;
     let at = KeyPath::root().key(key);
     let Some(toml::Value::Table(section)) = table.get(key).cloned() else {
-        return Err(fail(vec![Problem::new(at, format!("the [{key}] section is missing"))]));
+        return absent.ok_or_else(|| fail(vec![Problem::new(at, format!("the [{key}] section is missing"))]));
     };
     let (value, mut problems) = deserialize_collecting::<T>(section);
     for p in &mut problems {

@@ -1,4 +1,4 @@
-//! Object detection with a DETR ONNX model in tract, with DetrImageProcessor's pre-processing
+//! Object detection with a DETR ONNX model (on the configured engine), with DetrImageProcessor's pre-processing
 //! (shortest/longest-edge resize, ImageNet normalisation) and `post_process_object_detection`
 //! (softmax without the no-object class, threshold, centre boxes → pixel corners).
 //!
@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::config::{KeyPath, Problem};
-use crate::model::{normalized_chw, ModelError, OnnxFile, Plan};
+use crate::model::{normalized_chw, Engine, Model, ModelError, Shapes};
 
 const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
@@ -84,53 +84,40 @@ pub trait ObjectDetector {
     }
 }
 
-/// How many optimised plans (one per model input size) the detector keeps. Each holds a prepared
-/// copy of the weights, so the cache is bounded: cameras of more sizes than this share it, the
-/// least recently used plan making way (and being rebuilt when its size comes back).
+/// How many optimised plans (one per model input size) tract keeps for the detector. Each holds
+/// a prepared copy of the weights, so the cache is bounded: cameras of more sizes than this share
+/// it, the least recently used plan making way (and being rebuilt when its size comes back).
+/// (One plan with symbolic height and width would serve every size, but tract 0.23 cannot infer
+/// DETR's Flatten with symbolic spatial dimensions.)
 pub const MAX_PLANS: usize = 3;
 
 pub struct Detector {
-    file: OnnxFile,
+    model: Model,
     config: DetectorConfig,
-    /// Plans by input size, most recently used last; at most [`MAX_PLANS`].
-    plans: Vec<((u32, u32), Plan)>,
 }
 
 impl Detector {
     /// Loads the model and runs it once on a blank frame, so that a file that parses but cannot
     /// run is reported at start-up rather than on the first frame.
-    pub fn load(config: &DetectorConfig) -> Result<Self, ModelError> {
-        let file = OnnxFile::open(&config.model)?;
-        let mut detector = Self { file, config: config.clone(), plans: Vec::new() };
+    pub fn load(config: &DetectorConfig, engine: &Engine) -> Result<Self, ModelError> {
+        let model = Model::open(engine, &config.model, Shapes::VaryingPixels { max_plans: MAX_PLANS })?;
+        let mut detector = Self { model, config: config.clone() };
         let side = config.shortest_edge;
         detector.detect(&image::RgbImage::new(side, side))?;
-        // Each plan holds its own prepared copy of the weights; cameras rarely have square frames.
-        // (One plan with symbolic height and width would serve every size, but tract 0.23 cannot
-        // infer DETR's Flatten with symbolic spatial dimensions.)
-        detector.plans.clear();
+        // Cameras rarely have square frames: the check's plan would only hold memory.
+        detector.model.release_plans();
         Ok(detector)
     }
 
-    /// The plan for input size `(height, width)`, from the cache or made (evicting the least
-    /// recently used one when the cache is full).
-    fn plan(&mut self, size: (u32, u32)) -> Result<Plan, ModelError> {
-        if let Some(at) = self.plans.iter().position(|(s, _)| *s == size) {
-            let entry = self.plans.remove(at);
-            self.plans.push(entry);
-        } else {
-            let plan = self.file.plan([1, 3, size.0 as usize, size.1 as usize])?;
-            if self.plans.len() == MAX_PLANS {
-                self.plans.remove(0);
-            }
-            self.plans.push((size, plan));
-        }
-        Ok(self.plans.last().map(|(_, plan)| plan.clone()).expect("a plan was just put last"))
+    /// Where the model runs: `tract`, or an ONNX Runtime execution provider.
+    pub fn provider(&self) -> &str {
+        self.model.provider()
     }
 }
 
 impl ObjectDetector for Detector {
     fn plans_held(&self) -> usize {
-        self.plans.len()
+        self.model.plans_held()
     }
 
     fn detect(&mut self, frame: &image::RgbImage) -> Result<Vec<Detection>, ModelError> {
@@ -138,13 +125,12 @@ impl ObjectDetector for Detector {
         let (rh, rw) = resize_size(h, w, self.config.shortest_edge, self.config.longest_edge);
         let resized = image::imageops::resize(frame, rw, rh, image::imageops::FilterType::Triangle);
         let input = normalized_chw(&resized, IMAGENET_MEAN, IMAGENET_STD);
-        let plan = self.plan((rh, rw))?;
-        let outputs = self.file.run(&plan, input)?;
-        let (logits, boxes) = match (self.file.output(&outputs, 0)?, self.file.output(&outputs, 1)?) {
+        let outputs = self.model.run(input)?;
+        let (logits, boxes) = match (self.model.output(&outputs, 0)?.view(), self.model.output(&outputs, 1)?.view()) {
             (a, b) if a.shape().last() == Some(&4) => (b, a),
             pair => pair,
         };
-        let shape_error = |what: &str| ModelError::Shape { path: self.file.path.clone(), reason: what.to_owned() };
+        let shape_error = |what: &str| ModelError::Shape { path: self.model.path().to_owned(), reason: what.to_owned() };
         let logits = logits
             .into_dimensionality::<tract_onnx::prelude::tract_ndarray::Ix3>()
             .map_err(|_| shape_error("logits must be [batch, queries, classes + 1]"))?;
@@ -221,22 +207,6 @@ mod tests {
         assert_eq!(resize_size(1080, 1920, 800, 1333), (750, 1333));
         assert_eq!(resize_size(800, 600, 800, 1333), (1066, 800));
         assert_eq!(resize_size(800, 1000, 800, 1333), (800, 1000));
-    }
-
-    #[test]
-    fn the_plan_cache_is_bounded_and_keeps_the_sizes_in_use() {
-        let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/tiny/detr-tiny-random.onnx");
-        let config = DetectorConfig { model: model.into(), threshold: 0.9, shortest_edge: 64, longest_edge: 128, min_box_px: 8 };
-        let mut detector = Detector::load(&config).expect("the tiny DETR loads");
-        let frame = |w, h| image::RgbImage::new(w, h);
-        for (w, h) in [(64, 64), (96, 64), (64, 96), (128, 64), (96, 64)] {
-            detector.detect(&frame(w, h)).expect("detects");
-            assert!(detector.plans_held() <= MAX_PLANS, "{} plans held", detector.plans_held());
-        }
-        assert_eq!(detector.plans_held(), MAX_PLANS);
-        // The least recently used size (64x64) made way; 96x64, used again, is now the newest.
-        let sizes: Vec<_> = detector.plans.iter().map(|(s, _)| *s).collect();
-        assert_eq!(sizes, [(96, 64), (64, 128), (64, 96)]);
     }
 
     #[test]

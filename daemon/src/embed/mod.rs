@@ -1,4 +1,5 @@
-//! Image embeddings with a CLIP vision ONNX model (vision tower + projection) in tract, with
+//! Image embeddings with a CLIP vision ONNX model (vision tower + projection) on the configured
+//! engine, with
 //! CLIPImageProcessor's pre-processing: short side to 224 (bicubic), centre crop, CLIP mean/std.
 //! Outputs are L2-normalised, so cosine similarity in the index is a dot product.
 //!
@@ -12,7 +13,7 @@ use serde::Deserialize;
 
 use crate::config::{KeyPath, Problem};
 use crate::detect::Detection;
-use crate::model::{normalized_chw, ModelError, OnnxFile, Plan};
+use crate::model::{normalized_chw, Engine, Model, ModelError, Shapes};
 
 const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
@@ -49,9 +50,9 @@ impl EmbedderConfig {
     }
 
     /// The text tower, when configured.
-    pub fn load_text(&self) -> Option<Result<text::TextEmbedder, text::TextError>> {
+    pub fn load_text(&self, engine: &Engine) -> Option<Result<text::TextEmbedder, text::TextError>> {
         match (&self.text_model, &self.tokenizer) {
-            (Some(model), Some(tokenizer)) => Some(text::TextEmbedder::load(model, tokenizer)),
+            (Some(model), Some(tokenizer)) => Some(text::TextEmbedder::load(model, tokenizer, engine)),
             _ => None,
         }
     }
@@ -63,23 +64,26 @@ pub trait ImageEmbedder {
 }
 
 pub struct Embedder {
-    file: OnnxFile,
-    /// One plan for a single crop: with a symbolic batch axis tract picks much slower int8
+    /// Prepared for a single crop: with a symbolic batch axis tract picks much slower int8
     /// kernels, and a second, batched plan would hold a second prepared copy of the weights
     /// for a small gain (measured in docs/benchmarks.md).
-    plan: Plan,
+    model: Model,
     dimension: usize,
 }
 
 impl Embedder {
     /// Loads the model and embeds a blank crop once, which also measures the output dimension.
-    pub fn load(config: &EmbedderConfig) -> Result<Self, ModelError> {
-        let mut file = OnnxFile::open(&config.model)?;
-        let plan = file.plan([1, 3, INPUT_SIDE as usize, INPUT_SIDE as usize])?;
-        file.release_model();
-        let mut embedder = Self { file, plan, dimension: 0 };
+    pub fn load(config: &EmbedderConfig, engine: &Engine) -> Result<Self, ModelError> {
+        let side = INPUT_SIDE as usize;
+        let model = Model::open(engine, &config.model, Shapes::Pixels([1, 3, side, side]))?;
+        let mut embedder = Self { model, dimension: 0 };
         embedder.dimension = embedder.run(&image::RgbImage::new(INPUT_SIDE, INPUT_SIDE))?.len();
         Ok(embedder)
+    }
+
+    /// Where the model runs: `tract`, or an ONNX Runtime execution provider.
+    pub fn provider(&self) -> &str {
+        self.model.provider()
     }
 
     /// The length of every embedding; must equal the Pinecone index's dimension.
@@ -104,15 +108,15 @@ impl ImageEmbedder for Embedder {
 impl Embedder {
     fn run(&mut self, crop: &image::RgbImage) -> Result<Vec<f32>, ModelError> {
         let input = normalized_chw(&clip_preprocess(crop), CLIP_MEAN, CLIP_STD);
-        let outputs = self.file.run(&self.plan, input)?;
-        let out = self.file.output(&outputs, 0)?;
-        if out.ndim() != 2 || out.shape()[0] != 1 || out.shape()[1] == 0 {
+        let outputs = self.model.run(input)?;
+        let out = self.model.output(&outputs, 0)?;
+        if out.shape.len() != 2 || out.shape[0] != 1 || out.shape[1] == 0 {
             return Err(ModelError::Shape {
-                path: self.file.path.clone(),
-                reason: format!("output must be image_embeds [batch, dimension], found {:?} for one crop", out.shape()),
+                path: self.model.path().to_owned(),
+                reason: format!("output must be image_embeds [batch, dimension], found {:?} for one crop", out.shape),
             });
         }
-        Ok(out.iter().copied().collect())
+        Ok(out.data.clone())
     }
 }
 

@@ -1,13 +1,11 @@
-//! Text embeddings with CLIP's text tower (with its projection) in tract, and CLIP's tokenizer
+//! Text embeddings with CLIP's text tower (with its projection) on the configured engine, and CLIP's tokenizer
 //! (`tokenizers`' tokenizer.json): start token, tokens, end token, truncated to the 77-token
 //! context with the end token kept, padded with the end token. Outputs are L2-normalised, in the
 //! same space as the image embeddings of the same checkpoint.
 
 use std::path::{Path, PathBuf};
 
-use tract_onnx::prelude::*;
-
-use crate::model::{ModelError, OnnxFile, Plan};
+use crate::model::{Engine, Input, Model, ModelError, Shapes};
 
 /// CLIP's context length, tokens.
 pub const CONTEXT: usize = 77;
@@ -24,28 +22,30 @@ pub enum TextError {
 pub struct TextEmbedder {
     tokenizer: tokenizers::Tokenizer,
     tokenizer_path: PathBuf,
-    file: OnnxFile,
-    plan: Plan,
+    model: Model,
     dimension: usize,
 }
 
 impl TextEmbedder {
     /// Loads the tokenizer and the model, and embeds an empty text once (which also measures
     /// the output dimension).
-    pub fn load(model: &Path, tokenizer: &Path) -> Result<Self, TextError> {
+    pub fn load(model: &Path, tokenizer: &Path, engine: &Engine) -> Result<Self, TextError> {
         let tokenizer_path = tokenizer.to_owned();
         let tokenizer = tokenizers::Tokenizer::from_file(tokenizer)
             .map_err(|e| TextError::Tokenizer { path: tokenizer_path.clone(), reason: e.to_string() })?;
-        let mut file = OnnxFile::open(model)?;
-        let plan = file.plan_token_ids([1, CONTEXT])?;
-        file.release_model();
-        let mut embedder = Self { tokenizer, tokenizer_path, file, plan, dimension: 0 };
+        let model = Model::open(engine, model, Shapes::TokenIds([1, CONTEXT]))?;
+        let mut embedder = Self { tokenizer, tokenizer_path, model, dimension: 0 };
         embedder.dimension = embedder.embed("")?.len();
         Ok(embedder)
     }
 
     pub fn dimension(&self) -> usize {
         self.dimension
+    }
+
+    /// Where the model runs: `tract`, or an ONNX Runtime execution provider.
+    pub fn provider(&self) -> &str {
+        self.model.provider()
     }
 
     /// The model's input for `text`: exactly [`CONTEXT`] ids.
@@ -66,17 +66,16 @@ impl TextEmbedder {
     /// The L2-normalised embedding of `text`.
     pub fn embed(&mut self, text: &str) -> Result<Vec<f32>, TextError> {
         let ids: Vec<i64> = self.token_ids(text)?.into_iter().map(i64::from).collect();
-        let input = tract_ndarray::Array2::from_shape_vec((1, CONTEXT), ids).expect("CONTEXT ids").into_tensor();
-        let outputs = self.file.run(&self.plan, input)?;
-        let out = self.file.output(&outputs, 0)?;
-        if out.ndim() != 2 || out.shape()[0] != 1 || out.shape()[1] == 0 {
+        let outputs = self.model.run(Input::TokenIds { shape: [1, CONTEXT], data: ids })?;
+        let out = self.model.output(&outputs, 0)?;
+        if out.shape.len() != 2 || out.shape[0] != 1 || out.shape[1] == 0 {
             return Err(ModelError::Shape {
-                path: self.file.path.clone(),
-                reason: format!("output must be text_embeds [batch, dimension], found {:?}", out.shape()),
+                path: self.model.path().to_owned(),
+                reason: format!("output must be text_embeds [batch, dimension], found {:?}", out.shape),
             }
             .into());
         }
-        let mut v: Vec<f32> = out.iter().copied().collect();
+        let mut v = out.data.clone();
         super::l2_normalise(&mut v);
         Ok(v)
     }
@@ -90,8 +89,9 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
     }
 
-    fn embedder() -> TextEmbedder {
-        TextEmbedder::load(&repo("models/tiny/clip-text-tiny-random.onnx"), &repo("models/tiny/clip-tokenizer.json")).expect("loads")
+    fn embedder(engine: &Engine) -> TextEmbedder {
+        TextEmbedder::load(&repo("models/tiny/clip-text-tiny-random.onnx"), &repo("models/tiny/clip-tokenizer.json"), engine)
+            .expect("loads")
     }
 
     fn golden() -> serde_json::Value {
@@ -100,7 +100,7 @@ mod tests {
 
     #[test]
     fn token_ids_equal_transformers_clip_tokenizer_on_every_golden_string() {
-        let embedder = embedder();
+        let embedder = embedder(&Engine::Tract);
         let tokens = golden()["tokens"].as_array().expect("tokens").clone();
         assert!(tokens.len() >= 500);
         let mut differ = Vec::new();
@@ -122,24 +122,26 @@ mod tests {
     }
 
     #[test]
-    fn embeddings_equal_onnxruntime_s() {
-        let mut embedder = embedder();
-        for entry in golden()["embeddings"].as_array().expect("embeddings") {
-            let text = entry["text"].as_str().expect("text");
-            let expected: Vec<f32> =
-                entry["embedding"].as_array().expect("embedding").iter().map(|v| v.as_f64().expect("number") as f32).collect();
-            let got = embedder.embed(text).expect("embeds");
-            let cosine: f32 = got.iter().zip(&expected).map(|(a, b)| a * b).sum();
-            assert!(cosine >= 0.9999, "{text:?}: cosine {cosine}");
+    fn embeddings_on_both_engines_equal_python_onnxruntime_s() {
+        for engine in crate::model::test_engines() {
+            let mut embedder = embedder(&engine);
+            for entry in golden()["embeddings"].as_array().expect("embeddings") {
+                let text = entry["text"].as_str().expect("text");
+                let expected: Vec<f32> =
+                    entry["embedding"].as_array().expect("embedding").iter().map(|v| v.as_f64().expect("number") as f32).collect();
+                let got = embedder.embed(text).expect("embeds");
+                let cosine: f32 = got.iter().zip(&expected).map(|(a, b)| a * b).sum();
+                assert!(cosine >= 0.9999, "{} {text:?}: cosine {cosine}", embedder.model.provider());
+            }
         }
     }
 
     #[test]
     fn a_missing_or_foreign_tokenizer_is_named() {
         let model = repo("models/tiny/clip-text-tiny-random.onnx");
-        let missing = TextEmbedder::load(&model, Path::new("/nonexistent/tokenizer.json")).err().expect("fails");
+        let missing = TextEmbedder::load(&model, Path::new("/nonexistent/tokenizer.json"), &Engine::Tract).err().expect("fails");
         assert!(missing.to_string().contains("/nonexistent/tokenizer.json"), "{missing}");
-        let foreign = TextEmbedder::load(&model, &repo("models/manifest.toml")).err().expect("fails");
+        let foreign = TextEmbedder::load(&model, &repo("models/manifest.toml"), &Engine::Tract).err().expect("fails");
         assert!(foreign.to_string().contains("CLIP's tokenizer.json"), "{foreign}");
     }
 }

@@ -18,6 +18,7 @@ mod triggers;
 
 pub use triggers::ConfigLookups;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
@@ -39,6 +40,7 @@ use crate::detect::Detector;
 use crate::embed::Embedder;
 use crate::events;
 use crate::index::Index;
+use crate::model::EngineReport;
 use crate::outbox::{self, AlsoKept, Outbox, WriterLinks};
 use crate::record::NewRecord;
 use crate::schedule::Scheduler;
@@ -71,10 +73,10 @@ const DONE_POLL: Duration = Duration::from_millis(200);
 pub fn run(config_path: &Path, config: Config, options: RunOptions) -> anyhow::Result<()> {
     source::init()?;
     let outbox = open_outbox(&config)?;
-    let (detector, embedder) = load_models(&config)?;
+    let models = load_models(&config)?;
     let runtime = start_runtime()?;
-    let pinecone = connect_pinecone(&runtime, &config, embedder.dimension())?;
-    let mut daemon = Daemon::start(&config, runtime, outbox, detector, embedder, pinecone)?;
+    let pinecone = connect_pinecone(&runtime, &config, models.embedder.dimension())?;
+    let mut daemon = Daemon::start(&config, runtime, outbox, models, pinecone)?;
     let result = daemon.serve(config_path, config, &options);
     daemon.stop(&options);
     result
@@ -92,13 +94,23 @@ fn open_outbox(config: &Config) -> anyhow::Result<Arc<Outbox>> {
     Ok(Arc::new(outbox))
 }
 
-fn load_models(config: &Config) -> anyhow::Result<(Detector, Embedder)> {
-    crate::model::set_inference_threads(config.device.inference_threads);
-    let detector = Detector::load(&config.detector)?;
-    let embedder = Embedder::load(&config.embedder)?;
+/// The models inference runs, and what the stats say of their engine.
+struct Models {
+    detector: Detector,
+    embedder: Embedder,
+    engine: EngineReport,
+}
+
+fn load_models(config: &Config) -> anyhow::Result<Models> {
+    let engine = config.engine()?;
+    let detector = Detector::load(&config.detector, &engine)?;
+    let embedder = Embedder::load(&config.embedder, &engine)?;
+    let mut report = engine.report();
+    report.providers = BTreeMap::from([("detector", detector.provider().to_owned()), ("embedder", embedder.provider().to_owned())]);
     let (detector_file, embedder_file) = (config.detector.model.display(), config.embedder.model.display());
-    tracing::info!(detector = %detector_file, embedder = %embedder_file, dimension = embedder.dimension(), "models loaded");
-    Ok((detector, embedder))
+    tracing::info!(detector = %detector_file, embedder = %embedder_file, dimension = embedder.dimension(), engine = report.engine,
+        providers = ?report.providers, "models loaded");
+    Ok(Models { detector, embedder, engine: report })
 }
 
 fn start_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -227,12 +239,12 @@ impl Daemon {
         config: &Config,
         runtime: tokio::runtime::Runtime,
         outbox: Arc<Outbox>,
-        detector: Detector,
-        embedder: Embedder,
+        models: Models,
         pinecone: Option<(PineconeClient, SyncOptions)>,
     ) -> anyhow::Result<Self> {
         let (trigger, shutdown) = shutdown::channel();
         let (stats, states, heartbeats) = (Stats::new(), Arc::new(CameraStates::default()), Arc::new(Heartbeats::default()));
+        stats.engine_loaded(models.engine);
         stats.outbox_backlog(outbox.backlog());
         stats.outbox_oldest(outbox.oldest_ts()?);
         stats.outbox_quarantined(outbox.quarantined_len() as u64);
@@ -254,7 +266,7 @@ impl Daemon {
         let crops = config.crops.enabled.then_some((config.crops.max_px, config.crops.quality));
         let (device, min_box_px, analysis) = (config.device.id.clone(), config.detector.min_box_px, config.analysis.clone());
         let settings = Settings { device, min_box_px, analysis, crops };
-        let mut analyzer = Analyzer::new(detector, embedder, settings, stats.clone(), ids);
+        let mut analyzer = Analyzer::new(models.detector, models.embedder, settings, stats.clone(), ids);
         let (feed, broker) = match broker_links(config, &stats) {
             Some((to_broker, feed, triggers, links)) => {
                 analyzer = analyzer.with_broker(to_broker, triggers);
@@ -471,6 +483,7 @@ fn sections_needing_restart(current: &Config, new: &Config) -> Vec<&'static str>
         ("[device]", new.device != current.device),
         ("[detector]", new.detector != current.detector),
         ("[embedder]", new.embedder != current.embedder),
+        ("[inference]", new.inference != current.inference),
         ("[pinecone]", new.pinecone != current.pinecone),
         ("[mqtt]", new.mqtt != current.mqtt),
         ("[outbox]", new.outbox != current.outbox),

@@ -22,9 +22,13 @@ impl<'a> ConfigLookups<'a> {
 
 impl Lookups for ConfigLookups<'_> {
     fn embed_text(&mut self, text: &str) -> Result<Vec<f32>, String> {
-        let embedder = self.text.get_or_insert_with(|| match self.config.embedder.load_text() {
-            Some(loaded) => loaded.map_err(|e| e.to_string()),
-            None => Err("no text tower: set embedder.text_model and embedder.tokenizer".to_owned()),
+        let config = self.config;
+        let embedder = self.text.get_or_insert_with(|| {
+            let engine = config.engine().map_err(|e| e.to_string())?;
+            match config.embedder.load_text(&engine) {
+                Some(loaded) => loaded.map_err(|e| e.to_string()),
+                None => Err("no text tower: set embedder.text_model and embedder.tokenizer".to_owned()),
+            }
         });
         let embedder = embedder.as_mut().map_err(|e| e.clone())?;
         embedder.embed(text).map_err(|e| format!("cannot embed the text: {e}"))

@@ -24,6 +24,21 @@ pub fn model(name: &str) -> String {
     repo().join("models/tiny").join(name).display().to_string()
 }
 
+/// ONNX Runtime's library for the onnxruntime engine: `ORT_DYLIB_PATH`, else where
+/// `scripts/onnxruntime.sh` (which scripts/test.sh runs) puts it.
+pub fn onnxruntime_library() -> String {
+    let library = std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(format!("target/onnxruntime/1.31.1/{}/libonnxruntime.so.1.31.1", std::env::consts::ARCH)));
+    assert!(library.exists(), "{} is missing: run scripts/onnxruntime.sh", library.display());
+    library.display().to_string()
+}
+
+/// An `[inference]` section for ONNX Runtime with `providers`.
+pub fn onnxruntime_section(providers: &str) -> String {
+    format!("[inference]\nengine = \"onnxruntime\"\nonnxruntime_library = \"{}\"\nproviders = {providers}\n", onnxruntime_library())
+}
+
 pub fn clip(name: &str) -> PathBuf {
     repo().join("tests/media").join(name)
 }

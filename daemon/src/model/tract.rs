@@ -1,0 +1,184 @@
+//! The tract engine: the ONNX file is parsed once, then specialised ("planned") to each input
+//! shape, which lets tract pick its best kernels (int8 ones included) for that shape.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+
+use super::{Input, ModelError, Output, Shapes};
+
+pub type Plan = Arc<TypedRunnableModel>;
+
+/// Runs tract's matrix products on `threads` threads (process-wide; 1 keeps them on the calling
+/// inference thread), before any model is loaded. Later calls (a reload, a command) keep the
+/// first pool.
+pub fn set_inference_threads(threads: usize) {
+    use tract_linalg::multithread::{set_default_executor, Executor};
+    static SET: std::sync::Once = std::sync::Once::new();
+    SET.call_once(|| {
+        if threads > 1 {
+            set_default_executor(Executor::multithread_with_name(threads, "glimpse-tract"));
+        }
+    });
+}
+
+/// An ONNX file parsed by tract, not yet specialised to an input shape. `glimpse bench` uses it
+/// directly to time plans the daemon does not make.
+pub struct OnnxFile {
+    pub path: PathBuf,
+    model: InferenceModel,
+}
+
+impl OnnxFile {
+    pub fn open(path: &Path) -> Result<Self, ModelError> {
+        let model =
+            tract_onnx::onnx().model_for_path(path).map_err(|e| ModelError::Invalid { path: path.to_owned(), reason: format!("{e:#}") })?;
+        let inputs = model.input_outlets().map_err(|e| ModelError::Invalid { path: path.to_owned(), reason: e.to_string() })?.len();
+        if inputs != 1 {
+            return Err(ModelError::Shape {
+                path: path.to_owned(),
+                reason: format!("expected one input (pixel_values or input_ids), found {inputs}"),
+            });
+        }
+        Ok(Self { path: path.to_owned(), model })
+    }
+
+    /// Specialises the model to a `[batch, 3, height, width]` float input and optimises it.
+    pub fn plan(&self, shape: [usize; 4]) -> Result<Plan, ModelError> {
+        self.plan_for(f32::fact(shape).into(), &shape)
+    }
+
+    /// One plan for every batch size: `[batch, channels, height, width]` with a symbolic batch.
+    pub fn plan_any_batch(&self, [channels, height, width]: [usize; 3]) -> Result<Plan, ModelError> {
+        let batch = TDim::from(self.model.symbols.sym("batch"));
+        let shape: TVec<TDim> = tvec![batch, channels.into(), height.into(), width.into()];
+        self.plan_for(f32::fact(&shape).into(), &[0, channels, height, width])
+    }
+
+    fn plan_for(&self, fact: InferenceFact, shape: &[usize]) -> Result<Plan, ModelError> {
+        self.model.clone().with_input_fact(0, fact).and_then(|m| m.into_optimized()).and_then(|m| m.into_runnable()).map_err(|e| {
+            ModelError::Shape {
+                path: self.path.clone(),
+                reason: format!("cannot run on an input of shape {shape:?} (pixel_values [batch, 3, height, width], or input_ids [batch, 77] for a text model): {e:#}"),
+            }
+        })
+    }
+
+    pub fn run(&self, plan: &Plan, input: Tensor) -> Result<TVec<TValue>, ModelError> {
+        plan.run(tvec!(input.into())).map_err(|e| ModelError::Run { path: self.path.clone(), reason: format!("{e:#}") })
+    }
+}
+
+/// A model on tract: its plans by input shape, made on first use.
+pub struct TractModel {
+    /// Kept to make plans for new input sizes; `None` for a fixed shape once its plan is made
+    /// (the parsed weights are as large as the file, and the plan holds its own copy).
+    file: Option<OnnxFile>,
+    path: PathBuf,
+    /// Plans by input shape, most recently used last; at most `max_plans`.
+    plans: Vec<(Vec<usize>, Plan)>,
+    max_plans: usize,
+}
+
+impl TractModel {
+    pub fn open(path: &Path, shapes: Shapes) -> Result<Self, ModelError> {
+        let file = OnnxFile::open(path)?;
+        let mut model = Self { path: path.to_owned(), file: None, plans: Vec::new(), max_plans: 1 };
+        let fixed: Option<(Vec<usize>, InferenceFact)> = match shapes {
+            Shapes::Pixels(shape) => Some((shape.to_vec(), f32::fact(shape).into())),
+            Shapes::TokenIds(shape) => Some((shape.to_vec(), i64::fact(shape).into())),
+            Shapes::VaryingPixels { max_plans } => {
+                model.max_plans = max_plans.max(1);
+                None
+            }
+        };
+        match fixed {
+            Some((shape, fact)) => {
+                let plan = file.plan_for(fact, &shape)?;
+                model.plans.push((shape, plan));
+            }
+            None => model.file = Some(file),
+        }
+        Ok(model)
+    }
+
+    pub fn plans_held(&self) -> usize {
+        self.plans.len()
+    }
+
+    /// Frees every plan of a model of varying input size (one of a fixed size keeps its own).
+    pub fn release_plans(&mut self) {
+        if self.file.is_some() {
+            self.plans.clear();
+        }
+    }
+
+    pub fn run(&mut self, input: Input) -> Result<Vec<Output>, ModelError> {
+        let plan = self.plan(&input)?;
+        let tensor = match input {
+            Input::Pixels { shape, data } => Tensor::from_shape(&shape, &data),
+            Input::TokenIds { shape, data } => Tensor::from_shape(&shape, &data),
+        }
+        .map_err(|e| self.run_error(e))?;
+        let outputs = plan.run(tvec!(tensor.into())).map_err(|e| self.run_error(e))?;
+        outputs
+            .iter()
+            .enumerate()
+            .map(|(index, value)| {
+                let view = value
+                    .to_plain_array_view::<f32>()
+                    .map_err(|e| ModelError::Shape { path: self.path.clone(), reason: format!("output {index} is not float: {e:#}") })?;
+                Ok(Output { shape: view.shape().to_vec(), data: view.iter().copied().collect() })
+            })
+            .collect()
+    }
+
+    fn run_error(&self, e: impl std::fmt::Display) -> ModelError {
+        ModelError::Run { path: self.path.clone(), reason: format!("{e:#}") }
+    }
+
+    /// The plan for `input`'s shape, from the cache or made (evicting the least recently used
+    /// one when the cache is full).
+    fn plan(&mut self, input: &Input) -> Result<Plan, ModelError> {
+        let shape = input.shape();
+        if let Some(at) = self.plans.iter().position(|(s, _)| *s == shape) {
+            let entry = self.plans.remove(at);
+            self.plans.push(entry);
+        } else {
+            let file = self.file.as_ref().ok_or_else(|| ModelError::Shape {
+                path: self.path.clone(),
+                reason: format!("this model takes one input shape, prepared at load, not {shape:?}"),
+            })?;
+            let fact = match input {
+                Input::Pixels { .. } => f32::fact(&shape).into(),
+                Input::TokenIds { .. } => i64::fact(&shape).into(),
+            };
+            let plan = file.plan_for(fact, &shape)?;
+            if self.plans.len() == self.max_plans {
+                self.plans.remove(0);
+            }
+            self.plans.push((shape, plan));
+        }
+        Ok(self.plans.last().map(|(_, plan)| plan.clone()).expect("a plan was just put last"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plan_cache_is_bounded_and_keeps_the_sizes_in_use() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/tiny/detr-tiny-random.onnx"));
+        let mut model = TractModel::open(path, Shapes::VaryingPixels { max_plans: 3 }).expect("the tiny DETR loads");
+        let pixels = |h, w| Input::Pixels { shape: [1, 3, h, w], data: vec![0.0; 3 * h * w] };
+        for (h, w) in [(64, 64), (64, 96), (96, 64), (64, 128), (64, 96)] {
+            model.run(pixels(h, w)).expect("runs");
+            assert!(model.plans_held() <= 3, "{} plans held", model.plans_held());
+        }
+        // The least recently used size (64x64) made way; 64x96, used again, is now the newest.
+        let sizes: Vec<_> = model.plans.iter().map(|(s, _)| (s[2], s[3])).collect();
+        assert_eq!(sizes, [(96, 64), (64, 128), (64, 96)]);
+    }
+}

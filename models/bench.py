@@ -67,7 +67,7 @@ def quantized(fp32, kind):
         images = quantize.photos(pathlib.Path("tests/media/photos"))
         calibration = [quantize.clip_input(i) if kind == "clip" else quantize.detr_input(i, quantize.DETR_CALIBRATION_SIZE) for i in images]
         quantize.quantize_for_tract(fp32, ours, calibration)
-        quantize.quantize_qdq_reference(fp32, qdq, calibration)
+        quantize.quantize_for_onnxruntime(fp32, qdq, calibration)
     return ours, qdq
 
 

@@ -35,6 +35,8 @@ import sys
 
 import torch
 
+from manifest_fields import CLIP_EXTRA, DETR_EXTRA, sha256  # noqa: F401 (export.sha256 etc. for the other scripts)
+
 # The COCO label map of facebook/detr-resnet-50 (config.id2label); index 91 is "no object".
 COCO_LABELS = [
     "N/A", "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
@@ -307,10 +309,6 @@ def update_manifest(out, files):
     print(f"updated {manifest}", file=sys.stderr)
 
 
-def sha256(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def write_manifest(out, files):
     lines = ["# Written by models/export.py; `glimpse models verify` checks files against it.", ""]
     for name, kind, source, extra in files:
@@ -327,22 +325,6 @@ def write_manifest(out, files):
     manifest = out.parent / "manifest.toml"
     manifest.write_text("\n".join(lines))
     print(f"wrote {manifest}", file=sys.stderr)
-
-
-DETR_EXTRA = {
-    "input": '"pixel_values float32 [batch, 3, height, width], any size (resized per the rule below)"',
-    "labels": "\"coco-91\"",
-    "resize": '"shortest_edge=800,longest_edge=1333,bilinear"',
-    "mean": "[0.485, 0.456, 0.406]",
-    "std": "[0.229, 0.224, 0.225]",
-}
-CLIP_EXTRA = {
-    "input": '"pixel_values float32 [batch, 3, 224, 224]"',
-    "resize": '"shortest_edge=224,bicubic,center_crop=224"',
-    "mean": "[0.48145466, 0.4578275, 0.40821073]",
-    "std": "[0.26862954, 0.26130258, 0.27577711]",
-    "output_dim": 512,
-}
 
 
 TEXT_EXTRA = {

@@ -1,11 +1,18 @@
 #!/usr/bin/env python3
-"""Quantize Glimpse's fp32 ONNX models to int8 in the form that runs best in tract, and check
-each quantized model against its fp32 source.
+"""Quantize Glimpse's fp32 ONNX models to int8, in the form each inference engine runs best, and
+check each quantized model against its fp32 source.
 
     python models/quantize.py --detr models/dist/detr.onnx --clip models/dist/clip_vision.onnx --manifest models/manifest.toml
 
-writes `<name>-int8.onnx` beside each input (format "onnx-int8-matmulinteger" in the manifest).
-Each MatMul and Conv with a constant weight becomes
+writes, beside each input (`--forms` chooses; both by default):
+
+- `<name>-int8.onnx` for tract (format "onnx-int8-matmulinteger", engine = "tract" in the manifest);
+- `<name>-int8-qdq.onnx` for onnxruntime (format "onnx-int8-qdq", engine = "onnxruntime"):
+  onnxruntime's static QDQ quantization of the weight products (per-channel int8 weights, uint8
+  activations calibrated on the same photos), which its CPU and GPU providers fuse into integer
+  kernels; attention's activation products stay fp32, as in the tract form.
+
+fp32 files suit both engines. The tract form: each MatMul and Conv with a constant weight becomes
 
     QuantizeLinear(x, static scale, zero point 0) -> MatMulInteger / ConvInteger(x_q, W_q)
       -> Cast(float) -> Mul(scale_x * scale_w[channel]) [-> Add(bias) for Conv]
@@ -27,8 +34,7 @@ form, measured with tract-onnx 0.23.9 (docs/benchmarks.md):
 Checks (exit 1 when one fails): CLIP embeddings cosine >= 0.999 against fp32 on every photo;
 DETR: the same set of detections above --threshold (label, and boxes within 2 % of the image).
 
-`--reference-qdq` also writes `<name>-int8-qdq.onnx`, onnxruntime's own best int8 format (every
-operator quantized, QDQ), which models/bench.py uses as the onnxruntime side of the comparison.
+Both forms are held to the same checks.
 """
 import argparse
 import pathlib
@@ -43,7 +49,7 @@ from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibra
 from PIL import Image
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import export  # noqa: E402
+import manifest_fields as export  # noqa: E402
 
 DETR_CALIBRATION_SIZE = (640, 640)
 
@@ -165,10 +171,21 @@ def quantize_for_tract(source, target, calibration, min_conv_k=576):
           f"{target.stat().st_size / 1e6:.1f} MB (fp32 {source.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
 
 
-def quantize_qdq_reference(source, target, calibration):
+def quantize_for_onnxruntime(source, target, calibration):
+    # Weight products only, as in the tract form: attention's activation x activation MatMuls and
+    # the elementwise rest stay fp32 (quantizing them all costs CLIP's cosine most of its margin).
+    _, activation_pairs = weight_matmuls_only(onnx.load(str(source)))
     quantize_static(str(source), str(target), Inputs(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    print(f"wrote {target} (onnxruntime reference, QDQ)", file=sys.stderr)
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Conv", "Gemm"],
+                    nodes_to_exclude=activation_pairs)
+    print(f"wrote {target} (onnxruntime, QDQ): {target.stat().st_size / 1e6:.1f} MB", file=sys.stderr)
+
+
+# Each form: file suffix, how it is made, the manifest's format and engine.
+FORMS = {
+    "tract": ("-int8.onnx", quantize_for_tract, "onnx-int8-matmulinteger"),
+    "onnxruntime": ("-int8-qdq.onnx", quantize_for_onnxruntime, "onnx-int8-qdq"),
+}
 
 
 def run(path, x):
@@ -211,12 +228,12 @@ def check_detr(fp32, int8, inputs, threshold):
 
 def add_to_manifest(manifest, entries):
     text = manifest.read_text() if manifest.exists() else "# `glimpse models verify` checks files against it.\n"
-    for file, kind, source, extra in entries:
+    for file, kind, source, form, extra in entries:
         header = f'file = "{file}"'
         if header in text:
             print(f"{manifest}: {file} already listed; update its sha256 by hand or rerun export.py", file=sys.stderr)
             continue
-        lines = ["", "[[model]]", header, f'kind = "{kind}"', f'source = "{source}"', 'format = "onnx-int8-matmulinteger"',
+        lines = ["", "[[model]]", header, f'kind = "{kind}"', f'source = "{source}"', f'format = "{FORMS[form][2]}"', f'engine = "{form}"',
                  f'sha256 = "{export.sha256(manifest.parent / file)}"'] + [f"{k} = {v}" for k, v in extra.items()]
         text = text.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
     manifest.write_text(text)
@@ -231,32 +248,33 @@ def main():
     p.add_argument("--manifest", type=pathlib.Path, help="add the quantized files to this manifest (paths relative to it)")
     p.add_argument("--min-conv-k", type=int, default=576,
                    help="quantize a Conv only when Cin x kh x kw reaches this (0: every Conv; the tiny test models use 0)")
-    p.add_argument("--reference-qdq", action="store_true", help="also write onnxruntime's QDQ int8 files for the benchmark")
+    p.add_argument("--forms", default="tract,onnxruntime", help="which int8 forms to write: tract, onnxruntime or both (comma-separated)")
     args = p.parse_args()
     if not (args.detr or args.clip):
         p.error("give --detr and/or --clip")
+    forms = [f.strip() for f in args.forms.split(",") if f.strip()]
+    if not forms or set(forms) - set(FORMS):
+        p.error(f"--forms: choose from {', '.join(FORMS)}")
     images = photos(args.photos)
     ok, entries = True, []
-    if args.clip:
-        target = args.clip.with_name(args.clip.stem + "-int8.onnx")
-        calibration = [clip_input(i) for i in images]
-        quantize_for_tract(args.clip, target, calibration, args.min_conv_k)
-        ok &= check_clip(args.clip, target, calibration)
-        entries.append((target, "embedder", f"int8:{args.clip.name}", export.CLIP_EXTRA))
-        if args.reference_qdq:
-            quantize_qdq_reference(args.clip, args.clip.with_name(args.clip.stem + "-int8-qdq.onnx"), calibration)
-    if args.detr:
-        target = args.detr.with_name(args.detr.stem + "-int8.onnx")
-        calibration = [detr_input(i, DETR_CALIBRATION_SIZE) for i in images]
-        quantize_for_tract(args.detr, target, calibration, args.min_conv_k)
-        ok &= check_detr(args.detr, target, [detr_input(i) for i in images], args.threshold)
-        entries.append((target, "detector", f"int8:{args.detr.name}", export.DETR_EXTRA))
-        if args.reference_qdq:
-            quantize_qdq_reference(args.detr, args.detr.with_name(args.detr.stem + "-int8-qdq.onnx"), calibration)
+    for form in forms:
+        suffix, quantize, _ = FORMS[form]
+        make = (lambda s, t, c: quantize(s, t, c, args.min_conv_k)) if form == "tract" else quantize
+        if args.clip:
+            target = args.clip.with_name(args.clip.stem + suffix)
+            calibration = [clip_input(i) for i in images]
+            make(args.clip, target, calibration)
+            ok &= check_clip(args.clip, target, calibration)
+            entries.append((target, "embedder", f"int8:{args.clip.name}", form, export.CLIP_EXTRA))
+        if args.detr:
+            target = args.detr.with_name(args.detr.stem + suffix)
+            make(args.detr, target, [detr_input(i, DETR_CALIBRATION_SIZE) for i in images])
+            ok &= check_detr(args.detr, target, [detr_input(i) for i in images], args.threshold)
+            entries.append((target, "detector", f"int8:{args.detr.name}", form, export.DETR_EXTRA))
     if args.manifest:
-        add_to_manifest(args.manifest, [(str(t.resolve().relative_to(args.manifest.parent.resolve())), k, s, e) for t, k, s, e in entries])
+        add_to_manifest(args.manifest,
+                        [(str(t.resolve().relative_to(args.manifest.parent.resolve())), k, s, f, e) for t, k, s, f, e in entries])
     sys.exit(0 if ok else 1)
-
 
 if __name__ == "__main__":
     main()

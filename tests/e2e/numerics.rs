@@ -24,16 +24,24 @@ fn photos(golden: &Value) -> Vec<PathBuf> {
 fn config_with(golden: &Value, which: &str, embedder: &str, engine: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("models.toml");
-    let detector = &golden["detectors"][which];
+    let detector = &golden["detectors"][which.trim_end_matches("-qdq")];
     let inference = if engine == "onnxruntime" { onnxruntime_section("[\"cpu\"]") } else { String::new() };
     let text = format!(
         "{inference}[detector]\nmodel = \"{}\"\nthreshold = {}\n\n[embedder]\nmodel = \"{}\"\n",
-        model(detector["model"].as_str().expect("detector")),
+        model(&file(detector["model"].as_str().expect("detector"), which)),
         detector["threshold"],
-        model(golden["embedders"][embedder].as_str().expect("embedder")),
+        model(&file(golden["embedders"][embedder.trim_end_matches("-qdq")].as_str().expect("embedder"), embedder)),
     );
     std::fs::write(&path, text).expect("write config");
     (dir, path.display().to_string())
+}
+
+/// `name`, or for a `-qdq` variant of an int8 file its onnxruntime form (models/quantize.py).
+fn file(name: &str, variant: &str) -> String {
+    match variant.ends_with("-qdq") {
+        true => name.replace("-int8.onnx", "-int8-qdq.onnx"),
+        false => name.to_owned(),
+    }
 }
 
 fn config(golden: &Value, which: &str) -> (tempfile::TempDir, String) {
@@ -107,6 +115,16 @@ fn the_int8_embedder_stays_within_cosine_0_999_of_its_fp32_source() {
     let golden = golden();
     for (name, cosine) in cosines(&golden, "int8", "fp32", "tract") {
         assert!(cosine >= 0.999, "{name}: int8 in tract against fp32 in onnxruntime: cosine {cosine}");
+    }
+}
+
+#[test]
+fn onnxruntime_s_int8_files_stay_within_their_fp32_sources() {
+    // The QDQ files models/quantize.py makes for onnxruntime, held to the tract form's bounds.
+    let golden = golden();
+    compare_detections(&golden, "random-int8-qdq", "random", 1e-2, "onnxruntime");
+    for (name, cosine) in cosines(&golden, "int8-qdq", "fp32", "onnxruntime") {
+        assert!(cosine >= 0.999, "{name}: QDQ int8 in onnxruntime against fp32: cosine {cosine}");
     }
 }
 

@@ -235,6 +235,22 @@ def check_decoder_choice(recipe: Path, base, where: str) -> None:
         pass
 
 
+def check_inference_choice(recipe: Path, base, where: str) -> None:
+    """GLIMPSE_INFERENCE = onnxruntime installs ONNX Runtime's package; tract installs none; a typo stops."""
+    for choice, package, wanted in (("tract", None, set()), ("onnxruntime", None, {"onnxruntime"}),
+                                    ("onnxruntime", "onnxruntime-gpu", {"onnxruntime-gpu"})):
+        extra = {"GLIMPSE_INFERENCE": choice} | ({"GLIMPSE_ONNXRUNTIME_PACKAGE": package} if package else {})
+        d = parse(recipe, base, extra)
+        got = set((d.getVar(f"RDEPENDS:{d.getVar('PN')}") or "").split()) & {"onnxruntime", "onnxruntime-gpu"}
+        if got != wanted:
+            error(where, f"GLIMPSE_INFERENCE = {choice!r} (package {package}) installs {sorted(got)}, expected {sorted(wanted)}")
+    try:
+        parse(recipe, base, {"GLIMPSE_INFERENCE": "onnx"})
+        error(where, "a misspelt GLIMPSE_INFERENCE is accepted")
+    except Exception:
+        pass
+
+
 def check_default_config(layer: Path) -> None:
     """The image's glimpse.toml against the unit and the models recipe."""
     where = "recipes-glimpse/glimpse/files/glimpse.toml"
@@ -306,6 +322,7 @@ def main() -> int:
             check_recipe(recipe, d, layer)
             if d.getVar("PN") == "packagegroup-glimpse":
                 check_decoder_choice(recipe, base, where)
+                check_inference_choice(recipe, base, where)
 
         check_default_config(layer)
 

@@ -56,7 +56,17 @@ GLIMPSE_TEGRA_DECODERS = "\
 "
 RDEPENDS:${PN}:append:tegra = " ${@bb.utils.contains('GLIMPSE_DECODERS', 'hardware', d.getVar('GLIMPSE_TEGRA_DECODERS'), '', d)}"
 
-# A misspelt decoder would silently leave the image without one.
+# The inference engine (docs/inference.md): "tract" (default) is inside the daemon; "onnxruntime"
+# adds ONNX Runtime's library, built for the machine by a layer that has a recipe for it, e.g.
+# meta-tegra-community's onnxruntime with CUDA and TensorRT on a Jetson, or meta-imx's meta-ml.
+# The site's glimpse.toml then sets [inference] engine = "onnxruntime" and its providers.
+GLIMPSE_INFERENCE ??= "tract"
+GLIMPSE_ONNXRUNTIME_PACKAGE ??= "onnxruntime"
+GLIMPSE_ENGINE_PACKAGES = "${@d.getVar('GLIMPSE_ONNXRUNTIME_PACKAGE') if d.getVar('GLIMPSE_INFERENCE') == 'onnxruntime' else ''}"
+RDEPENDS:${PN}:append = " ${GLIMPSE_ENGINE_PACKAGES}"
+
+# A misspelt decoder would silently leave the image without one; a misspelt engine, without its
+# library.
 # nooelint: oelint.task.noanonpython
 python () {
     unknown = set((d.getVar("GLIMPSE_DECODERS") or "").split()) - {"hardware", "libav", "openh264"}
@@ -64,6 +74,8 @@ python () {
         bb.fatal("GLIMPSE_DECODERS: unknown %s; choose from hardware, libav, openh264" % ", ".join(sorted(unknown)))
     if not d.getVar("GLIMPSE_DECODERS").split():
         bb.fatal("GLIMPSE_DECODERS is empty: no camera stream could be decoded")
+    if d.getVar("GLIMPSE_INFERENCE") not in ("tract", "onnxruntime"):
+        bb.fatal("GLIMPSE_INFERENCE = %r; choose tract or onnxruntime" % d.getVar("GLIMPSE_INFERENCE"))
 }
 
 # Optional sources: http(s):// cameras and MJPEG USB cameras.

@@ -178,6 +178,11 @@ def quantize_for_onnxruntime(source, target, calibration):
     quantize_static(str(source), str(target), Inputs(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Conv", "Gemm"],
                     nodes_to_exclude=activation_pairs)
+    # As for the tract form: shape annotations that fix the batch axis here and name it there
+    # keep tract from running the file; both engines infer every shape themselves.
+    model = onnx.load(str(target))
+    del model.graph.value_info[:]
+    onnx.save(model, str(target))
     print(f"wrote {target} (onnxruntime, QDQ): {target.stat().st_size / 1e6:.1f} MB", file=sys.stderr)
 
 

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::config::{KeyPath, Problem};
-use crate::model::{normalized_chw, Engine, Model, ModelError, Shapes};
+use crate::model::{normalized_chw, Engine, Filter, Model, ModelError, Resize, Shapes};
 
 const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
@@ -94,6 +94,7 @@ pub const MAX_PLANS: usize = 3;
 pub struct Detector {
     model: Model,
     config: DetectorConfig,
+    resize: Resize,
 }
 
 impl Detector {
@@ -101,7 +102,7 @@ impl Detector {
     /// run is reported at start-up rather than on the first frame.
     pub fn load(config: &DetectorConfig, engine: &Engine) -> Result<Self, ModelError> {
         let model = Model::open(engine, &config.model, Shapes::VaryingPixels { max_plans: MAX_PLANS })?;
-        let mut detector = Self { model, config: config.clone() };
+        let mut detector = Self { model, config: config.clone(), resize: Resize::default() };
         let side = config.shortest_edge;
         detector.detect(&image::RgbImage::new(side, side))?;
         // Cameras rarely have square frames: the check's plan would only hold memory.
@@ -123,7 +124,7 @@ impl ObjectDetector for Detector {
     fn detect(&mut self, frame: &image::RgbImage) -> Result<Vec<Detection>, ModelError> {
         let (w, h) = frame.dimensions();
         let (rh, rw) = resize_size(h, w, self.config.shortest_edge, self.config.longest_edge);
-        let resized = image::imageops::resize(frame, rw, rh, image::imageops::FilterType::Triangle);
+        let resized = self.resize.to(frame, rw, rh, Filter::Bilinear);
         let input = normalized_chw(&resized, IMAGENET_MEAN, IMAGENET_STD);
         let outputs = self.model.run(input)?;
         let (logits, boxes) = match (self.model.output(&outputs, 0)?.view(), self.model.output(&outputs, 1)?.view()) {

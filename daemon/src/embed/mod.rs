@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::config::{KeyPath, Problem};
 use crate::detect::Detection;
-use crate::model::{normalized_chw, Engine, Model, ModelError, Shapes};
+use crate::model::{normalized_chw, Engine, Filter, Model, ModelError, Resize, Shapes};
 
 const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
@@ -69,6 +69,7 @@ pub struct Embedder {
     /// for a small gain (measured in docs/benchmarks.md).
     model: Model,
     dimension: usize,
+    resize: Resize,
 }
 
 impl Embedder {
@@ -76,7 +77,7 @@ impl Embedder {
     pub fn load(config: &EmbedderConfig, engine: &Engine) -> Result<Self, ModelError> {
         let side = INPUT_SIDE as usize;
         let model = Model::open(engine, &config.model, Shapes::Pixels([1, 3, side, side]))?;
-        let mut embedder = Self { model, dimension: 0 };
+        let mut embedder = Self { model, dimension: 0, resize: Resize::default() };
         embedder.dimension = embedder.run(&image::RgbImage::new(INPUT_SIDE, INPUT_SIDE))?.len();
         Ok(embedder)
     }
@@ -107,7 +108,7 @@ impl ImageEmbedder for Embedder {
 
 impl Embedder {
     fn run(&mut self, crop: &image::RgbImage) -> Result<Vec<f32>, ModelError> {
-        let input = normalized_chw(&clip_preprocess(crop), CLIP_MEAN, CLIP_STD);
+        let input = normalized_chw(&clip_preprocess(crop, &mut self.resize), CLIP_MEAN, CLIP_STD);
         let outputs = self.model.run(input)?;
         let out = self.model.output(&outputs, 0)?;
         if out.shape.len() != 2 || out.shape[0] != 1 || out.shape[1] == 0 {
@@ -130,14 +131,14 @@ pub fn l2_normalise(v: &mut [f32]) {
 }
 
 /// Resizes the short side to 224 with bicubic filtering, then cuts the centre 224×224.
-fn clip_preprocess(crop: &image::RgbImage) -> image::RgbImage {
+fn clip_preprocess(crop: &image::RgbImage, resize: &mut Resize) -> image::RgbImage {
     let (w, h) = crop.dimensions();
     let (nw, nh) = if w <= h {
         (INPUT_SIDE, ((INPUT_SIDE as u64 * h as u64) / w.max(1) as u64) as u32)
     } else {
         (((INPUT_SIDE as u64 * w as u64) / h.max(1) as u64) as u32, INPUT_SIDE)
     };
-    let resized = image::imageops::resize(crop, nw.max(INPUT_SIDE), nh.max(INPUT_SIDE), image::imageops::FilterType::CatmullRom);
+    let resized = resize.to(crop, nw.max(INPUT_SIDE), nh.max(INPUT_SIDE), Filter::Bicubic);
     let left = (resized.width() - INPUT_SIDE) / 2;
     let top = (resized.height() - INPUT_SIDE) / 2;
     image::imageops::crop_imm(&resized, left, top, INPUT_SIDE, INPUT_SIDE).to_image()
@@ -187,9 +188,10 @@ mod tests {
 
     #[test]
     fn clip_preprocessing_gives_a_centred_square() {
+        let resize = &mut Resize::default();
         let wide = image::RgbImage::new(448, 100);
-        assert_eq!(clip_preprocess(&wide).dimensions(), (224, 224));
+        assert_eq!(clip_preprocess(&wide, resize).dimensions(), (224, 224));
         let tall = image::RgbImage::new(9, 300);
-        assert_eq!(clip_preprocess(&tall).dimensions(), (224, 224));
+        assert_eq!(clip_preprocess(&tall, resize).dimensions(), (224, 224));
     }
 }

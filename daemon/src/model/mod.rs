@@ -227,14 +227,52 @@ impl Model {
     }
 }
 
+/// Resizes RGB images with SIMD (`fast_image_resize`: Pillow's separable convolution, the one
+/// transformers' image processors use for the reference), reusing its buffers between calls.
+#[derive(Default)]
+pub struct Resize(fast_image_resize::Resizer);
+
+#[derive(Clone, Copy, Debug)]
+pub enum Filter {
+    /// DetrImageProcessor's.
+    Bilinear,
+    /// CLIPImageProcessor's (Catmull-Rom).
+    Bicubic,
+}
+
+impl Resize {
+    /// `image` at `width`×`height`.
+    pub fn to(&mut self, image: &image::RgbImage, width: u32, height: u32, filter: Filter) -> image::RgbImage {
+        use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions};
+        if image.dimensions() == (width, height) {
+            return image.clone();
+        }
+        let kernel = match filter {
+            Filter::Bilinear => FilterType::Bilinear,
+            Filter::Bicubic => FilterType::CatmullRom,
+        };
+        let mut out = image::RgbImage::new(width, height);
+        let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(kernel));
+        match self.0.resize(image, &mut out, &options) {
+            Ok(()) => out,
+            // Only an empty image can fail; the image crate handles that without SIMD.
+            Err(_) => image::imageops::resize(image, width, height, image::imageops::FilterType::Triangle),
+        }
+    }
+}
+
 /// Packs an RGB image into a `[1, 3, h, w]` input: scaled to 0..1, then `(x - mean) / std`.
 pub fn normalized_chw(image: &image::RgbImage, mean: [f32; 3], std: [f32; 3]) -> Input {
     let (w, h) = (image.width() as usize, image.height() as usize);
+    // A table per channel: the same values as computing each pixel, a lookup instead of two divisions.
+    let table: [[f32; 256]; 3] = std::array::from_fn(|c| std::array::from_fn(|v| (v as f32 / 255.0 - mean[c]) / std[c]));
     let mut data = vec![0.0; 3 * h * w];
+    let (red, rest) = data.split_at_mut(h * w);
+    let (green, blue) = rest.split_at_mut(h * w);
     for (i, pixel) in image.as_raw().chunks_exact(3).enumerate() {
-        for c in 0..3 {
-            data[c * h * w + i] = (pixel[c] as f32 / 255.0 - mean[c]) / std[c];
-        }
+        red[i] = table[0][pixel[0] as usize];
+        green[i] = table[1][pixel[1] as usize];
+        blue[i] = table[2][pixel[2] as usize];
     }
     Input::Pixels { shape: [1, 3, h, w], data }
 }

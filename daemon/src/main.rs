@@ -156,6 +156,43 @@ enum BenchWhat {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// Median inference time (ms) through Glimpse's engine layer, the calls the daemon makes: a
+    /// DETR file at 640x640 and a CLIP file on one crop, on tract or ONNX Runtime, as JSON;
+    /// models/bench_engines.py runs Python's onnxruntime beside it on the same files and inputs.
+    Engine {
+        #[arg(long)]
+        detector: PathBuf,
+        #[arg(long)]
+        embedder: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// tract or onnxruntime.
+        #[arg(long, default_value = "tract")]
+        engine: String,
+        /// ONNX Runtime's library (else ORT_DYLIB_PATH, else the system's library path).
+        #[arg(long)]
+        onnxruntime_library: Option<PathBuf>,
+    },
+    /// The daemon's per-frame work (pre-processing, DETR on the frame, CLIP on `crops` crops)
+    /// against the bare model calls on the same inputs, and both resizers, in one run, as JSON.
+    Overhead {
+        #[arg(long)]
+        detector: PathBuf,
+        #[arg(long)]
+        embedder: PathBuf,
+        /// A photo or frame (PNG or JPEG).
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        crops: u32,
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// tract or onnxruntime (ONNX Runtime's library from ORT_DYLIB_PATH).
+        #[arg(long, default_value = "tract")]
+        engine: String,
+    },
     /// Time per tract operator and node for one model file (where inference time goes).
     Profile {
         model: PathBuf,
@@ -329,6 +366,12 @@ fn main() -> ExitCode {
         },
         Command::Bench { what: BenchWhat::Models { detector, embedder, runs, threads } } => {
             exit_code(glimpse::cli::bench::models(&detector, &embedder, runs, threads))
+        }
+        Command::Bench { what: BenchWhat::Engine { detector, embedder, runs, threads, engine, onnxruntime_library } } => {
+            exit_code(glimpse::cli::bench::engine(&detector, &embedder, runs, threads, &engine, onnxruntime_library))
+        }
+        Command::Bench { what: BenchWhat::Overhead { detector, embedder, image, crops, runs, engine } } => {
+            exit_code(glimpse::cli::bench::overhead(&detector, &embedder, &image, crops, runs, &engine))
         }
         Command::Bench { what: BenchWhat::Search { records, dim, queries, dir } } => {
             exit_code(glimpse::cli::bench::search(records, dim, queries, &dir))

@@ -10,7 +10,7 @@
 //!
 //! CPU is user + system time, reported per minute of video.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -169,6 +169,128 @@ pub fn models(detector: &Path, embedder: &Path, runs: usize, threads: usize) -> 
         "clip_b8_any_batch_plan_ms": time(&clip, &clip_any_plan, [8, 3, 224, 224], 1)?,
     });
     println!("{results}");
+    Ok(())
+}
+
+fn engine_named(engine: &str, library: Option<PathBuf>, threads: usize) -> anyhow::Result<crate::model::Engine> {
+    use crate::model::{Engine, EngineKind, InferenceConfig, Provider};
+    let kind = match engine {
+        "tract" => EngineKind::Tract,
+        "onnxruntime" => EngineKind::Onnxruntime,
+        other => anyhow::bail!("--engine {other:?}: choose tract or onnxruntime"),
+    };
+    Ok(Engine::start(&InferenceConfig { engine: kind, onnxruntime_library: library, providers: vec![Provider::Cpu] }, threads)?)
+}
+
+/// Median milliseconds of `runs` calls of `work` (after one warm-up call).
+fn median_ms(runs: usize, mut work: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    work()?;
+    let mut times = Vec::with_capacity(runs.max(1));
+    for _ in 0..runs.max(1) {
+        let start = Instant::now();
+        work()?;
+        times.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// `glimpse bench overhead`: what the daemon does per frame beyond the model calls.
+pub fn overhead(detector: &Path, embedder: &Path, image: &Path, crops: u32, runs: usize, engine: &str) -> anyhow::Result<()> {
+    use crate::detect::{resize_size, Detector, DetectorConfig, ObjectDetector};
+    use crate::embed::{Embedder, EmbedderConfig, PixelBox};
+    use crate::model::{normalized_chw, Filter, Model, Resize, Shapes};
+    let engine = engine_named(engine, None, 1)?;
+    let frame = image::open(image).with_context(|| format!("cannot read {}", image.display()))?.to_rgb8();
+    let (w, h) = frame.dimensions();
+    let config = DetectorConfig { model: detector.to_owned(), threshold: 0.9, shortest_edge: 800, longest_edge: 1333, min_box_px: 8 };
+    let mut ours_detector = Detector::load(&config, &engine)?;
+    let mut ours_embedder = Embedder::load(&EmbedderConfig { model: embedder.to_owned(), text_model: None, tokenizer: None }, &engine)?;
+    // Boxes of several sizes and shapes across the frame, as detections would give.
+    let boxes: Vec<PixelBox> = (0..crops.max(1))
+        .map(|i| PixelBox { x: (i * w / (crops + 1)) % (w / 2), y: (i * h / (crops + 2)) % (h / 2), w: w / 4 + i * 7, h: h / 3 + i * 5 })
+        .collect();
+    let crops: Vec<image::RgbImage> = boxes.iter().map(|b| crate::embed::crop(&frame, *b)).collect();
+    let ours = median_ms(runs, || {
+        ours_detector.detect(&frame)?;
+        for crop in &crops {
+            ours_embedder.embed(crop)?;
+        }
+        Ok(())
+    })?;
+    // The same inputs, made before the clock starts: only the model calls are timed.
+    let (rh, rw) = resize_size(h, w, config.shortest_edge, config.longest_edge);
+    let mut resize = Resize::default();
+    let detr_input = normalized_chw(&resize.to(&frame, rw, rh, Filter::Bilinear), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]);
+    let mut detr = Model::open(&engine, detector, Shapes::VaryingPixels { max_plans: 1 })?;
+    let mut clip = Model::open(&engine, embedder, Shapes::Pixels([1, 3, 224, 224]))?;
+    let clip_input = crate::model::Input::Pixels { shape: [1, 3, 224, 224], data: vec![0.5; 3 * 224 * 224] };
+    let clone = |input: &crate::model::Input| match input {
+        crate::model::Input::Pixels { shape, data } => crate::model::Input::Pixels { shape: *shape, data: data.clone() },
+        crate::model::Input::TokenIds { shape, data } => crate::model::Input::TokenIds { shape: *shape, data: data.clone() },
+    };
+    let mut bare_times = Vec::new();
+    for _ in 0..runs.max(1) + 1 {
+        let inputs: Vec<_> = std::iter::once(clone(&detr_input)).chain(crops.iter().map(|_| clone(&clip_input))).collect();
+        let start = Instant::now();
+        let mut inputs = inputs.into_iter();
+        detr.run(inputs.next().expect("the frame's input"))?;
+        for input in inputs {
+            clip.run(input)?;
+        }
+        bare_times.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    bare_times.remove(0); // warm-up
+    bare_times.sort_by(f64::total_cmp);
+    let bare = bare_times[bare_times.len() / 2];
+    let simd_resize = median_ms(runs, || {
+        resize.to(&frame, rw, rh, Filter::Bilinear);
+        Ok(())
+    })?;
+    let image_resize = median_ms(runs, || {
+        image::imageops::resize(&frame, rw, rh, image::imageops::FilterType::Triangle);
+        Ok(())
+    })?;
+    let report = serde_json::json!({
+        "engine": engine.report().engine, "frame": [w, h], "detr_input": [rw, rh], "crops": crops.len(),
+        "frame_ms_ours": ours, "frame_ms_bare_model_calls": bare, "ratio_ours_over_bare": ours / bare,
+        "detr_resize_ms_fast_image_resize": simd_resize, "detr_resize_ms_image_crate": image_resize,
+        "plans_held": ours_detector.plans_held(),
+    });
+    println!("{report:#}");
+    Ok(())
+}
+
+/// `glimpse bench engine`: the daemon's model calls (`model::Model::run`, input packing and
+/// output copies included) on `engine`, with every input value 0.5 as in `bench models`.
+pub fn engine(detector: &Path, embedder: &Path, runs: usize, threads: usize, engine: &str, library: Option<PathBuf>) -> anyhow::Result<()> {
+    use crate::model::{Input, Model, Shapes};
+    let engine = engine_named(engine, library, threads)?;
+    let time = |model: &mut Model, shape: [usize; 4]| -> anyhow::Result<f64> {
+        let input = || Input::Pixels { shape, data: vec![0.5; shape.iter().product()] };
+        model.run(input())?; // warm-up
+        let mut times = Vec::with_capacity(runs.max(1));
+        for _ in 0..runs.max(1) {
+            // Made before the clock starts, as Python's side reuses its array: this times the
+            // engine layer, not pre-processing (`bench preprocess` has that).
+            let input = input();
+            let start = Instant::now();
+            model.run(input)?;
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times[times.len() / 2])
+    };
+    let mut detr = Model::open(&engine, detector, Shapes::VaryingPixels { max_plans: 1 })?;
+    let mut clip = Model::open(&engine, embedder, Shapes::Pixels([1, 3, 224, 224]))?;
+    let report = serde_json::json!({
+        "engine": engine.report(),
+        "threads": threads,
+        "provider": clip.provider(),
+        "detr_640_ms": time(&mut detr, [1, 3, 640, 640])?,
+        "clip_b1_ms": time(&mut clip, [1, 3, 224, 224])?,
+    });
+    println!("{report}");
     Ok(())
 }
 

@@ -47,7 +47,8 @@ impl Provider {
 
     fn register(self, builder: &mut SessionBuilder) -> ort::Result<()> {
         match self {
-            Provider::Cpu => ep::CPU::default().register(builder),
+            // ONNX Runtime's own CPU defaults (its memory arena on), as every other user gets them.
+            Provider::Cpu => Ok(()),
             Provider::Cuda => ep::CUDA::default().register(builder),
             Provider::Tensorrt => ep::TensorRT::default().register(builder),
             Provider::Openvino => ep::OpenVINO::default().register(builder),

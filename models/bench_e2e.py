@@ -115,13 +115,19 @@ def reference(args):
 
 # --- the comparison -----------------------------------------------------------------------------
 
+def inference_section(args):
+    if args.engine == "tract":
+        return ""
+    return f'\n[inference]\nengine = "onnxruntime"\nonnxruntime_library = "{pathlib.Path(args.onnxruntime_library).resolve()}"\n'
+
+
 def glimpse_config(work, name, clip, args, url, analysis):
     path = work / f"{name}.toml"
     path.write_text(f"""[device]
 id = "bench"
 data_dir = "{work / name}"
 inference_threads = {args.threads}
-
+{inference_section(args)}
 [[cameras]]
 name = "{name}"
 uri = "file://{clip.resolve()}"
@@ -172,12 +178,16 @@ def main():
     p.add_argument("--video", type=pathlib.Path, default=pathlib.Path("tests/media/bikes.mp4"))
     p.add_argument("--fps", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="inference threads on both sides")
+    p.add_argument("--engine", default="tract", choices=["tract", "onnxruntime"], help="Glimpse's inference engine")
+    p.add_argument("--onnxruntime-library", help="with --engine onnxruntime: libonnxruntime (scripts/onnxruntime.sh prints its path)")
     p.add_argument("--reference-clip", help=argparse.SUPPRESS)
     p.add_argument("--reference-url", help=argparse.SUPPRESS)
     p.add_argument("--reference-namespace", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.reference_clip:
         return reference(args)
+    if args.engine == "onnxruntime" and not args.onnxruntime_library:
+        p.error("--engine onnxruntime needs --onnxruntime-library")
 
     port = free_port()
     emulator = subprocess.Popen([args.emulator, str(port), API_KEY, "512"], stdout=subprocess.PIPE, text=True)
@@ -201,7 +211,7 @@ def main():
             counts = (vector_count(url, f"glimpse-{name}"), vector_count(url, f"ref-{name}"))
             rows.append((label, g, r, counts))
     emulator.terminate()
-    print(f"Clips sampled at {args.fps} fps; {args.threads} inference thread(s); detector {args.detr}; embedder {args.clip} "
+    print(f"Glimpse on {args.engine}. Clips sampled at {args.fps} fps; {args.threads} inference thread(s); detector {args.detr}; embedder {args.clip} "
           f"(reference: {args.reference_detector or args.detr}, {args.reference_embedder or args.clip}); threshold {args.threshold}; DETR resize {args.shortest_edge}/{args.longest_edge}.\n")
     print("| scene | wall s Glimpse / reference | CPU s Glimpse / reference | peak RSS MB Glimpse / reference | records Glimpse / reference | wall ratio | CPU ratio |")
     print("|---|---|---|---|---|---|---|")

@@ -141,33 +141,31 @@ enum ModelsAction {
     },
 }
 
+/// The model files a benchmark times, and how.
+#[derive(clap::Args)]
+struct ModelFiles {
+    #[arg(long)]
+    detector: PathBuf,
+    #[arg(long)]
+    embedder: PathBuf,
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Inference threads (as `[device] inference_threads`).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
 #[derive(Subcommand)]
 enum BenchWhat {
     /// Median tract inference time (ms) of a DETR file at 640x640 and a CLIP file on batches of
     /// 1 and 8, as JSON; models/bench.py runs onnxruntime beside it.
-    Models {
-        #[arg(long)]
-        detector: PathBuf,
-        #[arg(long)]
-        embedder: PathBuf,
-        #[arg(long, default_value_t = 5)]
-        runs: usize,
-        /// Threads for tract's matrix products (as `[device] inference_threads`).
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
-    },
+    Models(ModelFiles),
     /// Median inference time (ms) through Glimpse's engine layer, the calls the daemon makes: a
     /// DETR file at 640x640 and a CLIP file on one crop, on tract or ONNX Runtime, as JSON;
     /// models/bench_engines.py runs Python's onnxruntime beside it on the same files and inputs.
     Engine {
-        #[arg(long)]
-        detector: PathBuf,
-        #[arg(long)]
-        embedder: PathBuf,
-        #[arg(long, default_value_t = 5)]
-        runs: usize,
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
+        #[command(flatten)]
+        files: ModelFiles,
         /// tract or onnxruntime.
         #[arg(long, default_value = "tract")]
         engine: String,
@@ -364,12 +362,12 @@ fn main() -> ExitCode {
             Ok(shape) => exit_code(glimpse::cli::bench::profile(&model, shape, runs, threads, any_batch)),
             Err(_) => exit_code(Err(anyhow::anyhow!("--shape takes four numbers: batch,channels,height,width"))),
         },
-        Command::Bench { what: BenchWhat::Models { detector, embedder, runs, threads } } => {
+        Command::Bench { what: BenchWhat::Models(ModelFiles { detector, embedder, runs, threads }) } => {
             exit_code(glimpse::cli::bench::models(&detector, &embedder, runs, threads))
         }
-        Command::Bench { what: BenchWhat::Engine { detector, embedder, runs, threads, engine, onnxruntime_library } } => {
-            exit_code(glimpse::cli::bench::engine(&detector, &embedder, runs, threads, &engine, onnxruntime_library))
-        }
+        Command::Bench {
+            what: BenchWhat::Engine { files: ModelFiles { detector, embedder, runs, threads }, engine, onnxruntime_library },
+        } => exit_code(glimpse::cli::bench::engine(&detector, &embedder, runs, threads, &engine, onnxruntime_library)),
         Command::Bench { what: BenchWhat::Overhead { detector, embedder, image, crops, runs, engine } } => {
             exit_code(glimpse::cli::bench::overhead(&detector, &embedder, &image, crops, runs, &engine))
         }

@@ -82,8 +82,8 @@ pub struct OnnxRuntime {
     environment: ort::environment::Environment,
     providers: Vec<Provider>,
     threads: usize,
-    /// Providers whose failure was already logged (once per process is enough).
-    told: Mutex<BTreeSet<Provider>>,
+    /// Providers whose failure was already logged: once per process, across reloads.
+    told: Arc<Mutex<BTreeSet<Provider>>>,
 }
 
 /// ort allows one library and one environment per process: a reload reuses them.
@@ -98,15 +98,8 @@ impl OnnxRuntime {
                 library_version(&library)?; // a bad path is reported as such first
                 return Err(RuntimeError::AlreadyLoaded { loaded: runtime.library.clone(), wanted: library });
             }
-            let (version, environment) = (runtime.version.clone(), runtime.environment.clone());
-            return Ok(Arc::new(Self {
-                library,
-                version,
-                environment,
-                providers: config.providers.clone(),
-                threads,
-                told: Mutex::default(),
-            }));
+            let (version, environment, told) = (runtime.version.clone(), runtime.environment.clone(), runtime.told.clone());
+            return Ok(Arc::new(Self { library, version, environment, providers: config.providers.clone(), threads, told }));
         }
         let version = library_version(&library)?;
         let environment = ort::init_from(&library)
@@ -114,8 +107,8 @@ impl OnnxRuntime {
             .with_name("glimpse")
             .build()
             .map_err(|e| RuntimeError::Environment { path: library.clone(), reason: e.to_string() })?;
-        let runtime =
-            Arc::new(Self { library, version, environment, providers: config.providers.clone(), threads, told: Mutex::default() });
+        let providers = config.providers.clone();
+        let runtime = Arc::new(Self { library, version, environment, providers, threads, told: Arc::default() });
         tracing::info!(event = "onnxruntime_loaded", library = %runtime.library.display(), version = %runtime.version, "ONNX Runtime loaded");
         *loaded = Some(runtime.clone());
         Ok(runtime)

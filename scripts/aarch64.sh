@@ -8,7 +8,9 @@
 #   scripts/aarch64.sh smoke   release build for aarch64 (about 8 min on 2 cores), then the
 #                              e2e test that indexes bikes.mp4 with the small models runs the
 #                              aarch64 binary under qemu-aarch64-static: every record must reach
-#                              the Pinecone emulator (run by hand before flashing a release)
+#                              the Pinecone emulator (run by hand before flashing a release). It
+#                              runs tract only: ONNX Runtime's CPU detection misbehaves under
+#                              qemu-user, so its engine is tested on x86_64 and compiled here
 #   scripts/aarch64.sh binary  release build for aarch64 with the test hooks, for
 #                              scripts/boot-test.sh: target/aarch64-unknown-linux-gnu/release/glimpse
 #

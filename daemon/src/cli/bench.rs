@@ -184,11 +184,18 @@ fn engine_named(engine: &str, library: Option<PathBuf>, threads: usize) -> anyho
 
 /// Median milliseconds of `runs` calls of `work` (after one warm-up call).
 fn median_ms(runs: usize, mut work: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
-    work()?;
+    median_ms_of(runs, || (), |()| work())
+}
+
+/// Median milliseconds of `runs` calls of `work`, each on a fresh `prepare()` made before the
+/// clock starts (after one warm-up call).
+fn median_ms_of<T>(runs: usize, mut prepare: impl FnMut() -> T, mut work: impl FnMut(T) -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    work(prepare())?;
     let mut times = Vec::with_capacity(runs.max(1));
     for _ in 0..runs.max(1) {
+        let input = prepare();
         let start = Instant::now();
-        work()?;
+        work(input)?;
         times.push(start.elapsed().as_secs_f64() * 1000.0);
     }
     times.sort_by(f64::total_cmp);
@@ -225,24 +232,17 @@ pub fn overhead(detector: &Path, embedder: &Path, image: &Path, crops: u32, runs
     let mut detr = Model::open(&engine, detector, Shapes::VaryingPixels { max_plans: 1 })?;
     let mut clip = Model::open(&engine, embedder, Shapes::Pixels([1, 3, 224, 224]))?;
     let clip_input = crate::model::Input::Pixels { shape: [1, 3, 224, 224], data: vec![0.5; 3 * 224 * 224] };
-    let clone = |input: &crate::model::Input| match input {
-        crate::model::Input::Pixels { shape, data } => crate::model::Input::Pixels { shape: *shape, data: data.clone() },
-        crate::model::Input::TokenIds { shape, data } => crate::model::Input::TokenIds { shape: *shape, data: data.clone() },
-    };
-    let mut bare_times = Vec::new();
-    for _ in 0..runs.max(1) + 1 {
-        let inputs: Vec<_> = std::iter::once(clone(&detr_input)).chain(crops.iter().map(|_| clone(&clip_input))).collect();
-        let start = Instant::now();
-        let mut inputs = inputs.into_iter();
-        detr.run(inputs.next().expect("the frame's input"))?;
-        for input in inputs {
-            clip.run(input)?;
-        }
-        bare_times.push(start.elapsed().as_secs_f64() * 1000.0);
-    }
-    bare_times.remove(0); // warm-up
-    bare_times.sort_by(f64::total_cmp);
-    let bare = bare_times[bare_times.len() / 2];
+    let bare = median_ms_of(
+        runs,
+        || (detr_input.clone(), vec![clip_input.clone(); crops.len()]),
+        |(frame_input, crop_inputs)| {
+            detr.run(frame_input)?;
+            for input in crop_inputs {
+                clip.run(input)?;
+            }
+            Ok(())
+        },
+    )?;
     let simd_resize = median_ms(runs, || {
         resize.to(&frame, rw, rh, Filter::Bilinear);
         Ok(())
@@ -266,20 +266,14 @@ pub fn overhead(detector: &Path, embedder: &Path, image: &Path, crops: u32, runs
 pub fn engine(detector: &Path, embedder: &Path, runs: usize, threads: usize, engine: &str, library: Option<PathBuf>) -> anyhow::Result<()> {
     use crate::model::{Input, Model, Shapes};
     let engine = engine_named(engine, library, threads)?;
-    let time = |model: &mut Model, shape: [usize; 4]| -> anyhow::Result<f64> {
-        let input = || Input::Pixels { shape, data: vec![0.5; shape.iter().product()] };
-        model.run(input())?; // warm-up
-        let mut times = Vec::with_capacity(runs.max(1));
-        for _ in 0..runs.max(1) {
-            // Made before the clock starts, as Python's side reuses its array: this times the
-            // engine layer, not pre-processing (`bench preprocess` has that).
-            let input = input();
-            let start = Instant::now();
-            model.run(input)?;
-            times.push(start.elapsed().as_secs_f64() * 1000.0);
-        }
-        times.sort_by(f64::total_cmp);
-        Ok(times[times.len() / 2])
+    // Inputs are made before the clock starts, as Python's side reuses its array: this times the
+    // engine layer, not pre-processing (`bench overhead` has that).
+    let time = |model: &mut Model, shape: [usize; 4]| {
+        median_ms_of(
+            runs,
+            || Input::Pixels { shape, data: vec![0.5; shape.iter().product()] },
+            |input| model.run(input).map(|_| ()).map_err(Into::into),
+        )
     };
     let mut detr = Model::open(&engine, detector, Shapes::VaryingPixels { max_plans: 1 })?;
     let mut clip = Model::open(&engine, embedder, Shapes::Pixels([1, 3, 224, 224]))?;

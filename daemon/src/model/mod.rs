@@ -121,6 +121,7 @@ pub struct EngineReport {
 }
 
 /// A model's input: pixels `[batch, 3, height, width]` or CLIP token ids `[batch, length]`.
+#[derive(Clone)]
 pub enum Input {
     Pixels { shape: [usize; 4], data: Vec<f32> },
     TokenIds { shape: [usize; 2], data: Vec<i64> },

@@ -110,14 +110,7 @@ impl Embedder {
     fn run(&mut self, crop: &image::RgbImage) -> Result<Vec<f32>, ModelError> {
         let input = normalized_chw(&clip_preprocess(crop, &mut self.resize), CLIP_MEAN, CLIP_STD);
         let outputs = self.model.run(input)?;
-        let out = self.model.output(&outputs, 0)?;
-        if out.shape.len() != 2 || out.shape[0] != 1 || out.shape[1] == 0 {
-            return Err(ModelError::Shape {
-                path: self.model.path().to_owned(),
-                reason: format!("output must be image_embeds [batch, dimension], found {:?} for one crop", out.shape),
-            });
-        }
-        Ok(out.data.clone())
+        self.model.embedding(outputs, "image_embeds")
     }
 }
 

@@ -67,15 +67,7 @@ impl TextEmbedder {
     pub fn embed(&mut self, text: &str) -> Result<Vec<f32>, TextError> {
         let ids: Vec<i64> = self.token_ids(text)?.into_iter().map(i64::from).collect();
         let outputs = self.model.run(Input::TokenIds { shape: [1, CONTEXT], data: ids })?;
-        let out = self.model.output(&outputs, 0)?;
-        if out.shape.len() != 2 || out.shape[0] != 1 || out.shape[1] == 0 {
-            return Err(ModelError::Shape {
-                path: self.model.path().to_owned(),
-                reason: format!("output must be text_embeds [batch, dimension], found {:?}", out.shape),
-            }
-            .into());
-        }
-        let mut v = out.data.clone();
+        let mut v = self.model.embedding(outputs, "text_embeds")?;
         super::l2_normalise(&mut v);
         Ok(v)
     }

@@ -219,6 +219,19 @@ impl Model {
         }
     }
 
+    /// The one embedding a CLIP tower gives for one input: its first output, `[1, dimension]`
+    /// (`name` says which output it should be, for the error).
+    pub fn embedding(&self, mut outputs: Vec<Output>, name: &str) -> Result<Vec<f32>, ModelError> {
+        let shape = self.output(&outputs, 0)?.shape.clone();
+        if shape.len() != 2 || shape[0] != 1 || shape[1] == 0 {
+            return Err(ModelError::Shape {
+                path: self.path.clone(),
+                reason: format!("output must be {name} [batch, dimension], found {shape:?} for one input"),
+            });
+        }
+        Ok(outputs.swap_remove(0).data)
+    }
+
     /// Output `index` of `outputs`, or an error naming the model.
     pub fn output<'a>(&self, outputs: &'a [Output], index: usize) -> Result<&'a Output, ModelError> {
         outputs.get(index).ok_or_else(|| ModelError::Shape {

@@ -35,6 +35,7 @@ import sys
 
 import torch
 
+from golden_margins import detection_margins
 from manifest_fields import CLIP_EXTRA, DETR_EXTRA, sha256  # noqa: F401 (export.sha256 etc. for the other scripts)
 
 # The COCO label map of facebook/detr-resnet-50 (config.id2label); index 91 is "no object".
@@ -393,6 +394,9 @@ def write_golden(models, photos_dir, out):
                 {"label": COCO_LABELS[int(l)], "score": float(s), "x": float(b[0]), "y": float(b[1]), "w": float(b[2] - b[0]), "h": float(b[3] - b[1])}
                 for s, l, b in zip(result["scores"], result["labels"], result["boxes"])
             ]
+            # How far an error may move a probability before another label could win.
+            for detection, margin in zip(detections[key], detection_margins(logits[0], threshold)):
+                detection["margin"] = margin
         clip_input = clip_processor(images=image, return_tensors="np")["pixel_values"].astype(np.float32)
         embeddings = {}
         for key, session in clips.items():

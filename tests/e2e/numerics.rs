@@ -11,6 +11,14 @@ use crate::harness::daemon::{glimpse, model, onnxruntime_section, repo};
 
 const ENGINES: [&str; 2] = ["tract", "onnxruntime"];
 
+/// A score's distance from onnxruntime's on the same file (pre-processing a rounding apart).
+const SCORE_TOLERANCE: f64 = 1e-3;
+
+/// An int8 file's score against its fp32 source: quantization moved the tiny DETR's class
+/// probabilities by at most 2.4e-4 in Python's onnxruntime on AVX2 (models/golden_margins.py's
+/// inputs), plus the pre-processing's share.
+const INT8_SCORE_TOLERANCE: f64 = 2e-3;
+
 fn golden() -> Value {
     serde_json::from_str(&std::fs::read_to_string(repo().join("tests/media/golden.json")).expect("golden.json")).expect("golden JSON")
 }
@@ -63,19 +71,30 @@ fn detections_match_detr_image_processor_and_onnxruntime_within_a_pixel() {
     // "random-int8": the int8 file models/quantize.py makes, each engine against onnxruntime on it.
     for engine in ENGINES {
         for which in ["fixture", "random", "random-int8"] {
-            compare_detections(&golden, which, which, 1e-3, engine);
+            compare_detections(&golden, which, which, SCORE_TOLERANCE, engine);
         }
     }
 }
 
 #[test]
 fn the_int8_detector_finds_the_same_detections_as_its_fp32_source() {
-    // Labels and boxes as fp32 in onnxruntime; scores within 0.01 (measured: 1e-4 apart).
-    compare_detections(&golden(), "random-int8", "random", 1e-2, "tract");
+    // Boxes as fp32 in onnxruntime, scores within what quantization moves them.
+    compare_detections(&golden(), "random-int8", "random", INT8_SCORE_TOLERANCE, "tract");
+}
+
+/// Whether the reference's label must come out: its probability leads the runner-up class's by
+/// more than twice the error allowed on each (golden.json's `margin`, models/golden_margins.py).
+/// Closer classes may swap within that error: int8 kernels round differently on AVX2 and on
+/// AVX-512 VNNI, and the random tiny DETR's classes are all within 5e-4 of each other, so only
+/// the fixture's labels (margin 1) are decided.
+fn label_is_decided(reference: &Value, score_tolerance: f64) -> bool {
+    let margin = reference["margin"].as_f64().expect("golden.json has each detection's margin (models/golden_margins.py)");
+    margin > 2.0 * score_tolerance
 }
 
 /// `glimpse detect` with the golden file's detector `which`, against the reference detections
-/// of `reference`: same count and labels, boxes within a pixel, scores within `score_tolerance`.
+/// of `reference`: same count, boxes within a pixel, scores within `score_tolerance`, and the
+/// labels that tolerance cannot swap.
 fn compare_detections(golden: &Value, which: &str, reference: &str, score_tolerance: f64, engine: &str) {
     let (_dir, config) = config_with(golden, which, "fp32", engine);
     let images = photos(golden);
@@ -88,7 +107,9 @@ fn compare_detections(golden: &Value, which: &str, reference: &str, score_tolera
         let found = line["detections"].as_array().expect("detections");
         assert_eq!(found.len(), expected.len(), "{engine} {which} {name}: {line}");
         for (f, e) in found.iter().zip(expected) {
-            assert_eq!(f["label"], e["label"], "{name}");
+            if label_is_decided(e, score_tolerance) {
+                assert_eq!(f["label"], e["label"], "{engine} {which} {name}: margin {}", e["margin"]);
+            }
             let close = |k: &str, tol: f64| (f[k].as_f64().unwrap_or(f64::NAN) - e[k].as_f64().unwrap_or(f64::NAN)).abs() <= tol;
             assert!(close("score", score_tolerance), "{engine} {which} {name}: score {} vs {}", f["score"], e["score"]);
             for k in ["x", "y", "w", "h"] {
@@ -124,7 +145,7 @@ fn onnxruntime_s_int8_files_stay_within_their_fp32_sources() {
     // tract runs them too, only slower than its own form.
     let golden = golden();
     for engine in ENGINES {
-        compare_detections(&golden, "random-int8-qdq", "random", 1e-2, engine);
+        compare_detections(&golden, "random-int8-qdq", "random", INT8_SCORE_TOLERANCE, engine);
         for (name, cosine) in cosines(&golden, "int8-qdq", "fp32", engine) {
             assert!(cosine >= 0.999, "{engine} {name}: QDQ int8 against fp32: cosine {cosine}");
         }

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::config::{Config, KeyPath, Problem};
+use crate::config::Config;
 use crate::crops;
 use crate::detect::Detector;
 use crate::embed::Embedder;
@@ -14,6 +14,7 @@ use crate::outbox;
 use crate::source;
 use crate::sync::{self, PineconeClient};
 use crate::triggers::{self, Lookups as _, Source};
+use crate::validate::{KeyPath, Problem};
 
 /// How long a source gets to deliver its first frame.
 const SOURCE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -30,6 +31,9 @@ pub fn check(file: &Path) -> Vec<String> {
     let dimension = check_models(&config, &mut problems);
     check_cameras(&config, &mut problems);
     check_pinecone(&config, dimension, &mut problems);
+    if let Some(warning) = config.mqtt.as_ref().and_then(|m| m.cleartext_password_warning()) {
+        println!("warning: {warning}");
+    }
     check_triggers(file, &config, &mut problems);
     problems
 }

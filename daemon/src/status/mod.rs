@@ -36,10 +36,10 @@ use discovery::Discovery;
 
 use crate::backoff::Backoff;
 use crate::camera_state::{CameraStates, CameraStatus};
-use crate::config::{KeyPath, Problem};
 use crate::secrets::SecretError;
 use crate::shutdown::Shutdown;
 use crate::stats::{Snapshot, Stats};
+use crate::validate::{KeyPath, Problem};
 
 /// Turns the stats into the stats JSON, with rates since the previous report.
 pub struct Reporter {
@@ -157,6 +157,21 @@ impl MqttConfig {
                 "a client certificate needs its key: set both client_cert_file and client_key_file",
             ));
         }
+    }
+
+    /// Why the broker password would cross the network readable, if it would: a login without
+    /// TLS to a broker that is not on this machine (`glimpse check` warns).
+    pub fn cleartext_password_warning(&self) -> Option<String> {
+        let has_password = crate::secrets::secret_file(self.password_file.as_deref(), "mqtt-password").is_some();
+        let loopback = self.host == "localhost" || self.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        (self.username.is_some() && has_password && !self.tls && !loopback).then(|| {
+            format!(
+                "mqtt: the password for {} travels unencrypted to {}:{}; set mqtt.tls = true with the broker's CA in mqtt.ca_file",
+                self.username.as_deref().unwrap_or_default(),
+                self.host,
+                self.port
+            )
+        })
     }
 
     /// The broker password: `password_file`, else the systemd credential `mqtt-password`.
@@ -601,5 +616,30 @@ async fn triggers_changed(triggers: &mut Option<watch::Receiver<Vec<TriggerEntit
     match triggers {
         Some(triggers) => triggers.changed().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MqttConfig;
+
+    fn mqtt(toml_text: &str) -> MqttConfig {
+        toml::from_str(toml_text).expect("an [mqtt] section")
+    }
+
+    #[test]
+    fn a_password_without_tls_to_another_machine_is_warned_about_and_nothing_else_is() {
+        let login = "username = \"glimpse\"\npassword_file = \"/etc/glimpse/mqtt-password\"\n";
+        let warning = mqtt(&format!("host = \"broker.lan\"\n{login}")).cleartext_password_warning().expect("a warning");
+        assert!(warning.contains("broker.lan:1883") && warning.contains("mqtt.tls"), "{warning}");
+        for quiet in [
+            format!("host = \"127.0.0.1\"\n{login}"),
+            format!("host = \"::1\"\n{login}"),
+            format!("host = \"localhost\"\n{login}"),
+            format!("host = \"broker.lan\"\ntls = true\nca_file = \"/ca.pem\"\n{login}"),
+            "host = \"broker.lan\"\n".to_owned(),
+        ] {
+            assert_eq!(mqtt(&quiet).cleartext_password_warning(), None, "{quiet}");
+        }
     }
 }

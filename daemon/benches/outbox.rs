@@ -45,8 +45,8 @@ fn record(i: usize) -> Record {
 
 fn unlimited() -> OutboxConfig {
     OutboxConfig {
-        max_bytes: glimpse::outbox::ByteSize(u64::MAX / 2),
-        min_free_disk: glimpse::outbox::ByteSize(0),
+        max_bytes: glimpse::validate::ByteSize(u64::MAX / 2),
+        min_free_disk: glimpse::validate::ByteSize(0),
         ..OutboxConfig::default()
     }
 }

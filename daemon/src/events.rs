@@ -16,9 +16,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::config::{KeyPath, Problem};
 use crate::embed::PixelBox;
 use crate::stats::Stats;
+use crate::validate::{KeyPath, Problem};
 
 /// A score moved this much since the last published event: worth an `update`.
 const SCORE_CHANGE: f32 = 0.1;

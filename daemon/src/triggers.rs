@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::{check_name, KeyPath, Problem};
 use crate::embed::ImageEmbedder;
 use crate::events::TriggerMatch;
 use crate::record::Record;
+use crate::validate::{check_name, KeyPath, Problem};
 
 /// `[[triggers]]`: one semantic trigger.
 #[derive(Clone, Debug, PartialEq, Deserialize)]

@@ -2,95 +2,9 @@
 //! column. The typed structs never see spans: problems carry a key path and are placed here.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::ops::Range;
 
-/// One step of a key path: a table key or an array index.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Seg {
-    Key(String),
-    Index(usize),
-}
-
-/// A key path such as `cameras[1].sample_fps`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct KeyPath(pub Vec<Seg>);
-
-impl KeyPath {
-    pub fn root() -> Self {
-        Self(Vec::new())
-    }
-
-    pub fn key(&self, key: &str) -> Self {
-        let mut segs = self.0.clone();
-        segs.push(Seg::Key(key.to_owned()));
-        Self(segs)
-    }
-
-    pub fn index(&self, index: usize) -> Self {
-        let mut segs = self.0.clone();
-        segs.push(Seg::Index(index));
-        Self(segs)
-    }
-
-    pub fn parent(&self) -> Option<Self> {
-        let mut segs = self.0.clone();
-        segs.pop().map(|_| Self(segs))
-    }
-
-    pub fn from_serde_ignored(path: &serde_ignored::Path<'_>) -> Self {
-        use serde_ignored::Path;
-        match path {
-            Path::Root => Self::root(),
-            Path::Seq { parent, index } => Self::from_serde_ignored(parent).index(*index),
-            Path::Map { parent, key } => Self::from_serde_ignored(parent).key(key),
-            Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => Self::from_serde_ignored(parent),
-        }
-    }
-
-    pub fn from_serde_path(path: &serde_path_to_error::Path) -> Self {
-        use serde_path_to_error::Segment;
-        let mut out = Self::root();
-        for seg in path.iter() {
-            out = match seg {
-                Segment::Seq { index } => out.index(*index),
-                Segment::Map { key } => out.key(key),
-                Segment::Enum { variant } => out.key(variant),
-                Segment::Unknown => out,
-            };
-        }
-        out
-    }
-}
-
-impl fmt::Display for KeyPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            return f.write_str("(top level)");
-        }
-        for (i, seg) in self.0.iter().enumerate() {
-            match seg {
-                Seg::Key(k) if i == 0 => write!(f, "{k}")?,
-                Seg::Key(k) => write!(f, ".{k}")?,
-                Seg::Index(n) => write!(f, "[{n}]")?,
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A line and column, both counted from 1.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Position {
-    pub line: usize,
-    pub column: usize,
-}
-
-impl fmt::Display for Position {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.line, self.column)
-    }
-}
+pub use crate::validate::{KeyPath, Position, Seg};
 
 /// The byte spans of every key and value in one TOML document.
 pub struct SpanIndex {

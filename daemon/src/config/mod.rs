@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use locate::{KeyPath, Position};
+pub use crate::validate::{check_name, KeyPath, Position, Problem};
 use locate::{Seg, SpanIndex};
 
 use crate::crops::CropsConfig;
@@ -107,35 +107,6 @@ impl DeviceConfig {
         if !(1..=64).contains(&self.inference_threads) {
             problems.push(Problem::new(at.key("inference_threads"), "must be between 1 and 64 (at most the number of cores is useful)"));
         }
-    }
-}
-
-/// Checks a device or camera name: it becomes part of MQTT topics and vector ids.
-pub fn check_name(name: &str, at: &KeyPath, problems: &mut Vec<Problem>) {
-    let ok = (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if !ok {
-        problems.push(Problem::new(at.clone(), format!("{name:?} is not a valid name: use 1 to 64 characters from a-z, 0-9, '_' and '-'")));
-    }
-}
-
-/// One thing wrong with the configuration.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Problem {
-    pub path: KeyPath,
-    pub position: Option<Position>,
-    pub message: String,
-    /// Point at the key itself (unknown keys) rather than at its value.
-    pub at_key: bool,
-}
-
-impl Problem {
-    pub fn new(path: KeyPath, message: impl Into<String>) -> Self {
-        Self { path, position: None, message: message.into(), at_key: false }
-    }
-
-    fn unknown_key(path: KeyPath) -> Self {
-        let message = "unknown key: check its spelling and section against config/glimpse.example.toml";
-        Self { at_key: true, ..Self::new(path, message) }
     }
 }
 

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::{KeyPath, Problem};
 use crate::model::{normalized_chw, Engine, Filter, Model, ModelError, Resize, Shapes};
+use crate::validate::{KeyPath, Problem};
 
 const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];

@@ -11,9 +11,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::{KeyPath, Problem};
 use crate::detect::Detection;
 use crate::model::{normalized_chw, Engine, Filter, Model, ModelError, Resize, Shapes};
+use crate::validate::{KeyPath, Problem};
 
 const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];

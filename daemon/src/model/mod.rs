@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::onnxruntime::{OnnxRuntime, Provider, RuntimeError};
 pub use self::tract::set_inference_threads;
-use crate::config::{KeyPath, Problem};
+use crate::validate::{KeyPath, Problem};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

@@ -1,10 +1,8 @@
 //! `[outbox]`: durability and disk caps.
 
-use std::fmt;
-
 use serde::Deserialize;
 
-use crate::config::{KeyPath, Problem};
+use crate::validate::{ByteSize, KeyPath, Problem};
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default)]
@@ -57,68 +55,4 @@ pub enum CapPolicy {
     /// Stop accepting records until the syncer makes room: live cameras drop frames (counted),
     /// file cameras wait.
     PauseIngest,
-}
-
-/// A size in bytes, written as an integer or a string such as `"512 MiB"` or `"2GB"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = ByteSize;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a number of bytes or a string such as \"512 MiB\"")
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ByteSize, E> {
-                Ok(ByteSize(v))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ByteSize, E> {
-                parse_size(v)
-                    .map(ByteSize)
-                    .ok_or_else(|| E::custom(format!("{v:?} is not a size; write e.g. 1073741824, \"1 GiB\" or \"500MB\"")))
-            }
-        }
-        d.deserialize_any(Visitor)
-    }
-}
-
-fn parse_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" => 1000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "tb" => 1_000_000_000_000,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        "tib" => 1 << 40,
-        _ => return None,
-    };
-    let bytes = number * factor as f64;
-    (bytes.is_finite() && bytes >= 0.0).then_some(bytes as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes_read_with_decimal_and_binary_units() {
-        assert_eq!(parse_size("1 GiB"), Some(1 << 30));
-        assert_eq!(parse_size("500MB"), Some(500_000_000));
-        assert_eq!(parse_size("1.5 KiB"), Some(1536));
-        assert_eq!(parse_size("42"), Some(42));
-        assert_eq!(parse_size("lots"), None);
-        assert_eq!(parse_size("5 parsecs"), None);
-    }
 }

@@ -32,12 +32,12 @@ pub use uri::{CameraUri, SourceKind};
 use crate::backoff::Backoff;
 use crate::camera_state::{CameraState, CameraStates};
 use crate::clock::unix_ms;
-use crate::config::{check_name, KeyPath, Problem};
 use crate::redact::redact_secrets;
 use crate::schedule::{FrameSender, PutError};
 use crate::shutdown::Shutdown;
 use crate::stats::CameraStats;
 use crate::systemd_notify::Heartbeat;
+use crate::validate::{check_name, KeyPath, Problem};
 
 /// `[[cameras]]`: one video source.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -237,6 +237,8 @@ pub fn run_camera(camera: CameraConfig, links: CameraLinks) {
             Ended::Eos if !camera.is_live() => {
                 tracing::info!(camera = %name, "end of file: every sampled frame was handed to inference");
                 links.states.set(name, CameraState::Offline, Some("end of file".into()));
+                // Finished, not stuck: the watchdog must not wait for this thread any more.
+                links.heartbeat.retire();
                 return;
             }
             Ended::Eos => (CameraState::Offline, "end of stream; reconnecting".to_owned(), backoff.next_delay()),

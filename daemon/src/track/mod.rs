@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::config::{KeyPath, Problem};
+use crate::validate::{KeyPath, Problem};
 
 /// A rectangle of the frame in fractions of its width and height: `[left, top, right, bottom]`.
 pub type MaskRect = [f64; 4];

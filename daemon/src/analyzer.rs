@@ -1,6 +1,6 @@
 //! The inference stage: one thread that takes frames from the [`Scheduler`] camera by camera and
 //! turns each into records — motion gate → detect → clamp → track → crop and embed the boxes the
-//! tracker chose → [`Record`]s with stable ids — then hands them to the outbox writer.
+//! tracker chose → [`Record`]s with stable ids — then hands them to the keeper.
 //!
 //! It owns the detector, the embedder, each camera's attention (motion gate and tracker, made on
 //! its first frame and forgotten when the camera departs), the [`IdClock`] of live cameras'
@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::clock::IdClock;
 use crate::crops;
@@ -26,12 +26,9 @@ use crate::record::{record_id, Metadata, NewRecord, Record};
 use crate::schedule::{RecvError, Scheduler};
 use crate::source::Frame;
 use crate::stats::{CameraStats, FrameOutcome, Stats};
-use crate::systemd_notify::Heartbeat;
+use crate::systemd_notify::{Heartbeat, IDLE_BEAT};
 use crate::track::{AnalysisConfig, Attention};
 use crate::triggers::{Prepared, Triggers};
-
-/// How often an idle stage shows it is alive.
-pub const IDLE_BEAT: Duration = Duration::from_millis(250);
 
 /// What records are made of, beyond the frame.
 pub struct Settings {
@@ -105,7 +102,7 @@ impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
         self
     }
 
-    /// The thread's loop: until the scheduler says every camera has finished, or the writer is gone.
+    /// The thread's loop: until the scheduler says every camera has finished, or the keeper is gone.
     pub fn run(mut self, frames: &Scheduler, records: SyncSender<Vec<NewRecord>>, beat: &Heartbeat) {
         loop {
             beat.beat();
@@ -121,8 +118,8 @@ impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
             test_hooks::maybe_wedge_inference();
             let made = self.analyze(&frame);
             tracing::debug!(event = "frame_analysed", camera = %frame.camera, records = made.len());
-            if !made.is_empty() && records.send(made).is_err() {
-                tracing::error!("outbox writer is gone; stopping inference");
+            if !made.is_empty() && hand_over(&records, made, beat).is_err() {
+                tracing::error!("the keeper is gone; stopping inference");
                 break;
             }
         }
@@ -339,6 +336,24 @@ mod test_hooks {
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
             }
+        }
+    }
+}
+
+/// Hands a frame's records to the keeper, waiting while its queue is full (the outbox paused at
+/// a cap, or a slow disk): that wait is legitimate idleness, so it beats; only a keeper stuck
+/// in one piece of work stops its own heartbeat. `Err` when the keeper is gone.
+fn hand_over(records: &SyncSender<Vec<NewRecord>>, made: Vec<NewRecord>, beat: &Heartbeat) -> Result<(), ()> {
+    let mut made = made;
+    loop {
+        match records.try_send(made) {
+            Ok(()) => return Ok(()),
+            Err(std::sync::mpsc::TrySendError::Full(back)) => {
+                made = back;
+                beat.beat();
+                std::thread::sleep(IDLE_BEAT / 5);
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(()),
         }
     }
 }

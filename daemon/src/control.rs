@@ -25,7 +25,8 @@ pub enum Command {
         #[serde(default)]
         id: Option<String>,
     },
-    /// Flush the outbox to disk and sync pending records now.
+    /// Flush the outbox to disk and wake the syncer (it sends what it may at once, instead of
+    /// at its next poll).
     Flush {
         #[serde(default)]
         id: Option<String>,

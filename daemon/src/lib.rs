@@ -9,10 +9,12 @@
 //!   - [`track`]: per-camera motion gate and object tracker (what is worth detecting, embedding).
 //!   - [`detect`]: DETR in tract, with DetrImageProcessor's pre- and post-processing.
 //!   - [`embed`]: CLIP vision in tract, with CLIPImageProcessor's pre-processing; crops boxes.
-//! - [`crops`]: each record's crop as a JPEG, stored before the record is accepted.
-//! - [`outbox`]: the durable sled buffer and its writer thread; nothing leaves it before the
-//!   index acknowledged it.
-//! - [`index`]: the index on the device (int8 scan, exact re-rank), fed by the outbox writer.
+//! - [`keeper`]: what happens to an accepted record, in one order on one thread: crop stored →
+//!   record durable → indexed → released.
+//!   - [`crops`]: each record's crop as a JPEG, stored before the record is accepted.
+//!   - [`outbox`]: the durable sled buffer; nothing leaves it before the index on the device
+//!     has it and (with Pinecone) Pinecone acknowledged it.
+//!   - [`index`]: the index on the device (int8 scan, exact re-rank).
 //! - [`sync`]: the Pinecone data-plane client and the syncer that drains the outbox.
 //! - [`status`]: MQTT availability, stats and camera status (or the log without a broker).
 //! - [`supervisor`]: starts the stages, carries out reloads and commands, stops in data order.
@@ -21,7 +23,8 @@
 //! Shared pieces: [`stats`] (numbers, moved only by typed events), [`camera_state`] (each
 //! camera's state), [`shutdown`] (one trigger for every stage), [`clock`] (monotonic time and
 //! record-id keys), [`model`] (tract loading), [`backoff`], [`control`] (operator commands),
-//! [`redact`] and [`secrets`] (secrets out of logs), [`systemd_notify`] (sd_notify, heartbeats).
+//! [`redact`] and [`secrets`] (secrets out of logs), [`systemd_notify`] (sd_notify, heartbeats),
+//! [`validate`] (the leaf every section validates with: key paths, problems, sizes, ages).
 
 pub mod analyzer;
 pub mod backoff;
@@ -35,6 +38,7 @@ pub mod detect;
 pub mod embed;
 pub mod events;
 pub mod index;
+pub mod keeper;
 pub mod model;
 pub mod outbox;
 pub mod record;
@@ -50,3 +54,4 @@ pub mod sync;
 pub mod systemd_notify;
 pub mod track;
 pub mod triggers;
+pub mod validate;

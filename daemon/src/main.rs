@@ -105,7 +105,8 @@ enum Command {
         /// Captured at or before: RFC 3339 or an age.
         #[arg(long)]
         until: Option<String>,
-        #[arg(long, default_value_t = 10)]
+        /// How many matches, from 1 to 1000 (Pinecone's limit with metadata).
+        #[arg(long, default_value_t = 10, value_parser = glimpse::cli::search::parse_top_k)]
         top_k: usize,
         /// Search the index on this device even when [pinecone] is configured.
         #[arg(long)]
@@ -121,6 +122,21 @@ enum Command {
     Outbox {
         #[command(subcommand)]
         action: OutboxAction,
+    },
+    /// The index on the device (read-only: runs beside the daemon).
+    Index {
+        #[command(subcommand)]
+        action: IndexAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum IndexAction {
+    /// Write every record the index holds (within [search] retain_days) to stdout as JSON lines
+    /// `{seq, id, values, metadata}`, oldest first.
+    Export {
+        #[arg(long, short)]
+        config: PathBuf,
     },
 }
 
@@ -385,6 +401,7 @@ fn main() -> ExitCode {
         }
         Command::Bench { what: BenchWhat::Ingest { file, sample_fps } } => exit_code(glimpse::cli::bench::ingest(&file, sample_fps)),
         Command::Outbox { action } => exit_code(outbox_command(action)),
+        Command::Index { action: IndexAction::Export { config } } => exit_code(index_export(&config)),
         Command::Search { config, text, image, like, cameras, labels, device, since, until, top_k, local, json, html } => {
             let search =
                 glimpse::cli::search::Search { config, text, image, like, cameras, labels, device, since, until, top_k, local, json, html };
@@ -431,6 +448,13 @@ fn inspect_exit(result: anyhow::Result<glimpse::cli::inspect::Outcome>) -> ExitC
             ExitCode::from(2)
         }
     }
+}
+
+fn index_export(config: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    let written = glimpse::cli::index::export(&config, &mut std::io::stdout().lock())?;
+    eprintln!("exported {written} record(s) from the index on the device");
+    Ok(())
 }
 
 fn outbox_command(action: OutboxAction) -> anyhow::Result<()> {

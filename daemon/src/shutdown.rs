@@ -4,7 +4,7 @@
 //!
 //! Shutdown has two steps, because the data must drain in order: at *stopping* the sources,
 //! the syncer and every other stage wind down, while the supervisor joins them in data order
-//! (sources, inference, outbox writer, syncer); at *stopped* the stages that report on the
+//! (sources, inference, keeper, syncer); at *stopped* the stages that report on the
 //! others (MQTT status, which says `offline` last, and the watchdog) finish too.
 //!
 //! A camera thread also stops alone when a reload removes it: [`Shutdown::with_own_stop`] gives

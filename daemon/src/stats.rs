@@ -112,6 +112,23 @@ pub const CROPS_DERIVED: &[(&str, &str)] =
     &[("last_error", "why the latest crop could not be stored or uploaded (cleared by the next success), or null")];
 
 numbers! {
+    /// The index on the device's numbers.
+    pub enum IndexNumber {
+        Records => "records", "records searchable on the device";
+        Bytes => "bytes", "the index's size on disk, bytes";
+    }
+}
+
+/// The index's fields that are not plain numbers.
+pub const INDEX_DERIVED: &[(&str, &str)] = &[
+    (
+        "last_error",
+        "why the latest records could not be added (they stay in the outbox and are added again), cleared by the next success, or null",
+    ),
+    ("moved_aside", "where an index that could not be opened was moved at start (a new one was filled from the outbox), or null"),
+];
+
+numbers! {
     /// The inference stage's numbers.
     pub enum InferenceNumber {
         DetectorPlans => "detector_plans", "optimised detector plans held (one per input size, a bounded cache)";
@@ -289,6 +306,11 @@ pub struct Stats {
     crops: Numbers,
     /// Why the latest crop failed (storing or uploading); `None` after a success.
     crops_error: Mutex<Option<String>>,
+    index: Numbers,
+    /// Why the latest add to the index failed; `None` after a success.
+    index_error: Mutex<Option<String>>,
+    /// Where an unusable index was moved at start.
+    index_moved_aside: Mutex<Option<String>>,
     events: Numbers,
     /// Triggers come and go with configuration reloads.
     triggers: RwLock<BTreeMap<String, TriggerSnapshot>>,
@@ -316,6 +338,9 @@ impl Stats {
             inference: Numbers::new(InferenceNumber::ALL.len()),
             crops: Numbers::new(CropNumber::ALL.len()),
             crops_error: Mutex::new(None),
+            index: Numbers::new(IndexNumber::ALL.len()),
+            index_error: Mutex::new(None),
+            index_moved_aside: Mutex::new(None),
             events: Numbers::new(EventNumber::ALL.len()),
             triggers: RwLock::default(),
             engine: RwLock::default(),
@@ -356,7 +381,7 @@ impl Stats {
         self.outbox_oldest_ts.store(ts.map_or(0, |t| t.max(0) as u64), Relaxed);
     }
 
-    /// Whether the oldest pending record's time is known (else the writer looks it up).
+    /// Whether the oldest pending record's time is known (else the keeper looks it up).
     pub fn outbox_oldest_known(&self) -> bool {
         self.outbox_oldest_ts.load(Relaxed) != 0
     }
@@ -417,6 +442,23 @@ impl Stats {
         self.crops.add(CropNumber::UploadFailures as usize, failed);
         let pending = self.crops.get(CropNumber::Pending as usize);
         self.crops.set(CropNumber::Pending as usize, pending.saturating_sub(uploaded));
+    }
+
+    /// The index took a batch: its size now; the last error no longer holds.
+    pub fn index_size(&self, records: u64, bytes: u64) {
+        self.index.set(IndexNumber::Records as usize, records);
+        self.index.set(IndexNumber::Bytes as usize, bytes);
+        *self.index_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Records could not be added to the index, for this reason.
+    pub fn index_failed(&self, reason: String) {
+        *self.index_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+    }
+
+    /// The index could not be opened and was moved to `path`.
+    pub fn index_moved_aside(&self, path: String) {
+        *self.index_moved_aside.lock().unwrap_or_else(|p| p.into_inner()) = Some(path);
     }
 
     pub fn crop_number(&self, n: CropNumber) -> u64 {
@@ -489,6 +531,9 @@ impl Stats {
             inference: self.inference.values(),
             crops: self.crops.values(),
             crops_error: self.crops_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            index: self.index.values(),
+            index_error: self.index_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            index_moved_aside: self.index_moved_aside.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             events: self.events.values(),
             triggers: self.triggers(),
             engine: self.engine.read().unwrap_or_else(|p| p.into_inner()).clone(),
@@ -518,6 +563,9 @@ pub struct Snapshot {
     inference: Vec<u64>,
     crops: Vec<u64>,
     crops_error: Option<String>,
+    index: Vec<u64>,
+    index_error: Option<String>,
+    index_moved_aside: Option<String>,
     events: Vec<u64>,
     pub triggers: BTreeMap<String, TriggerSnapshot>,
     engine: EngineReport,
@@ -556,6 +604,9 @@ impl Snapshot {
         outbox.insert("paused".into(), json!(self.outbox_paused));
         let mut crops = numbers_json(CropNumber::FIELDS, &self.crops);
         crops.insert("last_error".into(), json!(self.crops_error));
+        let mut index = numbers_json(IndexNumber::FIELDS, &self.index);
+        index.insert("last_error".into(), json!(self.index_error));
+        index.insert("moved_aside".into(), json!(self.index_moved_aside));
         let mut sync = numbers_json(SyncNumber::FIELDS, &self.sync);
         sync.insert("last_sync_ts".into(), json!(self.last_sync_ts));
         sync.insert("last_sync_age_s".into(), json!(age_s(self.last_sync_ts)));
@@ -569,6 +620,7 @@ impl Snapshot {
             "sync": sync,
             "inference": self.inference_report(),
             "crops": crops,
+            "index": index,
             "events": numbers_json(EventNumber::FIELDS, &self.events),
             "triggers": self.triggers.iter().map(|(name, t)| (name.clone(), t.report())).collect::<Map<String, Value>>(),
         })
@@ -670,6 +722,7 @@ mod tests {
             ("sync", join(SyncNumber::FIELDS, SYNC_DERIVED)),
             ("inference", join(InferenceNumber::FIELDS, INFERENCE_DERIVED)),
             ("crops", join(CropNumber::FIELDS, CROPS_DERIVED)),
+            ("index", join(IndexNumber::FIELDS, INDEX_DERIVED)),
             ("events", EventNumber::FIELDS.to_vec()),
             ("triggers.{name}", join(TriggerNumber::FIELDS, TRIGGER_DERIVED)),
         ]

@@ -16,6 +16,9 @@ use tokio::time::Instant;
 
 use crate::shutdown::Shutdown;
 
+/// How often an idle stage shows it is alive (it waits for input at most this long at a time).
+pub const IDLE_BEAT: Duration = Duration::from_millis(250);
+
 fn send(states: &[(&str, String)]) {
     if let Err(e) = daemon::notify(states.iter()) {
         tracing::warn!(error = %e, "sd_notify failed");
@@ -50,6 +53,11 @@ pub struct Heartbeat {
 impl Heartbeat {
     pub fn beat(&self) {
         self.last_ms.store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The stage has finished its work for good (a file read to its end): never stale again.
+    pub fn retire(&self) {
+        self.last_ms.store(u64::MAX, Ordering::Relaxed);
     }
 
     fn age(&self) -> Duration {
@@ -133,6 +141,8 @@ mod tests {
         camera.beat();
         assert!(heartbeats.stale(Duration::from_secs(30)).is_empty());
         heartbeats.unregister("camera door");
+        let finished = heartbeats.register("camera file");
+        finished.retire();
         tokio::time::advance(Duration::from_secs(60)).await;
         assert_eq!(heartbeats.stale(Duration::from_secs(30)), ["outbox writer"]);
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::daemon::{glimpse, Daemon};
+use crate::harness::daemon::{exported_records, Daemon};
 use crate::harness::media::h264_pattern_clip;
 use crate::harness::ConfigBuilder;
 
@@ -18,10 +18,7 @@ fn index(name: &str, clip: &std::path::Path, analysis: &str) -> (Value, Vec<Valu
         .write();
     let mut daemon = Daemon::start(&config, &["--exit-when-done"], &[]);
     assert!(daemon.wait(Duration::from_secs(180)).success(), "{}", daemon.logs());
-    let export = glimpse(&["outbox", "export", "--config", &config.display().to_string()], &[]);
-    assert!(export.status.success());
-    let records = String::from_utf8_lossy(&export.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
-    (daemon.last_stats()["cameras"]["yard"].clone(), records)
+    (daemon.last_stats()["cameras"]["yard"].clone(), exported_records(&config))
 }
 
 #[test]

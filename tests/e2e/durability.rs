@@ -73,10 +73,15 @@ fn every_record_accepted_before_a_sigkill_reaches_the_index_after_restart() {
     assert_eq!(report["quarantined"], 0, "{report}");
 }
 
+/// Neither Pinecone nor an index on the device: the outbox is the records' only copy, which is
+/// what fills it (with either, records leave it once delivered).
+const OUTBOX_ONLY: &str = "[search]\nenabled = false";
+
 #[test]
 fn at_the_disk_cap_drop_oldest_keeps_the_backlog_under_max_bytes_and_counts_the_drops() {
     let config = ConfigBuilder::new("cap-drop", "detr-tiny-fixture.onnx")
         .camera("bikes", &format!("file://{}", clip("bikes.mp4").display()), 10.0)
+        .raw(OUTBOX_ONLY)
         .raw("[outbox]\nmax_bytes = \"1 MiB\"\npolicy = \"drop_oldest\"")
         .write();
     let mut daemon = Daemon::start(&config, &["--exit-when-done"], &[]);
@@ -93,6 +98,7 @@ fn at_the_disk_cap_drop_oldest_keeps_the_backlog_under_max_bytes_and_counts_the_
 fn at_the_disk_cap_pause_ingest_drops_nothing_and_still_stops_on_sigterm() {
     let config = ConfigBuilder::new("cap-pause", "detr-tiny-fixture.onnx")
         .camera("bikes", &format!("file://{}", clip("bikes.mp4").display()), 10.0)
+        .raw(OUTBOX_ONLY)
         .raw("[outbox]\nmax_bytes = \"1 MiB\"\npolicy = \"pause_ingest\"")
         .write();
     let mut daemon = Daemon::start(&config, &[], &[]);
@@ -108,6 +114,7 @@ fn at_the_disk_cap_pause_ingest_drops_nothing_and_still_stops_on_sigterm() {
 fn outbox_commands_export_and_purge_only_with_yes() {
     let config = ConfigBuilder::new("admin", "detr-tiny-fixture.onnx")
         .camera("bikes", &format!("file://{}", clip("bikes.mp4").display()), 1.0)
+        .raw(OUTBOX_ONLY)
         .write();
     let mut daemon = Daemon::start(&config, &["--exit-when-done"], &[]);
     assert!(daemon.wait(Duration::from_secs(120)).success(), "{}", daemon.logs());

@@ -5,7 +5,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::harness::daemon::{clip, glimpse, wait_until, Daemon};
+use crate::harness::daemon::{clip, exported_ids, glimpse, wait_until, Daemon};
 use crate::harness::mosquitto::Mosquitto;
 use crate::harness::mqtt::Observer;
 use crate::harness::pinecone::{Emulator, Fault, Stored};
@@ -176,12 +176,24 @@ fn a_pinecone_index_of_the_wrong_dimension_stops_start_up_with_a_clear_error() {
 }
 
 #[test]
-fn without_pinecone_records_stay_in_the_outbox() {
-    let config = ConfigBuilder::new("e2e-local", "detr-tiny-fixture.onnx")
-        .camera("bikes", &format!("file://{}", clip("bikes.mp4").display()), 1.0)
+fn the_quick_start_without_pinecone_runs_past_several_times_its_outbox_cap_and_loses_nothing() {
+    // scripts/install.sh's configuration (no Pinecone, no MQTT), with a 1 MiB outbox and every
+    // detection of every frame embedded, so that far more than the cap is accepted.
+    let config = ConfigBuilder::new("quickstart", "detr-tiny-fixture.onnx")
+        .camera("bikes", &format!("file://{}", clip("bikes.mp4").display()), 25.0)
+        .raw("[outbox]\nmax_bytes = \"1 MiB\"")
         .write();
     let mut daemon = Daemon::start(&config, &["--exit-when-done"], &[]);
-    let status = daemon.wait(Duration::from_secs(180));
+    let status = daemon.wait(Duration::from_secs(300));
     assert!(status.success(), "log:\n{}", daemon.logs());
-    assert_eq!(daemon.count("stopped", &[("pending", "50")]), 1, "log:\n{}", daemon.logs());
+    let outbox = &daemon.last_stats()["outbox"];
+    let accepted = outbox["accepted"].as_u64().expect("accepted");
+    // An encoded record is over 2 KiB (512 floats): the run accepted more than twice the cap.
+    assert!(accepted * 2048 > 2 << 20, "only {accepted} records accepted: {outbox}");
+    assert_eq!((outbox["dropped"].as_u64(), outbox["pending"].as_u64()), (Some(0), Some(0)), "records leave once indexed: {outbox}");
+    let kept = exported_ids(&config);
+    assert_eq!(kept.len() as u64, accepted, "every accepted record is in the index on the device");
+    let first = glimpse(&["search", "--config", &config.display().to_string(), "--like", &kept[0], "--json", "--top-k", "5"], &[]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(String::from_utf8_lossy(&first.stdout).contains(&kept[0]), "the first record is still searchable");
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::harness::daemon::{clip, exported_records, glimpse, Daemon};
+use crate::harness::daemon::{clip, exported_records, glimpse, pending_records, Daemon};
 use crate::harness::ConfigBuilder;
 
 #[test]
@@ -319,7 +319,7 @@ fn pending_records_the_index_missed_are_added_at_the_next_start() {
         ConfigBuilder::new("catchup", "detr-tiny-fixture.onnx").camera("street", &bikes, 0.5).raw("[search]\nenabled = false").write();
     let mut daemon = Daemon::start(&first, &["--exit-when-done"], &[]);
     assert!(daemon.wait(Duration::from_secs(120)).success(), "{}", daemon.logs());
-    let pending = exported_records(&first);
+    let pending = pending_records(&first);
     assert_eq!(pending.len(), 25);
     let second = ConfigBuilder::sharing_data_dir(&first, "catchup", "detr-tiny-fixture.onnx").camera("street", &bikes, 0.5).write();
     let mut daemon = Daemon::start(&second, &["--exit-when-done"], &[]);

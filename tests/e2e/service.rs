@@ -19,7 +19,7 @@ fn collect(socket: &UnixDatagram, timeout: Duration, until: &str, into: &mut Vec
     while Instant::now() < deadline {
         if let Ok(n) = socket.recv(&mut buf) {
             let message = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let done = message.lines().any(|l| l == until);
+            let done = message.lines().any(|l| l.starts_with(until));
             into.push(message);
             if done {
                 return;
@@ -71,6 +71,28 @@ fn the_watchdog_is_no_longer_fed_once_inference_is_wedged() {
     assert!(!after.iter().any(|m| m.contains("WATCHDOG=1")), "pinged while wedged: {after:?}");
     daemon.signal(Signal::SIGKILL);
     daemon.wait(Duration::from_secs(10));
+}
+
+#[test]
+fn a_daemon_paused_at_its_outbox_cap_keeps_feeding_the_watchdog_and_says_it_is_paused() {
+    let (_dir, socket, socket_path) = notify_socket();
+    // No index and no Pinecone: the outbox is the only copy, and fills.
+    let config = ConfigBuilder::new("e2e-paused", "detr-tiny-fixture.onnx")
+        .camera("bikes", &format!("file://{}", clip("bikes.mp4").display()), 10.0)
+        .raw("[search]\nenabled = false\n[outbox]\nmax_bytes = \"1 MiB\"\npolicy = \"pause_ingest\"")
+        .write();
+    let mut daemon = Daemon::start(&config, &[], &[("NOTIFY_SOCKET", &socket_path), ("WATCHDOG_USEC", "2000000")]);
+    let mut messages = Vec::new();
+    collect(&socket, Duration::from_secs(120), "STATUS=paused", &mut messages);
+    assert!(messages.iter().any(|m| m.contains("STATUS=paused: backlog would reach")), "{messages:?}");
+    // Three watchdog intervals while paused: pinged all along, never stuck.
+    let mut paused = Vec::new();
+    collect(&socket, Duration::from_secs(6), "never", &mut paused);
+    let pings = paused.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    assert!(pings >= 6, "{pings} pings in 6 s while paused: {paused:?}");
+    assert!(!paused.iter().any(|m| m.contains("stuck")), "{paused:?}");
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait(Duration::from_secs(30)).success(), "{}", daemon.logs());
 }
 
 fn camera_starts(daemon: &Daemon, camera: &str) -> usize {
@@ -193,9 +215,22 @@ fn mqtt_over_tls_with_a_test_ca_and_home_assistant_discovery() {
     assert!(daemon.wait(Duration::from_secs(30)).success(), "{}", daemon.logs());
 }
 
+/// Camera URIs as users paste them, each with a credential the daemon must never repeat (the
+/// `{port}` is the test camera's): reserved characters in the password, percent-escapes,
+/// credentials as query parameters.
+const HOSTILE_URIS: [(&str, &str); 7] = [
+    ("plain", "rtsp://viewer:rtsp-SECRET-99x@127.0.0.1:{port}/cam"),
+    ("hash", "rtsp://admin:pa#ss-SECRET-a1@127.0.0.1:{port}/cam"),
+    ("at", "rtsp://admin:p@ss-SECRET-b2@127.0.0.1:{port}/cam"),
+    ("slash", "rtsp://admin:pa/ss-SECRET-c3@127.0.0.1:{port}/cam"),
+    ("escaped", "rtsp://admin:p%40ss%3FSECRET-d4@127.0.0.1:{port}/cam"),
+    ("query", "rtsp://127.0.0.1:{port}/cam?user=admin&password=SECRET-e5"),
+    ("token", "rtsp://127.0.0.1:{port}/cam?channel=1&Token=SECRET-f6"),
+];
+
 #[test]
 fn no_secret_appears_in_logs_mqtt_payloads_or_command_output() {
-    let (api_key, rtsp_password, mqtt_password) = ("pk-SECRET-4f7a1c", "rtsp-SECRET-99x", "mqtt-SECRET-31q");
+    let (api_key, mqtt_password) = ("pk-SECRET-4f7a1c", "mqtt-SECRET-31q");
     let emulator = Emulator::start(api_key, 512);
     let broker =
         Mosquitto::start_with(BrokerOptions { credentials: Some(("glimpse".into(), mqtt_password.into())), ..BrokerOptions::default() });
@@ -205,9 +240,11 @@ fn no_secret_appears_in_logs_mqtt_payloads_or_command_output() {
         "cam",
         Options { credentials: Some(("viewer".into(), "another-pass".into())), ..Options::default() },
     );
-    let cfg = ConfigBuilder::new("e2e-secrets", "detr-tiny-fixture.onnx")
-        .camera("cam", &format!("rtsp://viewer:{rtsp_password}@127.0.0.1:{}/cam", camera.port), 1.0)
-        .pinecone(&emulator.url, "secrets");
+    let mut cfg = ConfigBuilder::new("e2e-secrets", "detr-tiny-fixture.onnx");
+    for (name, uri) in HOSTILE_URIS {
+        cfg = cfg.camera(name, &uri.replace("{port}", &camera.port.to_string()), 1.0);
+    }
+    let cfg = cfg.pinecone(&emulator.url, "secrets");
     let key_file = cfg.dir.path().join("pinecone-key");
     let mqtt_file = cfg.dir.path().join("mqtt-password");
     std::fs::write(&key_file, api_key).expect("key file");
@@ -219,8 +256,10 @@ fn no_secret_appears_in_logs_mqtt_payloads_or_command_output() {
         .write();
     let mut daemon = Daemon::start(&config, &[], &[("GLIMPSE_LOG", "debug")]);
     observer.wait_for("glimpse/e2e-secrets/availability", Duration::from_secs(60), |m| m.payload == "online");
-    // The camera refuses the (wrong) password: the error path quotes URIs and server answers.
-    daemon.wait_for_state("cam", "error", 1, Duration::from_secs(60));
+    // The camera refuses every (wrong) password: the error path quotes URIs and server answers.
+    for (name, _) in HOSTILE_URIS {
+        daemon.wait_for_state(name, "error", 1, Duration::from_secs(60));
+    }
     observer.publish("glimpse/e2e-secrets/cmd", r#"{"command": "reload"}"#);
     observer.wait_for("glimpse/e2e-secrets/cmd/result", Duration::from_secs(10), |_| true);
     observer.wait_for("glimpse/e2e-secrets/stats", Duration::from_secs(10), |m| m.payload.contains("\"reason\""));
@@ -236,9 +275,13 @@ fn no_secret_appears_in_logs_mqtt_payloads_or_command_output() {
         String::from_utf8_lossy(&check.stderr),
         String::from_utf8_lossy(&help.stdout)
     );
-    for secret in [api_key, rtsp_password, mqtt_password] {
-        assert!(!everything.contains(secret), "secret {secret} leaked");
-    }
+    assert!(everything.contains("rtsp://admin:***@127.0.0.1"), "the URIs are still shown, masked");
+    // The API key, the broker password and every URI's credential carry "SECRET".
+    assert!(!everything.contains("SECRET"), "a secret leaked: {}", leaked_lines(&everything, "SECRET"));
+}
+
+fn leaked_lines(text: &str, secret: &str) -> String {
+    text.lines().filter(|l| l.contains(secret)).take(5).collect::<Vec<_>>().join("\n")
 }
 
 /// The unit with `/usr/bin/glimpse` pointing at the binary under test, in a temporary directory.

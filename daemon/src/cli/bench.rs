@@ -354,7 +354,7 @@ fn tvec_of(input: tract_onnx::prelude::Tensor) -> tract_onnx::prelude::TVec<trac
 /// made in `dir` once and reused while it holds `records` records.
 pub fn search(records: u64, dim: usize, queries: usize, dir: &Path) -> anyhow::Result<()> {
     use crate::index::{Index, Query, SearchConfig};
-    let config = SearchConfig { max_bytes: crate::outbox::ByteSize(u64::MAX / 2), retain_days: 36_500.0, ..SearchConfig::default() };
+    let config = SearchConfig { max_bytes: crate::validate::ByteSize(u64::MAX / 2), retain_days: 36_500.0, ..SearchConfig::default() };
     let mut index = Index::open(dir, &config)?;
     if index.len() != records {
         drop(index);
@@ -425,7 +425,8 @@ fn fill_index(index: &mut crate::index::Index, records: u64, dim: usize) -> anyh
             metadata,
         });
         if batch.len() == 1000 || i + 1 == records {
-            index.add(&batch, i + 1)?;
+            let first = i + 1 - batch.len() as u64;
+            index.add(batch.iter().enumerate().map(|(j, r)| (first + j as u64, r)))?;
             batch.clear();
         }
         if (i + 1) % 100_000 == 0 {

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 
 use crate::config::Config;
-use crate::crops::Age;
 use crate::embed::Embedder;
 use crate::index::{Hit, Index, Query};
 use crate::record::Metadata;
+use crate::validate::Age;
 
 /// What to search for, and how to show it.
 pub struct Search {
@@ -49,6 +49,8 @@ pub enum SearchError {
     Engine(#[from] crate::model::RuntimeError),
     #[error("no record {0:?} in the local index (it keeps [search] retain_days of records)")]
     UnknownRecord(String),
+    #[error("no record {0:?} in the local index or in Pinecone's namespace; copy an id from a search's results")]
+    UnknownAnywhere(String),
     #[error("{0}")]
     Index(#[from] crate::index::IndexError),
     #[error("{what} {text:?} is not a time: use RFC 3339 (2026-12-01T08:00:00Z) or an age such as 2h or 3d")]
@@ -61,6 +63,18 @@ pub enum SearchError {
     Pinecone(#[from] crate::sync::SyncError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(String),
+}
+
+/// The most matches a search returns: Pinecone's limit for queries that include metadata, kept
+/// for the local index too so that both answer the same options.
+pub const MAX_TOP_K: usize = 1000;
+
+/// `--top-k`: a number of matches from 1 to [`MAX_TOP_K`].
+pub fn parse_top_k(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(k) if (1..=MAX_TOP_K).contains(&k) => Ok(k),
+        _ => Err(format!("must be a number of matches from 1 to {MAX_TOP_K} (Pinecone returns at most {MAX_TOP_K} with metadata)")),
+    }
 }
 
 pub fn run(search: &Search) -> Result<(), SearchError> {
@@ -92,16 +106,28 @@ pub fn run(search: &Search) -> Result<(), SearchError> {
 fn query_pinecone(config: &crate::sync::PineconeConfig, search: &Search, query: &Query) -> Result<Vec<Hit>, SearchError> {
     use crate::sync::{PineconeClient, QueryBy};
     let client = PineconeClient::new(config, &config.api_key()?)?;
+    // A record the index on the device still has is looked for by its vector; else Pinecone
+    // looks the id up itself, and an id query that finds nothing (not even the record) names it.
     let by = match &search.like {
-        Some(id) => QueryBy::Id(id),
-        None => QueryBy::Vector(&query.vector),
+        Some(id) if query.vector.is_empty() => QueryBy::Id(id),
+        _ => QueryBy::Vector(&query.vector),
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| SearchError::Runtime(e.to_string()))?;
-    let matches = runtime.block_on(client.query(by, query.top_k, pinecone_filter(search, query)))?;
+    let filter = pinecone_filter(search, query);
+    let unfiltered = filter.is_none();
+    let matches = match runtime.block_on(client.query(by, query.top_k, filter)) {
+        Ok(matches) if matches.is_empty() && unfiltered && query.vector.is_empty() => Err(unknown(search)),
+        Err(crate::sync::SyncError::Status { status: 400 | 404, .. }) if query.vector.is_empty() => Err(unknown(search)),
+        other => other.map_err(SearchError::from),
+    }?;
     Ok(matches
         .into_iter()
         .filter_map(|m| Metadata::from_stored(&m.metadata).map(|metadata| Hit { id: m.id, score: m.score, metadata }))
         .collect())
+}
+
+fn unknown(search: &Search) -> SearchError {
+    SearchError::UnknownAnywhere(search.like.clone().unwrap_or_default())
 }
 
 /// The Pinecone metadata filter for the search's options (`$in`, `$eq`, `$gte`, `$lte`, `$and`).
@@ -141,8 +167,11 @@ fn query_vector(search: &Search, config: &Config) -> Result<Vec<f32>, SearchErro
             let image = image::open(path).map_err(|e| SearchError::Image { path: path.clone(), reason: e.to_string() })?;
             Ok(Embedder::load(&config.embedder, &config.engine()?)?.embed(&image.to_rgb8())?)
         }
-        // Pinecone looks the record up itself (`id` in the query).
-        (None, None, Some(_)) if config.pinecone.is_some() && !search.local => Ok(Vec::new()),
+        // Pinecone looks up a record the index on the device no longer has (`id` in the query).
+        (None, None, Some(id)) if config.pinecone.is_some() && !search.local => {
+            let index = Index::open(&config.device.data_dir, &config.search)?;
+            Ok(index.vector_of(id)?.unwrap_or_default())
+        }
         (None, None, Some(id)) => {
             let index = Index::open(&config.device.data_dir, &config.search)?;
             index.vector_of(id)?.ok_or_else(|| SearchError::UnknownRecord(id.clone()))
@@ -152,11 +181,14 @@ fn query_vector(search: &Search, config: &Config) -> Result<Vec<f32>, SearchErro
 }
 
 /// RFC 3339 (`2026-12-01T08:00:00Z`, `…+01:00`, fractions allowed) or an age before now
-/// (`2h`, `3d`), as unix ms.
+/// with its unit (`90s`, `2h`, `3d`), as unix ms. A bare number is refused: it is more often a
+/// timestamp (`1700000000000`) than an age in seconds.
 pub fn parse_time(what: &'static str, text: &str) -> Result<i64, SearchError> {
     let wrong = || SearchError::Time { what, text: text.to_owned() };
-    if let Ok(Age(age)) = Age::try_from(toml::Value::String(text.to_owned())) {
-        return Ok(crate::clock::unix_ms() - age.as_millis() as i64);
+    let has_unit = text.trim().ends_with(|c: char| c.is_ascii_alphabetic());
+    if let (true, Ok(Age(age))) = (has_unit, Age::try_from(toml::Value::String(text.to_owned()))) {
+        let now = crate::clock::unix_ms();
+        return i64::try_from(age.as_millis()).ok().filter(|&ms| ms <= now).map(|ms| now - ms).ok_or_else(wrong);
     }
     let number = |s: &str| s.parse::<i64>().map_err(|_| wrong());
     let (date, rest) = text.split_once(['T', 't', ' ']).ok_or_else(wrong)?;
@@ -302,6 +334,14 @@ mod tests {
         assert!((crate::clock::unix_ms() - two_hours_ago - 7_200_000).abs() < 1000);
         assert!(parse_time("--until", "yesterday").is_err_and(|e| e.to_string().contains("--until \"yesterday\" is not a time")));
         assert!(parse_time("--since", "2026-13-01T00:00:00Z").is_err());
+    }
+
+    #[test]
+    fn a_bare_number_or_an_age_before_1970_is_refused_with_the_accepted_forms() {
+        for text in ["1700000000000", "3600", "99999999999999d", "18446744073709551615h"] {
+            let error = parse_time("--since", text).expect_err(text).to_string();
+            assert!(error.contains("an age such as 2h"), "{text}: {error}");
+        }
     }
 
     #[test]

@@ -16,8 +16,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-use crate::config::{KeyPath, Problem};
-use crate::outbox::{ByteSize, CapPolicy};
+use crate::outbox::CapPolicy;
+use crate::validate::{Age, ByteSize};
+use crate::validate::{KeyPath, Problem};
 
 pub mod upload;
 
@@ -71,38 +72,6 @@ impl Default for CropsConfig {
             access_key_id_file: None,
             secret_access_key_file: None,
             allow_http: false,
-        }
-    }
-}
-
-/// A duration written as `"30d"`, `"12h"`, `"90m"`, `"45s"` or a number of seconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "toml::Value")]
-pub struct Age(pub Duration);
-
-impl TryFrom<toml::Value> for Age {
-    type Error = String;
-
-    fn try_from(value: toml::Value) -> Result<Self, String> {
-        let wrong = || format!("{value} is not an age: write \"30d\", \"12h\", \"90m\", \"45s\" or a number of seconds");
-        let seconds = match &value {
-            toml::Value::Integer(s) if *s > 0 => *s as u64,
-            toml::Value::String(text) => {
-                let (number, unit) = text.trim().split_at(text.trim().find(|c: char| !c.is_ascii_digit()).unwrap_or(text.trim().len()));
-                let n: u64 = number.parse().map_err(|_| wrong())?;
-                n * match unit.trim() {
-                    "" | "s" => 1,
-                    "m" => 60,
-                    "h" => 3600,
-                    "d" => 86_400,
-                    _ => return Err(wrong()),
-                }
-            }
-            _ => return Err(wrong()),
-        };
-        match seconds {
-            0 => Err(wrong()),
-            s => Ok(Age(Duration::from_secs(s))),
         }
     }
 }
@@ -164,7 +133,7 @@ impl CropsConfig {
 
 /// An S3 endpoint: https, or http to loopback with `allow_http`.
 fn check_endpoint(endpoint: &str, allow_http: bool) -> Result<(), String> {
-    let url = url::Url::parse(endpoint).map_err(|e| format!("{endpoint:?} is not a URL ({e})"))?;
+    let url = url::Url::parse(endpoint).map_err(|e| format!("{:?} is not a URL ({e})", crate::redact::redact_uri(endpoint)))?;
     let loopback = match url.host() {
         Some(url::Host::Domain(d)) => d == "localhost",
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),

@@ -9,15 +9,20 @@
 //! - `NNNNNN.f32`: the exact vectors, read only to re-rank a scan's best candidates;
 //! - `NNNNNN.meta`: `{"id", "metadata"}` JSON, read only for the results.
 //!
-//! `names.json` maps camera and label names to the numbers in the rows; `indexed-seq` holds the
-//! outbox sequence number indexed last.
+//! `names.json` maps camera and label names to the numbers in the rows. Each row's metadata
+//! carries its record's outbox sequence number; rows are added in sequence order, so the last
+//! complete row says how far the index goes ([`Index::mark`]). (`indexed-seq`, which said so
+//! before rows carried it, is still read for an index whose rows do not.)
 //!
 //! Invariants:
-//! - A batch is synced to disk before [`Index::add`] returns, and `indexed-seq` is written only
-//!   then; at start the writer re-adds pending outbox records after it, so a record accepted
-//!   before a crash is in the index after the restart.
-//! - A torn tail (a crash mid-append) is cut off at open: a row counts only when its vector and
-//!   its metadata are complete.
+//! - A batch is synced to disk before [`Index::add`] returns, and only then does the mark pass
+//!   it; the keeper re-adds pending outbox records after the mark and releases none before it,
+//!   so a record accepted before a crash is in the index after the restart.
+//! - Adding is idempotent: a record at or before the mark is skipped, so a stale mark or a
+//!   re-read page of the outbox never makes a second row.
+//! - A torn or zero-filled tail (a power cut mid-append) is cut off at open and reported: a row
+//!   counts only when its vector and its metadata are complete. It never makes the index
+//!   unusable: those rows were not synced, so the mark never passed them.
 //! - Searching maps the files and allocates only the candidates: the index is never loaded
 //!   into the heap. Results equal an exact f32 scan's: the int8 scan keeps many candidates and
 //!   they are re-ranked exactly.
@@ -30,9 +35,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{KeyPath, Problem};
-use crate::outbox::ByteSize;
 use crate::record::{Metadata, Record};
+use crate::validate::ByteSize;
+use crate::validate::{KeyPath, Problem};
 use segment::Segment;
 
 /// Rows per segment: retention frees space a segment at a time.
@@ -122,13 +127,25 @@ pub struct Hit {
     pub metadata: Metadata,
 }
 
-/// The index, open for appending (the writer) or searching (`glimpse search`).
+/// One record as the index holds it (`glimpse index export`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StoredRecord {
+    /// Its outbox sequence number; `None` for rows written before they were kept.
+    pub seq: Option<u64>,
+    pub id: String,
+    pub values: Vec<f32>,
+    pub metadata: Metadata,
+}
+
+/// The index, open for appending (the keeper) or searching (`glimpse search`).
 pub struct Index {
     dir: PathBuf,
     config: SearchConfig,
     names: Names,
     segments: BTreeMap<u64, Segment>,
     dimension: Option<usize>,
+    /// See [`Index::mark`].
+    mark: Option<u64>,
 }
 
 impl Index {
@@ -152,11 +169,35 @@ impl Index {
         for entry in std::fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if let Some(number) = name.strip_suffix(".vec").and_then(|n| n.parse::<u64>().ok()) {
-                segments.insert(number, Segment::open(&dir, number)?);
+                let segment = Segment::open(&dir, number)?;
+                if segment.cut() > 0 {
+                    tracing::warn!(
+                        event = "index_tail_cut",
+                        segment = number,
+                        bytes = segment.cut(),
+                        rows = segment.len(),
+                        "the index's last rows were incomplete (a power cut); they are cut off and added again from the outbox"
+                    );
+                }
+                segments.insert(number, segment);
             }
         }
         let dimension = segments.values().find_map(Segment::dimension);
-        Ok(Self { dir, config: config.clone(), names, segments, dimension })
+        let mut index = Self { dir, config: config.clone(), names, segments, dimension, mark: None };
+        index.mark = index.stored_mark();
+        Ok(index)
+    }
+
+    /// The mark as the files say: the newest row's sequence number, else (rows written before
+    /// rows carried it) the `indexed-seq` file of that time.
+    fn stored_mark(&self) -> Option<u64> {
+        let newest = self.segments.values().rev().find(|s| s.len() > 0)?;
+        newest.last_seq().or_else(|| std::fs::read_to_string(self.dir.join("indexed-seq")).ok().and_then(|s| s.trim().parse().ok()))
+    }
+
+    /// The embeddings' dimension, once the index holds a record.
+    pub fn dimension(&self) -> Option<usize> {
+        self.dimension
     }
 
     /// Records in the index.
@@ -173,16 +214,20 @@ impl Index {
         self.segments.values().map(Segment::bytes).sum()
     }
 
-    /// The outbox sequence number indexed last; `None` before the first (sled's first is 0).
-    pub fn indexed_seq(&self) -> Option<u64> {
-        std::fs::read_to_string(self.dir.join("indexed-seq")).ok().and_then(|s| s.trim().parse().ok())
+    /// The outbox sequence number of the last record the index holds: every accepted record
+    /// up to it is in the index. `None` before the first (sled's first is 0).
+    pub fn mark(&self) -> Option<u64> {
+        self.mark
     }
 
-    /// Appends records (their outbox sequence numbers end at `last_seq`) and syncs them.
-    pub fn add(&mut self, records: &[Record], last_seq: u64) -> Result<(), IndexError> {
+    /// Appends the records after the mark, each with its outbox sequence number (ascending),
+    /// syncs them, and moves the mark past them. Records at or before the mark are skipped.
+    pub fn add<'r>(&mut self, records: impl IntoIterator<Item = (u64, &'r Record)>) -> Result<(), IndexError> {
+        let records: Vec<(u64, &Record)> = records.into_iter().filter(|(seq, _)| self.mark.is_none_or(|mark| *seq > mark)).collect();
+        let Some(&(last_seq, _)) = records.last() else { return Ok(()) };
         let mut numbered = Vec::with_capacity(records.len());
         let mut names_changed = false;
-        for record in records {
+        for (_, record) in &records {
             let (camera, new_camera) = Names::number(&mut self.names.cameras, &record.metadata.camera);
             let (label, new_label) = Names::number(&mut self.names.labels, &record.metadata.label);
             names_changed |= new_camera || new_label;
@@ -191,18 +236,17 @@ impl Index {
         if names_changed {
             self.save_names()?;
         }
-        for (record, (camera, label)) in records.iter().zip(numbered) {
+        for ((seq, record), (camera, label)) in records.iter().zip(numbered) {
             let dimension = *self.dimension.get_or_insert(record.values.len());
             if record.values.len() != dimension {
                 return Err(IndexError::Dimension { query: record.values.len(), index: dimension });
             }
-            self.writable_segment(dimension)?.append(record, camera, label)?;
+            self.writable_segment(dimension)?.append(*seq, record, camera, label)?;
         }
         for segment in self.segments.values_mut() {
             segment.sync()?;
         }
-        let path = self.dir.join("indexed-seq");
-        std::fs::write(&path, last_seq.to_string()).map_err(io(&path))?;
+        self.mark = Some(last_seq);
         self.enforce_retention();
         Ok(())
     }
@@ -237,10 +281,16 @@ impl Index {
         write().map_err(io(&path))
     }
 
+    /// Capture times before this (unix ms) are past `retain_days`: never shown, and their
+    /// segment goes once every row in it is.
+    fn retention_cutoff(&self) -> i64 {
+        crate::clock::unix_ms() - (self.config.retain_days * 86_400_000.0) as i64
+    }
+
     /// Drops whole segments, oldest first, past `retain_days` or `max_bytes` (never the one
-    /// being written).
-    fn enforce_retention(&mut self) {
-        let cutoff = crate::clock::unix_ms() - (self.config.retain_days * 86_400_000.0) as i64;
+    /// being written). The keeper calls it after each batch and on a timer.
+    pub fn enforce_retention(&mut self) {
+        let cutoff = self.retention_cutoff();
         while self.segments.len() > 1 {
             let (&oldest, segment) = self.segments.iter().next().expect("segments");
             let expired = segment.newest_ts().is_some_and(|ts| ts < cutoff);
@@ -254,13 +304,21 @@ impl Index {
         }
     }
 
+    /// Every record within retention, oldest first (a record indexed twice, once each).
+    pub fn records(&self) -> impl Iterator<Item = Result<StoredRecord, IndexError>> + '_ {
+        let cutoff = self.retention_cutoff();
+        let rows = self.segments.values().flat_map(|segment| (0..segment.len()).map(move |row| segment.stored(row)));
+        rows.filter(move |stored| stored.as_ref().map_or(true, |s| s.metadata.ts >= cutoff))
+    }
+
     /// The `top_k` records most similar to the query, best first (cosine similarity).
     pub fn search(&self, query: &Query) -> Result<Vec<Hit>, IndexError> {
         let Some(dimension) = self.dimension else { return Ok(Vec::new()) };
         if query.vector.len() != dimension {
             return Err(IndexError::Dimension { query: query.vector.len(), index: dimension });
         }
-        let filter = segment::Filter::new(query, &self.names.cameras, &self.names.labels);
+        // Rows past retention wait for their segment to go; search never shows them.
+        let filter = segment::Filter::new(query, &self.names.cameras, &self.names.labels, self.retention_cutoff());
         let wanted = (query.top_k * 10).max(200);
         let quantized = segment::quantize(&query.vector);
         let segments: Vec<&Segment> = self.segments.values().collect();

@@ -25,6 +25,8 @@ pub struct Segment {
     newest_ts: Option<i64>,
     /// Open for appending, once the first append came.
     appending: Option<[File; 3]>,
+    /// Bytes of the vector file that were not whole rows at open.
+    cut: u64,
 }
 
 impl Segment {
@@ -33,48 +35,64 @@ impl Segment {
     }
 
     pub fn create(dir: &Path, number: u64, dimension: usize) -> Result<Self, IndexError> {
-        let segment =
-            Self { paths: Self::paths(dir, number), dimension: Some(dimension), rows: 0, meta_end: 0, newest_ts: None, appending: None };
-        // The .vec file last: a segment exists (is found at open) only once all three do.
+        let paths = Self::paths(dir, number);
+        let segment = Self { paths, dimension: Some(dimension), rows: 0, meta_end: 0, newest_ts: None, appending: None, cut: 0 };
+        // The .vec file last: a segment exists (is found at open) only once all three do; and
+        // their directory entries are durable before any row the index's mark may pass.
         for path in segment.paths.iter().rev() {
             File::create(path).map_err(io(path))?;
         }
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
         Ok(segment)
     }
 
-    /// Opens a segment and counts its complete rows; changes nothing on disk.
+    /// Opens a segment and counts its complete rows; changes nothing on disk (the writer cuts
+    /// what was not counted at its first append). What a power cut left incomplete, torn or
+    /// zero-filled at the end (or a zero-filled first row) is not counted, and reported in
+    /// [`Segment::cut`]: those rows were never synced, so the outbox still holds them.
     pub fn open(dir: &Path, number: u64) -> Result<Self, IndexError> {
         let paths = Self::paths(dir, number);
         let len = |p: &PathBuf| std::fs::metadata(p).map(|m| m.len()).map_err(io(p));
         let (vec_len, f32_len, meta_len) = (len(&paths[0])?, len(&paths[1])?, len(&paths[2])?);
-        let mut segment = Self { paths, dimension: None, rows: 0, meta_end: 0, newest_ts: None, appending: None };
+        let mut segment = Self { paths, dimension: None, rows: 0, meta_end: 0, newest_ts: None, appending: None, cut: 0 };
         if vec_len == 0 {
             return Ok(segment);
         }
         let vec_map = segment.map(0)?;
-        if vec_map.len() < HEAD {
-            return Ok(segment);
-        }
-        let dimension = u32::from_le_bytes(vec_map[20..24].try_into().expect("4 bytes")) as usize;
+        // An empty file cannot be mapped: no row's metadata is there.
+        let meta_map = if meta_len == 0 { None } else { Some(segment.map(2)?) };
+        let meta_map: &[u8] = meta_map.as_deref().unwrap_or_default();
+        let dimension = if vec_map.len() < HEAD { 0 } else { u32::from_le_bytes(vec_map[20..24].try_into().expect("4 bytes")) as usize };
         if dimension == 0 {
-            return Err(segment.damaged("its first row has no dimension"));
+            // Not even the first row is whole: nothing here was ever synced.
+            segment.cut = vec_len;
+            return Ok(segment);
         }
         let row = (HEAD + dimension) as u64;
         let mut rows = (vec_len / row).min(f32_len / (4 * dimension as u64));
-        while rows > 0 {
-            let (offset, length) = meta_span(&vec_map, rows - 1, dimension);
-            let own_dimension = u32::from_le_bytes(row_at(&vec_map, rows - 1, dimension)[20..24].try_into().expect("4 bytes")) as usize;
-            if own_dimension == dimension && offset.checked_add(length).is_some_and(|end| end <= meta_len) {
-                break;
-            }
+        while rows > 0 && !row_is_complete(&vec_map, meta_map, rows - 1, dimension) {
             rows -= 1; // a torn or zero-filled tail
         }
+        segment.cut = vec_len - rows * row;
         segment.dimension = Some(dimension);
         segment.rows = rows;
         segment.meta_end =
             if rows == 0 { 0 } else { meta_span(&vec_map, rows - 1, dimension).0 + meta_span(&vec_map, rows - 1, dimension).1 };
         segment.newest_ts = (0..rows).map(|r| row_ts(&vec_map, r, dimension)).max();
         Ok(segment)
+    }
+
+    /// Bytes of the vector file past the complete rows, found at open (a power cut's damage).
+    pub fn cut(&self) -> u64 {
+        self.cut
+    }
+
+    /// The outbox sequence number of the last row (rows are added in sequence order); `None`
+    /// for an empty segment or rows written before sequence numbers were kept.
+    pub fn last_seq(&self) -> Option<u64> {
+        let last = self.rows.checked_sub(1)?;
+        let (vec_map, meta_map) = (self.map(0).ok()?, self.map(2).ok()?);
+        stored_meta(&vec_map, &meta_map, last, self.dimension?)?.seq
     }
 
     fn damaged(&self, reason: &str) -> IndexError {
@@ -105,11 +123,14 @@ impl Segment {
         self.paths.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
     }
 
-    /// Appends one row to the three files (synced by [`Segment::sync`]).
-    pub fn append(&mut self, record: &Record, camera: u32, label: u32) -> Result<(), IndexError> {
+    /// Appends one row to the three files (synced by [`Segment::sync`]); `seq` is the record's
+    /// outbox sequence number.
+    pub fn append(&mut self, seq: u64, record: &Record, camera: u32, label: u32) -> Result<(), IndexError> {
         let dimension = *self.dimension.get_or_insert(record.values.len());
         self.files()?;
-        let meta = serde_json::to_vec(&serde_json::json!({ "id": record.id, "metadata": record.metadata })).expect("metadata serialises");
+        // "id" first (`find` looks for it there): serde_json's map keeps keys sorted.
+        let meta = serde_json::json!({ "id": record.id, "metadata": record.metadata, "seq": seq });
+        let meta = serde_json::to_vec(&meta).expect("metadata serialises");
         let (quantized, scale) = quantize_with_scale(&record.values);
         let mut row = Vec::with_capacity(HEAD + dimension);
         row.extend_from_slice(&record.metadata.ts.to_le_bytes());
@@ -196,17 +217,18 @@ impl Segment {
 
     pub fn metadata(&self, row: u64) -> Result<(String, Metadata), IndexError> {
         let (vec_map, meta_map) = (self.map(0)?, self.map(2)?);
-        let (offset, length) = meta_span(&vec_map, row, self.dimension.unwrap_or_default());
-        let span = usize::try_from(offset).ok().zip(usize::try_from(length).ok()).and_then(|(o, l)| Some(o..o.checked_add(l)?));
-        let bytes =
-            span.and_then(|range| meta_map.get(range)).ok_or_else(|| self.damaged(&format!("row {row}'s metadata is outside the file")))?;
-        #[derive(serde::Deserialize)]
-        struct Stored {
-            id: String,
-            metadata: Metadata,
-        }
+        let bytes = meta_bytes(&vec_map, &meta_map, row, self.dimension.unwrap_or_default())
+            .ok_or_else(|| self.damaged(&format!("row {row}'s metadata is outside the file")))?;
         let stored: Stored = serde_json::from_slice(bytes).map_err(|e| self.damaged(&format!("row {row}'s metadata: {e}")))?;
         Ok((stored.id, stored.metadata))
+    }
+
+    /// Row `row` whole: its sequence number (when kept), id, exact vector and metadata.
+    pub fn stored(&self, row: u64) -> Result<super::StoredRecord, IndexError> {
+        let (vec_map, meta_map) = (self.map(0)?, self.map(2)?);
+        let stored = stored_meta(&vec_map, &meta_map, row, self.dimension.unwrap_or_default())
+            .ok_or_else(|| self.damaged(&format!("row {row}'s metadata does not read")))?;
+        Ok(super::StoredRecord { seq: stored.seq, id: stored.id, values: self.vector(row), metadata: stored.metadata })
     }
 
     /// The row of record `id`, if this segment has it.
@@ -220,6 +242,32 @@ impl Segment {
         let dimension = self.dimension.unwrap_or_default();
         Ok((0..self.rows).find(|r| meta_span(&vec_map, *r, dimension).0 == at as u64))
     }
+}
+
+/// A row's metadata as stored: `{"id", "metadata", "seq"}` (`seq` since sequence numbers are kept).
+#[derive(serde::Deserialize)]
+struct Stored {
+    id: String,
+    metadata: Metadata,
+    #[serde(default)]
+    seq: Option<u64>,
+}
+
+/// Whether row `row` is whole: its own dimension is the segment's and its metadata is in the
+/// file and reads (a zero-filled tail has neither).
+fn row_is_complete(vec_map: &[u8], meta_map: &[u8], row: u64, dimension: usize) -> bool {
+    let own_dimension = u32::from_le_bytes(row_at(vec_map, row, dimension)[20..24].try_into().expect("4 bytes")) as usize;
+    own_dimension == dimension && stored_meta(vec_map, meta_map, row, dimension).is_some()
+}
+
+fn stored_meta(vec_map: &[u8], meta_map: &[u8], row: u64, dimension: usize) -> Option<Stored> {
+    serde_json::from_slice(meta_bytes(vec_map, meta_map, row, dimension)?).ok()
+}
+
+fn meta_bytes<'m>(vec_map: &[u8], meta_map: &'m [u8], row: u64, dimension: usize) -> Option<&'m [u8]> {
+    let (offset, length) = meta_span(vec_map, row, dimension);
+    let start = usize::try_from(offset).ok()?;
+    meta_map.get(start..start.checked_add(usize::try_from(length).ok()?)?)
 }
 
 fn row_at(map: &[u8], row: u64, dimension: usize) -> &[u8] {
@@ -265,14 +313,15 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn new(query: &Query, cameras: &[String], labels: &[String]) -> Self {
+    /// `not_before`: the retention cutoff (unix ms), whatever the query's own bounds.
+    pub fn new(query: &Query, cameras: &[String], labels: &[String], not_before: i64) -> Self {
         let numbers = |wanted: &[String], names: &[String]| {
             (!wanted.is_empty()).then(|| names.iter().enumerate().filter(|(_, n)| wanted.contains(n)).map(|(i, _)| i as u32).collect())
         };
         Self {
             cameras: numbers(&query.cameras, cameras),
             labels: numbers(&query.labels, labels),
-            since: query.since_ms.unwrap_or(i64::MIN),
+            since: query.since_ms.unwrap_or(i64::MIN).max(not_before),
             until: query.until_ms.unwrap_or(i64::MAX),
         }
     }

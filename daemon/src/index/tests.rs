@@ -15,10 +15,15 @@ fn filled(dir: &Path, n: usize, dimension: usize) -> (Index, Vec<Record>) {
     let mut index = Index::open(dir, &SearchConfig::default()).expect("open");
     let now = crate::clock::unix_ms();
     let records: Vec<Record> = (0..n).map(|i| record(i, unit(i as u64, dimension), ["gate", "yard"][i % 2], now - i as i64)).collect();
-    for (i, chunk) in records.chunks(100).enumerate() {
-        index.add(chunk, (i as u64 + 1) * 100).expect("add");
+    for chunk in numbered(&records, 0).chunks(100) {
+        index.add(chunk.iter().copied()).expect("add");
     }
     (index, records)
+}
+
+/// The records with outbox sequence numbers from `first` on.
+fn numbered(records: &[Record], first: u64) -> Vec<(u64, &Record)> {
+    records.iter().enumerate().map(|(i, r)| (first + i as u64, r)).collect()
 }
 
 fn exact_top(records: &[Record], query: &[f32], k: usize, keep: impl Fn(&Record) -> bool) -> Vec<String> {
@@ -47,7 +52,7 @@ fn the_top_k_equals_an_exact_scan_s_with_and_without_filters() {
 fn reopening_finds_every_record_and_a_torn_tail_is_cut_off() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (index, records) = filled(dir.path(), 250, 32);
-    assert_eq!((index.len(), index.indexed_seq()), (250, Some(300)));
+    assert_eq!((index.len(), index.mark()), (250, Some(249)));
     drop(index);
     // A crash mid-append: half a row at the end of the vector file.
     let vec_file = dir.path().join("index/000000.vec");
@@ -55,8 +60,8 @@ fn reopening_finds_every_record_and_a_torn_tail_is_cut_off() {
     bytes.extend_from_slice(&[7; 30]);
     std::fs::write(&vec_file, bytes).expect("write");
     let mut index = Index::open(dir.path(), &SearchConfig::default()).expect("reopen");
-    assert_eq!(index.len(), 250);
-    index.add(&[record(999, unit(999, 32), "gate", 5)], 301).expect("append after the cut");
+    assert_eq!((index.len(), index.mark()), (250, Some(249)));
+    index.add([(301, &record(999, unit(999, 32), "gate", 5))]).expect("append after the cut");
     let again = Index::open(dir.path(), &SearchConfig::default()).expect("reopen");
     assert_eq!(again.len(), 251);
     let hit = &again.search(&Query { vector: records[42].values.clone(), top_k: 1, ..Query::default() }).expect("search")[0];
@@ -73,4 +78,59 @@ fn time_bounds_filter_by_capture_time() {
     let newest = records[0].metadata.ts;
     let query = Query { vector: unit(5, 16), top_k: 200, since_ms: Some(newest - 9), until_ms: Some(newest), ..Query::default() };
     assert_eq!(index.search(&query).expect("search").len(), 10);
+}
+
+#[test]
+fn adding_again_what_the_index_has_makes_no_second_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut index, records) = filled(dir.path(), 150, 16);
+    // A stale mark's catch-up: the outbox's last page, again, with one new record after it.
+    let mut again = numbered(&records[100..], 100);
+    let new = record(150, unit(150, 16), "gate", 1);
+    again.push((150, &new));
+    index.add(again).expect("add");
+    let reopened = Index::open(dir.path(), &SearchConfig::default()).expect("reopen");
+    assert_eq!((reopened.len(), reopened.mark()), (151, Some(150)));
+}
+
+#[test]
+fn zero_filled_tails_and_first_rows_are_cut_off_not_fatal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (index, _) = filled(dir.path(), 120, 16);
+    drop(index);
+    let files = ["vec", "f32", "meta"].map(|ext| dir.path().join(format!("index/000000.{ext}")));
+    // A power cut after the sizes grew but before the data reached the card: zeros at the end.
+    for path in &files {
+        let mut bytes = std::fs::read(path).expect("read");
+        bytes.extend(std::iter::repeat_n(0u8, 4096));
+        std::fs::write(path, bytes).expect("write");
+    }
+    let index = Index::open(dir.path(), &SearchConfig::default()).expect("a zero-filled tail is cut");
+    assert_eq!((index.len(), index.mark()), (120, Some(119)));
+    drop(index);
+    // Worse: every byte of the segment zero-filled, its first row included.
+    for path in &files {
+        let len = std::fs::metadata(path).expect("size").len() as usize;
+        std::fs::write(path, vec![0u8; len]).expect("write");
+    }
+    let mut index = Index::open(dir.path(), &SearchConfig::default()).expect("a zero-filled first row is cut");
+    assert_eq!((index.len(), index.mark()), (0, None));
+    let fresh = record(7, unit(7, 16), "gate", 1);
+    index.add([(0, &fresh)]).expect("the segment is written again from its start");
+    let reopened = Index::open(dir.path(), &SearchConfig::default()).expect("reopen");
+    assert_eq!((reopened.len(), reopened.mark()), (1, Some(0)));
+}
+
+#[test]
+fn search_never_shows_a_record_past_retain_days_even_before_its_segment_goes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = SearchConfig { retain_days: 30.0, ..SearchConfig::default() };
+    let mut index = Index::open(dir.path(), &config).expect("open");
+    let now = crate::clock::unix_ms();
+    let old = record(0, unit(0, 16), "gate", now - 31 * 86_400_000);
+    let new = record(1, unit(0, 16), "gate", now - 1000);
+    index.add([(0, &old), (1, &new)]).expect("add");
+    let hits = index.search(&Query { vector: unit(0, 16), top_k: 10, ..Query::default() }).expect("search");
+    assert_eq!(hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), ["d:gate:1"]);
+    assert_eq!(index.len(), 2, "the segment holds both until every row in it has expired");
 }

@@ -3,9 +3,12 @@
 //! Invariants:
 //! - A record is *accepted* once [`Outbox::append`] has returned: it is written and flushed to
 //!   disk. Nothing upstream of the outbox is told "done" before that.
-//! - A record leaves `pending` only through [`Outbox::remove`] after the index acknowledged it
-//!   with a 200, through [`Outbox::dead_letter`] after a permanent rejection (kept in `dead`), or
-//!   through the disk cap's `drop_oldest` policy (counted and reported, never silent).
+//! - A record leaves `pending` only once it is released: the index on the device has it (its
+//!   mark, [`Outbox::mark_indexed`], passed it; [`Outbox::sendable`] hands out nothing beyond),
+//!   and then Pinecone acknowledged it with a 200 ([`Outbox::remove`]), or rejected it for good
+//!   ([`Outbox::dead_letter`], kept in `dead`), or, without Pinecone, the index is where it
+//!   goes ([`Outbox::remove_indexed`]). Otherwise only the disk cap's `drop_oldest` policy
+//!   deletes one (counted and reported, never silent).
 //! - Records keep their id forever, so replaying after a crash overwrites rather than duplicates.
 //! - The pending count and byte total are stored beside the records and updated in the same
 //!   atomic batch, so they are right after a crash and start-up never scans the records.
@@ -14,7 +17,7 @@
 //!   in the same batch as the records it covers, so ids stay unique across restarts even when
 //!   the wall clock starts earlier than before (boards without a real-time clock).
 //! - Reading never changes anything: [`Outbox::scan`] reports corrupt values; only the syncer's
-//!   [`Outbox::read_from`] moves them to quarantine.
+//!   [`Outbox::sendable`] moves them to quarantine.
 //! - One process at a time: a `flock` on `outbox.lock` beside the database.
 //!
 //! Key layout in tree `pending`: records under their 8-byte big-endian sequence number (from
@@ -25,14 +28,12 @@
 
 pub mod codec;
 mod config;
-mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-pub use config::{ByteSize, CapPolicy, OutboxConfig};
-pub use writer::{run_writer, AlsoKept, WriterLinks};
+pub use config::{CapPolicy, OutboxConfig};
 
 use crate::record::Record;
 
@@ -87,8 +88,8 @@ pub fn preflight(data_dir: &Path, config: &OutboxConfig) -> Result<(), Preflight
 pub struct Appended {
     /// Oldest records dropped to make room (policy `drop_oldest`).
     pub dropped: u64,
-    /// The sequence number of the last record appended.
-    pub last_seq: u64,
+    /// The records' sequence numbers, in order.
+    pub seqs: Vec<u64>,
 }
 
 /// Pending records and their encoded size, as stored beside them.
@@ -110,6 +111,9 @@ pub struct Outbox {
     backlog: Mutex<Backlog>,
     /// The backlog as of the last completed change, for readers that must not wait (tokio tasks).
     published: PublishedBacklog,
+    /// One past the last sequence number the index on the device has (0: none yet): what
+    /// [`Outbox::sendable`] may hand out. In memory: the keeper sets it again at every start.
+    indexed_below: AtomicU64,
     /// Held for the outbox's life: the `flock` that keeps a second process out.
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
@@ -147,7 +151,8 @@ impl Outbox {
         let published = PublishedBacklog::default();
         published.set(backlog);
         let config = config.clone();
-        Ok(Self { db, dir: path, pending, dead, quarantine, config, backlog: Mutex::new(backlog), published, _lock: lock })
+        let indexed_below = AtomicU64::new(0);
+        Ok(Self { db, dir: path, pending, dead, quarantine, config, backlog: Mutex::new(backlog), published, indexed_below, _lock: lock })
     }
 
     /// Pending records and bytes as of the last completed change; never waits.
@@ -202,7 +207,7 @@ impl Outbox {
         for value in encoded {
             let seq = self.db.generate_id()?;
             batch.insert(&seq.to_be_bytes(), value);
-            appended.last_seq = seq;
+            appended.seqs.push(seq);
         }
         next.records += records.len() as u64;
         next.bytes += new_bytes;
@@ -251,10 +256,27 @@ impl Outbox {
         Ok((out, bad))
     }
 
-    /// As [`Outbox::scan`], for the syncer: values that fail their check are moved to
-    /// quarantine (never sent) and skipped.
-    pub fn read_from(&self, from: u64, max: usize) -> Result<Vec<(u64, Record)>, OutboxError> {
-        let (out, bad) = self.scan(from, max)?;
+    /// The index on the device has every record up to `seq` (`None`: none yet): they may be
+    /// handed to the syncer. Never moves back.
+    pub fn mark_indexed(&self, seq: Option<u64>) {
+        if let Some(seq) = seq {
+            self.indexed_below.fetch_max(seq.saturating_add(1), Ordering::AcqRel);
+        }
+    }
+
+    /// There is no index on the device (`[search] enabled = false`): every record may go.
+    pub fn mark_all_indexed(&self) {
+        self.indexed_below.store(u64::MAX, Ordering::Release);
+    }
+
+    /// For the syncer: up to `max` records from `from` on that the index on the device already
+    /// has. Values that fail their check are moved to quarantine (never sent) and skipped: this
+    /// read changes the outbox.
+    pub fn sendable(&self, from: u64, max: usize) -> Result<Vec<(u64, Record)>, OutboxError> {
+        let below = self.indexed_below.load(Ordering::Acquire);
+        let (mut out, bad) = self.scan(from, max)?;
+        out.retain(|(seq, _)| *seq < below);
+        let bad: Vec<Corrupt> = bad.into_iter().filter(|c| c.seq < below).collect();
         for Corrupt { seq, error } in bad {
             tracing::error!(seq, %error, "outbox record fails its check; quarantined, never sent");
             if let Some(value) = self.pending.get(seq.to_be_bytes())? {
@@ -268,6 +290,28 @@ impl Outbox {
     /// Forgets records the index has acknowledged.
     pub fn remove(&self, seqs: &[u64]) -> Result<(), OutboxError> {
         self.forget(seqs, None)
+    }
+
+    /// Without Pinecone the index on the device is the records' destination: forgets every
+    /// pending record it has (up to its mark). Returns how many.
+    pub fn remove_indexed(&self) -> Result<u64, OutboxError> {
+        let below = self.indexed_below.load(Ordering::Acquire);
+        let mut removed = 0;
+        loop {
+            let mut seqs = Vec::with_capacity(1000);
+            for key in self.pending.range(..RECORDS_END).keys() {
+                let seq = key_seq(&key?);
+                if seq >= below || seqs.len() == 1000 {
+                    break;
+                }
+                seqs.push(seq);
+            }
+            if seqs.is_empty() {
+                return Ok(removed);
+            }
+            removed += seqs.len() as u64;
+            self.forget(&seqs, None)?;
+        }
     }
 
     /// Sets aside records the index rejected permanently, with the reason.
@@ -329,11 +373,14 @@ impl Outbox {
     }
 
     /// Deletes every pending record (the operator's `glimpse outbox purge`); returns how many.
+    /// The id clock stays: a box without a real-time clock must not hand out old ids again.
     pub fn purge_pending(&self) -> Result<u64, OutboxError> {
         let mut backlog = self.lock();
         let n = backlog.records;
-        self.pending.clear()?;
         let mut batch = sled::Batch::default();
+        for key in self.pending.range(..RECORDS_END).keys() {
+            batch.remove(key?);
+        }
         write_counters(&mut batch, Backlog::default());
         self.pending.apply_batch(batch)?;
         self.db.flush()?;
@@ -407,13 +454,21 @@ fn free_disk(dir: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::validate::ByteSize;
 
     fn record(id: &str) -> Record {
         crate::record::test_record(id, "c", 1, vec![0.6, 0.8])
     }
 
+    /// An outbox whose records may all be sent (as without an index on the device).
+    fn opened(dir: &Path, config: &OutboxConfig) -> Outbox {
+        let outbox = Outbox::open(dir, config).expect("open");
+        outbox.mark_all_indexed();
+        outbox
+    }
+
     fn ids(outbox: &Outbox) -> Vec<String> {
-        outbox.read_from(0, 100).expect("read").into_iter().map(|(_, r)| r.id).collect()
+        outbox.sendable(0, 100).expect("read").into_iter().map(|(_, r)| r.id).collect()
     }
 
     #[test]
@@ -421,29 +476,29 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = OutboxConfig::default();
         let before = {
-            let outbox = Outbox::open(dir.path(), &config).expect("open");
+            let outbox = opened(dir.path(), &config);
             outbox.append(&[record("a"), record("b")], 0).expect("append");
             outbox.append(&[record("c")], 0).expect("append");
             outbox.backlog()
         };
-        let outbox = Outbox::open(dir.path(), &config).expect("reopen");
+        let outbox = opened(dir.path(), &config);
         assert_eq!(ids(&outbox), ["a", "b", "c"]);
         assert_eq!(outbox.backlog(), before);
         assert_eq!(before.records, 3);
-        let first_two: Vec<u64> = outbox.read_from(0, 2).expect("read").into_iter().map(|(s, _)| s).collect();
+        let first_two: Vec<u64> = outbox.sendable(0, 2).expect("read").into_iter().map(|(s, _)| s).collect();
         outbox.remove(&first_two).expect("remove");
         outbox.remove(&first_two).expect("removing twice is harmless");
         assert_eq!(outbox.backlog().records, 1);
-        let rest = outbox.read_from(first_two[1] + 1, 10).expect("read");
+        let rest = outbox.sendable(first_two[1] + 1, 10).expect("read");
         assert_eq!(rest.len(), 1);
     }
 
     #[test]
     fn a_record_failing_its_checksum_is_quarantined_not_returned() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let outbox = Outbox::open(dir.path(), &OutboxConfig::default()).expect("open");
+        let outbox = opened(dir.path(), &OutboxConfig::default());
         outbox.append(&[record("bad"), record("ok")], 0).expect("append");
-        let (seq, _) = outbox.read_from(0, 1).expect("read")[0].clone();
+        let (seq, _) = outbox.sendable(0, 1).expect("read")[0].clone();
         let mut value = outbox.pending.get(seq.to_be_bytes()).expect("get").expect("present").to_vec();
         let last = value.len() - 1;
         value[last] ^= 0xff;
@@ -455,9 +510,9 @@ mod tests {
     #[test]
     fn dead_letters_leave_pending_but_are_kept_with_their_reason() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let outbox = Outbox::open(dir.path(), &OutboxConfig::default()).expect("open");
+        let outbox = opened(dir.path(), &OutboxConfig::default());
         outbox.append(&[record("x")], 0).expect("append");
-        let batch = outbox.read_from(0, 10).expect("read");
+        let batch = outbox.sendable(0, 10).expect("read");
         outbox.dead_letter(&batch, "400: bad metadata").expect("dead letter");
         assert_eq!((outbox.backlog().records, outbox.dead_len()), (0, 1));
         let letter = outbox.dead_letters().next().expect("one").expect("readable");
@@ -469,7 +524,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let size = codec::encode(&record("a")).expect("encode").len() as u64;
         let config = OutboxConfig { max_bytes: ByteSize(size * 3), ..OutboxConfig::default() };
-        let outbox = Outbox::open(dir.path(), &config).expect("open");
+        let outbox = opened(dir.path(), &config);
         outbox.append(&[record("a"), record("b"), record("c")], 0).expect("append");
         let result = outbox.append(&[record("d"), record("e")], 0).expect("append");
         assert_eq!(result.dropped, 2);
@@ -482,10 +537,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let size = codec::encode(&record("a")).expect("encode").len() as u64;
         let config = OutboxConfig { max_bytes: ByteSize(size * 2), policy: CapPolicy::PauseIngest, ..OutboxConfig::default() };
-        let outbox = Outbox::open(dir.path(), &config).expect("open");
+        let outbox = opened(dir.path(), &config);
         outbox.append(&[record("a"), record("b")], 0).expect("append");
         assert!(matches!(outbox.append(&[record("c")], 0), Err(OutboxError::Full { .. })));
-        let first: Vec<u64> = outbox.read_from(0, 1).expect("read").into_iter().map(|(s, _)| s).collect();
+        let first: Vec<u64> = outbox.sendable(0, 1).expect("read").into_iter().map(|(s, _)| s).collect();
         outbox.remove(&first).expect("remove");
         outbox.append(&[record("c")], 0).expect("room again");
         assert_eq!(ids(&outbox), ["b", "c"]);
@@ -494,7 +549,7 @@ mod tests {
     #[test]
     fn scanning_reports_a_corrupt_record_without_moving_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let outbox = Outbox::open(dir.path(), &OutboxConfig::default()).expect("open");
+        let outbox = opened(dir.path(), &OutboxConfig::default());
         outbox.append(&[record("bad"), record("ok")], 0).expect("append");
         let (seq, _) = outbox.scan(0, 1).expect("scan").0[0].clone();
         let mut value = outbox.pending.get(seq.to_be_bytes()).expect("get").expect("present").to_vec();
@@ -512,19 +567,45 @@ mod tests {
     fn the_id_clock_is_stored_with_the_records_it_covers() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let outbox = Outbox::open(dir.path(), &OutboxConfig::default()).expect("open");
+            let outbox = opened(dir.path(), &OutboxConfig::default());
             assert_eq!(outbox.id_clock().expect("read"), 0);
             outbox.append(&[record("a")], 1_700_000_000_123).expect("append");
         }
-        let outbox = Outbox::open(dir.path(), &OutboxConfig::default()).expect("reopen");
+        let outbox = opened(dir.path(), &OutboxConfig::default());
         assert_eq!(outbox.id_clock().expect("read"), 1_700_000_000_123);
         assert_eq!(ids(&outbox), ["a"], "the clock is not a record");
     }
 
     #[test]
+    fn purging_the_pending_records_keeps_the_id_clock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outbox = opened(dir.path(), &OutboxConfig::default());
+        outbox.append(&[record("a"), record("b")], 1_700_000_000_123).expect("append");
+        assert_eq!(outbox.purge_pending().expect("purge"), 2);
+        assert_eq!((ids(&outbox).len(), outbox.backlog()), (0, Backlog::default()));
+        drop(outbox);
+        let outbox = opened(dir.path(), &OutboxConfig::default());
+        assert_eq!(outbox.id_clock().expect("read"), 1_700_000_000_123);
+    }
+
+    #[test]
+    fn only_records_the_index_has_are_sendable_and_without_pinecone_they_leave_once_indexed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outbox = Outbox::open(dir.path(), &OutboxConfig::default()).expect("open");
+        let seqs = outbox.append(&[record("a"), record("b"), record("c")], 0).expect("append").seqs;
+        assert!(outbox.sendable(0, 10).expect("read").is_empty(), "nothing before the index has it");
+        outbox.mark_indexed(Some(seqs[1]));
+        outbox.mark_indexed(Some(seqs[0]));
+        assert_eq!(ids(&outbox), ["a", "b"], "the mark never moves back");
+        assert_eq!(outbox.remove_indexed().expect("remove"), 2);
+        assert_eq!(outbox.backlog().records, 1);
+        assert_eq!(outbox.scan(0, 10).expect("scan").0.len(), 1, "c waits for the index");
+    }
+
+    #[test]
     fn a_second_opener_is_told_the_outbox_is_in_use() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let _first = Outbox::open(dir.path(), &OutboxConfig::default()).expect("open");
+        let _first = opened(dir.path(), &OutboxConfig::default());
         assert!(matches!(Outbox::open(dir.path(), &OutboxConfig::default()), Err(OutboxError::Locked { .. })));
     }
 }

@@ -2,15 +2,15 @@
 //! data order.
 //!
 //! ```text
-//! camera threads ──Frame──▶ scheduler ──▶ analyzer thread ──Vec<Record>──▶ outbox writer ──(sled)──▶ syncer task
-//!   (GStreamer)   (live: newest wins;      (gate, DETR,        (bounded; never   (group commit,       (tokio, HTTP)
-//!                  files: wait)             track, CLIP)        dropped)          then wake syncer)
+//! camera threads ──Frame──▶ scheduler ──▶ analyzer thread ──Vec<Record>──▶ keeper ──(sled)──▶ syncer task
+//!   (GStreamer)   (live: newest wins;      (gate, DETR,        (bounded; never   (crop, commit,  (tokio, HTTP)
+//!                  files: wait)             track, CLIP)        dropped)          index, release)
 //! ```
 //! The tokio runtime runs only I/O: the syncer, MQTT status, signals and the watchdog. The main
 //! thread waits for events — SIGTERM/SIGINT (stop), SIGHUP or an MQTT `reload` (one reload
 //! path: re-read the config, apply camera changes without touching the other cameras), MQTT
 //! commands — and carries them out. One [`shutdown::Trigger`] reaches every stage; the
-//! supervisor then joins them in data order: sources, inference, outbox writer, syncer, and
+//! supervisor then joins them in data order: sources, inference, keeper, syncer, and
 //! last status, which says `offline`.
 
 mod cameras;
@@ -39,9 +39,9 @@ use crate::crops::{upload, CropStore};
 use crate::detect::Detector;
 use crate::embed::Embedder;
 use crate::events;
-use crate::index::Index;
+use crate::keeper::{self, Flush, KeeperLinks, Kept, Release};
 use crate::model::EngineReport;
-use crate::outbox::{self, AlsoKept, Outbox, WriterLinks};
+use crate::outbox::{self, Outbox};
 use crate::record::NewRecord;
 use crate::schedule::Scheduler;
 use crate::shutdown::{self, Trigger};
@@ -63,7 +63,7 @@ pub struct RunOptions {
     pub stop_timeout: Duration,
 }
 
-/// Records waiting between inference and the outbox writer: a few frames' worth.
+/// Records waiting between inference and the keeper: a few frames' worth.
 const RECORD_QUEUE: usize = 16;
 /// Commands waiting for the main thread.
 const COMMAND_QUEUE: usize = 16;
@@ -139,25 +139,21 @@ fn connect_pinecone(
 }
 
 /// The crop store and the index on the device, as configured.
-fn open_also_kept(config: &Config, stats: &Stats) -> anyhow::Result<AlsoKept> {
+fn open_kept(config: &Config, dimension: usize, stats: &Stats) -> anyhow::Result<Kept> {
     let crops = config.crops.enabled.then(|| CropStore::open(&config.crops, &config.device.data_dir, config.outbox.policy));
     if let Some(store) = &crops {
         stats.crops_stored(0, 0, 0, store.bytes());
         tracing::info!(dir = %store.dir().display(), bytes = store.bytes(), "crop store opened");
     }
-    // The index serves search; an index that cannot open must not stop the cameras.
-    let index = match config.search.enabled.then(|| Index::open(&config.device.data_dir, &config.search)) {
-        Some(Ok(index)) => Some(index),
-        Some(Err(e)) => {
-            tracing::error!(event = "index_unusable", error = %e, "the local index cannot be opened; records are not searchable on the device until this is fixed");
-            None
-        }
-        None => None,
+    let index = match config.search.enabled {
+        true => keeper::open_index(&config.device.data_dir, &config.search, dimension, stats)?,
+        false => None,
     };
     if let Some(index) = &index {
-        tracing::info!(records = index.len(), bytes = index.bytes(), "local index opened");
+        stats.index_size(index.len(), index.bytes());
+        tracing::info!(records = index.len(), bytes = index.bytes(), mark = ?index.mark(), "local index opened");
     }
-    Ok(AlsoKept { crops, index })
+    Ok(Kept { crops, index })
 }
 
 /// The crop uploader, when crops go to a remote store.
@@ -222,7 +218,9 @@ struct Daemon {
     scheduler: Arc<Scheduler>,
     cameras: Cameras,
     analyzer: JoinHandle<()>,
-    writer: JoinHandle<()>,
+    keeper: JoinHandle<()>,
+    /// Records leave the outbox through the syncer, or (no Pinecone) once indexed.
+    release: Release,
     syncer: Option<TaskHandle<()>>,
     /// Crop uploads to a remote store, and where their marks are.
     uploader: Option<(TaskHandle<()>, std::path::PathBuf)>,
@@ -251,17 +249,19 @@ impl Daemon {
         let (wake, scheduler) = (Arc::new(Notify::new()), Scheduler::new());
         let ids = Arc::new(IdClock::after(outbox.id_clock()?));
         let (record_tx, record_rx) = sync_channel::<Vec<NewRecord>>(RECORD_QUEUE);
-        let kept = open_also_kept(config, &stats)?;
-        let links = WriterLinks {
+        let kept = open_kept(config, models.embedder.dimension(), &stats)?;
+        let release = if pinecone.is_some() { Release::Syncer } else { Release::Here };
+        let links = KeeperLinks {
             stats: stats.clone(),
-            heartbeat: heartbeats.register("outbox writer"),
+            heartbeat: heartbeats.register("keeper"),
             wake: wake.clone(),
             ids: ids.clone(),
             shutdown: shutdown.clone(),
         };
-        let writer = spawn("outbox-writer", {
-            let (outbox, flush_ms, flush_records) = (outbox.clone(), config.outbox.flush_ms, config.outbox.flush_records);
-            move || outbox::run_writer(outbox, record_rx, kept, links, flush_ms, flush_records)
+        let flush = Flush { after: Duration::from_millis(config.outbox.flush_ms), records: config.outbox.flush_records };
+        let keeper = spawn("keeper", {
+            let outbox = outbox.clone();
+            move || keeper::run_keeper(outbox, record_rx, kept, release, links, flush)
         })?;
         let crops = config.crops.enabled.then_some((config.crops.max_px, config.crops.quality));
         let (device, min_box_px, analysis) = (config.device.id.clone(), config.detector.min_box_px, config.analysis.clone());
@@ -303,7 +303,8 @@ impl Daemon {
             scheduler,
             cameras,
             analyzer,
-            writer,
+            keeper,
+            release,
             syncer,
             uploader,
             status,
@@ -323,6 +324,10 @@ impl Daemon {
         systemd_notify::ready(&format!("running {} camera(s)", self.cameras.count()));
         tracing::info!(event = "running", cameras = self.cameras.count(), device = %current.device.id, "glimpse running");
         loop {
+            if options.exit_when_done && self.cameras.all_finished() {
+                // Every file is read: closing the frames lets inference, then the keeper, finish.
+                self.cameras.close();
+            }
             if options.exit_when_done && self.all_delivered() {
                 tracing::info!(event = "stopping", reason = "all sources finished and every record is delivered", "stopping");
                 return Ok(());
@@ -347,16 +352,16 @@ impl Daemon {
     }
 
     /// For `--exit-when-done`: every file is read (inference may then finish), inference and
-    /// the writer have drained, and (when syncing) nothing is pending.
-    fn all_delivered(&mut self) -> bool {
+    /// the keeper have drained, and (when syncing) nothing is pending. Without Pinecone the
+    /// keeper has released what the index took before it finished.
+    fn all_delivered(&self) -> bool {
         if !self.cameras.all_finished() {
             return false;
         }
-        self.cameras.close();
         let crops_uploaded = self.uploader.as_ref().is_none_or(|(_, marks)| upload::waiting(marks).is_empty());
         self.analyzer.is_finished()
-            && self.writer.is_finished()
-            && (self.syncer.is_none() || self.outbox.backlog().records == 0)
+            && self.keeper.is_finished()
+            && (self.release == Release::Here || self.outbox.backlog().records == 0)
             && crops_uploaded
     }
 
@@ -442,7 +447,7 @@ impl Daemon {
         self.cameras.stop_all();
         self.scheduler.close();
         join("inference", self.analyzer);
-        join("outbox writer", self.writer);
+        join("keeper", self.keeper);
         if let Err(e) = self.outbox.flush() {
             tracing::error!(error = %e, "final outbox flush failed");
         }

@@ -153,38 +153,44 @@ impl PineconeClient {
         Ok(parsed.matches)
     }
 
-    /// Upserts `records`, splitting them into as many requests as Pinecone's 2 MB limit needs.
-    /// Returns the total `upsertedCount`.
+    /// Upserts `records` in one request (see [`PineconeClient::split`]); returns Pinecone's
+    /// `upsertedCount`.
     pub async fn upsert(&self, records: &[Record]) -> Result<usize, SyncError> {
-        let mut total = 0;
-        for body in self.upsert_bodies(records)? {
-            let answer = self.post("/vectors/upsert", body).await?;
-            let parsed: UpsertResponse = serde_json::from_slice(&answer).map_err(|e| SyncError::Decode(e.to_string()))?;
-            total += parsed.upserted_count.unwrap_or(0).max(0) as usize;
+        let body = self.upsert_body(records)?;
+        if body.len() > MAX_BODY_BYTES {
+            return Err(SyncError::TooLarge(records.first().map(|r| r.id.clone()).unwrap_or_default()));
         }
-        Ok(total)
+        let answer = self.post("/vectors/upsert", body).await?;
+        let parsed: UpsertResponse = serde_json::from_slice(&answer).map_err(|e| SyncError::Decode(e.to_string()))?;
+        Ok(parsed.upserted_count.unwrap_or(0).max(0) as usize)
     }
 
-    /// Request bodies for `records`, each under [`MAX_BODY_BYTES`], in record order.
-    fn upsert_bodies(&self, records: &[Record]) -> Result<Vec<Vec<u8>>, SyncError> {
-        let encode = |chunk: &[Record]| {
-            let request = UpsertRequest {
-                vectors: chunk.iter().map(|r| Vector { id: &r.id, values: &r.values, metadata: &r.metadata }).collect(),
-                namespace: &self.namespace,
-            };
-            serde_json::to_vec(&request).map_err(|e| SyncError::Setup(e.to_string()))
+    /// `records` cut into requests under Pinecone's 2 MB limit ([`MAX_BODY_BYTES`]), by halving,
+    /// as ranges in record order. A record too large alone is a range of its own, which
+    /// [`PineconeClient::upsert`] refuses (a dead letter, never a retry).
+    pub fn split(&self, records: &[Record]) -> Vec<std::ops::Range<usize>> {
+        let fits = |chunk: &[Record]| self.upsert_body(chunk).is_ok_and(|body| body.len() <= MAX_BODY_BYTES);
+        let mut ranges = Vec::new();
+        let mut todo: Vec<std::ops::Range<usize>> = Vec::new();
+        todo.push(0..records.len());
+        while let Some(range) = todo.pop() {
+            if range.len() <= 1 || fits(&records[range.clone()]) {
+                ranges.push(range);
+            } else {
+                let middle = range.start + range.len() / 2;
+                todo.push(middle..range.end);
+                todo.push(range.start..middle);
+            }
+        }
+        ranges
+    }
+
+    fn upsert_body(&self, records: &[Record]) -> Result<Vec<u8>, SyncError> {
+        let request = UpsertRequest {
+            vectors: records.iter().map(|r| Vector { id: &r.id, values: &r.values, metadata: &r.metadata }).collect(),
+            namespace: &self.namespace,
         };
-        let body = encode(records)?;
-        if body.len() <= MAX_BODY_BYTES {
-            return Ok(vec![body]);
-        }
-        if records.len() == 1 {
-            return Err(SyncError::TooLarge(records[0].id.clone()));
-        }
-        let (left, right) = records.split_at(records.len() / 2);
-        let mut bodies = self.upsert_bodies(left)?;
-        bodies.extend(self.upsert_bodies(right)?);
-        Ok(bodies)
+        serde_json::to_vec(&request).map_err(|e| SyncError::Setup(e.to_string()))
     }
 
     async fn post(&self, path: &str, body: Vec<u8>) -> Result<Vec<u8>, SyncError> {

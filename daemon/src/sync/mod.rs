@@ -10,6 +10,7 @@
 mod client;
 
 use std::future::Future;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,12 +21,12 @@ use tokio::sync::Notify;
 pub use client::{IndexStats, Match, PineconeClient, QueryBy, SyncError};
 
 use crate::backoff::Backoff;
-use crate::config::{KeyPath, Problem};
 use crate::outbox::Outbox;
 use crate::record::Record;
 use crate::secrets::SecretError;
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
+use crate::validate::{KeyPath, Problem};
 
 /// API versions whose specs are in `../shared/pinecone/`.
 pub const API_VERSIONS: [&str; 2] = ["2025-10", "2026-04"];
@@ -124,7 +125,8 @@ impl std::fmt::Debug for ApiKey {
 }
 
 fn check_host(host: &str) -> Result<(), String> {
-    let url = reqwest::Url::parse(host).map_err(|e| format!("{host:?} is not a URL ({e}); copy the index host from the Pinecone console, e.g. \"https://my-index-abc123.svc.aped-1234.pinecone.io\""))?;
+    let shown = crate::redact::redact_uri(host);
+    let url = reqwest::Url::parse(host).map_err(|e| format!("{shown:?} is not a URL ({e}); copy the index host from the Pinecone console, e.g. \"https://my-index-abc123.svc.aped-1234.pinecone.io\""))?;
     match url.scheme() {
         "https" => Ok(()),
         "http" => {
@@ -137,10 +139,10 @@ fn check_host(host: &str) -> Result<(), String> {
             if loopback {
                 Ok(())
             } else {
-                Err(format!("{host:?}: plain http is allowed only to loopback; use https://"))
+                Err(format!("{shown:?}: plain http is allowed only to loopback; use https://"))
             }
         }
-        other => Err(format!("{host:?}: scheme {other:?} is not supported; use https://")),
+        other => Err(format!("{shown:?}: scheme {other:?} is not supported; use https://")),
     }
 }
 
@@ -153,12 +155,17 @@ pub async fn check_dimension(client: &PineconeClient, dimension: usize) -> Resul
     }
 }
 
-/// What the syncer needs of an index: one upsert of a batch, answered with the count stored.
-pub trait Index: Clone + Send + Sync + 'static {
+/// What the syncer needs of a remote vector store: how a batch is cut into requests, and one
+/// request's upsert, answered with the count stored.
+pub trait VectorStore: Clone + Send + Sync + 'static {
+    fn split(&self, records: &[Record]) -> Vec<Range<usize>>;
     fn upsert(&self, records: &[Record]) -> impl Future<Output = Result<usize, SyncError>> + Send;
 }
 
-impl Index for PineconeClient {
+impl VectorStore for PineconeClient {
+    fn split(&self, records: &[Record]) -> Vec<Range<usize>> {
+        PineconeClient::split(self, records)
+    }
     fn upsert(&self, records: &[Record]) -> impl Future<Output = Result<usize, SyncError>> + Send {
         PineconeClient::upsert(self, records)
     }
@@ -169,7 +176,7 @@ impl Index for PineconeClient {
 /// Up to `in_flight` batches are sent at once. A cursor hands each pending record to exactly one
 /// in-flight batch; a batch keeps its records until the index acknowledged or rejected them, so
 /// nothing is sent twice concurrently and nothing pending is skipped.
-pub async fn run_syncer<I: Index>(
+pub async fn run_syncer<I: VectorStore>(
     outbox: Arc<Outbox>,
     client: I,
     options: SyncOptions,
@@ -191,7 +198,7 @@ pub async fn run_syncer<I: Index>(
         while tasks.try_join_next().is_some() {}
         let reader = outbox.clone();
         let batch_size = options.batch_size;
-        let batch = match tokio::task::spawn_blocking(move || reader.read_from(cursor, batch_size)).await {
+        let batch = match tokio::task::spawn_blocking(move || reader.sendable(cursor, batch_size)).await {
             Ok(Ok(batch)) => batch,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot read the outbox; retrying");
@@ -233,15 +240,33 @@ pub struct SyncOptions {
     pub in_flight: usize,
 }
 
-/// Sends one batch until the index acknowledges or rejects it, or shutdown begins.
-async fn deliver<I: Index>(batch: Vec<(u64, Record)>, outbox: &Arc<Outbox>, client: &I, stats: &Stats, mut shutdown: Shutdown) {
-    let mut backoff = Backoff::with_full_jitter(Duration::from_millis(250), Duration::from_secs(30));
+/// Sends one batch, a request at a time, until each request is acknowledged or rejected, or
+/// shutdown begins. Each request's records leave the outbox on their own answer: a rejected
+/// request dead-letters only its records.
+async fn deliver<I: VectorStore>(batch: Vec<(u64, Record)>, outbox: &Arc<Outbox>, client: &I, stats: &Stats, shutdown: Shutdown) {
     let records: Vec<Record> = batch.iter().map(|(_, r)| r.clone()).collect();
+    for range in client.split(&records) {
+        if !deliver_request(&batch[range.clone()], &records[range], outbox, client, stats, shutdown.clone()).await {
+            return;
+        }
+    }
+}
+
+/// One request's records until acknowledged or rejected (true), or shutdown began (false).
+async fn deliver_request<I: VectorStore>(
+    batch: &[(u64, Record)],
+    records: &[Record],
+    outbox: &Arc<Outbox>,
+    client: &I,
+    stats: &Stats,
+    mut shutdown: Shutdown,
+) -> bool {
+    let mut backoff = Backoff::with_full_jitter(Duration::from_millis(250), Duration::from_secs(30));
     let seqs: Vec<u64> = batch.iter().map(|(s, _)| *s).collect();
     loop {
-        match client.upsert(&records).await {
+        match client.upsert(records).await {
             Ok(count) => {
-                let writer = outbox.clone();
+                let (writer, seqs) = (outbox.clone(), seqs.clone());
                 match tokio::task::spawn_blocking(move || writer.remove(&seqs)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
@@ -252,12 +277,11 @@ async fn deliver<I: Index>(batch: Vec<(u64, Record)>, outbox: &Arc<Outbox>, clie
                 stats.outbox_backlog(outbox.backlog());
                 stats.upserted(records.len());
                 tracing::debug!(records = records.len(), upserted_count = count, "batch upserted");
-                return;
+                return true;
             }
             Err(e) if e.rejects_batch() => {
                 tracing::error!(error = %e, records = records.len(), first_id = %records[0].id, "Pinecone rejected the batch; moved to dead letters");
-                let writer = outbox.clone();
-                let reason = e.to_string();
+                let (writer, reason, batch) = (outbox.clone(), e.to_string(), batch.to_vec());
                 match tokio::task::spawn_blocking(move || writer.dead_letter(&batch, &reason)).await {
                     Ok(Ok(())) => {
                         stats.outbox_backlog(outbox.backlog());
@@ -265,7 +289,7 @@ async fn deliver<I: Index>(batch: Vec<(u64, Record)>, outbox: &Arc<Outbox>, clie
                     }
                     _ => tracing::error!("cannot write dead letters; the batch stays pending and is retried after a restart"),
                 }
-                return;
+                return true;
             }
             Err(e) => {
                 stats.sync_retried();
@@ -281,7 +305,7 @@ async fn deliver<I: Index>(batch: Vec<(u64, Record)>, outbox: &Arc<Outbox>, clie
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.recv() => return,
+                    _ = shutdown.recv() => return false,
                 }
             }
         }
@@ -341,6 +365,8 @@ mod tests {
 
     #[derive(Default)]
     struct Fake {
+        /// How the next batch is cut into requests.
+        cuts: Vec<usize>,
         script: Vec<Result<(), SyncError>>,
         batches: Vec<Vec<String>>,
         in_flight: usize,
@@ -349,7 +375,25 @@ mod tests {
 
     const LATENCY: Duration = Duration::from_secs(1);
 
-    impl Index for FakeIndex {
+    impl VectorStore for FakeIndex {
+        /// Scripted cuts (record counts), else the whole batch in one request.
+        fn split(&self, records: &[Record]) -> Vec<Range<usize>> {
+            let cuts = std::mem::take(&mut self.0.lock().expect("fake").cuts);
+            let mut start = 0;
+            let mut ranges: Vec<Range<usize>> = cuts
+                .into_iter()
+                .map(|n| {
+                    let r = start..start + n;
+                    start += n;
+                    r
+                })
+                .collect();
+            if start < records.len() {
+                ranges.push(start..records.len());
+            }
+            ranges
+        }
+
         fn upsert(&self, records: &[Record]) -> impl Future<Output = Result<usize, SyncError>> + Send {
             let (fake, ids) = (self.0.clone(), records.iter().map(|r| r.id.clone()).collect::<Vec<_>>());
             async move {
@@ -388,6 +432,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let outbox = Arc::new(Outbox::open(dir.path(), &OutboxConfig::default()).expect("open"));
         outbox.append(&ids.iter().map(|id| record(id)).collect::<Vec<_>>(), 0).expect("append");
+        outbox.mark_all_indexed();
         let (trigger, shutdown) = crate::shutdown::channel();
         let (stats, wake) = (Stats::new(), Arc::new(Notify::new()));
         let options = SyncOptions { batch_size: 2, in_flight };
@@ -430,6 +475,40 @@ mod tests {
         assert_eq!((outbox.backlog().records, outbox.dead_len()), (0, 2));
         let sync = &stats.snapshot().report("d", &Default::default(), None)["sync"];
         assert_eq!((sync["retried"].as_u64(), sync["dead_lettered"].as_u64(), sync["upserted"].as_u64()), (Some(1), Some(2), Some(0)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_one_request_of_a_split_batch_is_rejected_only_its_records_become_dead_letters() {
+        let rejected = SyncError::Status { status: 400, message: "bad metadata".into(), retry_after: None };
+        let script = vec![Ok(()), Err(rejected)];
+        let index = FakeIndex(Arc::new(Mutex::new(Fake { cuts: vec![1], script, ..Fake::default() })));
+        let Drained { outbox, stats, .. } = drain(index.clone(), &["a", "b"], 1, Duration::from_secs(60)).await;
+        assert_eq!(index.0.lock().expect("fake").batches, [vec!["a".to_owned()], vec!["b".to_owned()]]);
+        assert_eq!((outbox.backlog().records, outbox.dead_len()), (0, 1));
+        let letter = String::from_utf8(outbox.dead_letters().next().expect("one").expect("readable")).expect("utf-8");
+        assert!(letter.contains("\"b\"") && !letter.contains("\"a\""), "{letter}");
+        let sync = &stats.snapshot().report("d", &Default::default(), None)["sync"];
+        assert_eq!((sync["upserted"].as_u64(), sync["dead_lettered"].as_u64()), (Some(1), Some(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_sent_before_the_index_on_the_device_has_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outbox = Arc::new(Outbox::open(dir.path(), &OutboxConfig::default()).expect("open"));
+        let seqs = outbox.append(&[record("a"), record("b")], 0).expect("append").seqs;
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let (stats, wake, index) = (Stats::new(), Arc::new(Notify::new()), FakeIndex::default());
+        let options = SyncOptions { batch_size: 10, in_flight: 1 };
+        let syncer = tokio::spawn(run_syncer(outbox.clone(), index.clone(), options, stats, wake.clone(), shutdown));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(index.0.lock().expect("fake").batches.is_empty(), "the index's mark has not passed them");
+        outbox.mark_indexed(Some(seqs[0]));
+        wake.notify_one();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(index.0.lock().expect("fake").batches, [vec!["a".to_owned()]]);
+        assert_eq!(outbox.backlog().records, 1, "b waits for the index");
+        trigger.begin();
+        syncer.await.expect("the syncer stops");
     }
 
     #[tokio::test(start_paused = true)]

@@ -161,14 +161,24 @@ pub fn outbox_report(config: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("outbox stats JSON")
 }
 
-/// `glimpse outbox export` for `config`: every pending record, one JSON value each.
+/// `glimpse index export` for `config`: every record the box kept (the index on the device,
+/// where records without Pinecone go), one JSON value each, oldest first.
 pub fn exported_records(config: &Path) -> Vec<serde_json::Value> {
-    let out = glimpse(&["outbox", "export", "--config", &config.display().to_string()], &[]);
-    assert!(out.status.success(), "outbox export failed: {}", String::from_utf8_lossy(&out.stderr));
+    json_lines(&["index", "export", "--config", &config.display().to_string()])
+}
+
+/// `glimpse outbox export` for `config`: every record still pending in the outbox.
+pub fn pending_records(config: &Path) -> Vec<serde_json::Value> {
+    json_lines(&["outbox", "export", "--config", &config.display().to_string()])
+}
+
+fn json_lines(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = glimpse(args, &[]);
+    assert!(out.status.success(), "glimpse {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect()
 }
 
-/// The ids of [`exported_records`], in the outbox's order.
+/// The ids of [`exported_records`], oldest first.
 pub fn exported_ids(config: &Path) -> Vec<String> {
     exported_records(config).iter().map(|r| r["id"].as_str().expect("every record has an id").to_owned()).collect()
 }

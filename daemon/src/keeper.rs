@@ -1,0 +1,360 @@
+//! The keeper: what happens to a record once inference made it, on one thread, in one order:
+//!
+//! 1. its crop is stored (synced) — a crop that cannot be stored costs the record its `crop`
+//!    key, never the record;
+//! 2. the record is made durable: appended and flushed in the outbox (group commit: at most
+//!    `flush_ms` after the first of a batch arrived, or at `flush_records`) — it is *accepted*;
+//! 3. it is added to the index on the device, whose mark then passes it;
+//! 4. it is released: the syncer may send it (and remove it once Pinecone acknowledged it), or,
+//!    without Pinecone, the keeper removes it from the outbox itself, the index being where it
+//!    goes.
+//!
+//! A failing disk is retried, never skipped; with `pause_ingest` at a cap the keeper waits, and
+//! the bounded channel in front of it pushes back on inference. An index that fails falls
+//! behind: the mark stays, nothing after it is released, and the keeper catches up from the
+//! outbox (on every batch and every idle second) once it can. Retention of the crops and the
+//! index runs here too, on a timer, whether or not records arrive.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::clock::IdClock;
+use crate::crops::CropStore;
+use crate::index::{Index, IndexError, SearchConfig};
+use crate::outbox::{Outbox, OutboxError};
+use crate::record::{NewRecord, Record};
+use crate::shutdown::Shutdown;
+use crate::stats::Stats;
+use crate::systemd_notify::{Heartbeat, IDLE_BEAT};
+
+/// How often retention runs while records arrive or not.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+/// What the keeper keeps beside the outbox.
+#[derive(Default)]
+pub struct Kept {
+    /// Records' crops, stored before the records are accepted.
+    pub crops: Option<CropStore>,
+    /// The index on the device, fed right after the outbox accepted the records.
+    pub index: Option<Index>,
+}
+
+/// Who takes a record out of the outbox once the index on the device has it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Release {
+    /// The syncer, once Pinecone acknowledged it.
+    Syncer,
+    /// The keeper itself: there is no Pinecone, the index is the destination.
+    Here,
+}
+
+/// Where the keeper reports what it accepted, and what tells it the daemon is stopping.
+pub struct KeeperLinks {
+    pub stats: Arc<Stats>,
+    pub heartbeat: Arc<Heartbeat>,
+    /// Wakes the syncer after every commit.
+    pub wake: Arc<Notify>,
+    /// The id clock whose high-water mark is stored with each commit.
+    pub ids: Arc<IdClock>,
+    pub shutdown: Shutdown,
+}
+
+/// Group commit's two limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Flush {
+    pub after: Duration,
+    pub records: usize,
+}
+
+/// Why the index on the device cannot serve this run.
+#[derive(Debug, thiserror::Error)]
+pub enum KeptError {
+    #[error(
+        "the index on the device in {} holds {index}-dimensional vectors but embedder.model gives {embedder}; \
+         to start a new index move it aside (mv {0} {0}.{index}d) or delete it, or go back to the {index}-d model",
+        dir.display()
+    )]
+    Dimension { dir: PathBuf, index: usize, embedder: usize },
+}
+
+/// Opens the index on the device for an embedder of `dimension`. One that cannot be opened
+/// (damaged beyond a torn tail) is moved aside, said in a typed event and the stats, and a new
+/// one is filled from the outbox's pending records: the cameras never stop for it. A change of
+/// dimension is a start-up error: records of both could never be compared.
+pub fn open_index(data_dir: &Path, config: &SearchConfig, dimension: usize, stats: &Stats) -> Result<Option<Index>, KeptError> {
+    let index = match Index::open(data_dir, config) {
+        Ok(index) => index,
+        Err(e) => match move_aside(data_dir, &e).and_then(|aside| Ok((aside, Index::open(data_dir, config)?))) {
+            Ok((aside, index)) => {
+                tracing::error!(event = "index_moved_aside", error = %e, moved_to = %aside.display(),
+                    "the index on the device could not be opened; it was moved aside and a new one is filled from the outbox");
+                stats.index_moved_aside(aside.display().to_string());
+                index
+            }
+            Err(again) => {
+                tracing::error!(event = "index_unusable", error = %again, "the index on the device cannot be opened or replaced; records are not searchable on the device");
+                stats.index_failed(again.to_string());
+                return Ok(None);
+            }
+        },
+    };
+    match index.dimension() {
+        Some(held) if held != dimension => Err(KeptError::Dimension { dir: index.dir().to_owned(), index: held, embedder: dimension }),
+        _ => Ok(Some(index)),
+    }
+}
+
+fn move_aside(data_dir: &Path, _why: &IndexError) -> Result<PathBuf, IndexError> {
+    let dir = data_dir.join("index");
+    let aside = data_dir.join(format!("index.damaged-{}", crate::clock::unix_ms()));
+    std::fs::rename(&dir, &aside).map_err(|source| IndexError::Io { path: dir, source })?;
+    Ok(aside)
+}
+
+/// The keeper's loop, until inference is gone (or the daemon stops while the outbox is full).
+pub fn run_keeper(outbox: Arc<Outbox>, records: Receiver<Vec<NewRecord>>, kept: Kept, release: Release, links: KeeperLinks, flush: Flush) {
+    let mut keeper = Keeper { outbox, kept, release, links, behind: true, retained_at: Instant::now() };
+    if keeper.kept.index.is_none() {
+        // Nothing to wait for: Pinecone may have every record once it is durable.
+        keeper.outbox.mark_all_indexed();
+    }
+    keeper.catch_up();
+    let mut waiting: Vec<NewRecord> = Vec::new();
+    let mut first_at = Instant::now();
+    loop {
+        keeper.links.heartbeat.beat();
+        let received = if waiting.is_empty() {
+            match records.recv_timeout(IDLE_BEAT) {
+                Err(RecvTimeoutError::Timeout) => {
+                    keeper.between_batches();
+                    continue;
+                }
+                other => other,
+            }
+        } else {
+            records.recv_timeout(flush.after.saturating_sub(first_at.elapsed()))
+        };
+        let closed = match received {
+            Ok(batch) => {
+                if waiting.is_empty() {
+                    first_at = Instant::now();
+                }
+                waiting.extend(batch);
+                if waiting.len() < flush.records && first_at.elapsed() < flush.after {
+                    continue;
+                }
+                false
+            }
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => true,
+        };
+        if !waiting.is_empty() && !keeper.keep(std::mem::take(&mut waiting)) {
+            return;
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+struct Keeper {
+    outbox: Arc<Outbox>,
+    kept: Kept,
+    release: Release,
+    links: KeeperLinks,
+    /// The index may lack accepted records: catch up from the outbox.
+    behind: bool,
+    retained_at: Instant,
+}
+
+impl Keeper {
+    /// Steps 1 to 4 for one batch; false when the daemon stopped before it was accepted.
+    fn keep(&mut self, made: Vec<NewRecord>) -> bool {
+        let ready = store_crops(self.kept.crops.as_mut(), made, &self.links.stats);
+        let Some(seqs) = commit(&self.outbox, &ready, &self.links) else { return false };
+        if self.behind {
+            self.catch_up();
+        } else if let Some(index) = self.kept.index.as_mut() {
+            let added = index.add(seqs.iter().copied().zip(&ready));
+            self.behind = !self.indexed(added, ready.len());
+        }
+        self.release();
+        self.links.wake.notify_one();
+        true
+    }
+
+    /// Idle work: catching the index up, and retention on its timer.
+    fn between_batches(&mut self) {
+        if self.behind {
+            self.catch_up();
+            self.release();
+        }
+        if self.retained_at.elapsed() >= RETENTION_EVERY {
+            self.retained_at = Instant::now();
+            self.enforce_retention();
+        }
+    }
+
+    /// Adds the pending records after the index's mark, a page at a time (a crash between the
+    /// outbox's commit and the index's, an index that failed, an index moved aside).
+    fn catch_up(&mut self) {
+        let Some(index) = self.kept.index.as_mut() else { return self.behind = false };
+        loop {
+            // A large backlog takes a while: it is progress, and a stop still stops it.
+            self.links.heartbeat.beat();
+            if self.links.shutdown.is_shutdown() {
+                return;
+            }
+            let from = index.mark().map_or(0, |seq| seq + 1);
+            let page = match self.outbox.scan(from, 1000) {
+                Ok((page, _)) => page,
+                Err(e) => return tracing::error!(error = %e, "cannot read the outbox to bring the index up to date"),
+            };
+            if page.is_empty() {
+                self.behind = false;
+                self.outbox.mark_indexed(index.mark());
+                return;
+            }
+            let added = index.add(page.iter().map(|(seq, record)| (*seq, record)));
+            if !record_indexed(&self.outbox, index, added, page.len(), &self.links.stats) {
+                return; // tried again on the next batch or idle tick
+            }
+            tracing::info!(event = "reindexed", records = page.len(), "pending records added to the index on the device");
+        }
+    }
+
+    fn indexed(&mut self, added: Result<(), IndexError>, records: usize) -> bool {
+        match self.kept.index.as_mut() {
+            Some(index) => record_indexed(&self.outbox, index, added, records, &self.links.stats),
+            None => true,
+        }
+    }
+
+    /// Without Pinecone: the records the index has leave the outbox.
+    fn release(&self) {
+        if self.release != Release::Here || self.kept.index.is_none() {
+            return;
+        }
+        match self.outbox.remove_indexed() {
+            Ok(0) => {}
+            Ok(_) => self.links.stats.outbox_backlog(self.outbox.backlog()),
+            Err(e) => tracing::error!(error = %e, "indexed records could not be removed from the outbox; tried again with the next batch"),
+        }
+    }
+
+    fn enforce_retention(&mut self) {
+        if let Some(index) = self.kept.index.as_mut() {
+            index.enforce_retention();
+            self.links.stats.index_size(index.len(), index.bytes());
+        }
+        if let Some(store) = self.kept.crops.as_mut() {
+            let evicted = store.enforce_retention();
+            self.links.stats.crops_stored(0, 0, evicted, store.bytes());
+        }
+    }
+}
+
+/// After an add to the index: on success the outbox may release what it has; a failure is
+/// logged and counted, and nothing is released past the mark.
+fn record_indexed(outbox: &Outbox, index: &Index, added: Result<(), IndexError>, records: usize, stats: &Stats) -> bool {
+    match added {
+        Ok(()) => {
+            outbox.mark_indexed(index.mark());
+            stats.index_size(index.len(), index.bytes());
+            true
+        }
+        Err(e) => {
+            tracing::error!(event = "index_failed", error = %e, records, "records not added to the index on the device yet; they stay in the outbox");
+            stats.index_failed(e.to_string());
+            false
+        }
+    }
+}
+
+/// Stores every record's crop first; a crop that cannot be stored is logged and counted, and
+/// its record goes on without a `crop` key (vectors are never held back by crops).
+fn store_crops(store: Option<&mut CropStore>, made: Vec<NewRecord>, stats: &Stats) -> Vec<Record> {
+    let Some(store) = store else { return made.into_iter().map(|m| m.record).collect() };
+    let (mut stored, mut failed) = (0, 0);
+    let records = made
+        .into_iter()
+        .map(|NewRecord { mut record, crop_jpeg }| {
+            if let (Some(key), Some(jpeg)) = (record.metadata.crop.clone(), crop_jpeg) {
+                match store.put(&key, &jpeg) {
+                    Ok(()) => {
+                        stored += 1;
+                        stats.crop_succeeded();
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        stats.crop_failed(e.to_string());
+                        tracing::error!(event = "crop_failed", record = %record.id, error = %e, "crop not stored; the record is kept without it");
+                        record.metadata.crop = None;
+                    }
+                }
+            }
+            record
+        })
+        .collect();
+    let evicted = store.enforce_retention();
+    stats.crops_stored(stored, failed, evicted, store.bytes());
+    records
+}
+
+/// Appends until the outbox takes the records: they are never dropped here. Returns their
+/// sequence numbers, or `None` when the daemon stops before they could be accepted (a full
+/// outbox with `pause_ingest`, a failing disk): the log says how many were not.
+fn commit(outbox: &Outbox, records: &[Record], links: &KeeperLinks) -> Option<Vec<u64>> {
+    let stats = &links.stats;
+    let mut delay = Duration::from_millis(100);
+    let mut paused_since: Option<Instant> = None;
+    loop {
+        // Read before appending: the clock has already covered every record handed over.
+        match outbox.append(records, links.ids.high_water()) {
+            Ok(appended) => {
+                if paused_since.is_some() {
+                    tracing::info!(event = "outbox_resumed", "outbox has room again; ingest resumed");
+                    stats.outbox_paused(false);
+                    crate::systemd_notify::status("running");
+                }
+                if appended.dropped > 0 {
+                    stats.outbox_dropped(appended.dropped);
+                }
+                if appended.dropped > 0 || !stats.outbox_oldest_known() {
+                    stats.outbox_oldest(outbox.oldest_ts().ok().flatten());
+                }
+                stats.outbox_accepted(records.len() as u64, outbox.backlog());
+                return Some(appended.seqs);
+            }
+            Err(OutboxError::Full { reason }) => {
+                if paused_since.is_none() {
+                    tracing::warn!(event = "outbox_paused", %reason, "outbox full: ingest paused until the syncer makes room");
+                    stats.outbox_paused(true);
+                    // Paused on purpose is healthy: every stage keeps beating, and systemd's
+                    // status says why nothing is taken in.
+                    crate::systemd_notify::status(&format!("paused: {reason}"));
+                    paused_since = Some(Instant::now());
+                }
+                links.heartbeat.beat(); // waiting for room is legitimate idleness
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, records = records.len(), "cannot write to the outbox; retrying");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+        if links.shutdown.is_shutdown() {
+            tracing::error!(
+                event = "records_not_accepted",
+                records = records.len(),
+                "stopping before the outbox could take these records: they were not accepted"
+            );
+            return None;
+        }
+    }
+}

@@ -63,6 +63,14 @@ pub struct KeeperLinks {
     pub shutdown: Shutdown,
 }
 
+/// The free space the crop store and the index leave on `data_dir`'s filesystem
+/// (`outbox.min_free_disk`; the outbox holds itself to it on every append).
+#[derive(Clone, Debug)]
+pub struct DiskGuard {
+    pub dir: PathBuf,
+    pub min_free: u64,
+}
+
 /// Group commit's two limits.
 #[derive(Clone, Copy, Debug)]
 pub struct Flush {
@@ -116,13 +124,21 @@ fn move_aside(data_dir: &Path, _why: &IndexError) -> Result<PathBuf, IndexError>
 }
 
 /// The keeper's loop, until inference is gone (or the daemon stops while the outbox is full).
-pub fn run_keeper(outbox: Arc<Outbox>, records: Receiver<Vec<NewRecord>>, kept: Kept, release: Release, links: KeeperLinks, flush: Flush) {
-    let mut keeper = Keeper { outbox, kept, release, links, behind: true, retained_at: Instant::now() };
+pub fn run_keeper(
+    outbox: Arc<Outbox>,
+    records: Receiver<Vec<NewRecord>>,
+    kept: Kept,
+    release: Release,
+    links: KeeperLinks,
+    (flush, disk): (Flush, DiskGuard),
+) {
+    let mut keeper = Keeper { outbox, kept, release, links, disk, disk_full: false, behind: true, retained_at: Instant::now() };
     if keeper.kept.index.is_none() {
         // Nothing to wait for: Pinecone may have every record once it is durable.
         keeper.outbox.mark_all_indexed();
     }
     keeper.catch_up();
+    keeper.release(); // what a run without Pinecone left pending and the index has
     let mut waiting: Vec<NewRecord> = Vec::new();
     let mut first_at = Instant::now();
     loop {
@@ -166,6 +182,9 @@ struct Keeper {
     kept: Kept,
     release: Release,
     links: KeeperLinks,
+    disk: DiskGuard,
+    /// The disk is full (below `min_free_disk`, or out of space), as last said.
+    disk_full: bool,
     /// The index may lack accepted records: catch up from the outbox.
     behind: bool,
     retained_at: Instant,
@@ -174,9 +193,18 @@ struct Keeper {
 impl Keeper {
     /// Steps 1 to 4 for one batch; false when the daemon stopped before it was accepted.
     fn keep(&mut self, made: Vec<NewRecord>) -> bool {
-        let ready = store_crops(self.kept.crops.as_mut(), made, &self.links.stats);
-        let Some(seqs) = commit(&self.outbox, &ready, &self.links) else { return false };
-        if self.behind {
+        let low_disk = self.low_disk();
+        let ready = match low_disk {
+            // The record is what matters: on a full disk it goes without its crop (counted).
+            true => without_crops(made, self.kept.crops.as_ref().map_or(0, CropStore::bytes), &self.links.stats),
+            false => store_crops(self.kept.crops.as_mut(), made, &self.links.stats),
+        };
+        let Some(seqs) = self.commit(&ready) else { return false };
+        if low_disk && self.kept.index.is_some() {
+            // Added from the outbox once there is room again.
+            self.behind = true;
+            self.links.stats.index_failed("the data disk is below outbox.min_free_disk".into());
+        } else if self.behind {
             self.catch_up();
         } else if let Some(index) = self.kept.index.as_mut() {
             let added = index.add(seqs.iter().copied().zip(&ready));
@@ -189,7 +217,10 @@ impl Keeper {
 
     /// Idle work: catching the index up, and retention on its timer.
     fn between_batches(&mut self) {
-        if self.behind {
+        // While no record comes, the disk's own word (appends say it otherwise).
+        let low_disk = self.low_disk();
+        self.set_disk_full(low_disk, "below outbox.min_free_disk");
+        if self.behind && !low_disk {
             self.catch_up();
             self.release();
         }
@@ -260,6 +291,107 @@ impl Keeper {
 
 /// After an add to the index: on success the outbox may release what it has; a failure is
 /// logged and counted, and nothing is released past the mark.
+impl Keeper {
+    fn low_disk(&self) -> bool {
+        crate::outbox::below_min_free(&self.disk.dir, self.disk.min_free)
+    }
+
+    /// Says (once per change) that the disk is full or has room again: a typed event, the stats
+    /// and so MQTT and Home Assistant.
+    fn set_disk_full(&mut self, full: bool, why: &str) {
+        if full == self.disk_full {
+            return;
+        }
+        self.disk_full = full;
+        self.links.stats.outbox_disk_full(full);
+        match full {
+            true => tracing::error!(event = "disk_full", reason = %why, dir = %self.disk.dir.display(),
+                "the data disk is full: ingest pauses or drops by outbox.policy, nothing accepted is lost; free space to resume"),
+            false => tracing::info!(event = "disk_space_back", "the data disk has room again"),
+        }
+    }
+
+    /// Appends until the outbox takes the records: they are never dropped here. Returns their
+    /// sequence numbers, or `None` when the daemon stops before they could be accepted (a full
+    /// outbox with `pause_ingest`, a full or failing disk): the log says how many were not.
+    fn commit(&mut self, records: &[Record]) -> Option<Vec<u64>> {
+        let mut delay = Duration::from_millis(100);
+        let mut paused_since: Option<Instant> = None;
+        loop {
+            // Read before appending: the clock has already covered every record handed over.
+            match self.outbox.append(records, self.links.ids.high_water()) {
+                Ok(appended) => {
+                    self.set_disk_full(appended.low_disk, "below outbox.min_free_disk");
+                    if paused_since.is_some() {
+                        tracing::info!(event = "outbox_resumed", "outbox has room again; ingest resumed");
+                        self.links.stats.outbox_paused(false);
+                        crate::systemd_notify::status("running");
+                    }
+                    self.accepted(records.len(), &appended);
+                    return Some(appended.seqs);
+                }
+                Err(OutboxError::Full { reason, low_disk }) => {
+                    self.set_disk_full(low_disk, &reason);
+                    if paused_since.is_none() {
+                        tracing::warn!(event = "outbox_paused", %reason, "outbox full: ingest paused until the syncer makes room");
+                        self.links.stats.outbox_paused(true);
+                        // Paused on purpose is healthy: every stage keeps beating, and systemd's
+                        // status says why nothing is taken in.
+                        crate::systemd_notify::status(&format!("paused: {reason}"));
+                        paused_since = Some(Instant::now());
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) if e.is_disk_full() => {
+                    self.set_disk_full(true, &e.to_string());
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, records = records.len(), "cannot write to the outbox; retrying");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+            // Waiting for room, or retrying a disk, is not a wedge: the thread is alive.
+            self.links.heartbeat.beat();
+            if self.links.shutdown.is_shutdown() {
+                tracing::error!(
+                    event = "records_not_accepted",
+                    records = records.len(),
+                    "stopping before the outbox could take these records: they were not accepted"
+                );
+                return None;
+            }
+        }
+    }
+
+    fn accepted(&self, records: usize, appended: &crate::outbox::Appended) {
+        let stats = &self.links.stats;
+        if appended.dropped > 0 {
+            stats.outbox_dropped(appended.dropped);
+        }
+        if appended.dropped > 0 || !stats.outbox_oldest_known() {
+            stats.outbox_oldest(self.outbox.oldest_ts().ok().flatten());
+        }
+        stats.outbox_accepted(records as u64, self.outbox.backlog());
+    }
+}
+
+/// Records made while the disk is full keep their vectors; their crops are not stored.
+fn without_crops(made: Vec<NewRecord>, bytes_kept: u64, stats: &Stats) -> Vec<Record> {
+    let dropped = made.iter().filter(|m| m.crop_jpeg.is_some()).count() as u64;
+    if dropped > 0 {
+        stats.crop_failed("the data disk is below outbox.min_free_disk".into());
+        stats.crops_stored(0, dropped, 0, bytes_kept);
+    }
+    made.into_iter()
+        .map(|NewRecord { mut record, .. }| {
+            record.metadata.crop = None;
+            record
+        })
+        .collect()
+}
+
 fn record_indexed(outbox: &Outbox, index: &Index, added: Result<(), IndexError>, records: usize, stats: &Stats) -> bool {
     match added {
         Ok(()) => {
@@ -305,56 +437,33 @@ fn store_crops(store: Option<&mut CropStore>, made: Vec<NewRecord>, stats: &Stat
     records
 }
 
-/// Appends until the outbox takes the records: they are never dropped here. Returns their
-/// sequence numbers, or `None` when the daemon stops before they could be accepted (a full
-/// outbox with `pause_ingest`, a failing disk): the log says how many were not.
-fn commit(outbox: &Outbox, records: &[Record], links: &KeeperLinks) -> Option<Vec<u64>> {
-    let stats = &links.stats;
-    let mut delay = Duration::from_millis(100);
-    let mut paused_since: Option<Instant> = None;
-    loop {
-        // Read before appending: the clock has already covered every record handed over.
-        match outbox.append(records, links.ids.high_water()) {
-            Ok(appended) => {
-                if paused_since.is_some() {
-                    tracing::info!(event = "outbox_resumed", "outbox has room again; ingest resumed");
-                    stats.outbox_paused(false);
-                    crate::systemd_notify::status("running");
-                }
-                if appended.dropped > 0 {
-                    stats.outbox_dropped(appended.dropped);
-                }
-                if appended.dropped > 0 || !stats.outbox_oldest_known() {
-                    stats.outbox_oldest(outbox.oldest_ts().ok().flatten());
-                }
-                stats.outbox_accepted(records.len() as u64, outbox.backlog());
-                return Some(appended.seqs);
-            }
-            Err(OutboxError::Full { reason }) => {
-                if paused_since.is_none() {
-                    tracing::warn!(event = "outbox_paused", %reason, "outbox full: ingest paused until the syncer makes room");
-                    stats.outbox_paused(true);
-                    // Paused on purpose is healthy: every stage keeps beating, and systemd's
-                    // status says why nothing is taken in.
-                    crate::systemd_notify::status(&format!("paused: {reason}"));
-                    paused_since = Some(Instant::now());
-                }
-                links.heartbeat.beat(); // waiting for room is legitimate idleness
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => {
-                tracing::error!(error = %e, records = records.len(), "cannot write to the outbox; retrying");
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-        if links.shutdown.is_shutdown() {
-            tracing::error!(
-                event = "records_not_accepted",
-                records = records.len(),
-                "stopping before the outbox could take these records: they were not accepted"
-            );
-            return None;
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_of_another_dimension_is_one_start_up_error_naming_both_and_the_way_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = SearchConfig::default();
+        let mut index = Index::open(dir.path(), &config).expect("open");
+        let record = crate::record::test_record("d:c:1:0", "c", crate::clock::unix_ms(), crate::index::random_unit(1, 512));
+        index.add([(0, &record)]).expect("add");
+        drop(index);
+        let error = open_index(dir.path(), &config, 768, &Stats::new()).err().expect("another dimension is refused").to_string();
+        assert!(error.contains("512-dimensional") && error.contains("gives 768") && error.contains("mv "), "{error}");
+        assert!(open_index(dir.path(), &config, 512, &Stats::new()).is_ok_and(|i| i.is_some()));
+    }
+
+    #[test]
+    fn an_index_that_cannot_be_opened_is_moved_aside_and_a_new_one_takes_its_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("index")).expect("index dir");
+        std::fs::write(dir.path().join("index/names.json"), b"{ not json").expect("damage");
+        let stats = Stats::new();
+        let index = open_index(dir.path(), &SearchConfig::default(), 512, &stats).expect("opens").expect("an index");
+        assert!(index.is_empty());
+        let report = stats.snapshot().report("d", &Default::default(), None);
+        let aside = report["index"]["moved_aside"].as_str().expect("the stats say where it went").to_owned();
+        assert!(std::path::Path::new(&aside).join("names.json").exists(), "{aside}");
     }
 }

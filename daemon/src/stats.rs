@@ -80,6 +80,7 @@ numbers! {
 pub const OUTBOX_DERIVED: &[(&str, &str)] = &[
     ("oldest_pending_age_s", "age of the oldest pending record, seconds, or null when none"),
     ("paused", "ingest is paused at a cap (policy `pause_ingest`)"),
+    ("disk_full", "the data disk is below `outbox.min_free_disk` or out of space: ingest pauses or drops by `outbox.policy`, nothing accepted is lost, and it clears by itself once there is room"),
 ];
 
 numbers! {
@@ -298,6 +299,7 @@ pub struct Stats {
     cameras: RwLock<BTreeMap<String, Arc<CameraStats>>>,
     outbox: Numbers,
     outbox_paused: AtomicBool,
+    outbox_disk_full: AtomicBool,
     /// Unix ms of the oldest pending record's capture, 0 when nothing is pending.
     outbox_oldest_ts: AtomicU64,
     sync: Numbers,
@@ -332,6 +334,7 @@ impl Stats {
             cameras: RwLock::default(),
             outbox: Numbers::new(OutboxNumber::ALL.len()),
             outbox_paused: AtomicBool::new(false),
+            outbox_disk_full: AtomicBool::new(false),
             outbox_oldest_ts: AtomicU64::new(0),
             sync: Numbers::new(SyncNumber::ALL.len()),
             last_sync_unix_ms: AtomicU64::new(0),
@@ -394,6 +397,11 @@ impl Stats {
 
     pub fn outbox_quarantined(&self, total: u64) {
         self.outbox.set(OutboxNumber::Quarantined as usize, total);
+    }
+
+    /// The data disk is full, or has room again.
+    pub fn outbox_disk_full(&self, full: bool) {
+        self.outbox_disk_full.store(full, Relaxed);
     }
 
     pub fn outbox_paused(&self, paused: bool) {
@@ -525,6 +533,7 @@ impl Stats {
             cameras: cameras.iter().map(|(name, c)| (name.clone(), c.snapshot())).collect(),
             outbox: self.outbox.values(),
             outbox_paused: self.outbox_paused.load(Relaxed),
+            outbox_disk_full: self.outbox_disk_full.load(Relaxed),
             outbox_oldest_ts: nonzero(self.outbox_oldest_ts.load(Relaxed)),
             sync: self.sync.values(),
             last_sync_ts: nonzero(self.last_sync_unix_ms.load(Relaxed)),
@@ -557,6 +566,7 @@ pub struct Snapshot {
     pub cameras: BTreeMap<String, CameraSnapshot>,
     outbox: Vec<u64>,
     outbox_paused: bool,
+    outbox_disk_full: bool,
     outbox_oldest_ts: Option<i64>,
     sync: Vec<u64>,
     last_sync_ts: Option<i64>,
@@ -602,6 +612,7 @@ impl Snapshot {
         let mut outbox = numbers_json(OutboxNumber::FIELDS, &self.outbox);
         outbox.insert("oldest_pending_age_s".into(), json!(age_s(self.outbox_oldest_ts)));
         outbox.insert("paused".into(), json!(self.outbox_paused));
+        outbox.insert("disk_full".into(), json!(self.outbox_disk_full));
         let mut crops = numbers_json(CropNumber::FIELDS, &self.crops);
         crops.insert("last_error".into(), json!(self.crops_error));
         let mut index = numbers_json(IndexNumber::FIELDS, &self.index);

@@ -7,6 +7,7 @@ mod harness;
 mod attention;
 mod check;
 mod clock;
+mod disk;
 mod durability;
 mod engines;
 mod events;

@@ -56,7 +56,24 @@ pub enum OutboxError {
     #[error("cannot encode record {id}: {source}")]
     Encode { id: String, source: codec::EncodeError },
     #[error("the outbox is full ({reason}) and the policy is pause_ingest")]
-    Full { reason: String },
+    Full { reason: String, low_disk: bool },
+}
+
+impl OutboxError {
+    /// The filesystem under `data_dir` has no room (below `min_free_disk`, or out of space):
+    /// a state that passes once space comes back, not a fault.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            OutboxError::Full { low_disk, .. } => *low_disk,
+            OutboxError::Storage(sled::Error::Io(e)) | OutboxError::Open { source: sled::Error::Io(e), .. } => is_out_of_space(e),
+            _ => false,
+        }
+    }
+}
+
+/// ENOSPC or EDQUOT, however the I/O error carries it.
+pub fn is_out_of_space(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded || e.raw_os_error() == Some(28)
 }
 
 /// Why `data_dir` cannot hold the outbox, found before anything is opened.
@@ -90,6 +107,8 @@ pub struct Appended {
     pub dropped: u64,
     /// The records' sequence numbers, in order.
     pub seqs: Vec<u64>,
+    /// The disk was below `min_free_disk`: `drop_oldest` held the backlog's size.
+    pub low_disk: bool,
 }
 
 /// Pending records and their encoded size, as stored beside them.
@@ -187,8 +206,9 @@ impl Outbox {
         let mut appended = Appended::default();
         if let Some(excess) = self.excess(&backlog, new_bytes) {
             match self.config.policy {
-                CapPolicy::PauseIngest => return Err(OutboxError::Full { reason: excess.reason }),
+                CapPolicy::PauseIngest => return Err(OutboxError::Full { reason: excess.reason, low_disk: excess.low_disk }),
                 CapPolicy::DropOldest => {
+                    appended.low_disk = excess.low_disk;
                     let mut freed = 0;
                     for entry in self.pending.range(..RECORDS_END) {
                         if freed >= excess.bytes {
@@ -225,7 +245,11 @@ impl Outbox {
         let total = backlog.bytes + new_bytes;
         let max = self.config.max_bytes.0;
         if total > max {
-            return Some(Excess { bytes: total - max, reason: format!("backlog would reach {total} bytes, max_bytes is {max}") });
+            return Some(Excess {
+                bytes: total - max,
+                reason: format!("backlog would reach {total} bytes, max_bytes is {max}"),
+                low_disk: false,
+            });
         }
         let min_free = self.config.min_free_disk.0;
         match free_disk(&self.dir) {
@@ -233,6 +257,7 @@ impl Outbox {
                 // Sled frees disk space lazily, so hold the backlog's size instead of growing it.
                 bytes: new_bytes,
                 reason: format!("{free} bytes free on disk, min_free_disk is {min_free}"),
+                low_disk: true,
             }),
             _ => None,
         }
@@ -434,6 +459,8 @@ fn lock_exclusively(data_dir: &Path, outbox: &Path) -> Result<nix::fcntl::Flock<
 struct Excess {
     bytes: u64,
     reason: String,
+    /// The cap is the disk's free space, not `max_bytes`.
+    low_disk: bool,
 }
 
 fn write_counters(batch: &mut sled::Batch, backlog: Backlog) {
@@ -443,6 +470,12 @@ fn write_counters(batch: &mut sled::Batch, backlog: Backlog) {
 
 fn key_seq(key: &[u8]) -> u64 {
     key.try_into().map_or(u64::MAX, u64::from_be_bytes)
+}
+
+/// Whether the filesystem holding `dir` has less than `min_free` available: what the crop store
+/// and the index are held to before the keeper writes them (the outbox checks on every append).
+pub fn below_min_free(dir: &Path, min_free: u64) -> bool {
+    free_disk(dir).is_some_and(|free| free < min_free)
 }
 
 /// Bytes available to unprivileged users on the filesystem holding `dir`.

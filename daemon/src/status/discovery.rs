@@ -44,6 +44,14 @@ impl Discovery<'_> {
         (format!("{}/sensor/{id}/config", self.ha_prefix), config)
     }
 
+    /// A `problem` binary sensor read from the stats.
+    fn binary_sensor(&self, object: &str, name: &str, template: &str) -> (String, Value) {
+        let (_, mut config) = self.sensor(object, name, self.stats_topic(), Some(template.into()), None);
+        config["device_class"] = json!("problem");
+        let id = format!("glimpse_{}_{object}", self.device);
+        (format!("{}/binary_sensor/{id}/config", self.ha_prefix), config)
+    }
+
     fn stats_topic(&self) -> String {
         format!("{}/{}/stats", self.topic_prefix, self.device)
     }
@@ -65,6 +73,7 @@ impl Discovery<'_> {
                 Some("{{ value_json.crops.pending }}".into()),
                 Some("crops"),
             ),
+            self.binary_sensor("disk_full", "Data disk full", "{{ 'ON' if value_json.outbox.disk_full else 'OFF' }}"),
             self.sensor(
                 "last_sync_age",
                 "Since last sync",

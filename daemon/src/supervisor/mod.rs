@@ -39,14 +39,14 @@ use crate::crops::{upload, CropStore};
 use crate::detect::Detector;
 use crate::embed::Embedder;
 use crate::events;
-use crate::keeper::{self, Flush, KeeperLinks, Kept, Release};
+use crate::keeper::{self, DiskGuard, Flush, KeeperLinks, Kept, Release};
 use crate::model::EngineReport;
 use crate::outbox::{self, Outbox};
 use crate::record::NewRecord;
 use crate::schedule::Scheduler;
 use crate::shutdown::{self, Trigger};
 use crate::source;
-use crate::stats::Stats;
+use crate::stats::{CropNumber, Stats};
 use crate::status::{self, BrokerFeed, Reporter, TriggerEntity};
 use crate::sync::{self, PineconeClient, SyncError, SyncOptions};
 use crate::systemd_notify::{self, Heartbeats};
@@ -201,7 +201,7 @@ fn broker_links(
 ) -> Option<(Broker, BrokerFeed, std::sync::mpsc::Receiver<Vec<Prepared>>, BrokerLinks)> {
     config.mqtt.as_ref()?;
     let (queue, messages) = events::queue(config.events.max_queued, stats.clone());
-    let events = config.events_enabled().then(|| events::Filter::new(&config.events));
+    let events = config.events_enabled().then(|| events::TrackFilter::new(&config.events));
     let (entities, entities_rx) = watch::channel(Vec::new());
     let (triggers, triggers_rx) = std::sync::mpsc::channel();
     let links = BrokerLinks { triggers, entities };
@@ -259,9 +259,10 @@ impl Daemon {
             shutdown: shutdown.clone(),
         };
         let flush = Flush { after: Duration::from_millis(config.outbox.flush_ms), records: config.outbox.flush_records };
+        let disk = DiskGuard { dir: config.device.data_dir.clone(), min_free: config.outbox.min_free_disk.0 };
         let keeper = spawn("keeper", {
             let outbox = outbox.clone();
-            move || keeper::run_keeper(outbox, record_rx, kept, release, links, flush)
+            move || keeper::run_keeper(outbox, record_rx, kept, release, links, (flush, disk))
         })?;
         let crops = config.crops.enabled.then_some((config.crops.max_px, config.crops.quality));
         let (device, min_box_px, analysis) = (config.device.id.clone(), config.detector.min_box_px, config.analysis.clone());
@@ -358,11 +359,16 @@ impl Daemon {
         if !self.cameras.all_finished() {
             return false;
         }
-        let crops_uploaded = self.uploader.as_ref().is_none_or(|(_, marks)| upload::waiting(marks).is_empty());
+        // The uploader's count first: the directory is walked only to confirm that none waits.
+        let crops_uploaded = || {
+            self.uploader
+                .as_ref()
+                .is_none_or(|(_, marks)| self.stats.crop_number(CropNumber::Pending) == 0 && upload::waiting(marks).is_empty())
+        };
         self.analyzer.is_finished()
             && self.keeper.is_finished()
             && (self.release == Release::Here || self.outbox.backlog().records == 0)
-            && crops_uploaded
+            && crops_uploaded()
     }
 
     /// Carries out an operator command; the answer is what the result topic says.

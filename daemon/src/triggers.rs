@@ -255,9 +255,10 @@ impl Triggers {
         matches
     }
 
-    /// A track ended: its once-per-track memory goes.
-    pub fn track_ended(&mut self, camera: &str, track_id: &str) {
-        self.fired_on_track.retain(|(c, t, _)| !(c == camera && t == track_id));
+    /// Tracks of `camera` that `follows` no longer follows have ended: their once-per-track
+    /// memory goes (with or without object events).
+    pub fn forget_ended_tracks(&mut self, camera: &str, follows: impl Fn(&str) -> bool) {
+        self.fired_on_track.retain(|(c, t, _)| c != camera || follows(t));
     }
 
     /// A camera departed: everything it fired on goes.
@@ -341,8 +342,11 @@ mod tests {
         assert_eq!(t.check(&record("r4", "yard", "t3", like.clone()), 30_000).len(), 1, "another camera has its own cooldown");
         let fired = t.check(&record("r5", "gate", "t4", like.clone()), 61_000);
         assert_eq!((fired.len(), fired[0].similarity), (1, 1.0));
-        t.track_ended("gate", "t1");
-        assert_eq!(t.check(&record("r6", "gate", "t1", like), 200_000).len(), 1, "a new track may reuse the id after the end");
+        // The analyzer's tracker follows t4 on the gate, t3 in the yard: t1 has ended.
+        t.forget_ended_tracks("gate", |id| id == "t4");
+        assert_eq!(t.fired_on_track.len(), 2, "only the followed tracks are remembered");
+        assert_eq!(t.check(&record("r6", "gate", "t1", like.clone()), 200_000).len(), 1, "a new track may reuse the id after the end");
+        assert!(t.check(&record("r7", "yard", "t3", like), 300_000).is_empty(), "another camera's tracks are untouched");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! the capture); the key is the path below `dir`. Retention: at most `max_bytes`, and with
 //! `max_age` nothing older, oldest first.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -208,6 +208,9 @@ pub struct CropStore {
     max_age: Option<Duration>,
     /// Every stored crop, oldest first: (modification time, key, size).
     kept: BTreeSet<(SystemTime, String, u64)>,
+    /// Each key's entry in `kept`: a key written again (a file camera run again, a stall
+    /// restart) replaces its entry, so retention never deletes the file a live record names.
+    by_key: HashMap<String, (SystemTime, u64)>,
     bytes: u64,
     /// With a remote store: where each new crop is also linked until its upload succeeded.
     upload_marks: Option<PathBuf>,
@@ -226,7 +229,7 @@ impl CropStore {
         }
         let upload_marks = config.upload_marks(data_dir);
         let (max_bytes, max_age) = (config.max_bytes.0, config.max_age.map(|a| a.0));
-        let mut store = Self { dir, max_bytes, max_age, kept: BTreeSet::new(), bytes: 0, upload_marks, policy };
+        let mut store = Self { dir, max_bytes, max_age, kept: BTreeSet::new(), by_key: HashMap::new(), bytes: 0, upload_marks, policy };
         store.take_stock(&store.dir.clone());
         store
     }
@@ -239,8 +242,7 @@ impl CropStore {
                 Ok(m) if m.is_dir() => self.take_stock(&path),
                 Ok(m) if path.extension().is_some_and(|e| e == "jpg") => {
                     let key = path.strip_prefix(&self.dir).map(|k| k.to_string_lossy().into_owned()).unwrap_or_default();
-                    self.kept.insert((m.modified().unwrap_or(SystemTime::UNIX_EPOCH), key, m.len()));
-                    self.bytes += m.len();
+                    self.remember(key, m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len());
                 }
                 _ => {}
             }
@@ -279,9 +281,19 @@ impl CropStore {
                 .map_err(mark_fail)?;
             std::fs::File::open(mark_dir).and_then(|d| d.sync_all()).map_err(mark_fail)?;
         }
-        self.kept.insert((SystemTime::now(), key.to_owned(), jpeg.len() as u64));
-        self.bytes += jpeg.len() as u64;
+        self.remember(key.to_owned(), SystemTime::now(), jpeg.len() as u64);
         Ok(())
+    }
+
+    /// Counts a stored crop, replacing what an earlier write of the same key counted.
+    fn remember(&mut self, key: String, modified: SystemTime, len: u64) {
+        if let Some((before, before_len)) = self.by_key.remove(&key) {
+            self.kept.remove(&(before, key.clone(), before_len));
+            self.bytes = self.bytes.saturating_sub(before_len);
+        }
+        self.by_key.insert(key.clone(), (modified, len));
+        self.kept.insert((modified, key, len));
+        self.bytes += len;
     }
 
     /// Deletes the oldest crops while over `max_bytes` or older than `max_age`. A crop still
@@ -305,6 +317,7 @@ impl CropStore {
                 }
             }
             self.kept.pop_first();
+            self.by_key.remove(&oldest.1);
             self.bytes = self.bytes.saturating_sub(oldest.2);
             if let Err(e) = std::fs::remove_file(self.dir.join(&oldest.1)) {
                 tracing::warn!(key = %oldest.1, error = %e, "cannot delete an old crop");
@@ -370,6 +383,25 @@ mod tests {
         assert!(dir.path().join("crops/d/c/2026/01/02/c.jpg").exists());
         let reopened = CropStore::open(&config, dir.path(), CapPolicy::DropOldest);
         assert_eq!(reopened.bytes(), 20, "what is on disk is counted again at start");
+    }
+
+    #[test]
+    fn a_key_written_again_is_counted_once_and_retention_keeps_the_newer_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = CropsConfig { max_bytes: ByteSize(20), ..CropsConfig::default() };
+        let mut store = CropStore::open(&config, dir.path(), CapPolicy::DropOldest);
+        store.put("d/c/a.jpg", &[1; 10]).expect("put");
+        std::thread::sleep(Duration::from_millis(5));
+        store.put("d/c/b.jpg", &[2; 10]).expect("put");
+        std::thread::sleep(Duration::from_millis(5));
+        // A file camera run again: the same record id, so the same key.
+        store.put("d/c/a.jpg", &[3; 6]).expect("put again");
+        assert_eq!(store.bytes(), 16, "the first write of a is no longer counted");
+        store.put("d/c/c.jpg", &[4; 10]).expect("put");
+        assert_eq!(store.enforce_retention(), 1);
+        assert!(!dir.path().join("crops/d/c/b.jpg").exists(), "b is now the oldest");
+        assert_eq!(std::fs::read(dir.path().join("crops/d/c/a.jpg")).expect("a is kept"), [3; 6]);
+        assert_eq!(store.bytes(), 16);
     }
 
     #[test]

@@ -114,7 +114,7 @@ pub async fn run_uploader(remote: Remote, marks: PathBuf, stats: Arc<Stats>, mut
         let scan = marks.clone();
         let keys = tokio::task::spawn_blocking(move || waiting(&scan)).await.unwrap_or_default();
         stats.crops_pending(keys.len() as u64);
-        let delay = match upload_some(&remote, &marks, &keys, &stats).await {
+        let delay = match upload_all(&remote, &marks, &keys, &stats, &shutdown).await {
             _ if keys.is_empty() => Duration::from_secs(1),
             Ok(()) => {
                 stats.crop_succeeded();
@@ -135,9 +135,13 @@ pub async fn run_uploader(remote: Remote, marks: PathBuf, stats: Arc<Stats>, mut
     }
 }
 
-/// Uploads up to a batch of waiting crops, `IN_FLIGHT` at a time; the first failure stops it.
-async fn upload_some(remote: &Remote, marks: &Path, keys: &[String], stats: &Stats) -> Result<(), RemoteError> {
-    for chunk in keys.chunks(IN_FLIGHT).take(16) {
+/// Uploads every crop one scan found, `IN_FLIGHT` at a time, until the first failure or a stop:
+/// a backlog costs one directory scan, not one per batch.
+async fn upload_all(remote: &Remote, marks: &Path, keys: &[String], stats: &Stats, shutdown: &Shutdown) -> Result<(), RemoteError> {
+    for chunk in keys.chunks(IN_FLIGHT) {
+        if shutdown.is_shutdown() {
+            return Ok(());
+        }
         let mut uploads = tokio::task::JoinSet::new();
         for key in chunk {
             let (remote, marks, key) = (remote.clone(), marks.to_owned(), key.clone());

@@ -458,6 +458,13 @@ model = "/m/clip.onnx"
     }
 
     #[test]
+    fn an_index_cap_too_small_to_keep_within_10_percent_is_refused_by_its_key() {
+        let found = problems(&format!("{VALID}\n[search]\nmax_bytes = \"4 MiB\"\n"));
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(found[0].contains("search.max_bytes: must be at least 16 MiB"), "{found:#?}");
+    }
+
+    #[test]
     fn without_device_id_each_machine_gets_its_own_from_its_machine_id() {
         let config = Config::parse(&VALID.replace("id = \"lab-01\"\n", ""), Path::new("g.toml")).expect("valid without an id");
         let expected = std::process::Command::new("systemd-id128")

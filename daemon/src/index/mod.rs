@@ -3,7 +3,8 @@
 //! outbox accepted the records (and before the syncer may remove them); `glimpse search` reads
 //! it. This module alone owns `{data_dir}/index/`.
 //!
-//! Layout: segments of at most [`SEGMENT_RECORDS`] records, each three append-only files:
+//! Layout: segments of at most [`SEGMENT_RECORDS`] records (fewer for a small `max_bytes`: see
+//! [`Index::segment_rows`]), each three append-only files:
 //! - `NNNNNN.vec`: fixed-size rows `[ts i64][camera u32][label u32][scale f32][meta length u32]
 //!   [meta offset u64][dim × i8]`: what a scan reads (vectors quantized to int8, one scale each);
 //! - `NNNNNN.f32`: the exact vectors, read only to re-rank a scan's best candidates;
@@ -40,8 +41,21 @@ use crate::validate::ByteSize;
 use crate::validate::{KeyPath, Problem};
 use segment::Segment;
 
-/// Rows per segment: retention frees space a segment at a time.
+/// Rows per segment at most: retention frees space a segment at a time.
 pub const SEGMENT_RECORDS: u64 = 65_536;
+
+/// Rows per segment at least (a file per few minutes of a busy camera, not per record).
+const MIN_SEGMENT_RECORDS: u64 = 256;
+
+/// Retention keeps the index within this share of `max_bytes` over it: a segment is at most a
+/// tenth of the cap.
+const SEGMENTS_PER_CAP: u64 = 10;
+
+/// The smallest `max_bytes` that ten of the smallest segments of 512-d records fit in.
+const MIN_MAX_BYTES: u64 = 16 << 20;
+
+/// Metadata JSON of a row, about (for sizing segments).
+const META_BYTES: u64 = 400;
 
 /// `[search]`: the index on the device. Absent: on, with these defaults.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -66,8 +80,11 @@ impl SearchConfig {
         if !(self.retain_days.is_finite() && self.retain_days > 0.0) {
             problems.push(Problem::new(at.key("retain_days"), "must be a positive number of days, e.g. 30"));
         }
-        if self.max_bytes.0 < 1 << 20 {
-            problems.push(Problem::new(at.key("max_bytes"), "must be at least 1 MiB"));
+        if self.max_bytes.0 < MIN_MAX_BYTES {
+            problems.push(Problem::new(
+                at.key("max_bytes"),
+                "must be at least 16 MiB: the index retires a segment at a time, and keeps within 10 % of its cap only with ten or more",
+            ));
         }
     }
 }
@@ -251,10 +268,18 @@ impl Index {
         Ok(())
     }
 
+    /// Rows per new segment: at most a tenth of `max_bytes` (so that retention, a segment at a
+    /// time, keeps the index within about 10 % of its cap), between 256 and [`SEGMENT_RECORDS`].
+    pub fn segment_rows(&self, dimension: usize) -> u64 {
+        let row_bytes = segment::HEAD as u64 + 5 * dimension as u64 + META_BYTES;
+        (self.config.max_bytes.0 / SEGMENTS_PER_CAP / row_bytes).clamp(MIN_SEGMENT_RECORDS, SEGMENT_RECORDS)
+    }
+
     fn writable_segment(&mut self, dimension: usize) -> Result<&mut Segment, IndexError> {
         let last = self.segments.keys().next_back().copied();
+        let rows = self.segment_rows(dimension);
         let number = match last {
-            Some(n) if self.segments[&n].len() < SEGMENT_RECORDS => n,
+            Some(n) if self.segments[&n].len() < rows => n,
             Some(n) => n + 1,
             None => 0,
         };
@@ -318,7 +343,7 @@ impl Index {
             return Err(IndexError::Dimension { query: query.vector.len(), index: dimension });
         }
         // Rows past retention wait for their segment to go; search never shows them.
-        let filter = segment::Filter::new(query, &self.names.cameras, &self.names.labels, self.retention_cutoff());
+        let filter = segment::RowFilter::new(query, &self.names.cameras, &self.names.labels, self.retention_cutoff());
         let wanted = (query.top_k * 10).max(200);
         let quantized = segment::quantize(&query.vector);
         let segments: Vec<&Segment> = self.segments.values().collect();

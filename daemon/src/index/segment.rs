@@ -13,7 +13,7 @@ use crate::record::{Metadata, Record};
 /// Bytes of a row before its int8 vector: ts i64 (0..8), camera u32 (8..12), label u32
 /// (12..16), scale f32 (16..20), dimension u32 (20..24), metadata length u32 (24..28), zero
 /// (28..32), metadata offset u64 (32..40).
-const HEAD: usize = 40;
+pub const HEAD: usize = 40;
 
 pub struct Segment {
     paths: [PathBuf; 3],
@@ -305,14 +305,14 @@ pub fn quantize(values: &[f32]) -> Quantized {
 }
 
 /// Which rows a query may match, as row numbers of names.
-pub struct Filter {
+pub struct RowFilter {
     cameras: Option<Vec<u32>>,
     labels: Option<Vec<u32>>,
     since: i64,
     until: i64,
 }
 
-impl Filter {
+impl RowFilter {
     /// `not_before`: the retention cutoff (unix ms), whatever the query's own bounds.
     pub fn new(query: &Query, cameras: &[String], labels: &[String], not_before: i64) -> Self {
         let numbers = |wanted: &[String], names: &[String]| {
@@ -358,7 +358,7 @@ impl Ord for Candidate<'_> {
 }
 
 /// The best `wanted` rows of `segments` by their int8 score.
-pub fn candidates<'a>(segments: &[&'a Segment], query: &Quantized, filter: &Filter, wanted: usize) -> Vec<(f32, &'a Segment, u64)> {
+pub fn candidates<'a>(segments: &[&'a Segment], query: &Quantized, filter: &RowFilter, wanted: usize) -> Vec<(f32, &'a Segment, u64)> {
     let mut heap: BinaryHeap<Candidate<'a>> = BinaryHeap::with_capacity(wanted + 1);
     for segment in segments {
         let (Some(dimension), Ok(map)) = (segment.dimension(), segment.map(0)) else { continue };

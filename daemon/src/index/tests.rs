@@ -134,3 +134,18 @@ fn search_never_shows_a_record_past_retain_days_even_before_its_segment_goes() {
     assert_eq!(hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), ["d:gate:1"]);
     assert_eq!(index.len(), 2, "the segment holds both until every row in it has expired");
 }
+
+#[test]
+fn max_bytes_is_kept_to_within_a_tenth_by_segments_sized_to_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = SearchConfig { max_bytes: crate::validate::ByteSize(16 << 20), ..SearchConfig::default() };
+    let mut index = Index::open(dir.path(), &config).expect("open");
+    assert_eq!(index.segment_rows(512), 559, "a tenth of 16 MiB in rows of 512 dimensions");
+    let now = crate::clock::unix_ms();
+    let records: Vec<Record> = (0..12_000).map(|i| record(i, unit(i as u64, 512), "gate", now - 1000)).collect();
+    for chunk in numbered(&records, 0).chunks(500) {
+        index.add(chunk.iter().copied()).expect("add");
+        assert!(index.bytes() <= (16 << 20) * 11 / 10, "{} bytes over 16 MiB by more than 10 %", index.bytes());
+    }
+    assert!(index.bytes() > (16 << 20) * 8 / 10, "and the cap is used: {} bytes", index.bytes());
+}

@@ -52,7 +52,7 @@ struct Camera {
 pub struct Broker {
     pub queue: events::Queue,
     /// `None`: only trigger matches are published, no object events.
-    pub events: Option<events::Filter>,
+    pub events: Option<events::TrackFilter>,
 }
 
 /// A tracked object in one frame: its track, detection and box, and the record made of it.
@@ -186,16 +186,15 @@ impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
         records
     }
 
-    /// Ends the events of tracks the tracker stopped following, and forgets what they fired.
+    /// Forgets what tracks the tracker stopped following fired (events or not), and ends their
+    /// events.
     fn end_lost_tracks(&mut self, name: &str) {
         let Some(camera) = self.cameras.get_mut(name) else { return };
+        let tracker = &camera.attention.tracker;
+        self.triggers.forget_ended_tracks(name, |id| tracker.follows(id));
         let Some(log) = camera.log.as_mut() else { return };
         let mut ended = Vec::new();
-        let tracker = &camera.attention.tracker;
         log.end_unless(|id| tracker.follows(id), &mut ended);
-        for event in &ended {
-            self.triggers.track_ended(name, &event.track_id);
-        }
         self.send_events(ended);
     }
 
@@ -446,7 +445,7 @@ mod tests {
         stats: &Arc<Stats>,
     ) -> (Analyzer<TwoPeople, FlakyEmbedder>, events::Receiver) {
         let (queue, rx) = events::queue(100, stats.clone());
-        let filter = events::Filter::new(&events::EventsConfig::default());
+        let filter = events::TrackFilter::new(&events::EventsConfig::default());
         let (_updates, updates_rx) = std::sync::mpsc::channel();
         (analyzer.with_broker(Broker { queue, events: Some(filter) }, updates_rx), rx)
     }

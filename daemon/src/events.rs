@@ -165,13 +165,13 @@ pub struct Sighting<'a> {
 
 /// Which tracks make events, and how often they may update.
 #[derive(Clone, Debug)]
-pub struct Filter {
+pub struct TrackFilter {
     labels: Option<Vec<String>>,
     min_score: f32,
     update_interval_ms: i64,
 }
 
-impl Filter {
+impl TrackFilter {
     pub fn new(config: &EventsConfig) -> Self {
         Self { labels: config.labels.clone(), min_score: config.min_score, update_interval_ms: (config.update_interval_s * 1000.0) as i64 }
     }
@@ -193,12 +193,12 @@ struct OpenTrack {
 
 /// One camera's open tracks, as the broker has heard of them.
 pub struct TrackLog {
-    filter: Filter,
+    filter: TrackFilter,
     open: HashMap<String, OpenTrack>,
 }
 
 impl TrackLog {
-    pub fn new(filter: Filter) -> Self {
+    pub fn new(filter: TrackFilter) -> Self {
         Self { filter, open: HashMap::new() }
     }
 
@@ -292,7 +292,7 @@ mod tests {
     use super::*;
 
     fn log(update_interval_s: f64) -> TrackLog {
-        TrackLog::new(Filter::new(&EventsConfig { update_interval_s, ..EventsConfig::default() }))
+        TrackLog::new(TrackFilter::new(&EventsConfig { update_interval_s, ..EventsConfig::default() }))
     }
 
     fn seen<'a>(id: &'a str, x: u32, score: f32, stream_ms: i64, record: Option<(&'a str, Option<&'a str>)>) -> Sighting<'a> {
@@ -324,7 +324,7 @@ mod tests {
     #[test]
     fn the_filter_holds_back_tracks_until_they_qualify() {
         let config = EventsConfig { labels: Some(vec!["car".into()]), min_score: 0.8, ..EventsConfig::default() };
-        let mut log = TrackLog::new(Filter::new(&config));
+        let mut log = TrackLog::new(TrackFilter::new(&config));
         let mut out = Vec::new();
         log.saw("gate", seen("t1", 0, 0.5, 0, None), &mut out);
         assert!(out.is_empty());

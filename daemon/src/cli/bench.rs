@@ -206,7 +206,7 @@ fn median_ms_of<T>(runs: usize, mut prepare: impl FnMut() -> T, mut work: impl F
 pub fn overhead(detector: &Path, embedder: &Path, image: &Path, crops: u32, runs: usize, engine: &str) -> anyhow::Result<()> {
     use crate::detect::{resize_size, Detector, DetectorConfig, ObjectDetector};
     use crate::embed::{Embedder, EmbedderConfig, PixelBox};
-    use crate::model::{normalized_chw, Filter, Model, Resize, Shapes};
+    use crate::model::{normalized_chw, Model, Resize, ResizeFilter, Shapes};
     let engine = engine_named(engine, None, 1)?;
     let frame = image::open(image).with_context(|| format!("cannot read {}", image.display()))?.to_rgb8();
     let (w, h) = frame.dimensions();
@@ -228,7 +228,7 @@ pub fn overhead(detector: &Path, embedder: &Path, image: &Path, crops: u32, runs
     // The same inputs, made before the clock starts: only the model calls are timed.
     let (rh, rw) = resize_size(h, w, config.shortest_edge, config.longest_edge);
     let mut resize = Resize::default();
-    let detr_input = normalized_chw(&resize.to(&frame, rw, rh, Filter::Bilinear), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]);
+    let detr_input = normalized_chw(&resize.to(&frame, rw, rh, ResizeFilter::Bilinear), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]);
     let mut detr = Model::open(&engine, detector, Shapes::VaryingPixels { max_plans: 1 })?;
     let mut clip = Model::open(&engine, embedder, Shapes::Pixels([1, 3, 224, 224]))?;
     let clip_input = crate::model::Input::Pixels { shape: [1, 3, 224, 224], data: vec![0.5; 3 * 224 * 224] };
@@ -244,7 +244,7 @@ pub fn overhead(detector: &Path, embedder: &Path, image: &Path, crops: u32, runs
         },
     )?;
     let simd_resize = median_ms(runs, || {
-        resize.to(&frame, rw, rh, Filter::Bilinear);
+        resize.to(&frame, rw, rh, ResizeFilter::Bilinear);
         Ok(())
     })?;
     let image_resize = median_ms(runs, || {

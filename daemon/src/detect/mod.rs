@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::model::{normalized_chw, Engine, Filter, Model, ModelError, Resize, Shapes};
+use crate::model::{normalized_chw, Engine, Model, ModelError, Resize, ResizeFilter, Shapes};
 use crate::validate::{KeyPath, Problem};
 
 const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -124,7 +124,7 @@ impl ObjectDetector for Detector {
     fn detect(&mut self, frame: &image::RgbImage) -> Result<Vec<Detection>, ModelError> {
         let (w, h) = frame.dimensions();
         let (rh, rw) = resize_size(h, w, self.config.shortest_edge, self.config.longest_edge);
-        let resized = self.resize.to(frame, rw, rh, Filter::Bilinear);
+        let resized = self.resize.to(frame, rw, rh, ResizeFilter::Bilinear);
         let input = normalized_chw(&resized, IMAGENET_MEAN, IMAGENET_STD);
         let outputs = self.model.run(input)?;
         let (logits, boxes) = match (self.model.output(&outputs, 0)?.view(), self.model.output(&outputs, 1)?.view()) {

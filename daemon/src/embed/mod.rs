@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::detect::Detection;
-use crate::model::{normalized_chw, Engine, Filter, Model, ModelError, Resize, Shapes};
+use crate::model::{normalized_chw, Engine, Model, ModelError, Resize, ResizeFilter, Shapes};
 use crate::validate::{KeyPath, Problem};
 
 const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
@@ -131,7 +131,7 @@ fn clip_preprocess(crop: &image::RgbImage, resize: &mut Resize) -> image::RgbIma
     } else {
         (((INPUT_SIDE as u64 * w as u64) / h.max(1) as u64) as u32, INPUT_SIDE)
     };
-    let resized = resize.to(crop, nw.max(INPUT_SIDE), nh.max(INPUT_SIDE), Filter::Bicubic);
+    let resized = resize.to(crop, nw.max(INPUT_SIDE), nh.max(INPUT_SIDE), ResizeFilter::Bicubic);
     let left = (resized.width() - INPUT_SIDE) / 2;
     let top = (resized.height() - INPUT_SIDE) / 2;
     image::imageops::crop_imm(&resized, left, top, INPUT_SIDE, INPUT_SIDE).to_image()

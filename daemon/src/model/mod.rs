@@ -247,7 +247,7 @@ impl Model {
 pub struct Resize(fast_image_resize::Resizer);
 
 #[derive(Clone, Copy, Debug)]
-pub enum Filter {
+pub enum ResizeFilter {
     /// DetrImageProcessor's.
     Bilinear,
     /// CLIPImageProcessor's (Catmull-Rom).
@@ -256,14 +256,14 @@ pub enum Filter {
 
 impl Resize {
     /// `image` at `width`×`height`.
-    pub fn to(&mut self, image: &image::RgbImage, width: u32, height: u32, filter: Filter) -> image::RgbImage {
+    pub fn to(&mut self, image: &image::RgbImage, width: u32, height: u32, filter: ResizeFilter) -> image::RgbImage {
         use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions};
         if image.dimensions() == (width, height) {
             return image.clone();
         }
         let kernel = match filter {
-            Filter::Bilinear => FilterType::Bilinear,
-            Filter::Bicubic => FilterType::CatmullRom,
+            ResizeFilter::Bilinear => FilterType::Bilinear,
+            ResizeFilter::Bicubic => FilterType::CatmullRom,
         };
         let mut out = image::RgbImage::new(width, height);
         let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(kernel));

@@ -2,9 +2,11 @@
 # Cross-builds Glimpse for aarch64-unknown-linux-gnu (Jetson, Raspberry Pi 4/5, Rockchip) on
 # Debian 12 (x86_64).
 #
-#   scripts/aarch64.sh check   cargo check of the daemon for aarch64 (about 3 min)
+#   scripts/aarch64.sh check   cargo check of the daemon for aarch64: what differs on that target,
+#                              its dependencies' build scripts and target-specific code (about 5 min
+#                              from scratch on 2 cores, the sysroot 1 more; CI runs this)
 #   scripts/aarch64.sh clippy  cargo clippy -D warnings of the whole workspace, tests included, for
-#                              aarch64: the lint and the cross-compile check in one build (CI runs this)
+#                              aarch64 (by hand; CI lints the host build as it builds the tests)
 #   scripts/aarch64.sh smoke   release build for aarch64 (about 8 min on 2 cores), then the
 #                              e2e test that indexes bikes.mp4 with the small models runs the
 #                              aarch64 binary under qemu-aarch64-static: every record must reach

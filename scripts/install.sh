@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 
-echo "==> building glimpse (release; 8 to 12 minutes on 2 cores the first time)"
+echo "==> building glimpse (release; about 15 to 20 minutes on 2 cores the first time)"
 cargo build --release --locked
 
 work="$PWD/target/quickstart"

@@ -96,12 +96,17 @@ fn bad_searches_say_why_in_one_line_and_exit_2() {
         (vec!["--like", "find:street:0:99"], "no record \"find:street:0:99\" in the local index"),
         (vec!["--image", "/nonexistent.jpg"], "cannot read the image /nonexistent.jpg"),
         (vec!["--like", "x", "--since", "soon"], "--since \"soon\" is not a time"),
+        // A timestamp where an age goes: not 54,000 years ago.
+        (vec!["--like", "x", "--since", "1700000000000"], "an age such as 2h"),
     ] {
         let out = search(&config, &args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(expected) && stderr.lines().count() == 1, "{args:?}: {stderr}");
     }
+    let too_many = search(&config, &["--like", "x", "--top-k", "1001"]);
+    assert_eq!(too_many.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&too_many.stderr).contains("from 1 to 1000"), "{}", String::from_utf8_lossy(&too_many.stderr));
 }
 
 #[test]
@@ -163,6 +168,10 @@ fn with_pinecone_configured_search_queries_the_index_with_filters_and_local_stay
     assert!(remote[0]["crop"].as_str().is_some_and(|c| c.ends_with(".jpg")), "{}", remote[0]);
     assert!(lines(&run(&["--like", &first, "--json", "--camera", "garden"])).is_empty(), "the filter reached Pinecone");
     assert!(emulator.rejected().is_empty(), "every query followed the spec: {:?}", emulator.rejected());
+    let unknown = run(&["--like", "fleet:nowhere:0:0", "--json"]);
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert_eq!(unknown.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("in the local index or in Pinecone's namespace") && stderr.lines().count() == 1, "{stderr}");
     let local = lines(&run(&["--like", &first, "--json", "--top-k", "10", "--local"]));
     assert!(same_as(&local, &first), "the device's own index finds the record too: {local:?}");
     drop(emulator);

@@ -387,6 +387,9 @@ mod tests {
                 false => Ok(vec![1.0, 0.0]),
             }
         }
+        fn dimension(&self) -> usize {
+            2
+        }
     }
 
     fn analyzer(failing: Vec<usize>) -> (Analyzer<TwoPeople, FlakyEmbedder>, Arc<Stats>) {

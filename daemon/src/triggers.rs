@@ -189,6 +189,15 @@ impl Triggers {
                 Pending::Vector(v) => Ok(v),
                 Pending::Image(pixels) => embedder.embed(&pixels).map_err(|e| format!("cannot embed the image: {e}")),
             });
+            // Records of the image tower could never be compared with it: said, not skipped.
+            let vector = vector.and_then(|v| match v.len() == embedder.dimension() {
+                true => Ok(v),
+                false => Err(format!(
+                    "its vector has {} dimensions but embedder.model gives {}; use the text tower (or records) of the same checkpoint",
+                    v.len(),
+                    embedder.dimension()
+                )),
+            });
             match vector {
                 Ok(vector) => {
                     report.push((config.name.clone(), None));
@@ -293,6 +302,9 @@ mod tests {
         fn embed(&mut self, _: &image::RgbImage) -> Result<Vec<f32>, ModelError> {
             Ok(self.0.clone())
         }
+        fn dimension(&self) -> usize {
+            self.0.len()
+        }
     }
 
     struct NoLookups;
@@ -379,5 +391,15 @@ mod tests {
         assert!(report[1].1.as_deref().is_some_and(|e| e.contains("/nonexistent/van.jpg")), "{report:?}");
         assert_eq!(report[2], ("ok".to_owned(), None));
         assert_eq!(t.active.len(), 1);
+    }
+
+    #[test]
+    fn a_trigger_of_another_dimension_than_the_image_tower_s_is_reported_not_silently_skipped() {
+        let mut t = Triggers::default();
+        // The text tower gives 8 dimensions (NoLookups), the image tower 16.
+        let report = t.activate(prepare(&[config("van", "a red van", 0.5, 0.0)], &mut NoLookups), &mut Fixed(random_unit(9, 16)));
+        let error = report[0].1.as_deref().expect("inactive, with the reason");
+        assert!(error.contains("8 dimensions but embedder.model gives 16"), "{error}");
+        assert!(t.is_empty());
     }
 }

@@ -61,6 +61,8 @@ impl EmbedderConfig {
 /// What inference needs of an image embedder: one crop in, its L2-normalised embedding out.
 pub trait ImageEmbedder {
     fn embed(&mut self, crop: &image::RgbImage) -> Result<Vec<f32>, ModelError>;
+    /// The embeddings' dimension.
+    fn dimension(&self) -> usize;
 }
 
 pub struct Embedder {
@@ -103,6 +105,9 @@ impl Embedder {
 impl ImageEmbedder for Embedder {
     fn embed(&mut self, crop: &image::RgbImage) -> Result<Vec<f32>, ModelError> {
         Embedder::embed(self, crop)
+    }
+    fn dimension(&self) -> usize {
+        Embedder::dimension(self)
     }
 }
 

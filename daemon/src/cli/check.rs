@@ -29,6 +29,7 @@ pub fn check(file: &Path) -> Vec<String> {
     println!("ok: device.id {}", config.device.id);
     check_data_dir(&config, &mut problems);
     let dimension = check_models(&config, &mut problems);
+    check_index(&config, dimension, &mut problems);
     check_cameras(&config, &mut problems);
     check_pinecone(&config, dimension, &mut problems);
     if let Some(warning) = config.mqtt.as_ref().and_then(|m| m.cleartext_password_warning()) {
@@ -130,6 +131,19 @@ fn check_text_tower(config: &Config, engine: &Engine, dimension: Option<usize>, 
         )),
         Some(Ok(text)) => println!("ok: text embedder ({}-d) on {}", text.dimension(), text.provider()),
         Some(Err(e)) => problems.push(format!("embedder.text_model: {e}")),
+    }
+}
+
+/// The index on the device holds the embedder's dimension (an index that cannot be opened is
+/// not a problem here: the daemon moves it aside and fills a new one).
+fn check_index(config: &Config, dimension: Option<usize>, problems: &mut Vec<String>) {
+    let (Some(embedder), true) = (dimension, config.search.enabled) else { return };
+    let Ok(index) = crate::index::Index::open(&config.device.data_dir, &config.search) else { return };
+    match index.dimension() {
+        Some(held) if held != embedder => {
+            problems.push(format!("search: {}", crate::keeper::KeptError::Dimension { dir: index.dir().to_owned(), index: held, embedder }))
+        }
+        _ => println!("ok: index on the device ({} records)", index.len()),
     }
 }
 

@@ -12,7 +12,7 @@
 //! A failing disk is retried, never skipped; with `pause_ingest` at a cap the keeper waits, and
 //! the bounded channel in front of it pushes back on inference. An index that fails falls
 //! behind: the mark stays, nothing after it is released, and the keeper catches up from the
-//! outbox (on every batch and every idle second) once it can. Retention of the crops and the
+//! outbox (on every batch and every idle tick) once it can. Retention of the crops and the
 //! index runs here too, on a timer, whether or not records arrive.
 
 use std::path::{Path, PathBuf};
@@ -35,12 +35,14 @@ use crate::systemd_notify::{Heartbeat, IDLE_BEAT};
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
 /// What the keeper keeps beside the outbox.
-#[derive(Default)]
 pub struct Kept {
     /// Records' crops, stored before the records are accepted.
     pub crops: Option<CropStore>,
     /// The index on the device, fed right after the outbox accepted the records.
     pub index: Option<Index>,
+    /// The embedder's dimension: pending records of another (made before a model change) can
+    /// never be indexed, and become dead letters instead of stopping the index.
+    pub dimension: usize,
 }
 
 /// Who takes a record out of the outbox once the index on the device has it.
@@ -96,7 +98,13 @@ pub enum KeptError {
 pub fn open_index(data_dir: &Path, config: &SearchConfig, dimension: usize, stats: &Stats) -> Result<Option<Index>, KeptError> {
     let index = match Index::open(data_dir, config) {
         Ok(index) => index,
-        Err(e) => match move_aside(data_dir, &e).and_then(|aside| Ok((aside, Index::open(data_dir, config)?))) {
+        // A passing I/O error (EMFILE, EIO) is no reason to give up what the index holds.
+        Err(e @ IndexError::Io { .. }) => {
+            tracing::error!(event = "index_unusable", error = %e, "the index on the device cannot be opened; records are not searchable on the device until a restart opens it");
+            stats.index_failed(e.to_string());
+            return Ok(None);
+        }
+        Err(e) => match move_aside(data_dir).and_then(|aside| Ok((aside, Index::open(data_dir, config)?))) {
             Ok((aside, index)) => {
                 tracing::error!(event = "index_moved_aside", error = %e, moved_to = %aside.display(),
                     "the index on the device could not be opened; it was moved aside and a new one is filled from the outbox");
@@ -116,7 +124,7 @@ pub fn open_index(data_dir: &Path, config: &SearchConfig, dimension: usize, stat
     }
 }
 
-fn move_aside(data_dir: &Path, _why: &IndexError) -> Result<PathBuf, IndexError> {
+fn move_aside(data_dir: &Path) -> Result<PathBuf, IndexError> {
     let dir = data_dir.join("index");
     let aside = data_dir.join(format!("index.damaged-{}", crate::clock::unix_ms()));
     std::fs::rename(&dir, &aside).map_err(|source| IndexError::Io { path: dir, source })?;
@@ -132,10 +140,13 @@ pub fn run_keeper(
     links: KeeperLinks,
     (flush, disk): (Flush, DiskGuard),
 ) {
-    let mut keeper = Keeper { outbox, kept, release, links, disk, disk_full: false, behind: true, retained_at: Instant::now() };
-    if keeper.kept.index.is_none() {
+    let mut keeper =
+        Keeper { outbox, kept, release, links, disk, disk_full: false, behind: true, failing: false, retained_at: Instant::now() };
+    match keeper.kept.index.as_ref().map(Index::mark) {
         // Nothing to wait for: Pinecone may have every record once it is durable.
-        keeper.outbox.mark_all_indexed();
+        None => keeper.outbox.mark_all_indexed(),
+        Some(Some(mark)) => keeper.continue_after(mark),
+        Some(None) => {}
     }
     keeper.catch_up();
     keeper.release(); // what a run without Pinecone left pending and the index has
@@ -172,6 +183,7 @@ pub fn run_keeper(
             return;
         }
         if closed {
+            keeper.finish();
             return;
         }
     }
@@ -187,6 +199,8 @@ struct Keeper {
     disk_full: bool,
     /// The index may lack accepted records: catch up from the outbox.
     behind: bool,
+    /// Adding to the index fails, as last said (said once per streak, not every retry).
+    failing: bool,
     retained_at: Instant,
 }
 
@@ -200,7 +214,8 @@ impl Keeper {
             false => store_crops(self.kept.crops.as_mut(), made, &self.links.stats),
         };
         let Some(seqs) = self.commit(&ready) else { return false };
-        if low_disk && self.kept.index.is_some() {
+        // Read again: the commit may have waited long enough for room to come back.
+        if self.low_disk() && self.kept.index.is_some() {
             // Added from the outbox once there is room again.
             self.behind = true;
             self.links.stats.index_failed("the data disk is below outbox.min_free_disk".into());
@@ -208,7 +223,7 @@ impl Keeper {
             self.catch_up();
         } else if let Some(index) = self.kept.index.as_mut() {
             let added = index.add(seqs.iter().copied().zip(&ready));
-            self.behind = !self.indexed(added, ready.len());
+            self.behind = !record_indexed(&self.outbox, index, added, &self.links.stats, &mut self.failing);
         }
         self.release();
         self.links.wake.notify_one();
@@ -231,49 +246,105 @@ impl Keeper {
     }
 
     /// Adds the pending records after the index's mark, a page at a time (a crash between the
-    /// outbox's commit and the index's, an index that failed, an index moved aside).
+    /// outbox's commit and the index's, an index that failed, an index moved aside). Values
+    /// that fail their check go to quarantine; records of another dimension become dead letters.
     fn catch_up(&mut self) {
-        let Some(index) = self.kept.index.as_mut() else { return self.behind = false };
+        if self.kept.index.is_none() {
+            self.behind = false;
+            return;
+        }
+        if self.low_disk() {
+            self.behind = true; // the index writes nothing on a full disk
+            return;
+        }
         loop {
             // A large backlog takes a while: it is progress, and a stop still stops it.
             self.links.heartbeat.beat();
             if self.links.shutdown.is_shutdown() {
                 return;
             }
+            let Some(index) = self.kept.index.as_mut() else { return };
             let from = index.mark().map_or(0, |seq| seq + 1);
-            let page = match self.outbox.scan(from, 1000) {
-                Ok((page, _)) => page,
+            let (page, corrupt) = match self.outbox.scan(from, 1000) {
+                Ok(scanned) => scanned,
                 Err(e) => return tracing::error!(error = %e, "cannot read the outbox to bring the index up to date"),
             };
-            if page.is_empty() {
+            if page.is_empty() && corrupt.is_empty() {
                 self.behind = false;
                 self.outbox.mark_indexed(index.mark());
                 return;
             }
-            let added = index.add(page.iter().map(|(seq, record)| (*seq, record)));
-            if !record_indexed(&self.outbox, index, added, page.len(), &self.links.stats) {
+            let (fits, odd): (Vec<_>, Vec<_>) = page.into_iter().partition(|(_, r)| r.values.len() == self.kept.dimension);
+            let added = index.add(fits.iter().map(|(seq, record)| (*seq, record)));
+            if !record_indexed(&self.outbox, index, added, &self.links.stats, &mut self.failing) {
                 return; // tried again on the next batch or idle tick
             }
-            tracing::info!(event = "reindexed", records = page.len(), "pending records added to the index on the device");
+            if !self.set_aside(corrupt, &odd) {
+                return;
+            }
+            if !fits.is_empty() {
+                tracing::info!(event = "reindexed", records = fits.len(), "pending records added to the index on the device");
+            }
         }
     }
 
-    fn indexed(&mut self, added: Result<(), IndexError>, records: usize) -> bool {
-        match self.kept.index.as_mut() {
-            Some(index) => record_indexed(&self.outbox, index, added, records, &self.links.stats),
-            None => true,
+    /// Pending values the index can never take: corrupt ones to quarantine, records of another
+    /// dimension (made before a model change) to the dead letters. False when that failed.
+    fn set_aside(&self, corrupt: Vec<crate::outbox::Corrupt>, odd: &[(u64, Record)]) -> bool {
+        let mut ok = self.outbox.quarantine(corrupt).map_err(|e| tracing::error!(error = %e, "cannot quarantine")).is_ok();
+        if let Some((_, first)) = odd.first() {
+            let reason = format!("a {}-dimensional embedding; the embedder now gives {}", first.values.len(), self.kept.dimension);
+            tracing::error!(event = "records_of_another_dimension", records = odd.len(), %reason, "pending records from before a model change cannot be indexed; kept as dead letters");
+            ok &= self.outbox.dead_letter(odd, &reason).map_err(|e| tracing::error!(error = %e, "cannot write dead letters")).is_ok();
+        }
+        ok
+    }
+
+    /// Inference is gone: the index is brought up to date before the keeper ends, so that what
+    /// was accepted can be released (a stop ends the wait).
+    fn finish(&mut self) {
+        let mut delay = Duration::from_millis(100);
+        while self.behind && !self.links.shutdown.is_shutdown() {
+            self.catch_up();
+            self.release();
+            if self.behind {
+                self.links.heartbeat.beat();
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
         }
     }
 
-    /// Without Pinecone: the records the index has leave the outbox.
+    /// An index kept from an outbox since deleted or restored would take new records for ones
+    /// it has: the outbox's numbers go on after the index's mark.
+    fn continue_after(&self, mark: u64) {
+        match self.outbox.continue_after(mark) {
+            Ok(0) => {}
+            Ok(skipped) => tracing::warn!(event = "outbox_sequence_continued", skipped, mark,
+                "the outbox is younger than the index on the device (deleted or restored?): its sequence numbers now go on after the index's"),
+            Err(e) => tracing::error!(error = %e, "cannot move the outbox's sequence numbers past the index's mark"),
+        }
+    }
+
+    /// Without Pinecone: the records the index has leave the outbox, a page at a time.
     fn release(&self) {
         if self.release != Release::Here || self.kept.index.is_none() {
             return;
         }
-        match self.outbox.remove_indexed() {
-            Ok(0) => {}
-            Ok(_) => self.links.stats.outbox_backlog(self.outbox.backlog()),
-            Err(e) => tracing::error!(error = %e, "indexed records could not be removed from the outbox; tried again with the next batch"),
+        loop {
+            match self.outbox.remove_indexed() {
+                Ok(0) => return,
+                Ok(removed) => {
+                    self.links.stats.outbox_backlog(self.outbox.backlog());
+                    self.links.heartbeat.beat(); // a large backlog goes in many pages
+                    if removed < crate::outbox::REMOVE_PAGE {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    return tracing::error!(error = %e, "indexed records could not be removed from the outbox; tried again with the next batch")
+                }
+            }
         }
     }
 
@@ -289,8 +360,6 @@ impl Keeper {
     }
 }
 
-/// After an add to the index: on success the outbox may release what it has; a failure is
-/// logged and counted, and nothing is released past the mark.
 impl Keeper {
     fn low_disk(&self) -> bool {
         crate::outbox::below_min_free(&self.disk.dir, self.disk.min_free)
@@ -339,6 +408,11 @@ impl Keeper {
                         // status says why nothing is taken in.
                         crate::systemd_notify::status(&format!("paused: {reason}"));
                         paused_since = Some(Instant::now());
+                    }
+                    // Room comes from releasing: an index that fell behind must catch up first.
+                    if !low_disk {
+                        self.catch_up();
+                        self.release();
                     }
                     std::thread::sleep(Duration::from_millis(200));
                 }
@@ -392,15 +466,22 @@ fn without_crops(made: Vec<NewRecord>, bytes_kept: u64, stats: &Stats) -> Vec<Re
         .collect()
 }
 
-fn record_indexed(outbox: &Outbox, index: &Index, added: Result<(), IndexError>, records: usize, stats: &Stats) -> bool {
+/// After an add to the index: on success the outbox may release what it has; a failure is
+/// counted, logged once per streak (`failing`), and nothing is released past the mark.
+fn record_indexed(outbox: &Outbox, index: &Index, added: Result<(), IndexError>, stats: &Stats, failing: &mut bool) -> bool {
     match added {
         Ok(()) => {
+            if std::mem::take(failing) {
+                tracing::info!(event = "index_recovered", "records are added to the index on the device again");
+            }
             outbox.mark_indexed(index.mark());
             stats.index_size(index.len(), index.bytes());
             true
         }
         Err(e) => {
-            tracing::error!(event = "index_failed", error = %e, records, "records not added to the index on the device yet; they stay in the outbox");
+            if !std::mem::replace(failing, true) {
+                tracing::error!(event = "index_failed", error = %e, "records not added to the index on the device yet; they stay in the outbox and are added again");
+            }
             stats.index_failed(e.to_string());
             false
         }
@@ -452,6 +533,41 @@ mod tests {
         let error = open_index(dir.path(), &config, 768, &Stats::new()).err().expect("another dimension is refused").to_string();
         assert!(error.contains("512-dimensional") && error.contains("gives 768") && error.contains("mv "), "{error}");
         assert!(open_index(dir.path(), &config, 512, &Stats::new()).is_ok_and(|i| i.is_some()));
+    }
+
+    #[test]
+    fn without_pinecone_pending_records_are_indexed_and_released_and_older_dimensions_become_dead_letters() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outbox = Arc::new(Outbox::open(dir.path(), &crate::outbox::OutboxConfig::default()).expect("open"));
+        let record =
+            |id: &str, dimension| crate::record::test_record(id, "c", crate::clock::unix_ms(), crate::index::random_unit(7, dimension));
+        // Left by a run before a model change (4-d), then by the current model (2-d).
+        outbox.append(&[record("old", 4), record("new-a", 2), record("new-b", 2)], 0).expect("append");
+        let index = Index::open(dir.path(), &SearchConfig::default()).expect("index");
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        let links = KeeperLinks {
+            stats: Stats::new(),
+            heartbeat: crate::systemd_notify::Heartbeats::default().register("keeper"),
+            wake: Arc::new(Notify::new()),
+            ids: Arc::new(IdClock::after(0)),
+            shutdown,
+        };
+        let (sender, records) = std::sync::mpsc::sync_channel(1);
+        drop(sender); // inference already gone: the keeper catches up, releases and ends
+        let kept = Kept { crops: None, index: Some(index), dimension: 2 };
+        let flush = Flush { after: Duration::from_millis(10), records: 10 };
+        let disk = DiskGuard { dir: dir.path().to_owned(), min_free: 0 };
+        run_keeper(outbox.clone(), records, kept, Release::Here, links, (flush, disk));
+        assert_eq!((outbox.backlog().records, outbox.dead_len()), (0, 1));
+        let index = Index::open(dir.path(), &SearchConfig::default()).expect("reopen");
+        assert_eq!(index.records().map(|r| r.expect("row").id).collect::<Vec<_>>(), ["new-a", "new-b"]);
+        // An outbox younger than the index (deleted, restored) goes on after the index's mark.
+        let mark = index.mark().expect("a mark");
+        drop(outbox);
+        std::fs::remove_dir_all(dir.path().join("outbox")).expect("delete the outbox");
+        let young = Outbox::open(dir.path(), &crate::outbox::OutboxConfig::default()).expect("a new outbox");
+        assert!(young.continue_after(mark).expect("continue") > 0);
+        assert!(young.append(&[record("next", 2)], 0).expect("append").seqs[0] > mark);
     }
 
     #[test]

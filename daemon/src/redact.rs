@@ -82,22 +82,18 @@ impl<'a> UriParts<'a> {
     }
 }
 
-/// Where the user information of `rest` (what follows `scheme://`) ends: the first `@` that is
+/// Where the user information of `rest` (what follows `scheme://`) ends: the last `@` that is
 /// followed by a plausible host (a name, an address or `[v6]`, an optional port, then the end,
-/// `/`, `?` or `#`). A password may then hold `@`, `/`, `?` or `#` unescaped.
+/// `/`, `?` or `#`) and preceded by `user:` before any `/`, `?` or `#`. A password may then hold
+/// `@`, `/`, `?` or `#` unescaped; where that is ambiguous (an `@` in a path) more is masked,
+/// never less.
 fn userinfo_end(rest: &str) -> Option<usize> {
-    let plain_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    for (at, _) in rest.match_indices('@') {
-        // Past a host and port that end at the first '/', '?' or '#', an '@' is in the path or
-        // the query (a password of digits, a '/' and more is read as a port and a path).
-        if at > plain_end && is_host_then_end(rest) {
-            return None;
-        }
-        if is_host_then_end(&rest[at + 1..]) {
-            return Some(at);
-        }
-    }
-    None
+    rest.match_indices('@').map(|(at, _)| at).rev().find(|&at| {
+        let userinfo = &rest[..at];
+        let colon = userinfo.find(':');
+        let first_reserved = userinfo.find(['/', '?', '#']).unwrap_or(userinfo.len());
+        colon.is_some_and(|c| c < first_reserved) && is_host_then_end(&rest[at + 1..])
+    })
 }
 
 fn is_host_then_end(text: &str) -> bool {
@@ -155,12 +151,14 @@ mod tests {
     use super::{redact_secrets, redact_uri};
 
     /// Hostile spellings: the URI, what must not survive redaction, and what must.
-    pub const HOSTILE: [(&str, &[&str], &str); 9] = [
+    pub const HOSTILE: [(&str, &[&str], &str); 11] = [
         ("rtsp://admin:s3cret@10.0.0.2:554/live", &["s3cret"], "rtsp://admin:***@10.0.0.2:554/live"),
         ("rtsp://admin:pa#ssw0rd@cam/x", &["pa#ssw0rd", "ssw0rd"], "rtsp://admin:***@cam/x"),
         ("rtsp://admin:pa?ss@cam/x", &["pa?ss"], "rtsp://admin:***@cam/x"),
         ("rtsp://admin:pa/ss@cam:8554/x", &["pa/ss"], "rtsp://admin:***@cam:8554/x"),
         ("rtsp://admin:p@ss@cam/x", &["p@ss"], "rtsp://admin:***@cam/x"),
+        ("rtsp://admin:Summer@2024/x@cam/live", &["Summer@2024/x", "Summer", "2024/x"], "rtsp://admin:***@cam/live"),
+        ("rtsp://admin:1234/5678@cam/x", &["1234/5678", "5678"], "rtsp://admin:***@cam/x"),
         ("rtsp://admin:p%40ss%23@[fe80::1]:554/x", &["p%40ss%23", "p@ss#"], "rtsp://admin:***@[fe80::1]:554/x"),
         ("rtsp://cam/stream?user=admin&password=hunter2", &["hunter2"], "rtsp://cam/stream?user=admin&password=***"),
         ("rtsp://cam/s?PWD=hunter2&channel=1&Token=t0ken#x", &["hunter2", "t0ken"], "rtsp://cam/s?PWD=***&channel=1&Token=***#x"),
@@ -187,10 +185,15 @@ mod tests {
     }
 
     #[test]
+    fn an_ambiguous_at_sign_masks_more_rather_than_less() {
+        assert_eq!(redact_uri("rtsp://a:b:c@h/x?p=1@2"), "rtsp://a:***@2");
+        assert_eq!(redact_uri("rtsp://cam:554/x@y?channel=1"), "rtsp://cam:***@y?channel=1");
+        assert_eq!(redact_uri("rtsp://cam/s?password=hunter2&x=a@b"), "rtsp://cam/s?password=***&x=a@b");
+    }
+
+    #[test]
     fn what_is_not_a_credential_is_kept() {
-        assert_eq!(redact_uri("rtsp://a:b:c@h/x?p=1@2"), "rtsp://a:***@h/x?p=1@2");
         assert_eq!(redact_uri("rtsp://cam/x"), "rtsp://cam/x");
-        assert_eq!(redact_uri("rtsp://cam:554/x@y?channel=1"), "rtsp://cam:554/x@y?channel=1");
         assert_eq!(redact_uri("rtsp://admin@cam/x"), "rtsp://admin@cam/x");
         assert_eq!(redact_uri("file:///a/b@2x.mp4"), "file:///a/b@2x.mp4");
         assert_eq!(redact_uri("test:"), "test:");

@@ -253,19 +253,50 @@ impl Index {
         if names_changed {
             self.save_names()?;
         }
-        for ((seq, record), (camera, label)) in records.iter().zip(numbered) {
-            let dimension = *self.dimension.get_or_insert(record.values.len());
-            if record.values.len() != dimension {
-                return Err(IndexError::Dimension { query: record.values.len(), index: dimension });
-            }
-            self.writable_segment(dimension)?.append(*seq, record, camera, label)?;
+        let dimension = self.dimension.unwrap_or(records[0].1.values.len());
+        if let Some((_, odd)) = records.iter().find(|(_, r)| r.values.len() != dimension) {
+            return Err(IndexError::Dimension { query: odd.values.len(), index: dimension });
         }
-        for segment in self.segments.values_mut() {
-            segment.sync()?;
+        // All or nothing: rows written before a failure would be written again by the retry.
+        let before = self.checkpoint();
+        if let Err(e) = self.append_all(&records, numbered, dimension) {
+            self.roll_back(before);
+            return Err(e);
         }
+        self.dimension = Some(dimension);
         self.mark = Some(last_seq);
         self.enforce_retention();
         Ok(())
+    }
+
+    fn append_all(&mut self, records: &[(u64, &Record)], numbered: Vec<(u32, u32)>, dimension: usize) -> Result<(), IndexError> {
+        for ((seq, record), (camera, label)) in records.iter().zip(numbered) {
+            self.writable_segment(dimension)?.append(*seq, record, camera, label)?;
+        }
+        self.segments.values_mut().try_for_each(Segment::sync)
+    }
+
+    /// The segments that exist and the newest one's extent, before a batch.
+    fn checkpoint(&self) -> (Vec<u64>, Option<(u64, segment::Extent)>) {
+        let numbers: Vec<u64> = self.segments.keys().copied().collect();
+        let newest = self.segments.iter().next_back().map(|(n, s)| (*n, s.extent()));
+        (numbers, newest)
+    }
+
+    /// Back to a checkpoint: segments made since are deleted, the newest is cut back to its
+    /// rows of then (at its next append).
+    fn roll_back(&mut self, (numbers, newest): (Vec<u64>, Option<(u64, segment::Extent)>)) {
+        let made: Vec<u64> = self.segments.keys().filter(|n| !numbers.contains(n)).copied().collect();
+        for number in made {
+            if let Some(segment) = self.segments.remove(&number) {
+                segment.delete();
+            }
+        }
+        if let Some((number, extent)) = newest {
+            if let Some(segment) = self.segments.get_mut(&number) {
+                segment.roll_back(extent);
+            }
+        }
     }
 
     /// Rows per new segment: at most a tenth of `max_bytes` (so that retention, a segment at a

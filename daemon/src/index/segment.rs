@@ -15,6 +15,14 @@ use crate::record::{Metadata, Record};
 /// (28..32), metadata offset u64 (32..40).
 pub const HEAD: usize = 40;
 
+/// A segment's complete part at one moment (see [`Segment::roll_back`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Extent {
+    rows: u64,
+    meta_end: u64,
+    newest_ts: Option<i64>,
+}
+
 pub struct Segment {
     paths: [PathBuf; 3],
     dimension: Option<usize>,
@@ -80,6 +88,17 @@ impl Segment {
             if rows == 0 { 0 } else { meta_span(&vec_map, rows - 1, dimension).0 + meta_span(&vec_map, rows - 1, dimension).1 };
         segment.newest_ts = (0..rows).map(|r| row_ts(&vec_map, r, dimension)).max();
         Ok(segment)
+    }
+
+    /// How far the segment's complete part goes.
+    pub fn extent(&self) -> Extent {
+        Extent { rows: self.rows, meta_end: self.meta_end, newest_ts: self.newest_ts }
+    }
+
+    /// Forgets the rows after `extent`; the next append cuts the files back to it.
+    pub fn roll_back(&mut self, extent: Extent) {
+        (self.rows, self.meta_end, self.newest_ts) = (extent.rows, extent.meta_end, extent.newest_ts);
+        self.appending = None;
     }
 
     /// Bytes of the vector file past the complete rows, found at open (a power cut's damage).

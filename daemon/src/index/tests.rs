@@ -149,3 +149,16 @@ fn max_bytes_is_kept_to_within_a_tenth_by_segments_sized_to_it() {
     }
     assert!(index.bytes() > (16 << 20) * 8 / 10, "and the cap is used: {} bytes", index.bytes());
 }
+
+#[test]
+fn a_batch_that_fails_part_way_leaves_no_row_behind_for_its_retry_to_repeat() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut index, _) = filled(dir.path(), 10, 16);
+    let good = record(10, unit(10, 16), "gate", 1);
+    let odd = record(11, unit(11, 8), "gate", 1);
+    assert!(matches!(index.add([(10, &good), (11, &odd)]), Err(IndexError::Dimension { .. })));
+    assert_eq!((index.len(), index.mark()), (10, Some(9)), "nothing of the failed batch counts");
+    index.add([(10, &good)]).expect("the retry");
+    let reopened = Index::open(dir.path(), &SearchConfig::default()).expect("reopen");
+    assert_eq!((reopened.len(), reopened.mark()), (11, Some(10)));
+}

@@ -42,6 +42,8 @@ const BYTES_KEY: &[u8] = b"~bytes";
 const ID_CLOCK_KEY: &[u8] = b"~idclock";
 /// Record keys are 8 bytes that start below `~`; counters start with `~`.
 const RECORDS_END: &[u8] = b"~";
+/// Records [`Outbox::remove_indexed`] forgets at most per call (one flush each).
+pub const REMOVE_PAGE: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -301,7 +303,12 @@ impl Outbox {
         let below = self.indexed_below.load(Ordering::Acquire);
         let (mut out, bad) = self.scan(from, max)?;
         out.retain(|(seq, _)| *seq < below);
-        let bad: Vec<Corrupt> = bad.into_iter().filter(|c| c.seq < below).collect();
+        self.quarantine(bad.into_iter().filter(|c| c.seq < below).collect())?;
+        Ok(out)
+    }
+
+    /// Moves values that failed their check to quarantine (never sent, never indexed), saying so.
+    pub fn quarantine(&self, bad: Vec<Corrupt>) -> Result<(), OutboxError> {
         for Corrupt { seq, error } in bad {
             tracing::error!(seq, %error, "outbox record fails its check; quarantined, never sent");
             if let Some(value) = self.pending.get(seq.to_be_bytes())? {
@@ -309,7 +316,7 @@ impl Outbox {
             }
             self.forget(&[seq], None)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Forgets records the index has acknowledged.
@@ -317,26 +324,34 @@ impl Outbox {
         self.forget(seqs, None)
     }
 
-    /// Without Pinecone the index on the device is the records' destination: forgets every
-    /// pending record it has (up to its mark). Returns how many.
-    pub fn remove_indexed(&self) -> Result<u64, OutboxError> {
+    /// Without Pinecone the index on the device is the records' destination: forgets up to
+    /// [`REMOVE_PAGE`] of the oldest pending records it has (up to its mark). Returns how many:
+    /// [`REMOVE_PAGE`] means there may be more.
+    pub fn remove_indexed(&self) -> Result<usize, OutboxError> {
         let below = self.indexed_below.load(Ordering::Acquire);
-        let mut removed = 0;
-        loop {
-            let mut seqs = Vec::with_capacity(1000);
-            for key in self.pending.range(..RECORDS_END).keys() {
-                let seq = key_seq(&key?);
-                if seq >= below || seqs.len() == 1000 {
-                    break;
-                }
-                seqs.push(seq);
+        let mut seqs = Vec::with_capacity(REMOVE_PAGE);
+        for key in self.pending.range(..RECORDS_END).keys() {
+            let seq = key_seq(&key?);
+            if seq >= below || seqs.len() == REMOVE_PAGE {
+                break;
             }
-            if seqs.is_empty() {
-                return Ok(removed);
-            }
-            removed += seqs.len() as u64;
+            seqs.push(seq);
+        }
+        if !seqs.is_empty() {
             self.forget(&seqs, None)?;
         }
+        Ok(seqs.len())
+    }
+
+    /// Makes every sequence number handed out from now on greater than `seq`: an index kept
+    /// from an outbox since deleted or restored from a backup would otherwise take new records
+    /// for ones it already has. Returns how many numbers were skipped (0 almost always).
+    pub fn continue_after(&self, seq: u64) -> Result<u64, OutboxError> {
+        let mut skipped = 0;
+        while self.db.generate_id()? <= seq {
+            skipped += 1;
+        }
+        Ok(skipped)
     }
 
     /// Sets aside records the index rejected permanently, with the reason.

@@ -153,7 +153,7 @@ fn open_kept(config: &Config, dimension: usize, stats: &Stats) -> anyhow::Result
         stats.index_size(index.len(), index.bytes());
         tracing::info!(records = index.len(), bytes = index.bytes(), mark = ?index.mark(), "local index opened");
     }
-    Ok(Kept { crops, index })
+    Ok(Kept { crops, index, dimension })
 }
 
 /// The crop uploader, when crops go to a remote store.

@@ -206,6 +206,13 @@ impl TryFrom<toml::Value> for Age {
     }
 }
 
+/// Whether `host` (a name, an address, or `[v6]` as URLs write it) is this machine: plain
+/// http and cleartext passwords are allowed only there.
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_size;

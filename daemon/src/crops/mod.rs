@@ -134,12 +134,7 @@ impl CropsConfig {
 /// An S3 endpoint: https, or http to loopback with `allow_http`.
 fn check_endpoint(endpoint: &str, allow_http: bool) -> Result<(), String> {
     let url = url::Url::parse(endpoint).map_err(|e| format!("{:?} is not a URL ({e})", crate::redact::redact_uri(endpoint)))?;
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
+    let loopback = url.host_str().is_some_and(crate::validate::is_loopback);
     match (url.scheme(), allow_http, loopback) {
         ("https", _, _) | ("http", true, true) => Ok(()),
         ("http", false, _) => Err("plain http needs crops.allow_http = true (and is allowed to loopback only)".into()),

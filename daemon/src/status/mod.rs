@@ -163,7 +163,7 @@ impl MqttConfig {
     /// TLS to a broker that is not on this machine (`glimpse check` warns).
     pub fn cleartext_password_warning(&self) -> Option<String> {
         let has_password = crate::secrets::secret_file(self.password_file.as_deref(), "mqtt-password").is_some();
-        let loopback = self.host == "localhost" || self.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        let loopback = crate::validate::is_loopback(&self.host);
         (self.username.is_some() && has_password && !self.tls && !loopback).then(|| {
             format!(
                 "mqtt: the password for {} travels unencrypted to {}:{}; set mqtt.tls = true with the broker's CA in mqtt.ca_file",

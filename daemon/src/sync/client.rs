@@ -169,7 +169,10 @@ impl PineconeClient {
     /// as ranges in record order. A record too large alone is a range of its own, which
     /// [`PineconeClient::upsert`] refuses (a dead letter, never a retry).
     pub fn split(&self, records: &[Record]) -> Vec<std::ops::Range<usize>> {
-        let fits = |chunk: &[Record]| self.upsert_body(chunk).is_ok_and(|body| body.len() <= MAX_BODY_BYTES);
+        // A bound first, so that the common batch is encoded once (by the upsert), not twice.
+        let fits = |chunk: &[Record]| {
+            body_bound(chunk, &self.namespace) <= MAX_BODY_BYTES || self.upsert_body(chunk).is_ok_and(|body| body.len() <= MAX_BODY_BYTES)
+        };
         let mut ranges = Vec::new();
         let mut todo: Vec<std::ops::Range<usize>> = Vec::new();
         todo.push(0..records.len());
@@ -219,6 +222,16 @@ impl PineconeClient {
             .unwrap_or_else(|| String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned());
         Err(SyncError::Status { status: status.as_u16(), message, retry_after })
     }
+}
+
+/// At least the size of `records`' upsert body: an f32 is at most 16 characters in JSON (ryu's
+/// shortest form, e.g. `-1.1754944e-38`) and a comma; an id or the namespace grows at most 6x
+/// when escaped (`\u00XX`); metadata is written as it encodes alone; the rest is well inside 64
+/// bytes a record and 1 KiB a body.
+fn body_bound(records: &[Record], namespace: &str) -> usize {
+    let metadata = |r: &Record| serde_json::to_vec(&r.metadata).map_or(usize::MAX / 2, |m| m.len());
+    let base = 1024 + 6 * namespace.len();
+    records.iter().map(|r| r.values.len() * 17 + 6 * r.id.len() + metadata(r) + 64).fold(base, usize::saturating_add)
 }
 
 /// reqwest's error text without the URL's query (never holds secrets here, but stays short).

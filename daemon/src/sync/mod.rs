@@ -130,12 +130,7 @@ fn check_host(host: &str) -> Result<(), String> {
     match url.scheme() {
         "https" => Ok(()),
         "http" => {
-            let loopback = match url.host() {
-                Some(url::Host::Domain(d)) => d == "localhost",
-                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                None => false,
-            };
+            let loopback = url.host_str().is_some_and(crate::validate::is_loopback);
             if loopback {
                 Ok(())
             } else {

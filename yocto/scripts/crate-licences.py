@@ -31,6 +31,9 @@ TARGETS = ["aarch64-unknown-linux-gnu", "x86_64-unknown-linux-gnu"]
 LICENCE_FILE = re.compile(r"^(LICEN[CS]E|COPYING|UNLICENSE|COPYRIGHT)([-._].*)?$", re.IGNORECASE)
 # Where bitbake's crate fetcher unpacks NAME-VERSION (the recipe's CARGO_VENDORING_DIRECTORY).
 UNPACKED = "${WORKDIR}/cargo_home/bitbake"
+# A crate patched in the tree ([patch.crates-io] to a path, e.g. third_party/tract-linalg) is not
+# fetched: its files are in the recipe's checkout, ${S}.
+SOURCE = "${S}"
 # Licences that may have no generic text in poky's common-licenses; their text is taken from the
 # first crate that ships it (NO_GENERIC_LICENSE), so the manifest is never without one.
 MAYBE_NOT_GENERIC = {"Unicode-3.0"}
@@ -94,6 +97,13 @@ def licence_files(package: dict) -> list[Path]:
     return sorted(files)
 
 
+def unpacked_dir(package: dict, crate: str) -> str:
+    """Where the recipe's build finds a crate's files: the fetcher's directory, or the checkout."""
+    if package.get("source"):
+        return f"{UNPACKED}/{crate}"
+    return f"{SOURCE}/{Path(package['manifest_path']).parent.relative_to(REPO)}"
+
+
 def render(packages: list[dict]) -> str:
     expressions: dict[str, list[str]] = {}
     checksums: list[str] = []
@@ -110,7 +120,7 @@ def render(packages: list[dict]) -> str:
         crate_dir = Path(package["manifest_path"]).parent
         for f in files:
             md5 = hashlib.md5(f.read_bytes()).hexdigest()
-            path = f"{UNPACKED}/{crate}/{f.relative_to(crate_dir)}"
+            path = f"{unpacked_dir(package, crate)}/{f.relative_to(crate_dir)}"
             checksums.append(f"    file://{path};md5={md5} \\")
             for name in MAYBE_NOT_GENERIC & set(re.findall(r"[A-Za-z0-9.+_-]+", package["license"])):
                 if package["license"].strip() == name:

@@ -163,6 +163,7 @@ pub const INFERENCE_DERIVED: &[(&str, &str)] = &[
     ("library", "the ONNX Runtime library loaded, or null with tract"),
     ("version", "that library's version, or null with tract"),
     ("providers", "where each model runs: `detector` and `embedder`, each `tract` or an ONNX Runtime execution provider such as `CPUExecutionProvider`"),
+    ("form", "which form of each model runs (`detector`, `embedder`): `form` (`fp32`, `int8`, `int8-qdq`), `file`, `reason`, and `ms`, each form's time for one call when they were timed (`form = \"fastest\"`)"),
 ];
 
 /// A list of atomics indexed by one of the enums above.

@@ -8,8 +8,13 @@ use crate::harness::daemon::{clip, exported_ids, glimpse, onnxruntime_section, D
 use crate::harness::ConfigBuilder;
 
 fn index_the_clip(inference: &str) -> (crate::harness::TestConfig, Daemon) {
+    index_the_clip_with("clip-tiny-random.onnx", inference)
+}
+
+fn index_the_clip_with(embedder: &str, inference: &str) -> (crate::harness::TestConfig, Daemon) {
     let bikes = format!("file://{}", clip("bikes.mp4").display());
-    let config = ConfigBuilder::new("engines", "detr-tiny-fixture.onnx").camera("street", &bikes, 1.0).raw(inference).write();
+    let config =
+        ConfigBuilder::new("engines", "detr-tiny-fixture.onnx").embedder(embedder).camera("street", &bikes, 1.0).raw(inference).write();
     let mut daemon = Daemon::start(&config, &["--exit-when-done"], &[]);
     assert!(daemon.wait(Duration::from_secs(120)).success(), "{}", daemon.logs());
     (config, daemon)
@@ -27,6 +32,31 @@ fn onnxruntime_indexes_the_clip_into_the_same_records_as_tract() {
     assert_eq!(ort_engine["engine"], "onnxruntime", "{ort_engine}");
     assert!(ort_engine["version"].as_str().is_some_and(|v| v.starts_with("1.")), "{ort_engine}");
     assert_eq!(ort_engine["providers"]["embedder"], "CPUExecutionProvider", "{ort_engine}");
+}
+
+/// An int8 file competes with the other forms beside it (models/tiny has all three of the
+/// tiny CLIP); the fastest runs on either engine, and the stats and `check` say which and why.
+#[test]
+fn an_int8_model_runs_in_its_fastest_form_and_says_which() {
+    for inference in [String::new(), onnxruntime_section("[\"cpu\"]")] {
+        let (config, daemon) = index_the_clip_with("clip-tiny-random-int8.onnx", &inference);
+        let form = &daemon.last_stats()["inference"]["form"];
+        let embedder = &form["embedder"];
+        let timed: Vec<&str> = embedder["ms"].as_object().expect("ms per form").keys().map(String::as_str).collect();
+        assert_eq!(timed, ["fp32", "int8", "int8-qdq"], "{form}");
+        let chosen = embedder["form"].as_str().expect("form");
+        let fastest = embedder["ms"].as_object().unwrap().iter().min_by(|a, b| a.1.as_f64().partial_cmp(&b.1.as_f64()).unwrap()).unwrap();
+        assert_eq!(chosen, fastest.0, "the fastest form runs: {form}");
+        let suffix = if chosen == "fp32" { String::new() } else { format!("-{chosen}") };
+        assert!(embedder["file"].as_str().is_some_and(|f| f.ends_with(&format!("clip-tiny-random{suffix}.onnx"))), "{form}");
+        assert!(embedder["reason"].as_str().is_some_and(|r| r.contains("ms per call")), "{form}");
+        assert_eq!(form["detector"]["form"], "fp32", "the fixture detector has no other form: {form}");
+        assert_eq!(form["detector"]["reason"], "no other form of this file is present", "{form}");
+
+        let out = glimpse(&["check", "--config", &config.path.display().to_string()], &[]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.lines().any(|l| l.starts_with("ok: embedder form ") && l.contains("ms per call")), "{text}");
+    }
 }
 
 #[test]

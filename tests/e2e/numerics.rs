@@ -28,14 +28,15 @@ fn photos(golden: &Value) -> Vec<PathBuf> {
 }
 
 /// A config for the golden file's detector `which` ("fixture", "random" or "random-int8") and
-/// its embedder `embedder` ("fp32" or "int8"), on `engine` ("tract" or "onnxruntime").
+/// its embedder `embedder` ("fp32" or "int8"), on `engine` ("tract" or "onnxruntime"): exactly
+/// those files (`form = "as-configured"`), not the fastest form beside them.
 fn config_with(golden: &Value, which: &str, embedder: &str, engine: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("models.toml");
     let detector = &golden["detectors"][which.trim_end_matches("-qdq")];
     let inference = if engine == "onnxruntime" { onnxruntime_section("[\"cpu\"]") } else { String::new() };
     let text = format!(
-        "{inference}[detector]\nmodel = \"{}\"\nthreshold = {}\n\n[embedder]\nmodel = \"{}\"\n",
+        "{inference}[detector]\nmodel = \"{}\"\nthreshold = {}\nform = \"as-configured\"\n\n[embedder]\nmodel = \"{}\"\nform = \"as-configured\"\n",
         model(&file(detector["model"].as_str().expect("detector"), which)),
         detector["threshold"],
         model(&file(golden["embedders"][embedder.trim_end_matches("-qdq")].as_str().expect("embedder"), embedder)),

@@ -206,13 +206,23 @@ fn median_ms_of<T>(runs: usize, mut prepare: impl FnMut() -> T, mut work: impl F
 pub fn overhead(detector: &Path, embedder: &Path, image: &Path, crops: u32, runs: usize, engine: &str) -> anyhow::Result<()> {
     use crate::detect::{resize_size, Detector, DetectorConfig, ObjectDetector};
     use crate::embed::{Embedder, EmbedderConfig, PixelBox};
-    use crate::model::{normalized_chw, Model, Resize, ResizeFilter, Shapes};
+    use crate::model::{normalized_chw, FormPolicy, Model, Resize, ResizeFilter, Shapes};
     let engine = engine_named(engine, None, 1)?;
     let frame = image::open(image).with_context(|| format!("cannot read {}", image.display()))?.to_rgb8();
     let (w, h) = frame.dimensions();
-    let config = DetectorConfig { model: detector.to_owned(), threshold: 0.9, shortest_edge: 800, longest_edge: 1333, min_box_px: 8 };
+    let config = DetectorConfig {
+        model: detector.to_owned(),
+        threshold: 0.9,
+        shortest_edge: 800,
+        longest_edge: 1333,
+        min_box_px: 8,
+        form: FormPolicy::AsConfigured,
+    };
     let mut ours_detector = Detector::load(&config, &engine)?;
-    let mut ours_embedder = Embedder::load(&EmbedderConfig { model: embedder.to_owned(), text_model: None, tokenizer: None }, &engine)?;
+    let mut ours_embedder = Embedder::load(
+        &EmbedderConfig { model: embedder.to_owned(), text_model: None, tokenizer: None, form: FormPolicy::AsConfigured },
+        &engine,
+    )?;
     // Boxes of several sizes and shapes across the frame, as detections would give.
     let boxes: Vec<PixelBox> = (0..crops.max(1))
         .map(|i| PixelBox { x: (i * w / (crops + 1)) % (w / 2), y: (i * h / (crops + 2)) % (h / 2), w: w / 4 + i * 7, h: h / 3 + i * 5 })
@@ -510,7 +520,12 @@ pub fn text(model: &Path, tokenizer: &Path, runs: usize) -> anyhow::Result<()> {
 /// the same run). The triggers are random unit vectors that never match, so every trigger is
 /// compared with every record, as in the common case.
 pub fn triggers(embedder: &Path, photo: &Path, triggers: usize, records: usize) -> anyhow::Result<()> {
-    let config = crate::embed::EmbedderConfig { model: embedder.to_owned(), text_model: None, tokenizer: None };
+    let config = crate::embed::EmbedderConfig {
+        model: embedder.to_owned(),
+        text_model: None,
+        tokenizer: None,
+        form: crate::model::FormPolicy::AsConfigured,
+    };
     let mut clip = crate::embed::Embedder::load(&config, &crate::model::Engine::Tract)?;
     let dimension = clip.dimension();
     let crop = crate::triggers::read_image(photo).map_err(|e| anyhow::anyhow!(e))?;

@@ -104,12 +104,16 @@ fn check_models(config: &Config, problems: &mut Vec<String>) -> Option<usize> {
         _ => println!("ok: engine {}", report.engine),
     }
     match Detector::load(&config.detector, &engine) {
-        Ok(detector) => println!("ok: detector {} on {}", config.detector.model.display(), detector.provider()),
+        Ok(detector) => {
+            println!("ok: detector {} on {}", detector.form().file, detector.provider());
+            println!("ok: detector form {} ({})", detector.form().form.name(), detector.form().reason);
+        }
         Err(e) => problems.push(format!("detector.model: {e}")),
     }
     let dimension = match Embedder::load(&config.embedder, &engine) {
         Ok(embedder) => {
-            println!("ok: embedder {} ({}-d) on {}", config.embedder.model.display(), embedder.dimension(), embedder.provider());
+            println!("ok: embedder {} ({}-d) on {}", embedder.form().file, embedder.dimension(), embedder.provider());
+            println!("ok: embedder form {} ({})", embedder.form().form.name(), embedder.form().reason);
             Some(embedder.dimension())
         }
         Err(e) => {

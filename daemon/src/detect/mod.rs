@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::model::{normalized_chw, Engine, Model, ModelError, Resize, ResizeFilter, Shapes};
+use crate::model::{form, normalized_chw, Engine, FormPolicy, FormReport, Model, ModelError, Resize, ResizeFilter, Shapes};
 use crate::validate::{KeyPath, Problem};
 
 const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -35,6 +35,10 @@ pub struct DetectorConfig {
     /// Detections whose box is narrower or lower than this many pixels are not embedded. Default 8.
     #[serde(default = "default_min_box_px")]
     pub min_box_px: u32,
+    /// `fastest` (default): an int8 file competes with its other forms beside it (docs/inference.md);
+    /// `as-configured`: exactly this file.
+    #[serde(default)]
+    pub form: FormPolicy,
 }
 
 fn default_threshold() -> f32 {
@@ -95,16 +99,20 @@ pub struct Detector {
     model: Model,
     config: DetectorConfig,
     resize: Resize,
+    form: FormReport,
 }
 
 impl Detector {
     /// Loads the model and runs it once on a blank frame, so that a file that parses but cannot
     /// run is reported at start-up rather than on the first frame.
     pub fn load(config: &DetectorConfig, engine: &Engine) -> Result<Self, ModelError> {
-        let model = Model::open(engine, &config.model, Shapes::VaryingPixels { max_plans: MAX_PLANS })?;
-        let mut detector = Self { model, config: config.clone(), resize: Resize::default() };
         let side = config.shortest_edge;
-        detector.detect(&image::RgbImage::new(side, side))?;
+        let blank = image::RgbImage::new(side, side);
+        let sample = || normalized_chw(&blank, IMAGENET_MEAN, IMAGENET_STD);
+        let shapes = Shapes::VaryingPixels { max_plans: MAX_PLANS };
+        let (model, form) = form::open_fastest(engine, &config.model, shapes, config.form, &sample)?;
+        let mut detector = Self { model, config: config.clone(), resize: Resize::default(), form };
+        detector.detect(&blank)?;
         // Cameras rarely have square frames: the check's plan would only hold memory.
         detector.model.release_plans();
         Ok(detector)
@@ -113,6 +121,11 @@ impl Detector {
     /// Where the model runs: `tract`, or an ONNX Runtime execution provider.
     pub fn provider(&self) -> &str {
         self.model.provider()
+    }
+
+    /// Which of the model's forms runs, and why.
+    pub fn form(&self) -> &FormReport {
+        &self.form
     }
 }
 

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::detect::Detection;
-use crate::model::{normalized_chw, Engine, Model, ModelError, Resize, ResizeFilter, Shapes};
+use crate::model::{form, normalized_chw, Engine, FormPolicy, FormReport, Model, ModelError, Resize, ResizeFilter, Shapes};
 use crate::validate::{KeyPath, Problem};
 
 const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
@@ -31,6 +31,10 @@ pub struct EmbedderConfig {
     /// CLIP's tokenizer.json, needed with `text_model`. Default none.
     #[serde(default)]
     pub tokenizer: Option<PathBuf>,
+    /// `fastest` (default): an int8 file competes with its other forms beside it (docs/inference.md);
+    /// `as-configured`: exactly this file.
+    #[serde(default)]
+    pub form: FormPolicy,
 }
 
 impl EmbedderConfig {
@@ -72,14 +76,17 @@ pub struct Embedder {
     model: Model,
     dimension: usize,
     resize: Resize,
+    form: FormReport,
 }
 
 impl Embedder {
     /// Loads the model and embeds a blank crop once, which also measures the output dimension.
     pub fn load(config: &EmbedderConfig, engine: &Engine) -> Result<Self, ModelError> {
         let side = INPUT_SIDE as usize;
-        let model = Model::open(engine, &config.model, Shapes::Pixels([1, 3, side, side]))?;
-        let mut embedder = Self { model, dimension: 0, resize: Resize::default() };
+        let blank = image::RgbImage::new(INPUT_SIDE, INPUT_SIDE);
+        let sample = || normalized_chw(&blank, CLIP_MEAN, CLIP_STD);
+        let (model, form) = form::open_fastest(engine, &config.model, Shapes::Pixels([1, 3, side, side]), config.form, &sample)?;
+        let mut embedder = Self { model, dimension: 0, resize: Resize::default(), form };
         embedder.dimension = embedder.run(&image::RgbImage::new(INPUT_SIDE, INPUT_SIDE))?.len();
         Ok(embedder)
     }
@@ -87,6 +94,11 @@ impl Embedder {
     /// Where the model runs: `tract`, or an ONNX Runtime execution provider.
     pub fn provider(&self) -> &str {
         self.model.provider()
+    }
+
+    /// Which of the model's forms runs, and why.
+    pub fn form(&self) -> &FormReport {
+        &self.form
     }
 
     /// The length of every embedding; must equal the Pinecone index's dimension.

@@ -5,6 +5,7 @@
 //! Every failure a user can cause (missing, truncated or foreign files, wrong shapes, a missing
 //! or too old library) becomes an error naming the file or key.
 
+pub mod form;
 mod onnxruntime;
 pub mod tract;
 
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::form::{Form, FormPolicy, FormReport};
 pub use self::onnxruntime::{OnnxRuntime, Provider, RuntimeError};
 pub use self::tract::set_inference_threads;
 use crate::validate::{KeyPath, Problem};
@@ -106,7 +108,7 @@ impl Engine {
                 ("onnxruntime", Some(runtime.library().display().to_string()), Some(runtime.version().to_owned()))
             }
         };
-        EngineReport { engine, library, version, providers: BTreeMap::new() }
+        EngineReport { engine, library, version, providers: BTreeMap::new(), form: BTreeMap::new() }
     }
 }
 
@@ -118,6 +120,8 @@ pub struct EngineReport {
     pub version: Option<String>,
     /// Model ("detector", "embedder") → `tract` or the ONNX Runtime execution provider.
     pub providers: BTreeMap<&'static str, String>,
+    /// Model → which of its forms runs, and why (`form = "fastest"` times them).
+    pub form: BTreeMap<&'static str, FormReport>,
 }
 
 /// A model's input: pixels `[batch, 3, height, width]` or CLIP token ids `[batch, length]`.

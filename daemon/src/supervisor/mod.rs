@@ -107,9 +107,10 @@ fn load_models(config: &Config) -> anyhow::Result<Models> {
     let embedder = Embedder::load(&config.embedder, &engine)?;
     let mut report = engine.report();
     report.providers = BTreeMap::from([("detector", detector.provider().to_owned()), ("embedder", embedder.provider().to_owned())]);
-    let (detector_file, embedder_file) = (config.detector.model.display(), config.embedder.model.display());
-    tracing::info!(detector = %detector_file, embedder = %embedder_file, dimension = embedder.dimension(), engine = report.engine,
-        providers = ?report.providers, "models loaded");
+    report.form = BTreeMap::from([("detector", detector.form().clone()), ("embedder", embedder.form().clone())]);
+    let (detector_form, embedder_form) = (&report.form["detector"], &report.form["embedder"]);
+    tracing::info!(detector = %detector_form.file, embedder = %embedder_form.file, dimension = embedder.dimension(), engine = report.engine,
+        providers = ?report.providers, detector_form = %detector_form.reason, embedder_form = %embedder_form.reason, "models loaded");
     Ok(Models { detector, embedder, engine: report })
 }
 

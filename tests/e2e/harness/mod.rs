@@ -51,6 +51,12 @@ impl ConfigBuilder {
         Self { dir, text, analysis: EVERY_DETECTION.to_owned() }
     }
 
+    /// Another image embedder from models/tiny than `clip-tiny-random.onnx`.
+    pub fn embedder(mut self, file: &str) -> Self {
+        self.text = self.text.replace(&daemon::model("clip-tiny-random.onnx"), &daemon::model(file));
+        self
+    }
+
     pub fn camera(mut self, name: &str, uri: &str, sample_fps: f64) -> Self {
         self.text += &format!("[[cameras]]\nname = \"{name}\"\nuri = \"{uri}\"\nsample_fps = {sample_fps}\n\n");
         self

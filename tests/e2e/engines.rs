@@ -35,7 +35,8 @@ fn onnxruntime_indexes_the_clip_into_the_same_records_as_tract() {
 }
 
 /// An int8 file competes with the other forms beside it (models/tiny has all three of the
-/// tiny CLIP); the fastest runs on either engine, and the stats and `check` say which and why.
+/// tiny CLIP); the fastest runs on either engine, the stats and `check` say which and why, and
+/// the choice is remembered in the data directory for the next start.
 #[test]
 fn an_int8_model_runs_in_its_fastest_form_and_says_which() {
     for inference in [String::new(), onnxruntime_section("[\"cpu\"]")] {
@@ -55,7 +56,9 @@ fn an_int8_model_runs_in_its_fastest_form_and_says_which() {
 
         let out = glimpse(&["check", "--config", &config.path.display().to_string()], &[]);
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.lines().any(|l| l.starts_with("ok: embedder form ") && l.contains("ms per call")), "{text}");
+        let line = text.lines().find(|l| l.starts_with("ok: embedder form ")).unwrap_or_else(|| panic!("no form line in:\n{text}"));
+        assert!(line.contains(&format!("form {chosen} (")), "check runs what the daemon chose: {line}");
+        assert!(line.contains("timed at an earlier start"), "the daemon's choice is remembered, not timed again: {line}");
     }
 }
 

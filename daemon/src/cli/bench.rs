@@ -218,10 +218,11 @@ pub fn overhead(detector: &Path, embedder: &Path, image: &Path, crops: u32, runs
         min_box_px: 8,
         form: FormPolicy::AsConfigured,
     };
-    let mut ours_detector = Detector::load(&config, &engine)?;
+    let mut ours_detector = Detector::load(&config, &engine, None)?;
     let mut ours_embedder = Embedder::load(
         &EmbedderConfig { model: embedder.to_owned(), text_model: None, tokenizer: None, form: FormPolicy::AsConfigured },
         &engine,
+        None,
     )?;
     // Boxes of several sizes and shapes across the frame, as detections would give.
     let boxes: Vec<PixelBox> = (0..crops.max(1))
@@ -526,7 +527,7 @@ pub fn triggers(embedder: &Path, photo: &Path, triggers: usize, records: usize) 
         tokenizer: None,
         form: crate::model::FormPolicy::AsConfigured,
     };
-    let mut clip = crate::embed::Embedder::load(&config, &crate::model::Engine::Tract)?;
+    let mut clip = crate::embed::Embedder::load(&config, &crate::model::Engine::Tract, None)?;
     let dimension = clip.dimension();
     let crop = crate::triggers::read_image(photo).map_err(|e| anyhow::anyhow!(e))?;
     clip.embed(&crop)?; // warm-up

@@ -103,14 +103,15 @@ fn check_models(config: &Config, problems: &mut Vec<String>) -> Option<usize> {
         (Some(library), Some(version)) => println!("ok: engine {} {version} ({library})", report.engine),
         _ => println!("ok: engine {}", report.engine),
     }
-    match Detector::load(&config.detector, &engine) {
+    let memory = config.form_memory(false);
+    match Detector::load(&config.detector, &engine, Some(&memory)) {
         Ok(detector) => {
             println!("ok: detector {} on {}", detector.form().file, detector.provider());
             println!("ok: detector form {} ({})", detector.form().form.name(), detector.form().reason);
         }
         Err(e) => problems.push(format!("detector.model: {e}")),
     }
-    let dimension = match Embedder::load(&config.embedder, &engine) {
+    let dimension = match Embedder::load(&config.embedder, &engine, Some(&memory)) {
         Ok(embedder) => {
             println!("ok: embedder {} ({}-d) on {}", embedder.form().file, embedder.dimension(), embedder.provider());
             println!("ok: embedder form {} ({})", embedder.form().form.name(), embedder.form().reason);

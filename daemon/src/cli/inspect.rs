@@ -62,7 +62,7 @@ fn engine(config: &Path) -> anyhow::Result<Engine> {
 
 pub fn detect(config: &Path, images: &[PathBuf]) -> anyhow::Result<Outcome> {
     let section: DetectorConfig = load_section(config, "detector")?;
-    let mut detector = Detector::load(&section, &engine(config)?)?;
+    let mut detector = Detector::load(&section, &engine(config)?, None)?;
     each_image(images, |img| {
         let detections: Vec<_> = detector
             .detect(img)?
@@ -75,7 +75,7 @@ pub fn detect(config: &Path, images: &[PathBuf]) -> anyhow::Result<Outcome> {
 
 pub fn embed(config: &Path, images: &[PathBuf]) -> anyhow::Result<Outcome> {
     let section: EmbedderConfig = load_section(config, "embedder")?;
-    let mut embedder = Embedder::load(&section, &engine(config)?)?;
+    let mut embedder = Embedder::load(&section, &engine(config)?, None)?;
     each_image(images, |img| Ok(serde_json::Map::from_iter([("embedding".to_owned(), json!(embedder.embed(img)?))])))
 }
 

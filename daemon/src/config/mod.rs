@@ -21,7 +21,7 @@ use crate::detect::DetectorConfig;
 use crate::embed::EmbedderConfig;
 use crate::events::EventsConfig;
 use crate::index::SearchConfig;
-use crate::model::{Engine, InferenceConfig, RuntimeError};
+use crate::model::{Engine, FormMemory, InferenceConfig, RuntimeError};
 use crate::outbox::OutboxConfig;
 use crate::source::CameraConfig;
 use crate::status::MqttConfig;
@@ -145,6 +145,12 @@ impl Config {
     /// per process).
     pub fn engine(&self) -> Result<Engine, RuntimeError> {
         Engine::start(&self.inference, self.device.inference_threads)
+    }
+
+    /// Where the model forms chosen at earlier starts are kept (`writable`: by the daemon).
+    pub fn form_memory(&self, writable: bool) -> FormMemory {
+        let engine = format!("{:?}; {} threads", self.inference, self.device.inference_threads);
+        FormMemory::new(&self.device.data_dir, engine, writable)
     }
 
     /// Reads and validates a configuration file.

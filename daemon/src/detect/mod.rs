@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::model::{form, normalized_chw, Engine, FormPolicy, FormReport, Model, ModelError, Resize, ResizeFilter, Shapes};
+use crate::model::{form, normalized_chw, Engine, FormMemory, FormPolicy, FormReport, Model, ModelError, Resize, ResizeFilter, Shapes};
 use crate::validate::{KeyPath, Problem};
 
 const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -105,12 +105,12 @@ pub struct Detector {
 impl Detector {
     /// Loads the model and runs it once on a blank frame, so that a file that parses but cannot
     /// run is reported at start-up rather than on the first frame.
-    pub fn load(config: &DetectorConfig, engine: &Engine) -> Result<Self, ModelError> {
+    pub fn load(config: &DetectorConfig, engine: &Engine, memory: Option<&FormMemory>) -> Result<Self, ModelError> {
         let side = config.shortest_edge;
         let blank = image::RgbImage::new(side, side);
         let sample = || normalized_chw(&blank, IMAGENET_MEAN, IMAGENET_STD);
         let shapes = Shapes::VaryingPixels { max_plans: MAX_PLANS };
-        let (model, form) = form::open_fastest(engine, &config.model, shapes, config.form, &sample)?;
+        let (model, form) = form::open_fastest(engine, &config.model, shapes, config.form, &sample, memory)?;
         let mut detector = Self { model, config: config.clone(), resize: Resize::default(), form };
         detector.detect(&blank)?;
         // Cameras rarely have square frames: the check's plan would only hold memory.

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::detect::Detection;
-use crate::model::{form, normalized_chw, Engine, FormPolicy, FormReport, Model, ModelError, Resize, ResizeFilter, Shapes};
+use crate::model::{form, normalized_chw, Engine, FormMemory, FormPolicy, FormReport, Model, ModelError, Resize, ResizeFilter, Shapes};
 use crate::validate::{KeyPath, Problem};
 
 const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
@@ -81,11 +81,11 @@ pub struct Embedder {
 
 impl Embedder {
     /// Loads the model and embeds a blank crop once, which also measures the output dimension.
-    pub fn load(config: &EmbedderConfig, engine: &Engine) -> Result<Self, ModelError> {
+    pub fn load(config: &EmbedderConfig, engine: &Engine, memory: Option<&FormMemory>) -> Result<Self, ModelError> {
         let side = INPUT_SIDE as usize;
         let blank = image::RgbImage::new(INPUT_SIDE, INPUT_SIDE);
         let sample = || normalized_chw(&blank, CLIP_MEAN, CLIP_STD);
-        let (model, form) = form::open_fastest(engine, &config.model, Shapes::Pixels([1, 3, side, side]), config.form, &sample)?;
+        let (model, form) = form::open_fastest(engine, &config.model, Shapes::Pixels([1, 3, side, side]), config.form, &sample, memory)?;
         let mut embedder = Self { model, dimension: 0, resize: Resize::default(), form };
         embedder.dimension = embedder.run(&image::RgbImage::new(INPUT_SIDE, INPUT_SIDE))?.len();
         Ok(embedder)

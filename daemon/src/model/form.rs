@@ -24,7 +24,7 @@ pub enum FormPolicy {
     AsConfigured,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Form {
     Fp32,
@@ -88,7 +88,7 @@ pub fn choose(timings: &[(Form, f64)]) -> Option<(Form, String)> {
 }
 
 /// What `glimpse check` and the stats (`inference.form`) say of the choice.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FormReport {
     pub form: Form,
     pub file: String,
@@ -107,21 +107,110 @@ impl FormReport {
     }
 }
 
+/// Choices made at earlier starts, so that a restart with the same files, engine settings and
+/// CPU does not time the forms again (DETR-R50 takes seconds per call on a small board):
+/// `<data_dir>/model-forms.json`, keyed by all three.
+pub struct FormMemory {
+    path: PathBuf,
+    context: String,
+    /// `glimpse check` only reads it: it may run as another user than the daemon.
+    writable: bool,
+}
+
+impl FormMemory {
+    /// `engine` describes what the timings depend on besides the files and the CPU (the engine,
+    /// its library and providers, the thread count).
+    pub fn new(data_dir: &Path, engine: String, writable: bool) -> Self {
+        let context = format!("{engine}; cpu {}", cpu_signature());
+        Self { path: data_dir.join("model-forms.json"), context, writable }
+    }
+
+    /// The key for one configured file: the context and each competing file's size and mtime.
+    fn key(&self, configured: &Path, rivals: &[(Form, PathBuf)]) -> String {
+        let identity = |path: &Path| match std::fs::metadata(path) {
+            Ok(m) => format!("{} {} {:?}", path.display(), m.len(), m.modified().ok()),
+            Err(_) => path.display().to_string(),
+        };
+        let files: Vec<String> = std::iter::once(configured).chain(rivals.iter().map(|(_, p)| p.as_path())).map(identity).collect();
+        format!("{}; {}", self.context, files.join("; "))
+    }
+
+    fn entries(&self) -> BTreeMap<String, FormReport> {
+        std::fs::read(&self.path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default()
+    }
+
+    fn recall(&self, key: &str) -> Option<FormReport> {
+        self.entries().remove(key).filter(|report| Path::new(&report.file).is_file())
+    }
+
+    /// Best effort: a memory that cannot be written only means timing again at the next start.
+    fn remember(&self, key: String, report: &FormReport) {
+        if !self.writable {
+            return;
+        }
+        let mut entries = self.entries();
+        entries.insert(key, report.clone());
+        let temporary = self.path.with_extension("json.tmp");
+        let written = serde_json::to_vec_pretty(&entries)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&temporary, bytes))
+            .and_then(|()| std::fs::rename(&temporary, &self.path));
+        if let Err(e) = written {
+            tracing::warn!(file = %self.path.display(), error = %e, "cannot remember the model form chosen; it is timed again at the next start");
+        }
+    }
+}
+
+/// The CPU's model and feature flags, as a digest: a data directory moved to another box times
+/// the forms again.
+fn cpu_signature() -> String {
+    use sha2::{Digest, Sha256};
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let wanted = |l: &&str| ["model name", "flags", "Features", "CPU part"].iter().any(|k| l.starts_with(k));
+    let mut lines: Vec<&str> = info.lines().filter(wanted).collect();
+    lines.sort_unstable();
+    lines.dedup();
+    let digest = Sha256::digest(lines.join("\n"));
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 /// Opens the configured model, or the fastest of its forms (see [`rivals`]): each is warmed up
-/// on `sample` (the input of the check call the loader makes next) and timed on one more call.
-/// At most two forms are held at once.
+/// on `sample` (the input of the check call the loader makes next) and timed on one more call,
+/// unless `memory` holds the choice for these files on this CPU. At most two forms are held at
+/// once.
 pub fn open_fastest(
     engine: &Engine,
     configured: &Path,
     shapes: Shapes,
     policy: FormPolicy,
     sample: &dyn Fn() -> Input,
+    memory: Option<&FormMemory>,
 ) -> Result<(Model, FormReport), ModelError> {
-    let mut chosen = Model::open(engine, configured, shapes)?;
     let rivals = rivals(configured, policy);
     if rivals.is_empty() {
-        return Ok((chosen, FormReport::untimed(configured, policy)));
+        return Ok((Model::open(engine, configured, shapes)?, FormReport::untimed(configured, policy)));
     }
+    let key = memory.map(|m| m.key(configured, &rivals));
+    if let Some(mut report) = memory.zip(key.as_deref()).and_then(|(m, key)| m.recall(key)) {
+        let model = Model::open(engine, Path::new(&report.file), shapes)?;
+        report.reason = format!("{} (timed at an earlier start with the same files, engine and CPU)", report.reason);
+        return Ok((model, report));
+    }
+    let (model, report) = time_forms(engine, configured, rivals, shapes, sample)?;
+    if let Some((memory, key)) = memory.zip(key) {
+        memory.remember(key, &report);
+    }
+    Ok((model, report))
+}
+
+fn time_forms(
+    engine: &Engine,
+    configured: &Path,
+    rivals: Vec<(Form, PathBuf)>,
+    shapes: Shapes,
+    sample: &dyn Fn() -> Input,
+) -> Result<(Model, FormReport), ModelError> {
+    let mut chosen = Model::open(engine, configured, shapes)?;
     let mut timings = vec![(Form::of(configured).0, warm_then_time(&mut chosen, sample)?)];
     let mut file = configured.to_owned();
     for (form, path) in rivals {
@@ -182,6 +271,30 @@ mod tests {
     fn the_other_int8_form_can_win() {
         assert_eq!(choose(&[(Form::Int8, 300.0), (Form::Fp32, 270.0), (Form::Int8Qdq, 90.0)]).unwrap().0, Form::Int8Qdq);
         assert_eq!(choose(&[]), None);
+    }
+
+    #[test]
+    fn a_choice_is_remembered_for_the_same_files_and_forgotten_when_one_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (configured, fp32) = (dir.path().join("clip-int8.onnx"), dir.path().join("clip.onnx"));
+        std::fs::write(&configured, b"int8").unwrap();
+        std::fs::write(&fp32, b"fp32").unwrap();
+        let rivals = rivals(&configured, FormPolicy::Fastest);
+        let report = FormReport { form: Form::Fp32, file: fp32.display().to_string(), reason: "faster".into(), ms: BTreeMap::new() };
+
+        let reader = FormMemory::new(dir.path(), "tract".into(), false);
+        reader.remember(reader.key(&configured, &rivals), &report);
+        assert_eq!(reader.recall(&reader.key(&configured, &rivals)), None, "a read-only memory writes nothing");
+
+        let memory = FormMemory::new(dir.path(), "tract".into(), true);
+        memory.remember(memory.key(&configured, &rivals), &report);
+        assert_eq!(memory.recall(&memory.key(&configured, &rivals)), Some(report.clone()));
+        assert_eq!(reader.recall(&reader.key(&configured, &rivals)), Some(report), "check reads what the daemon chose");
+
+        let other_engine = FormMemory::new(dir.path(), "onnxruntime".into(), true);
+        assert_eq!(other_engine.recall(&other_engine.key(&configured, &rivals)), None, "another engine times again");
+        std::fs::write(&fp32, b"a new fp32 export").unwrap();
+        assert_eq!(memory.recall(&memory.key(&configured, &rivals)), None, "a changed file is timed again");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use self::form::{Form, FormPolicy, FormReport};
+pub use self::form::{Form, FormMemory, FormPolicy, FormReport};
 pub use self::onnxruntime::{OnnxRuntime, Provider, RuntimeError};
 pub use self::tract::set_inference_threads;
 use crate::validate::{KeyPath, Problem};

@@ -103,8 +103,9 @@ struct Models {
 
 fn load_models(config: &Config) -> anyhow::Result<Models> {
     let engine = config.engine()?;
-    let detector = Detector::load(&config.detector, &engine)?;
-    let embedder = Embedder::load(&config.embedder, &engine)?;
+    let memory = config.form_memory(true);
+    let detector = Detector::load(&config.detector, &engine, Some(&memory))?;
+    let embedder = Embedder::load(&config.embedder, &engine, Some(&memory))?;
     let mut report = engine.report();
     report.providers = BTreeMap::from([("detector", detector.provider().to_owned()), ("embedder", embedder.provider().to_owned())]);
     report.form = BTreeMap::from([("detector", detector.form().clone()), ("embedder", embedder.form().clone())]);

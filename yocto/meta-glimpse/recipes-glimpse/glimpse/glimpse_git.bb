@@ -9,7 +9,7 @@ SECTION = "multimedia"
 # generated from cargo metadata), so that the licence manifest and INCOMPATIBLE_LICENSE see them.
 LICENSE = "Apache-2.0 & ${GLIMPSE_CRATES_LICENSE}"
 # The sources have no licence file: the workspace Cargo.toml declares the licence.
-LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=9;endline=9;md5=2507bd5f0713f05419cd2f22fa06fe62"
+LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=10;endline=10;md5=2507bd5f0713f05419cd2f22fa06fe62"
 # In-house code with no NVD entry; the default (BPN) would match the unrelated Glimpse search tool.
 CVE_PRODUCT = "glimpse-camera-indexer"
 

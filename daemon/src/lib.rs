@@ -17,6 +17,7 @@
 //!   - [`index`]: the index on the device (int8 scan, exact re-rank).
 //! - [`sync`]: the Pinecone data-plane client and the syncer that drains the outbox.
 //! - [`status`]: MQTT availability, stats and camera status (or the log without a broker).
+//! - [`http`]: the box's HTTP API (`[http]`): the stats and cameras, behind an access token.
 //! - [`supervisor`]: starts the stages, carries out reloads and commands, stops in data order.
 //! - [`cli`]: `glimpse check`, `detect`, `embed`, `models`, `bench`, `outbox` (no stage uses them).
 //!
@@ -37,6 +38,7 @@ pub mod crops;
 pub mod detect;
 pub mod embed;
 pub mod events;
+pub mod http;
 pub mod index;
 pub mod keeper;
 pub mod model;

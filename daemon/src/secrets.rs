@@ -10,6 +10,8 @@ pub enum SecretError {
     Unreadable { what: &'static str, file: PathBuf, source: std::io::Error },
     #[error("the {what} file {} is empty", file.display())]
     Empty { what: &'static str, file: PathBuf },
+    #[error("the {what} in {} is too short: use at least {min} characters, e.g. from `openssl rand -hex 32`", file.display())]
+    TooShort { what: &'static str, file: PathBuf, min: usize },
     #[error("no {what}: {hint}")]
     Missing { what: &'static str, hint: &'static str },
 }

@@ -36,7 +36,17 @@ pub fn check(file: &Path) -> Vec<String> {
         println!("warning: {warning}");
     }
     check_triggers(file, &config, &mut problems);
+    check_http(&config, &mut problems);
     problems
+}
+
+/// The HTTP API's token can be read (the port is not tried: the running daemon may hold it).
+fn check_http(config: &Config, problems: &mut Vec<String>) {
+    let Some(http) = &config.http else { return };
+    match http.token() {
+        Ok(_) => println!("ok: HTTP API on {} with an access token", http.listen),
+        Err(e) => problems.push(format!("http.token_file: {e}")),
+    }
 }
 
 /// Each trigger's picture decodes, its record is in the local index, its text embeds.

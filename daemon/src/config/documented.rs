@@ -23,6 +23,8 @@ model = "/m/clip.onnx"
 host = "https://index.example"
 [mqtt]
 host = "127.0.0.1"
+[http]
+listen = "127.0.0.1:8080"
 [[triggers]]
 name = "t"
 record = "r"

@@ -20,6 +20,7 @@ use crate::crops::CropsConfig;
 use crate::detect::DetectorConfig;
 use crate::embed::EmbedderConfig;
 use crate::events::EventsConfig;
+use crate::http::HttpConfig;
 use crate::index::SearchConfig;
 use crate::model::{Engine, FormMemory, InferenceConfig, RuntimeError};
 use crate::outbox::OutboxConfig;
@@ -57,6 +58,9 @@ pub struct Config {
     pub events: EventsConfig,
     #[serde(default)]
     pub triggers: Vec<TriggerConfig>,
+    /// Absent: no HTTP API.
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
 }
 
 /// `[device]`: who this box is and where it keeps its state.
@@ -202,6 +206,9 @@ impl Config {
         self.crops.validate(&root.key("crops"), problems);
         self.search.validate(&root.key("search"), problems);
         self.events.validate(&root.key("events"), problems);
+        if let Some(h) = &self.http {
+            h.validate(&root.key("http"), problems);
+        }
         self.validate_triggers(&root.key("triggers"), problems);
         for camera in self.analysis.motion_masks.keys().filter(|name| !self.cameras.iter().any(|c| &&c.name == name)) {
             problems.push(Problem::new(

@@ -46,20 +46,31 @@ pub struct Reporter {
     device: String,
     stats: Arc<Stats>,
     states: Arc<CameraStates>,
-    previous: Option<Snapshot>,
+    /// The last report's snapshot, which the next report's rates (and [`StatsView`]'s) start from.
+    published: watch::Sender<Option<Snapshot>>,
 }
 
 impl Reporter {
     pub fn new(device: String, stats: Arc<Stats>, states: Arc<CameraStates>) -> Self {
-        Self { device, stats, states, previous: None }
+        Self { device, stats, states, published: watch::Sender::new(None) }
     }
 
     /// The stats JSON now; the next report's rates start here.
     pub fn report(&mut self) -> serde_json::Value {
         let now = self.stats.snapshot();
-        let json = now.report(&self.device, &self.states.current(), self.previous.as_ref());
-        self.previous = Some(now);
+        let json = now.report(&self.device, &self.states.current(), self.published.borrow().as_ref());
+        self.published.send_replace(Some(now));
         json
+    }
+
+    /// A reader of the same JSON for the HTTP API, which changes nothing of the reports.
+    pub fn view(&self) -> StatsView {
+        StatsView {
+            device: self.device.clone(),
+            stats: self.stats.clone(),
+            states: self.states.clone(),
+            published: self.published.subscribe(),
+        }
     }
 
     fn log(&mut self) {
@@ -281,6 +292,35 @@ pub async fn run_status(
             }
         },
         None => run_log_only(reporter, shutdown).await,
+    }
+}
+
+/// The stats JSON as MQTT publishes it, now, with rates since the last published report.
+#[derive(Clone)]
+pub struct StatsView {
+    device: String,
+    stats: Arc<Stats>,
+    states: Arc<CameraStates>,
+    published: watch::Receiver<Option<Snapshot>>,
+}
+
+impl StatsView {
+    pub fn current(&self) -> serde_json::Value {
+        self.stats.snapshot().report(&self.device, &self.states.current(), self.published.borrow().as_ref())
+    }
+
+    /// Each camera's state (and why it is not online) with its stats.
+    pub fn cameras(&self) -> serde_json::Value {
+        let mut stats = self.current();
+        let mut cameras = serde_json::Map::new();
+        for (name, status) in self.states.current() {
+            let mut entry = serde_json::to_value(&status).unwrap_or_default();
+            if let (Some(entry), Some(numbers)) = (entry.as_object_mut(), stats["cameras"][&name].as_object_mut()) {
+                entry.append(numbers);
+            }
+            cameras.insert(name, entry);
+        }
+        serde_json::Value::Object(cameras)
     }
 }
 

@@ -39,6 +39,7 @@ use crate::crops::{upload, CropStore};
 use crate::detect::Detector;
 use crate::embed::Embedder;
 use crate::events;
+use crate::http::{self, HttpConfig};
 use crate::keeper::{self, DiskGuard, Flush, KeeperLinks, Kept, Release};
 use crate::model::EngineReport;
 use crate::outbox::{self, Outbox};
@@ -113,6 +114,12 @@ fn load_models(config: &Config) -> anyhow::Result<Models> {
     tracing::info!(detector = %detector_form.file, embedder = %embedder_form.file, dimension = embedder.dimension(), engine = report.engine,
         providers = ?report.providers, detector_form = %detector_form.reason, embedder_form = %embedder_form.reason, "models loaded");
     Ok(Models { detector, embedder, engine: report })
+}
+
+/// The HTTP API's token and socket, before any stage starts: either failing stops start-up.
+fn open_http(section: &HttpConfig) -> anyhow::Result<(HttpConfig, http::Token, std::net::TcpListener)> {
+    let token = section.token().context("http.token_file")?;
+    Ok((section.clone(), token, http::bind(section)?))
 }
 
 fn start_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -243,6 +250,7 @@ impl Daemon {
         pinecone: Option<(PineconeClient, SyncOptions)>,
     ) -> anyhow::Result<Self> {
         let (trigger, shutdown) = shutdown::channel();
+        let http = config.http.as_ref().map(open_http).transpose()?;
         let (stats, states, heartbeats) = (Stats::new(), Arc::new(CameraStates::default()), Arc::new(Heartbeats::default()));
         stats.engine_loaded(models.engine);
         stats.outbox_backlog(outbox.backlog());
@@ -292,6 +300,9 @@ impl Daemon {
         }
         let (command_tx, commands) = mpsc::channel::<Request>(COMMAND_QUEUE);
         let reporter = Reporter::new(config.device.id.clone(), stats.clone(), states);
+        if let Some((section, token, listener)) = http {
+            runtime.spawn(http::serve(listener, section, token, reporter.view(), shutdown.clone()));
+        }
         let status = runtime.spawn(status::run_status(config.mqtt.clone(), reporter, command_tx, feed, shutdown.clone()));
         let uploader = start_uploader(&runtime, config, &stats, &shutdown)?;
         let syncer = pinecone.map(|(client, options)| {

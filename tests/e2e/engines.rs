@@ -58,7 +58,7 @@ fn an_int8_model_runs_in_its_fastest_form_and_says_which() {
         let text = String::from_utf8_lossy(&out.stdout);
         let line = text.lines().find(|l| l.starts_with("ok: embedder form ")).unwrap_or_else(|| panic!("no form line in:\n{text}"));
         assert!(line.contains(&format!("form {chosen} (")), "check runs what the daemon chose: {line}");
-        assert!(line.contains("timed at an earlier start"), "the daemon's choice is remembered, not timed again: {line}");
+        assert!(line.contains("timed before with the same files"), "the daemon's choice is remembered, not timed again: {line}");
     }
 }
 

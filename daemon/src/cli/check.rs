@@ -113,7 +113,7 @@ fn check_models(config: &Config, problems: &mut Vec<String>) -> Option<usize> {
         (Some(library), Some(version)) => println!("ok: engine {} {version} ({library})", report.engine),
         _ => println!("ok: engine {}", report.engine),
     }
-    let memory = config.form_memory(false);
+    let memory = config.form_memory();
     match Detector::load(&config.detector, &engine, Some(&memory)) {
         Ok(detector) => {
             println!("ok: detector {} on {}", detector.form().file, detector.provider());

@@ -165,7 +165,7 @@ fn query_vector(search: &Search, config: &Config) -> Result<Vec<f32>, SearchErro
         }
         (None, Some(path), None) => {
             let image = image::open(path).map_err(|e| SearchError::Image { path: path.clone(), reason: e.to_string() })?;
-            Ok(Embedder::load(&config.embedder, &config.engine()?, Some(&config.form_memory(false)))?.embed(&image.to_rgb8())?)
+            Ok(Embedder::load(&config.embedder, &config.engine()?, Some(&config.form_memory()))?.embed(&image.to_rgb8())?)
         }
         // Pinecone looks up a record the index on the device no longer has (`id` in the query).
         (None, None, Some(id)) if config.pinecone.is_some() && !search.local => {

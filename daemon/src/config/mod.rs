@@ -151,10 +151,12 @@ impl Config {
         Engine::start(&self.inference, self.device.inference_threads)
     }
 
-    /// Where the model forms chosen at earlier starts are kept (`writable`: by the daemon).
-    pub fn form_memory(&self, writable: bool) -> FormMemory {
-        let engine = format!("{:?}; {} threads", self.inference, self.device.inference_threads);
-        FormMemory::new(&self.device.data_dir, engine, writable)
+    /// Where the model forms chosen at earlier starts are kept.
+    pub fn form_memory(&self) -> FormMemory {
+        let engine = &self.inference;
+        let library = engine.onnxruntime_library.as_ref().map(|p| p.display().to_string()).or_else(|| std::env::var("ORT_DYLIB_PATH").ok());
+        let settings = format!("{:?} {library:?} {:?}; {} threads", engine.engine, engine.providers, self.device.inference_threads);
+        FormMemory::new(&self.device.data_dir, settings)
     }
 
     /// Reads and validates a configuration file.

@@ -109,53 +109,65 @@ impl FormReport {
 
 /// Choices made at earlier starts, so that a restart with the same files, engine settings and
 /// CPU does not time the forms again (DETR-R50 takes seconds per call on a small board):
-/// `<data_dir>/model-forms.json`, keyed by all three.
+/// `<data_dir>/model-forms.json`, one entry per configured file, holding the fingerprint of
+/// what the timing depended on.
 pub struct FormMemory {
     path: PathBuf,
     context: String,
-    /// `glimpse check` only reads it: it may run as another user than the daemon.
-    writable: bool,
+}
+
+/// One configured file's choice and what it was made with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Remembered {
+    fingerprint: String,
+    choice: FormReport,
 }
 
 impl FormMemory {
-    /// `engine` describes what the timings depend on besides the files and the CPU (the engine,
-    /// its library and providers, the thread count).
-    pub fn new(data_dir: &Path, engine: String, writable: bool) -> Self {
-        let context = format!("{engine}; cpu {}", cpu_signature());
-        Self { path: data_dir.join("model-forms.json"), context, writable }
+    /// `engine` describes what the timings depend on besides the files, the CPU and this build
+    /// (the engine, its library and providers, the thread count).
+    pub fn new(data_dir: &Path, engine: String) -> Self {
+        let context = format!("glimpse {}; {engine}; cpu {}", env!("CARGO_PKG_VERSION"), cpu_signature());
+        Self { path: data_dir.join("model-forms.json"), context }
     }
 
-    /// The key for one configured file: the context and each competing file's size and mtime.
-    fn key(&self, configured: &Path, rivals: &[(Form, PathBuf)]) -> String {
-        let identity = |path: &Path| match std::fs::metadata(path) {
-            Ok(m) => format!("{} {} {:?}", path.display(), m.len(), m.modified().ok()),
-            Err(_) => path.display().to_string(),
+    /// What a choice for `configured` depends on: the context and each competing file's size and
+    /// modification time.
+    fn fingerprint(&self, configured: &Path, rivals: &[(Form, PathBuf)]) -> String {
+        let identity = |path: &Path| {
+            let meta = std::fs::metadata(path).ok();
+            let modified = meta.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            let (len, nanos) = (meta.map_or(0, |m| m.len()), modified.map_or(0, |d| d.as_nanos()));
+            format!("{} {len} {nanos}", path.display())
         };
         let files: Vec<String> = std::iter::once(configured).chain(rivals.iter().map(|(_, p)| p.as_path())).map(identity).collect();
         format!("{}; {}", self.context, files.join("; "))
     }
 
-    fn entries(&self) -> BTreeMap<String, FormReport> {
+    fn entries(&self) -> BTreeMap<String, Remembered> {
         std::fs::read(&self.path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default()
     }
 
-    fn recall(&self, key: &str) -> Option<FormReport> {
-        self.entries().remove(key).filter(|report| Path::new(&report.file).is_file())
+    /// The choice made for `configured` with the same fingerprint, if it names one of its files.
+    fn recall(&self, configured: &Path, rivals: &[(Form, PathBuf)]) -> Option<FormReport> {
+        let fingerprint = self.fingerprint(configured, rivals);
+        let entry = self.entries().remove(&configured.display().to_string())?;
+        let known = |file: &str| Path::new(file) == configured || rivals.iter().any(|(_, p)| p.as_path() == Path::new(file));
+        (entry.fingerprint == fingerprint && known(&entry.choice.file)).then_some(entry.choice)
     }
 
     /// Best effort: a memory that cannot be written only means timing again at the next start.
-    fn remember(&self, key: String, report: &FormReport) {
-        if !self.writable {
-            return;
-        }
+    fn remember(&self, configured: &Path, rivals: &[(Form, PathBuf)], choice: &FormReport) {
         let mut entries = self.entries();
-        entries.insert(key, report.clone());
-        let temporary = self.path.with_extension("json.tmp");
+        let entry = Remembered { fingerprint: self.fingerprint(configured, rivals), choice: choice.clone() };
+        entries.insert(configured.display().to_string(), entry);
+        let temporary = self.path.with_extension(format!("json.{}.tmp", std::process::id()));
         let written = serde_json::to_vec_pretty(&entries)
             .map_err(std::io::Error::other)
             .and_then(|bytes| std::fs::write(&temporary, bytes))
             .and_then(|()| std::fs::rename(&temporary, &self.path));
         if let Err(e) = written {
+            let _ = std::fs::remove_file(&temporary);
             tracing::warn!(file = %self.path.display(), error = %e, "cannot remember the model form chosen; it is timed again at the next start");
         }
     }
@@ -190,30 +202,30 @@ pub fn open_fastest(
     if rivals.is_empty() {
         return Ok((Model::open(engine, configured, shapes)?, FormReport::untimed(configured, policy)));
     }
-    let key = memory.map(|m| m.key(configured, &rivals));
-    if let Some(mut report) = memory.zip(key.as_deref()).and_then(|(m, key)| m.recall(key)) {
+    if let Some(mut report) = memory.and_then(|m| m.recall(configured, &rivals)) {
         let model = Model::open(engine, Path::new(&report.file), shapes)?;
-        report.reason = format!("{} (timed at an earlier start with the same files, engine and CPU)", report.reason);
+        report.reason = format!("{} (timed before with the same files, engine and CPU)", report.reason);
         return Ok((model, report));
     }
-    let (model, report) = time_forms(engine, configured, rivals, shapes, sample)?;
-    if let Some((memory, key)) = memory.zip(key) {
-        memory.remember(key, &report);
+    let (model, report) = time_forms(engine, configured, &rivals, shapes, sample)?;
+    if let Some(memory) = memory {
+        memory.remember(configured, &rivals, &report);
     }
     Ok((model, report))
 }
 
+/// Times the configured file and each rival on `sample`, keeping the fastest so far.
 fn time_forms(
     engine: &Engine,
     configured: &Path,
-    rivals: Vec<(Form, PathBuf)>,
+    rivals: &[(Form, PathBuf)],
     shapes: Shapes,
     sample: &dyn Fn() -> Input,
 ) -> Result<(Model, FormReport), ModelError> {
     let mut chosen = Model::open(engine, configured, shapes)?;
     let mut timings = vec![(Form::of(configured).0, warm_then_time(&mut chosen, sample)?)];
     let mut file = configured.to_owned();
-    for (form, path) in rivals {
+    for (form, path) in rivals.iter().cloned() {
         let timed = Model::open(engine, &path, shapes).and_then(|mut m| Ok((warm_then_time(&mut m, sample)?, m)));
         match timed {
             Ok((ms, model)) => {
@@ -282,19 +294,21 @@ mod tests {
         let rivals = rivals(&configured, FormPolicy::Fastest);
         let report = FormReport { form: Form::Fp32, file: fp32.display().to_string(), reason: "faster".into(), ms: BTreeMap::new() };
 
-        let reader = FormMemory::new(dir.path(), "tract".into(), false);
-        reader.remember(reader.key(&configured, &rivals), &report);
-        assert_eq!(reader.recall(&reader.key(&configured, &rivals)), None, "a read-only memory writes nothing");
+        let memory = FormMemory::new(dir.path(), "tract".into());
+        assert_eq!(memory.recall(&configured, &rivals), None);
+        memory.remember(&configured, &rivals, &report);
+        memory.remember(&configured, &rivals, &report);
+        assert_eq!(memory.recall(&configured, &rivals), Some(report.clone()));
+        assert_eq!(memory.entries().len(), 1, "one entry per configured file");
 
-        let memory = FormMemory::new(dir.path(), "tract".into(), true);
-        memory.remember(memory.key(&configured, &rivals), &report);
-        assert_eq!(memory.recall(&memory.key(&configured, &rivals)), Some(report.clone()));
-        assert_eq!(reader.recall(&reader.key(&configured, &rivals)), Some(report), "check reads what the daemon chose");
-
-        let other_engine = FormMemory::new(dir.path(), "onnxruntime".into(), true);
-        assert_eq!(other_engine.recall(&other_engine.key(&configured, &rivals)), None, "another engine times again");
+        let other_engine = FormMemory::new(dir.path(), "onnxruntime".into());
+        assert_eq!(other_engine.recall(&configured, &rivals), None, "another engine times again");
         std::fs::write(&fp32, b"a new fp32 export").unwrap();
-        assert_eq!(memory.recall(&memory.key(&configured, &rivals)), None, "a changed file is timed again");
+        assert_eq!(memory.recall(&configured, &rivals), None, "a changed file is timed again");
+
+        let foreign = FormReport { file: "/etc/passwd".into(), ..report };
+        memory.remember(&configured, &rivals, &foreign);
+        assert_eq!(memory.recall(&configured, &rivals), None, "only a file of this model is ever opened");
     }
 
     #[test]

@@ -104,7 +104,7 @@ struct Models {
 
 fn load_models(config: &Config) -> anyhow::Result<Models> {
     let engine = config.engine()?;
-    let memory = config.form_memory(true);
+    let memory = config.form_memory();
     let detector = Detector::load(&config.detector, &engine, Some(&memory))?;
     let embedder = Embedder::load(&config.embedder, &engine, Some(&memory))?;
     let mut report = engine.report();

@@ -12,6 +12,8 @@ pub enum SecretError {
     Empty { what: &'static str, file: PathBuf },
     #[error("the {what} in {} is too short: use at least {min} characters, e.g. from `openssl rand -hex 32`", file.display())]
     TooShort { what: &'static str, file: PathBuf, min: usize },
+    #[error("the {what} in {} must be printable ASCII without spaces (what an HTTP header carries)", file.display())]
+    NotPrintable { what: &'static str, file: PathBuf },
     #[error("no {what}: {hint}")]
     Missing { what: &'static str, hint: &'static str },
 }

@@ -30,6 +30,17 @@ fn get(port: u16, path: &str, token: Option<&str>) -> Option<Answer> {
     })
 }
 
+/// `POST path` with an empty body and the token.
+fn post(port: u16, path: &str, token: &str) -> Answer {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let response = reqwest::Client::new().post(url).bearer_auth(token).send().await.expect("answer");
+        let (status, headers) = (response.status().as_u16(), response.headers().clone());
+        Answer { status, headers, body: response.json().await.unwrap_or(Value::Null) }
+    })
+}
+
 fn http_section(port: u16, token_file: &std::path::Path) -> String {
     format!("[http]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n", token_file.display())
 }
@@ -67,6 +78,13 @@ fn the_api_answers_only_with_the_token_and_serves_the_stats_and_the_cameras() {
     let unknown = get(port, "/api/nothing-here", Some(TOKEN)).expect("answer");
     assert_eq!(unknown.status, 404);
     assert!(unknown.body["error"].is_string(), "errors are JSON: {}", unknown.body);
+    for answer in [&anonymous, &wrong, &unknown] {
+        assert_eq!(header(answer, "x-content-type-options"), "nosniff", "errors carry the headers too: {:?}", answer.headers);
+        assert!(header(answer, "content-security-policy").contains("frame-ancestors 'none'"));
+    }
+    let posted = post(port, "/api/stats", TOKEN);
+    assert_eq!(posted.status, 405);
+    assert!(posted.body["error"].as_str().is_some_and(|e| e.contains("method")), "{}", posted.body);
     assert!(get(port, "/api/nothing-here", None).is_some_and(|a| a.status == 401), "no route is told to a stranger");
     assert!(!daemon.logs().contains(TOKEN), "the token never reaches the log");
 }

@@ -41,17 +41,17 @@ fn default_max_upload_bytes() -> ByteSize {
     ByteSize(8 << 20)
 }
 
-/// Requests that take longer are answered 408, so a slow client cannot hold a connection.
+/// Requests that take longer (waiting for a turn included) are answered 408.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Requests served at once; more wait their turn.
+/// Requests served at once, over all routes; more wait their turn.
 const MAX_CONCURRENT_REQUESTS: usize = 32;
 /// A token shorter than this is refused: it would be guessable.
 const MIN_TOKEN_CHARS: usize = 16;
 
 impl HttpConfig {
     pub fn validate(&self, at: &KeyPath, problems: &mut Vec<Problem>) {
-        if self.max_upload_bytes.0 < 64 << 10 {
-            problems.push(Problem::new(at.key("max_upload_bytes"), "must be at least 64 KiB (a picture to search by)"));
+        if !(64 << 10..=64 << 20).contains(&self.max_upload_bytes.0) {
+            problems.push(Problem::new(at.key("max_upload_bytes"), "must be between 64 KiB (a picture to search by) and 64 MiB"));
         }
     }
 
@@ -60,8 +60,10 @@ impl HttpConfig {
         let hint = "set http.token_file, or give the service the credential http-token (docs/http.md)";
         let file = secret_file(self.token_file.as_deref(), "http-token").ok_or(SecretError::Missing { what: "HTTP access token", hint })?;
         let token = read_secret(&file, "HTTP access token")?;
-        match token.chars().count() {
+        match token.len() {
             0 => Err(SecretError::Empty { what: "HTTP access token", file }),
+            // Header values carry ASCII only, so any other character could never match.
+            _ if !token.bytes().all(|b| b.is_ascii_graphic()) => Err(SecretError::NotPrintable { what: "HTTP access token", file }),
             n if n < MIN_TOKEN_CHARS => Err(SecretError::TooShort { what: "HTTP access token", file, min: MIN_TOKEN_CHARS }),
             _ => Ok(Token(token)),
         }
@@ -114,8 +116,10 @@ fn router(app: Arc<App>, config: &HttpConfig) -> Router {
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), require_token))
         .layer(RequestBodyLimitLayer::new(usize::try_from(config.max_upload_bytes.0).unwrap_or(usize::MAX)))
+        // Router::layer wraps each route apart: a global limit shares one semaphore among them.
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
-        .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
+        .layer(middleware::map_response(json_errors))
         .layer(header(header::CONTENT_SECURITY_POLICY, "default-src 'self'; frame-ancestors 'none'"))
         .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(header(header::REFERRER_POLICY, "no-referrer"))
@@ -123,7 +127,12 @@ fn router(app: Arc<App>, config: &HttpConfig) -> Router {
 }
 
 async fn require_token(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()));
     match given {
         Some(token) if app.token.matches(token) => next.run(request).await,
         Some(_) => ApiError::Unauthorized("the access token is wrong").into_response(),
@@ -143,10 +152,24 @@ async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
+/// The layers' own answers (wrong method, timeout, body too large) as JSON errors too.
+async fn json_errors(response: Response) -> Response {
+    let is_json = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let message = match response.status() {
+        _ if is_json => return response,
+        StatusCode::METHOD_NOT_ALLOWED => "this route does not take that method",
+        StatusCode::REQUEST_TIMEOUT => "the request took longer than 30 s",
+        StatusCode::PAYLOAD_TOO_LARGE => "the request body is larger than http.max_upload_bytes",
+        _ => return response,
+    };
+    ApiError::Other(response.status(), message).into_response()
+}
+
 /// An error answer: `{"error": "..."}` with its status.
 enum ApiError {
     Unauthorized(&'static str),
     NotFound,
+    Other(StatusCode, &'static str),
 }
 
 impl IntoResponse for ApiError {
@@ -154,6 +177,7 @@ impl IntoResponse for ApiError {
         let (status, message) = match self {
             ApiError::Unauthorized(why) => (StatusCode::UNAUTHORIZED, why),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "no such route (docs/http.md lists them)"),
+            ApiError::Other(status, message) => (status, message),
         };
         let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
         if status == StatusCode::UNAUTHORIZED {
@@ -186,6 +210,8 @@ mod tests {
         };
         std::fs::write(dir.path().join("empty"), "\n").unwrap();
         std::fs::write(dir.path().join("short"), "hunter2\n").unwrap();
+        std::fs::write(dir.path().join("accented"), "pâté-pâté-pâté-pâté\n").unwrap();
+        assert!(config("accented").token().err().unwrap().to_string().contains("printable ASCII"));
         assert!(config("missing").token().err().unwrap().to_string().contains("cannot read the HTTP access token"));
         assert!(config("empty").token().err().unwrap().to_string().contains("is empty"));
         let short = config("short").token().err().unwrap().to_string();

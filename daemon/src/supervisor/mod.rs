@@ -234,6 +234,8 @@ struct Daemon {
     /// Crop uploads to a remote store, and where their marks are.
     uploader: Option<(TaskHandle<()>, std::path::PathBuf)>,
     status: TaskHandle<()>,
+    /// When `[http]` is configured.
+    http: Option<TaskHandle<()>>,
     watchdog: TaskHandle<()>,
     commands: mpsc::Receiver<Request>,
     stats: Arc<Stats>,
@@ -300,9 +302,8 @@ impl Daemon {
         }
         let (command_tx, commands) = mpsc::channel::<Request>(COMMAND_QUEUE);
         let reporter = Reporter::new(config.device.id.clone(), stats.clone(), states);
-        if let Some((section, token, listener)) = http {
-            runtime.spawn(http::serve(listener, section, token, reporter.view(), shutdown.clone()));
-        }
+        let http =
+            http.map(|(section, token, listener)| runtime.spawn(http::serve(listener, section, token, reporter.view(), shutdown.clone())));
         let status = runtime.spawn(status::run_status(config.mqtt.clone(), reporter, command_tx, feed, shutdown.clone()));
         let uploader = start_uploader(&runtime, config, &stats, &shutdown)?;
         let syncer = pinecone.map(|(client, options)| {
@@ -322,6 +323,7 @@ impl Daemon {
             syncer,
             uploader,
             status,
+            http,
             watchdog,
             commands,
             stats,
@@ -471,6 +473,7 @@ impl Daemon {
             tracing::error!(error = %e, "final outbox flush failed");
         }
         let (trigger, status, watchdog, syncer, uploader) = (self.trigger, self.status, self.watchdog, self.syncer, self.uploader);
+        let http = self.http;
         self.runtime.block_on(async {
             if let Some(syncer) = syncer {
                 if tokio::time::timeout(options.stop_timeout, syncer).await.is_err() {
@@ -485,6 +488,11 @@ impl Daemon {
             trigger.finish();
             if tokio::time::timeout(options.stop_timeout, status).await.is_err() {
                 tracing::warn!("status publisher did not stop in time");
+            }
+            if let Some(http) = http {
+                if tokio::time::timeout(options.stop_timeout, http).await.is_err() {
+                    tracing::warn!("HTTP requests in flight did not finish in time");
+                }
             }
             watchdog.abort();
         });
@@ -515,6 +523,7 @@ fn sections_needing_restart(current: &Config, new: &Config) -> Vec<&'static str>
         ("[crops]", new.crops != current.crops),
         ("[search]", new.search != current.search),
         ("[events]", new.events != current.events),
+        ("[http]", new.http != current.http),
     ];
     changed.into_iter().filter(|(_, changed)| *changed).map(|(name, _)| name).collect()
 }

@@ -16,11 +16,13 @@ struct Answer {
     body: Value,
 }
 
-/// `GET path` on the daemon's API, with `token` as the bearer token when given.
-fn get(port: u16, path: &str, token: Option<&str>) -> Option<Answer> {
+/// `method path` with an empty body on the daemon's API, with `token` as the bearer token when
+/// given; `None` while nothing answers.
+fn call(port: u16, method: reqwest::Method, path: &str, token: Option<&str>) -> Option<Answer> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
-        let mut request = reqwest::Client::new().get(format!("http://127.0.0.1:{port}{path}")).timeout(Duration::from_secs(10));
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let mut request = reqwest::Client::new().request(method, url).timeout(Duration::from_secs(10));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -30,15 +32,8 @@ fn get(port: u16, path: &str, token: Option<&str>) -> Option<Answer> {
     })
 }
 
-/// `POST path` with an empty body and the token.
-fn post(port: u16, path: &str, token: &str) -> Answer {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    runtime.block_on(async {
-        let url = format!("http://127.0.0.1:{port}{path}");
-        let response = reqwest::Client::new().post(url).bearer_auth(token).send().await.expect("answer");
-        let (status, headers) = (response.status().as_u16(), response.headers().clone());
-        Answer { status, headers, body: response.json().await.unwrap_or(Value::Null) }
-    })
+fn get(port: u16, path: &str, token: Option<&str>) -> Option<Answer> {
+    call(port, reqwest::Method::GET, path, token)
 }
 
 fn http_section(port: u16, token_file: &std::path::Path) -> String {
@@ -82,7 +77,7 @@ fn the_api_answers_only_with_the_token_and_serves_the_stats_and_the_cameras() {
         assert_eq!(header(answer, "x-content-type-options"), "nosniff", "errors carry the headers too: {:?}", answer.headers);
         assert!(header(answer, "content-security-policy").contains("frame-ancestors 'none'"));
     }
-    let posted = post(port, "/api/stats", TOKEN);
+    let posted = call(port, reqwest::Method::POST, "/api/stats", Some(TOKEN)).expect("answer");
     assert_eq!(posted.status, 405);
     assert!(posted.body["error"].as_str().is_some_and(|e| e.contains("method")), "{}", posted.body);
     assert!(get(port, "/api/nothing-here", None).is_some_and(|a| a.status == 401), "no route is told to a stranger");

@@ -87,7 +87,7 @@ impl Embedder {
         let sample = || normalized_chw(&blank, CLIP_MEAN, CLIP_STD);
         let (model, form) = form::open_fastest(engine, &config.model, Shapes::Pixels([1, 3, side, side]), config.form, &sample, memory)?;
         let mut embedder = Self { model, dimension: 0, resize: Resize::default(), form };
-        embedder.dimension = embedder.run(&image::RgbImage::new(INPUT_SIDE, INPUT_SIDE))?.len();
+        embedder.dimension = embedder.run(&blank)?.len();
         Ok(embedder)
     }
 

@@ -309,18 +309,15 @@ impl StatsView {
         self.stats.snapshot().report(&self.device, &self.states.current(), self.published.borrow().as_ref())
     }
 
-    /// Each camera's state (and why it is not online) with its stats.
+    /// Each camera's stats, which already carry its `status` and `reason`, with the status
+    /// also as `state` (the camera states' own name for it).
     pub fn cameras(&self) -> serde_json::Value {
-        let mut stats = self.current();
-        let mut cameras = serde_json::Map::new();
-        for (name, status) in self.states.current() {
-            let mut entry = serde_json::to_value(&status).unwrap_or_default();
-            if let (Some(entry), Some(numbers)) = (entry.as_object_mut(), stats["cameras"][&name].as_object_mut()) {
-                entry.append(numbers);
-            }
-            cameras.insert(name, entry);
+        let mut cameras = self.current()["cameras"].take();
+        for camera in cameras.as_object_mut().into_iter().flat_map(|c| c.values_mut()).filter_map(|c| c.as_object_mut()) {
+            let state = camera.get("status").cloned().unwrap_or_default();
+            camera.insert("state".into(), state);
         }
-        serde_json::Value::Object(cameras)
+        cameras
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::harness::daemon::{glimpse, wait_until, Daemon};
 use crate::harness::{free_port, ConfigBuilder};
 
-const TOKEN: &str = "e2e-token-0123456789abcdef";
+pub(crate) const TOKEN: &str = "e2e-token-0123456789abcdef";
 
 struct Answer {
     status: u16,
@@ -111,4 +111,103 @@ fn a_missing_or_short_token_or_a_taken_port_stops_start_up_naming_the_key() {
         assert!(daemon.logs().contains(expected), "missing {expected:?} in:\n{}", daemon.logs());
         assert!(!daemon.logs().contains("hunter2"), "a secret, even a bad one, never reaches the log");
     }
+}
+
+/// A daemon indexing bikes.mp4 (10 frames, 5 objects each) with the HTTP API on, its config
+/// and its port, once all 50 records are searchable by words.
+pub(crate) fn indexing_bikes(device: &str, dir: &std::path::Path) -> (Daemon, crate::harness::TestConfig, u16) {
+    let (port, token_file) = (free_port(), dir.join("token"));
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write token");
+    let bikes = format!("file://{}", crate::harness::daemon::clip("bikes.mp4").display());
+    let config =
+        ConfigBuilder::new(device, "detr-tiny-fixture.onnx").camera("street", &bikes, 1.0).raw(&http_section(port, &token_file)).write();
+    let daemon = Daemon::start(&config, &[], &[]);
+    wait_until("all 50 records to be searchable", Duration::from_secs(120), || {
+        get(port, "/api/search?text=a+person&top_k=100", Some(TOKEN))
+            .is_some_and(|a| a.status == 200 && a.body["matches"].as_array().is_some_and(|m| m.len() == 50))
+    });
+    (daemon, config, port)
+}
+
+fn bytes(port: u16, path: &str) -> (u16, String, Vec<u8>) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let response =
+            reqwest::Client::new().get(format!("http://127.0.0.1:{port}{path}")).bearer_auth(TOKEN).send().await.expect("an answer");
+        let kind = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        (response.status().as_u16(), kind, response.bytes().await.expect("body").to_vec())
+    })
+}
+
+#[test]
+fn search_by_words_or_by_example_finds_records_whose_metadata_and_crops_the_api_serves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_daemon, _config, port) = indexing_bikes("api", dir.path());
+
+    let found = get(port, "/api/search?text=a+person&camera=street&label=person&top_k=7", Some(TOKEN)).expect("search");
+    let matches = found.body["matches"].as_array().expect("matches");
+    assert_eq!(matches.len(), 7, "{}", found.body);
+    let first = &matches[0];
+    for field in ["id", "score", "device", "camera", "ts", "label", "x", "y", "w", "h", "crop_url", "record_url"] {
+        assert!(!first[field].is_null(), "every match has {field}: {first}");
+    }
+    assert_eq!(
+        (&first["device"], &first["camera"], &first["label"]),
+        (&Value::from("api"), &Value::from("street"), &Value::from("person"))
+    );
+    let id = first["id"].as_str().expect("an id");
+    assert_eq!(first["record_url"], format!("/records/{id}"));
+
+    let record = get(port, &format!("/api/records/{id}"), Some(TOKEN)).expect("record");
+    assert_eq!((record.status, &record.body["id"], &record.body["ts"]), (200, &first["id"], &first["ts"]), "{}", record.body);
+    let (status, kind, jpeg) = bytes(port, first["crop_url"].as_str().expect("a crop"));
+    assert_eq!((status, kind.as_str()), (200, "image/jpeg"));
+    let crop = image::load_from_memory(&jpeg).expect("the crop is a JPEG");
+    assert!(crop.width() > 0 && crop.height() > 0);
+
+    let like = get(port, &format!("/api/search?like={id}&top_k=3"), Some(TOKEN)).expect("like");
+    let alike = like.body["matches"].as_array().expect("matches");
+    assert!((alike[0]["score"].as_f64().expect("a score") - 1.0).abs() < 1e-4, "a record is most like itself: {}", like.body);
+    let none = get(port, "/api/search?text=a+person&camera=elsewhere", Some(TOKEN)).expect("search");
+    assert_eq!(none.body["matches"], Value::Array(vec![]), "filters apply: {}", none.body);
+}
+
+#[test]
+fn hostile_or_wrong_requests_get_the_right_status_and_leave_the_daemon_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut daemon, _config, port) = indexing_bikes("hostile", dir.path());
+    let health = bytes(port, "/healthz");
+    assert_eq!((health.0, health.2.as_slice()), (200, b"ok".as_slice()));
+    for (path, status, names) in [
+        ("/api/search", 400, "text:"),
+        ("/api/search?text=a&top_k=0", 400, "top_k:"),
+        ("/api/search?text=a&since=yesterday", 400, "since:"),
+        ("/api/search?text=a&colour=red", 400, "colour:"),
+        ("/api/search?like=..%2F..%2Fetc%2Fpasswd", 400, "id:"),
+        ("/api/records/..%2F..%2Fetc%2Fpasswd", 400, "id:"),
+        ("/api/records/..%2F..%2Fetc%2Fpasswd/crop.jpg", 400, "id:"),
+        ("/api/records/nobody:here:1:0", 404, "no record"),
+        ("/api/search?like=nobody:here:1:0", 404, "no record"),
+    ] {
+        let answer = get(port, path, Some(TOKEN)).expect("an answer");
+        let error = answer.body["error"].as_str().unwrap_or_default();
+        assert!(answer.status == status && error.contains(names), "{path}: {} {}", answer.status, answer.body);
+    }
+    assert_eq!(get(port, "/api/search?text=a", None).map(|a| a.status), Some(401), "searching needs the token");
+    assert_eq!(get(port, "/api/records/x:y:1:0/crop.jpg", Some("wrong-token-0123456789")).map(|a| a.status), Some(401));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let oversized = runtime.block_on(async {
+        let body = vec![0u8; 9 << 20];
+        let url = format!("http://127.0.0.1:{port}/login");
+        reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    assert!(matches!(oversized, Ok(413) | Err(_)), "a body over max_upload_bytes is refused: {oversized:?}");
+    assert!(daemon.is_running(), "{}", daemon.logs());
+    assert_eq!(get(port, "/api/search?text=a+person&top_k=2", Some(TOKEN)).map(|a| a.status), Some(200), "still serving");
 }

@@ -15,6 +15,7 @@ mod http;
 mod ingest;
 mod models;
 mod numerics;
+mod pages;
 mod pipeline;
 mod search;
 mod service;

@@ -10,7 +10,6 @@ use crate::config::Config;
 use crate::embed::Embedder;
 use crate::index::{Hit, Index, Query};
 use crate::record::Metadata;
-use crate::validate::Age;
 
 /// What to search for, and how to show it.
 pub struct Search {
@@ -65,9 +64,7 @@ pub enum SearchError {
     Runtime(String),
 }
 
-/// The most matches a search returns: Pinecone's limit for queries that include metadata, kept
-/// for the local index too so that both answer the same options.
-pub const MAX_TOP_K: usize = 1000;
+pub use crate::index::MAX_TOP_K;
 
 /// `--top-k`: a number of matches from 1 to [`MAX_TOP_K`].
 pub fn parse_top_k(text: &str) -> Result<usize, String> {
@@ -82,7 +79,7 @@ pub fn run(search: &Search) -> Result<(), SearchError> {
     let since_ms = search.since.as_deref().map(|t| parse_time("--since", t)).transpose()?;
     let until_ms = search.until.as_deref().map(|t| parse_time("--until", t)).transpose()?;
     let vector = query_vector(search, &config)?;
-    let index = Index::open(&config.device.data_dir, &config.search)?;
+    let index = Index::open_to_search(&config.device.data_dir, &config.search)?;
     let (cameras, labels) = (search.cameras.clone(), search.labels.clone());
     let query = Query { vector, top_k: search.top_k, cameras, labels, since_ms, until_ms };
     let mut hits = match (&config.pinecone, search.local) {
@@ -169,69 +166,20 @@ fn query_vector(search: &Search, config: &Config) -> Result<Vec<f32>, SearchErro
         }
         // Pinecone looks up a record the index on the device no longer has (`id` in the query).
         (None, None, Some(id)) if config.pinecone.is_some() && !search.local => {
-            let index = Index::open(&config.device.data_dir, &config.search)?;
+            let index = Index::open_to_search(&config.device.data_dir, &config.search)?;
             Ok(index.vector_of(id)?.unwrap_or_default())
         }
         (None, None, Some(id)) => {
-            let index = Index::open(&config.device.data_dir, &config.search)?;
+            let index = Index::open_to_search(&config.device.data_dir, &config.search)?;
             index.vector_of(id)?.ok_or_else(|| SearchError::UnknownRecord(id.clone()))
         }
         _ => Err(SearchError::NoQuery),
     }
 }
 
-/// RFC 3339 (`2026-12-01T08:00:00Z`, `…+01:00`, fractions allowed) or an age before now
-/// with its unit (`90s`, `2h`, `3d`), as unix ms. A bare number is refused: it is more often a
-/// timestamp (`1700000000000`) than an age in seconds.
+/// `--since`/`--until`: see [`crate::clock::parse_instant`].
 pub fn parse_time(what: &'static str, text: &str) -> Result<i64, SearchError> {
-    let wrong = || SearchError::Time { what, text: text.to_owned() };
-    let has_unit = text.trim().ends_with(|c: char| c.is_ascii_alphabetic());
-    if let (true, Ok(Age(age))) = (has_unit, Age::try_from(toml::Value::String(text.to_owned()))) {
-        let now = crate::clock::unix_ms();
-        return i64::try_from(age.as_millis()).ok().filter(|&ms| ms <= now).map(|ms| now - ms).ok_or_else(wrong);
-    }
-    let number = |s: &str| s.parse::<i64>().map_err(|_| wrong());
-    let (date, rest) = text.split_once(['T', 't', ' ']).ok_or_else(wrong)?;
-    let mut ymd = date.splitn(3, '-').map(number);
-    let (y, m, d) = (ymd.next().ok_or_else(wrong)??, ymd.next().ok_or_else(wrong)??, ymd.next().ok_or_else(wrong)??);
-    let zone_at = rest.find(['Z', 'z', '+', '-']).ok_or_else(wrong)?;
-    let (clock, zone) = rest.split_at(zone_at);
-    let mut hms = clock.splitn(3, ':');
-    let (h, min) = (number(hms.next().ok_or_else(wrong)?)?, number(hms.next().ok_or_else(wrong)?)?);
-    let seconds: f64 = hms.next().unwrap_or("0").parse().map_err(|_| wrong())?;
-    let offset_min = match zone {
-        "Z" | "z" => 0,
-        _ => {
-            let (hh, mm) = zone[1..].split_once(':').ok_or_else(wrong)?;
-            let minutes = number(hh)? * 60 + number(mm)?;
-            if zone.starts_with('-') {
-                -minutes
-            } else {
-                minutes
-            }
-        }
-    };
-    if !(1..=12).contains(&m)
-        || !(1..=31).contains(&d)
-        || !(0..24).contains(&h)
-        || !(0..60).contains(&min)
-        || !(0.0..61.0).contains(&seconds)
-    {
-        return Err(wrong());
-    }
-    let days = days_from_civil(y, m as u32, d as u32);
-    Ok(((days * 86_400 + h * 3600 + min * 60 - offset_min * 60) as f64 * 1000.0 + seconds * 1000.0) as i64)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (i64::from(m) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    crate::clock::parse_instant(text).ok_or_else(|| SearchError::Time { what, text: text.to_owned() })
 }
 
 fn describe(search: &Search) -> String {
@@ -272,23 +220,12 @@ fn print_table(hits: &[Hit]) {
             "{:>6.3}  {:<12} {:<19}  {:<12} {:<20} {}",
             hit.score,
             m.camera,
-            local_time(m.ts),
+            crate::clock::local_time(m.ts),
             m.label,
             b,
             m.crop.as_deref().unwrap_or("-")
         );
     }
-}
-
-/// `YYYY-MM-DD HH:MM:SS` in the machine's time zone.
-pub fn local_time(ts_ms: i64) -> String {
-    let seconds = ts_ms.div_euclid(1000) as nix::libc::time_t;
-    // SAFETY: localtime_r only writes the `tm` we pass it.
-    let mut tm: nix::libc::tm = unsafe { std::mem::zeroed() };
-    if unsafe { nix::libc::localtime_r(&seconds, &mut tm) }.is_null() {
-        return ts_ms.to_string();
-    }
-    format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02}", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec)
 }
 
 /// One page that opens anywhere: every thumbnail inlined, each with its caption.
@@ -308,7 +245,7 @@ fn html(hits: &[Hit], crops: &Path, query: &str) -> String {
             ),
             _ => "<div class=\"missing\">no crop</div>".to_owned(),
         };
-        let caption = format!("{} · {} · {} · {:.3}", escape(&m.camera), local_time(m.ts), escape(&m.label), hit.score);
+        let caption = format!("{} · {} · {} · {:.3}", escape(&m.camera), crate::clock::local_time(m.ts), escape(&m.label), hit.score);
         cards += &format!("<figure data-id=\"{}\">{image}<figcaption>{caption}</figcaption></figure>\n", escape(&hit.id));
     }
     format!(

@@ -1,16 +1,24 @@
-//! The box's own HTTP API (`[http]`, off without the section): axum on the daemon's tokio
-//! runtime. The only module that serves HTTP. Every route needs the access token
-//! (`Authorization: Bearer <token>`); the handlers only read what the daemon already keeps
-//! (the stats and camera states through [`StatsView`]), so no request waits on inference and
-//! none blocks a tokio worker. docs/http.md lists the routes.
+//! The box's own pages and HTTP API (`[http]`, off without the section): axum on the daemon's
+//! tokio runtime, through hyper's HTTP/1 connection. The only module that serves HTTP. Every
+//! route but `/healthz` and `/login` needs the access token or a session (`auth.rs`). The
+//! handlers only read what the daemon already keeps: the stats and camera states through
+//! [`StatsView`], and the index, crops and text tower through [`Library`], whose blocking reads
+//! run on tokio's blocking pool. So no request waits on inference and none blocks a tokio
+//! worker. docs/http.md lists the routes.
 
+mod api;
+mod auth;
+pub mod library;
+mod pages;
+
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -23,6 +31,8 @@ use crate::secrets::{read_secret, secret_file, SecretError};
 use crate::shutdown::Shutdown;
 use crate::status::StatsView;
 use crate::validate::{ByteSize, KeyPath, Problem};
+pub use auth::Token;
+pub use library::Library;
 
 /// `[http]`
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -45,6 +55,10 @@ fn default_max_upload_bytes() -> ByteSize {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Requests served at once, over all routes; more wait their turn.
 const MAX_CONCURRENT_REQUESTS: usize = 32;
+/// Connections open at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 64;
+/// A connection whose request headers take longer is closed.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A token shorter than this is refused: it would be guessable.
 const MIN_TOKEN_CHARS: usize = 16;
 
@@ -65,25 +79,17 @@ impl HttpConfig {
             // Header values carry ASCII only, so any other character could never match.
             _ if !token.bytes().all(|b| b.is_ascii_graphic()) => Err(SecretError::NotPrintable { what: "HTTP access token", file }),
             n if n < MIN_TOKEN_CHARS => Err(SecretError::TooShort { what: "HTTP access token", file, min: MIN_TOKEN_CHARS }),
-            _ => Ok(Token(token)),
+            _ => Ok(Token::new(token)),
         }
     }
 }
 
-/// The secret every request must carry; never logged or shown.
-pub struct Token(String);
-
-impl Token {
-    /// Compares in time independent of where the strings differ.
-    fn matches(&self, given: &str) -> bool {
-        let (a, b) = (self.0.as_bytes(), given.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-    }
-}
-
+/// What the handlers share.
 struct App {
     token: Token,
+    sessions: auth::Sessions,
     stats: StatsView,
+    library: Library,
 }
 
 /// Binds the listening socket now, so that a taken port is a start-up error naming the key.
@@ -95,61 +101,95 @@ pub fn bind(config: &HttpConfig) -> anyhow::Result<std::net::TcpListener> {
 }
 
 /// Serves until shutdown; requests in flight finish first.
-pub async fn serve(listener: std::net::TcpListener, config: HttpConfig, token: Token, stats: StatsView, mut shutdown: Shutdown) {
+pub async fn serve(listener: std::net::TcpListener, config: HttpConfig, token: Token, reads: (StatsView, Library), mut shutdown: Shutdown) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(e) => return tracing::error!(error = %e, "the HTTP API cannot start"),
     };
     tracing::info!(listen = %config.listen, "HTTP API listening");
-    let app = router(Arc::new(App { token, stats }), &config);
-    let served = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.recv_stopped().await }).await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "the HTTP API stopped");
+    let (stats, library) = reads;
+    let app = router(Arc::new(App { token, sessions: auth::Sessions::default(), stats, library }), &config);
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    // A client that never finishes its headers is cut off: it would hold a connection forever.
+    http1.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        // At the cap, new connections wait in the kernel's backlog until one closes.
+        let accepted = tokio::select! {
+            _ = shutdown.recv_stopped() => break,
+            permit = open.clone().acquire_owned() => match permit {
+                Ok(permit) => tokio::select! {
+                    _ = shutdown.recv_stopped() => break,
+                    accepted = listener.accept() => accepted.map(|(stream, _)| (stream, permit)),
+                },
+                Err(_) => break,
+            },
+        };
+        let (stream, permit) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                tracing::warn!(error = %e, "the HTTP API cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = graceful.watch(http1.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
     }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 fn router(app: Arc<App>, config: &HttpConfig) -> Router {
     let header = |name, value| SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value));
-    Router::new()
-        .route("/api/stats", get(stats))
-        .route("/api/cameras", get(cameras))
+    let guarded = Router::new()
+        .merge(api::routes())
+        .merge(pages::routes())
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(app.clone(), require_token))
+        .layer(middleware::from_fn_with_state(app.clone(), require_access));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(pages::open_routes())
+        .merge(guarded)
         .layer(RequestBodyLimitLayer::new(usize::try_from(config.max_upload_bytes.0).unwrap_or(usize::MAX)))
         // Router::layer wraps each route apart: a global limit shares one semaphore among them.
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(middleware::map_response(json_errors))
-        .layer(header(header::CONTENT_SECURITY_POLICY, "default-src 'self'; frame-ancestors 'none'"))
+        .layer(header(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
         .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(header(header::REFERRER_POLICY, "no-referrer"))
         .with_state(app)
 }
 
-async fn require_token(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()));
-    match given {
-        Some(token) if app.token.matches(token) => next.run(request).await,
-        Some(_) => ApiError::Unauthorized("the access token is wrong").into_response(),
-        None => ApiError::Unauthorized("send the access token as Authorization: Bearer <token>").into_response(),
+/// Only the box's own files: no inline script or style, no frames, forms post only here.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
+
+/// Lets through what the token or a session grants; sends a browser without either to the
+/// sign-in page, and answers anything else 401 (or 403 for a cross-site change).
+async fn require_access(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    match app.sessions.access(&app.token, request.method(), request.headers()) {
+        auth::Access::Granted => next.run(request).await,
+        auth::Access::WrongToken => ApiError::new(StatusCode::UNAUTHORIZED, "the access token is wrong").into_response(),
+        auth::Access::CrossSite => {
+            ApiError::new(StatusCode::FORBIDDEN, "a change signed by the session cookie must come from this box's pages").into_response()
+        }
+        auth::Access::None if request.method() == Method::GET && pages::is_page(request.uri().path()) => pages::to_sign_in(request.uri()),
+        auth::Access::None => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "send the access token as Authorization: Bearer <token>, or sign in at /login")
+                .into_response()
+        }
     }
 }
 
-async fn stats(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
-    Json(app.stats.current())
-}
-
-async fn cameras(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
-    Json(app.stats.cameras())
-}
-
 async fn not_found() -> ApiError {
-    ApiError::NotFound
+    ApiError::new(StatusCode::NOT_FOUND, "no such route (docs/http.md lists them)")
 }
 
 /// The layers' own answers (wrong method, timeout, body too large) as JSON errors too.
@@ -162,26 +202,41 @@ async fn json_errors(response: Response) -> Response {
         StatusCode::PAYLOAD_TOO_LARGE => "the request body is larger than http.max_upload_bytes",
         _ => return response,
     };
-    ApiError::Other(response.status(), message).into_response()
+    ApiError::new(response.status(), message).into_response()
 }
 
-/// An error answer: `{"error": "..."}` with its status.
-enum ApiError {
-    Unauthorized(&'static str),
-    NotFound,
-    Other(StatusCode, &'static str),
+/// An error answer: `{"error": "..."}` with its status (and `Retry-After` when it says so).
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: Cow<'static, str>,
+    retry_after_s: Option<u32>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self { status, message: message.into(), retry_after_s: None }
+    }
+
+    /// 400, naming the parameter and what it takes.
+    fn bad(parameter: &str, what: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, format!("{parameter}: {what}"))
+    }
+
+    /// 503: try again after `seconds`.
+    fn unavailable(message: String, seconds: u32) -> Self {
+        Self { retry_after_s: Some(seconds), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message) }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, message) = match self {
-            ApiError::Unauthorized(why) => (StatusCode::UNAUTHORIZED, why),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "no such route (docs/http.md lists them)"),
-            ApiError::Other(status, message) => (status, message),
-        };
-        let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
-        if status == StatusCode::UNAUTHORIZED {
+        let mut response = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = self.retry_after_s {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -190,15 +245,6 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_the_whole_token_matches() {
-        let token = Token("0123456789abcdef".into());
-        assert!(token.matches("0123456789abcdef"));
-        assert!(!token.matches("0123456789abcdeF"));
-        assert!(!token.matches("0123456789abcde"));
-        assert!(!token.matches(""));
-    }
 
     #[test]
     fn a_missing_empty_or_short_token_is_an_error_naming_the_file_not_the_contents() {

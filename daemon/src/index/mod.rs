@@ -41,6 +41,10 @@ use crate::validate::ByteSize;
 use crate::validate::{KeyPath, Problem};
 use segment::Segment;
 
+/// The most matches a search returns: Pinecone's limit for queries that include metadata, kept
+/// for the index on the device too so that both answer the same options.
+pub const MAX_TOP_K: usize = 1000;
+
 /// Rows per segment at most: retention frees space a segment at a time.
 pub const SEGMENT_RECORDS: u64 = 65_536;
 
@@ -171,7 +175,19 @@ impl Index {
         &self.dir
     }
 
+    /// Opens the index for the keeper, which appends to it: what a power cut left incomplete at
+    /// the end of a segment is reported (and cut at the next append).
     pub fn open(data_dir: &Path, config: &SearchConfig) -> Result<Self, IndexError> {
+        Self::open_with(data_dir, config, true)
+    }
+
+    /// Opens the index to search it while the keeper may be appending: a row being written is
+    /// not counted, and not reported as damage.
+    pub fn open_to_search(data_dir: &Path, config: &SearchConfig) -> Result<Self, IndexError> {
+        Self::open_with(data_dir, config, false)
+    }
+
+    fn open_with(data_dir: &Path, config: &SearchConfig, report_cut: bool) -> Result<Self, IndexError> {
         let dir = data_dir.join("index");
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let names_path = dir.join("names.json");
@@ -187,7 +203,7 @@ impl Index {
             let name = entry.file_name().to_string_lossy().into_owned();
             if let Some(number) = name.strip_suffix(".vec").and_then(|n| n.parse::<u64>().ok()) {
                 let segment = Segment::open(&dir, number)?;
-                if segment.cut() > 0 {
+                if report_cut && segment.cut() > 0 {
                     tracing::warn!(
                         event = "index_tail_cut",
                         segment = number,
@@ -417,6 +433,16 @@ impl Index {
         let segment =
             self.segments.get(&segment).ok_or_else(|| IndexError::Damaged { path: self.dir.clone(), reason: "no such segment".into() })?;
         Ok(segment.metadata(row)?.0)
+    }
+
+    /// Record `id`'s metadata, newest copy first (a record re-added after a crash has two).
+    pub fn metadata_of(&self, id: &str) -> Result<Option<Metadata>, IndexError> {
+        for segment in self.segments.values().rev() {
+            if let Some(row) = segment.find(id)? {
+                return Ok(Some(segment.metadata(row)?.1));
+            }
+        }
+        Ok(None)
     }
 
     /// The stored vector of record `id`, for `glimpse search --like`.

@@ -116,10 +116,21 @@ fn load_models(config: &Config) -> anyhow::Result<Models> {
     Ok(Models { detector, embedder, engine: report })
 }
 
-/// The HTTP API's token and socket, before any stage starts: either failing stops start-up.
-fn open_http(section: &HttpConfig) -> anyhow::Result<(HttpConfig, http::Token, std::net::TcpListener)> {
+/// What the HTTP server needs, opened before any stage starts: a bad token or a taken port
+/// stops start-up.
+struct OpenHttp {
+    section: HttpConfig,
+    token: http::Token,
+    library: http::Library,
+    listener: std::net::TcpListener,
+}
+
+fn open_http(config: &Config, section: &HttpConfig) -> anyhow::Result<OpenHttp> {
     let token = section.token().context("http.token_file")?;
-    Ok((section.clone(), token, http::bind(section)?))
+    let data_dir = config.device.data_dir.clone();
+    let crops = config.crops.dir(&data_dir);
+    let library = http::Library::new(data_dir, config.search.clone(), crops, config.embedder.clone(), config.engine()?);
+    Ok(OpenHttp { section: section.clone(), token, library, listener: http::bind(section)? })
 }
 
 fn start_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -252,7 +263,7 @@ impl Daemon {
         pinecone: Option<(PineconeClient, SyncOptions)>,
     ) -> anyhow::Result<Self> {
         let (trigger, shutdown) = shutdown::channel();
-        let http = config.http.as_ref().map(open_http).transpose()?;
+        let http = config.http.as_ref().map(|section| open_http(config, section)).transpose()?;
         let (stats, states, heartbeats) = (Stats::new(), Arc::new(CameraStates::default()), Arc::new(Heartbeats::default()));
         stats.engine_loaded(models.engine);
         stats.outbox_backlog(outbox.backlog());
@@ -302,8 +313,10 @@ impl Daemon {
         }
         let (command_tx, commands) = mpsc::channel::<Request>(COMMAND_QUEUE);
         let reporter = Reporter::new(config.device.id.clone(), stats.clone(), states);
-        let http =
-            http.map(|(section, token, listener)| runtime.spawn(http::serve(listener, section, token, reporter.view(), shutdown.clone())));
+        let http = http.map(|open| {
+            let reads = (reporter.view(), open.library);
+            runtime.spawn(http::serve(open.listener, open.section, open.token, reads, shutdown.clone()))
+        });
         let status = runtime.spawn(status::run_status(config.mqtt.clone(), reporter, command_tx, feed, shutdown.clone()));
         let uploader = start_uploader(&runtime, config, &stats, &shutdown)?;
         let syncer = pinecone.map(|(client, options)| {

@@ -1,6 +1,7 @@
 //! Real components for end-to-end tests: mosquitto, gst-rtsp-server, a strict Pinecone
 //! emulator, and the `glimpse` binary itself.
 
+pub mod browser;
 pub mod daemon;
 pub mod http;
 pub mod media;

@@ -1,0 +1,174 @@
+//! The JSON API under `/api`: the stats and cameras, search, and each record with its crop.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::library::{By, LibraryError, RecordId, Search};
+use super::{ApiError, App};
+use crate::index::{Hit, MAX_TOP_K};
+use crate::record::Metadata;
+
+/// Matches a search returns unless `top_k` says otherwise.
+pub const DEFAULT_TOP_K: usize = 20;
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/api/stats", get(stats))
+        .route("/api/cameras", get(cameras))
+        .route("/api/search", get(search))
+        .route("/api/records/{id}", get(record))
+        .route("/api/records/{id}/crop.jpg", get(crop))
+}
+
+async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
+    Json(app.stats.current())
+}
+
+async fn cameras(State(app): State<Arc<App>>) -> Json<Value> {
+    Json(app.stats.cameras())
+}
+
+async fn search(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
+    let search = parse_search(query.as_deref().unwrap_or_default())?;
+    let hits = read(app, move |app| app.library.search(&search)).await?;
+    Ok(Json(json!({ "matches": hits.iter().map(match_json).collect::<Vec<_>>() })))
+}
+
+async fn record(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id = record_id(&id)?;
+    let metadata = read(app, {
+        let id = id.clone();
+        move |app| app.library.record(&id)
+    })
+    .await?;
+    Ok(Json(record_json(id.as_str(), &metadata)))
+}
+
+async fn crop(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = record_id(&id)?;
+    let jpeg = read(app, move |app| app.library.crop(&id)).await?;
+    // A record's crop never changes: browsers may keep it.
+    Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, max-age=86400")], jpeg).into_response())
+}
+
+/// Runs a blocking read of the library off the tokio workers.
+async fn read<T: Send + 'static>(
+    app: Arc<App>,
+    work: impl FnOnce(&App) -> Result<T, LibraryError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(move || work(&app)).await {
+        Ok(result) => result.map_err(library_error),
+        Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the read failed: {e}"))),
+    }
+}
+
+pub(super) fn library_error(error: LibraryError) -> ApiError {
+    let message = error.to_string();
+    match error {
+        LibraryError::UnknownRecord(_) | LibraryError::NoCrop(_) => ApiError::new(StatusCode::NOT_FOUND, message),
+        LibraryError::NoTextTower => ApiError::bad("text", message),
+        LibraryError::Text(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
+        // The keeper may be moving a damaged index aside at start: worth another try soon.
+        LibraryError::Index(_) => ApiError::unavailable(message, 5),
+    }
+}
+
+pub(super) fn record_id(text: &str) -> Result<RecordId, ApiError> {
+    RecordId::parse(text).ok_or_else(|| ApiError::bad("id", "a record id is {device}:{camera}:{frame_ms}:{box}, as a search returns it"))
+}
+
+/// The search a query string asks for: `text=` or `like=`, with `camera=` and `label=`
+/// (repeatable), `since=`, `until=`, `top_k=` and `scope=device`.
+pub(super) fn parse_search(query: &str) -> Result<Search, ApiError> {
+    let (mut text, mut like, mut cameras, mut labels) = (None, None, Vec::new(), Vec::new());
+    let (mut since_ms, mut until_ms, mut top_k) = (None, None, DEFAULT_TOP_K);
+    let time = |name: &str, value: &str| {
+        crate::clock::parse_instant(value)
+            .ok_or_else(|| ApiError::bad(name, "use RFC 3339 (2026-12-01T08:00:00Z) or an age such as 2h or 3d"))
+    };
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let value = value.trim();
+        match &*name {
+            _ if value.is_empty() => {} // an empty field of the page's form
+            "text" => text = Some(value.to_owned()),
+            "like" => like = Some(record_id(value)?),
+            "camera" => cameras.push(value.to_owned()),
+            "label" => labels.push(value.to_owned()),
+            "since" => since_ms = Some(time("since", value)?),
+            "until" => until_ms = Some(time("until", value)?),
+            "top_k" => {
+                top_k = value
+                    .parse()
+                    .ok()
+                    .filter(|k| (1..=MAX_TOP_K).contains(k))
+                    .ok_or_else(|| ApiError::bad("top_k", format!("a number from 1 to {MAX_TOP_K}")))?
+            }
+            "scope" if value == "device" => {}
+            "scope" => return Err(ApiError::bad("scope", "only scope=device is served yet (docs/http.md)")),
+            other => return Err(ApiError::bad(other, "is not a search parameter (text, like, camera, label, since, until, top_k, scope)")),
+        }
+    }
+    let by = match (text, like) {
+        (Some(text), None) => By::Text(text),
+        (None, Some(id)) => By::Like(id),
+        _ => return Err(ApiError::bad("text", "give exactly one of text= or like=")),
+    };
+    Ok(Search { by, cameras, labels, since_ms, until_ms, top_k })
+}
+
+/// Where a record's page and crop are, relative to the box.
+pub(super) fn record_url(id: &str) -> String {
+    format!("/records/{id}")
+}
+
+pub(super) fn crop_url(id: &str, metadata: &Metadata) -> Option<String> {
+    metadata.crop.as_ref().map(|_| format!("/api/records/{id}/crop.jpg"))
+}
+
+/// One match in the documented shape.
+fn match_json(hit: &Hit) -> Value {
+    let mut value = record_json(&hit.id, &hit.metadata);
+    value["score"] = json!(hit.score);
+    value
+}
+
+fn record_json(id: &str, m: &Metadata) -> Value {
+    json!({
+        "id": id, "device": m.device, "camera": m.camera, "ts": m.ts, "pts_ms": m.pts_ms, "label": m.label,
+        "detector_score": m.score, "x": m.x, "y": m.y, "w": m.w, "h": m.h, "frame_w": m.frame_w, "frame_h": m.frame_h,
+        "track_id": m.track_id, "crop": m.crop, "crop_url": crop_url(id, m), "record_url": record_url(id),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_search_takes_one_query_and_names_any_bad_parameter() {
+        let search = parse_search("text=red+van&camera=gate&camera=yard&label=car&top_k=5&since=2h&scope=device").expect("a search");
+        assert!(matches!(search.by, By::Text(ref t) if t == "red van"));
+        assert_eq!((search.cameras.len(), search.labels.len(), search.top_k), (2, 1, 5));
+        assert!(search.since_ms.is_some());
+        for (query, parameter) in [
+            ("", "text"),
+            ("text=a&like=d:c:1:0", "text"),
+            ("like=../../etc", "id"),
+            ("text=a&top_k=0", "top_k"),
+            ("text=a&top_k=1001", "top_k"),
+            ("text=a&since=yesterday", "since"),
+            ("text=a&scope=fleet", "scope"),
+            ("text=a&colour=red", "colour"),
+        ] {
+            let error = parse_search(query).expect_err(query);
+            assert_eq!(error.status, StatusCode::BAD_REQUEST, "{query}");
+            assert!(error.message.starts_with(&format!("{parameter}:")), "{query}: {}", error.message);
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! What the HTTP API reads of what the cameras saw: the index on the device (opened to search,
+//! beside the keeper that appends to it), the crop store's files and CLIP's text tower. Every
+//! function here blocks (files, models): handlers call them through `spawn_blocking`.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::embed::text::TextEmbedder;
+use crate::embed::EmbedderConfig;
+use crate::index::{Hit, Index, Query, SearchConfig};
+use crate::model::Engine;
+use crate::record::Metadata;
+
+/// A record id as the API takes it: `{device}:{camera}:{frame_ms}:{box}`, so only the characters
+/// of names and numbers. Anything else (a `/`, a `.`) is refused before it reaches a file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordId(String);
+
+impl RecordId {
+    pub fn parse(text: &str) -> Option<Self> {
+        let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b':');
+        ((1..=200).contains(&text.len()) && text.bytes().all(allowed)).then(|| Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What to search by.
+#[derive(Clone, Debug)]
+pub enum By {
+    Text(String),
+    Like(RecordId),
+}
+
+/// A search, as the API's parameters gave it.
+#[derive(Clone, Debug)]
+pub struct Search {
+    pub by: By,
+    pub cameras: Vec<String>,
+    pub labels: Vec<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub top_k: usize,
+}
+
+/// Why a read failed; the API maps each to its status.
+#[derive(Debug, thiserror::Error)]
+pub enum LibraryError {
+    #[error("no record {0:?} on this device (the index keeps [search] retain_days of records)")]
+    UnknownRecord(String),
+    #[error("record {0:?} has no crop on this device (crops off, removed by retention, or only in the bucket)")]
+    NoCrop(String),
+    #[error("text search needs CLIP's text tower: set embedder.text_model and embedder.tokenizer")]
+    NoTextTower,
+    #[error("the text tower cannot run: {0}")]
+    Text(String),
+    #[error("the index on the device cannot be read: {0}")]
+    Index(#[from] crate::index::IndexError),
+}
+
+/// CLIP's text tower, loaded at the first search by words and kept.
+struct TextTower {
+    config: EmbedderConfig,
+    engine: Engine,
+    loaded: Mutex<Option<TextEmbedder>>,
+}
+
+pub struct Library {
+    data_dir: PathBuf,
+    search: SearchConfig,
+    crops: PathBuf,
+    text: TextTower,
+}
+
+impl Library {
+    pub fn new(data_dir: PathBuf, search: SearchConfig, crops: PathBuf, embedder: EmbedderConfig, engine: Engine) -> Self {
+        Self { data_dir, search, crops, text: TextTower { config: embedder, engine, loaded: Mutex::new(None) } }
+    }
+
+    fn index(&self) -> Result<Index, LibraryError> {
+        Ok(Index::open_to_search(&self.data_dir, &self.search)?)
+    }
+
+    /// The best matches, best first, with the same filters and semantics as `glimpse search`.
+    pub fn search(&self, search: &Search) -> Result<Vec<Hit>, LibraryError> {
+        let index = self.index()?;
+        let vector = match &search.by {
+            By::Text(text) => self.embed_text(text)?,
+            By::Like(id) => index.vector_of(id.as_str())?.ok_or_else(|| LibraryError::UnknownRecord(id.0.clone()))?,
+        };
+        let query = Query {
+            vector,
+            top_k: search.top_k,
+            cameras: search.cameras.clone(),
+            labels: search.labels.clone(),
+            since_ms: search.since_ms,
+            until_ms: search.until_ms,
+        };
+        Ok(index.search(&query)?)
+    }
+
+    fn embed_text(&self, text: &str) -> Result<Vec<f32>, LibraryError> {
+        // A poisoned lock only means an earlier search panicked: the tower itself is whole.
+        let mut loaded = self.text.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if loaded.is_none() {
+            let tower = self.text.config.load_text(&self.text.engine).ok_or(LibraryError::NoTextTower)?;
+            *loaded = Some(tower.map_err(|e| LibraryError::Text(e.to_string()))?);
+        }
+        let tower = loaded.as_mut().expect("loaded above");
+        tower.embed(text).map_err(|e| LibraryError::Text(e.to_string()))
+    }
+
+    /// Record `id`'s metadata.
+    pub fn record(&self, id: &RecordId) -> Result<Metadata, LibraryError> {
+        self.index()?.metadata_of(id.as_str())?.ok_or_else(|| LibraryError::UnknownRecord(id.0.clone()))
+    }
+
+    /// Whether the crop `metadata` names is on the device (so a page shows it, not a broken image).
+    pub fn has_crop(&self, metadata: &Metadata) -> bool {
+        metadata.crop.as_deref().is_some_and(|key| is_plain_key(key) && self.crops.join(key).is_file())
+    }
+
+    /// Record `id`'s crop JPEG from the crop store on the device.
+    pub fn crop(&self, id: &RecordId) -> Result<Vec<u8>, LibraryError> {
+        let metadata = self.record(id)?;
+        let key = metadata.crop.filter(|key| is_plain_key(key)).ok_or_else(|| LibraryError::NoCrop(id.0.clone()))?;
+        std::fs::read(self.crops.join(key)).map_err(|_| LibraryError::NoCrop(id.0.clone()))
+    }
+}
+
+/// A key below the store's root: only plain names, no `..`, no root, so no other file is read.
+fn is_plain_key(key: &str) -> bool {
+    !key.is_empty() && Path::new(key).components().all(|c| matches!(c, Component::Normal(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_ids_are_names_and_numbers_only() {
+        assert!(RecordId::parse("gate-01:street:1764750000000:3").is_some());
+        for bad in ["", "../../etc/passwd", "a/b", "a.b", "A:b", "a b", "a%2Fb", &"a".repeat(201)] {
+            assert!(RecordId::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_keys_below_the_store_are_read() {
+        assert!(is_plain_key("dev/cam/2026/12/03/x.jpg"));
+        for bad in ["", "../secret", "/etc/passwd", "a/../../b"] {
+            assert!(!is_plain_key(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The box's pages, rendered here with maud (which escapes every value it shows: labels and
+//! names are text, never markup) and styled by one stylesheet of the box's own. No script, no
+//! build step, nothing from elsewhere: the box is often offline.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use maud::{html, Markup, DOCTYPE};
+use serde::Deserialize;
+
+use super::api::{crop_url, library_error, parse_search, record_id, record_url};
+use super::library::By;
+use super::{auth, App};
+use crate::clock::local_time;
+use crate::index::Hit;
+use crate::record::Metadata;
+
+const STYLESHEET: &str = include_str!("glimpse.css");
+/// The tab's icon: served, so that the browser's own request for one finds it.
+const ICON: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 16\"><circle cx=\"8\" cy=\"8\" r=\"6\" fill=\"#1f6feb\"/><circle cx=\"8\" cy=\"8\" r=\"2.5\" fill=\"#fff\"/></svg>";
+
+/// Routes that need the token or a session.
+pub fn routes() -> Router<Arc<App>> {
+    Router::new().route("/", get(search_page)).route("/records/{id}", get(record_page)).route("/logout", post(sign_out))
+}
+
+/// Routes open to anyone: signing in and its stylesheet.
+pub fn open_routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/login", get(sign_in_page).post(sign_in))
+        .route("/static/glimpse.css", get(stylesheet))
+        .route("/static/icon.svg", get(icon))
+}
+
+/// Whether `path` is a page, so that a browser without a session is sent to sign in.
+pub fn is_page(path: &str) -> bool {
+    path == "/" || path.starts_with("/records/")
+}
+
+/// To `/login`, coming back to `uri` afterwards.
+pub fn to_sign_in(uri: &Uri) -> Response {
+    let back = uri.path_and_query().map_or("/", |p| p.as_str());
+    let next: String = url::form_urlencoded::byte_serialize(back.as_bytes()).collect();
+    Redirect::to(&format!("/login?next={next}")).into_response()
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "max-age=3600")], STYLESHEET)
+}
+
+async fn icon() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "max-age=86400")], ICON)
+}
+
+/// The frame every page shares.
+fn page(title: &str, signed_in: bool, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Glimpse · " (title) }
+                link rel="stylesheet" href="/static/glimpse.css";
+                link rel="icon" href="/static/icon.svg" type="image/svg+xml";
+            }
+            body {
+                header {
+                    a.brand href="/" { "Glimpse" }
+                    @if signed_in {
+                        nav { a href="/" { "Search" } }
+                        form.signout method="post" action="/logout" { button type="submit" { "Sign out" } }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+/// Where to go after signing in: a path of this box only, never another site.
+fn safe_next(next: Option<&str>) -> &str {
+    next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\')).unwrap_or("/")
+}
+
+async fn sign_in_page(RawQuery(query): RawQuery) -> Markup {
+    let next = query.as_deref().and_then(next_of);
+    sign_in_form(safe_next(next.as_deref()), None)
+}
+
+fn next_of(query: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "next").map(|(_, v)| v.into_owned())
+}
+
+fn sign_in_form(next: &str, problem: Option<&str>) -> Markup {
+    page(
+        "sign in",
+        false,
+        html! {
+            h1 { "Sign in" }
+            @if let Some(problem) = problem { p.error role="alert" { (problem) } }
+            form.signin method="post" action="/login" {
+                // Password managers (and the browser's checks) expect a user name beside the secret.
+                input type="text" name="user" value="glimpse" autocomplete="username" hidden;
+                label for="token" { "Access token" }
+                input #token type="password" name="token" autocomplete="current-password" required autofocus;
+                input type="hidden" name="next" value=(next);
+                button type="submit" { "Sign in" }
+            }
+            p.hint { "The token is in the file http.token_file names, or the service's credential http-token." }
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    token: String,
+    #[serde(default, rename = "user")]
+    _user: Option<String>,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+async fn sign_in(State(app): State<Arc<App>>, Form(form): Form<SignIn>) -> Response {
+    let next = safe_next(form.next.as_deref()).to_owned();
+    match app.sessions.sign_in(&app.token, &form.token) {
+        Ok(secret) => {
+            let cookie = auth::session_cookie_header(&secret, false);
+            ([(header::SET_COOKIE, cookie)], Redirect::to(&next)).into_response()
+        }
+        Err(true) => (StatusCode::UNAUTHORIZED, sign_in_form(&next, Some("That is not the access token."))).into_response(),
+        Err(false) => {
+            let wait = "Too many wrong tokens: wait a minute and try again.";
+            (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "60")], sign_in_form(&next, Some(wait))).into_response()
+        }
+    }
+}
+
+async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    app.sessions.sign_out(&headers);
+    ([(header::SET_COOKIE, auth::cleared_cookie_header())], Redirect::to("/login")).into_response()
+}
+
+/// A search result as a page shows it: the match and whether its crop is on the device.
+struct Shown {
+    hit: Hit,
+    picture: bool,
+}
+
+async fn search_page(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Response {
+    let query = query.unwrap_or_default();
+    let cameras: Vec<String> = app.stats.cameras().as_object().map(|c| c.keys().cloned().collect()).unwrap_or_default();
+    let asked = url::form_urlencoded::parse(query.as_bytes()).any(|(k, v)| (k == "text" || k == "like") && !v.trim().is_empty());
+    let outcome = match asked.then(|| parse_search(&query)) {
+        None => Ok(None),
+        Some(Err(e)) => Err(e),
+        Some(Ok(search)) => {
+            let shown = tokio::task::spawn_blocking(move || {
+                let hits = app.library.search(&search).map_err(library_error)?;
+                let shown: Vec<Shown> = hits.into_iter().map(|hit| Shown { picture: app.library.has_crop(&hit.metadata), hit }).collect();
+                Ok::<_, super::ApiError>((search, shown))
+            })
+            .await;
+            shown.unwrap_or_else(|e| Err(super::ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))).map(Some)
+        }
+    };
+    let field = |name: &str| {
+        url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned()).unwrap_or_default()
+    };
+    let (text, camera, label, since) = (field("text"), field("camera"), field("label"), field("since"));
+    let results = match &outcome {
+        Ok(None) => html! { p.hint { "Describe what you are looking for: “a red car”, “someone with a bicycle”." } },
+        Ok(Some((search, shown))) => html! {
+            @if let By::Like(id) = &search.by { p.like { "More like " a href=(record_url(id.as_str())) { (id.as_str()) } } }
+            p.count { (shown.len()) " match" @if shown.len() != 1 { "es" } }
+            section.grid { @for s in shown { (card(s)) } }
+        },
+        Err(e) => html! { p.error role="alert" { (e.message) } },
+    };
+    let status = outcome.as_ref().err().map_or(StatusCode::OK, |e| e.status);
+    let body = html! {
+        form.search method="get" action="/" {
+            input type="search" name="text" value=(text) placeholder="a person with a red umbrella" aria-label="Search by words";
+            select name="camera" aria-label="Camera" {
+                option value="" { "all cameras" }
+                @for c in &cameras { option value=(c) selected[*c == camera] { (c) } }
+            }
+            input type="text" name="label" value=(label) placeholder="label, e.g. person" aria-label="Label";
+            select name="since" aria-label="Since" {
+                @for (value, shown) in [("", "any time"), ("1h", "last hour"), ("24h", "last day"), ("7d", "last week")] {
+                    option value=(value) selected[value == since] { (shown) }
+                }
+            }
+            button type="submit" { "Search" }
+        }
+        (results)
+    };
+    (status, page("search", true, body)).into_response()
+}
+
+fn card(shown: &Shown) -> Markup {
+    let (id, m) = (&shown.hit.id, &shown.hit.metadata);
+    html! {
+        figure.card data-id=(id) {
+            a href=(record_url(id)) {
+                @match crop_url(id, m).filter(|_| shown.picture) {
+                    Some(src) => img src=(src) alt=(m.label) loading="lazy";,
+                    None => div.missing { "no picture" },
+                }
+            }
+            figcaption {
+                span.camera { (m.camera) } " · " time { (local_time(m.ts)) } br;
+                span.label { (m.label) } " · " span.score { (format!("{:.3}", shown.hit.score)) }
+            }
+        }
+    }
+}
+
+async fn record_page(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    let id = match record_id(&id) {
+        Ok(id) => id,
+        Err(e) => return (e.status, page("no such record", true, html! { p.error { (e.message) } })).into_response(),
+    };
+    let read = tokio::task::spawn_blocking({
+        let id = id.clone();
+        move || app.library.record(&id).map(|m| (app.library.has_crop(&m), m))
+    })
+    .await;
+    match read {
+        Ok(Ok((picture, metadata))) => page(&metadata.label, true, record_body(id.as_str(), &metadata, picture)).into_response(),
+        Ok(Err(e)) => {
+            let e = library_error(e);
+            (e.status, page("no such record", true, html! { p.error role="alert" { (e.message) } })).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+fn record_body(id: &str, m: &Metadata, picture: bool) -> Markup {
+    html! {
+        h1 { (m.label) " on " (m.camera) }
+        div.record {
+            @match crop_url(id, m).filter(|_| picture) {
+                Some(src) => img.crop src=(src) alt=(m.label);,
+                None => div.missing { "no picture" },
+            }
+            dl {
+                dt { "Seen" } dd { time { (local_time(m.ts)) } }
+                dt { "Camera" } dd { (m.camera) " on " (m.device) }
+                dt { "Label" } dd { (m.label) " (detector score " (format!("{:.2}", m.score)) ")" }
+                dt { "Box" } dd { (m.w) "×" (m.h) " at " (m.x) "," (m.y) " in " (m.frame_w) "×" (m.frame_h) }
+                @if let Some(track) = &m.track_id { dt { "Track" } dd { (track) } }
+                dt { "Record" } dd { code { (id) } }
+            }
+        }
+        p.actions {
+            a.more href={ "/?like=" (id) } { "More like this" }
+            " · "
+            a href={ "/api/records/" (id) } { "as JSON" }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_signing_in_only_a_path_of_this_box_is_followed() {
+        assert_eq!(safe_next(Some("/records/a:b:1:0")), "/records/a:b:1:0");
+        for foreign in ["//evil.example/", "https://evil.example/", "/\\evil.example", "records"] {
+            assert_eq!(safe_next(Some(foreign)), "/", "{foreign}");
+        }
+    }
+
+    #[test]
+    fn labels_are_shown_as_text_never_markup() {
+        let mut metadata = crate::record::test_record("d:c:1:0", "c", 0, vec![]).metadata;
+        metadata.label = "<img src=x onerror=alert(1)>".into();
+        metadata.crop = Some("d/c/x.jpg".into());
+        let html = record_body("d:c:1:0", &metadata, true).into_string();
+        assert!(!html.contains("<img src=x"), "{html}");
+        assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"), "{html}");
+    }
+}

@@ -39,6 +39,7 @@ fn record(i: usize) -> Record {
             frame_h: 272,
             track_id: None,
             crop: None,
+            snapshot: None,
         },
     }
 }

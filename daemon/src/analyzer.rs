@@ -38,6 +38,8 @@ pub struct Settings {
     pub analysis: AnalysisConfig,
     /// Keep each record's crop as a JPEG: its longest side and quality. `None`: no crops.
     pub crops: Option<(u32, u8)>,
+    /// Keep one snapshot of each frame that made records: its longest side and quality.
+    pub snapshots: Option<(u32, u8)>,
 }
 
 /// One camera's state in the stage.
@@ -180,7 +182,8 @@ impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
             }
         };
         self.stats.detector_plans(self.detector.plans_held());
-        let (records, outcome, seen) = self.embed_chosen(frame, time, &detections);
+        let (mut records, outcome, seen) = self.embed_chosen(frame, time, &detections);
+        self.attach_snapshot(frame, time.key_ms, &mut records);
         self.camera(&frame.camera).stats.frame_analysed(outcome, started.elapsed());
         self.tell_broker(frame, time, &seen, &records);
         records
@@ -267,7 +270,7 @@ impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
                         metadata.crop = Some(crops::key(&self.settings.device, &frame.camera, frame.ts, &id));
                     }
                     seen.last_mut().expect("pushed above").record = Some(records.len());
-                    records.push(NewRecord { record: Record { id, values, metadata }, crop_jpeg });
+                    records.push(NewRecord { record: Record { id, values, metadata }, crop_jpeg, snapshot_jpeg: None });
                 }
                 Err(e) => {
                     outcome.embedding_failures += 1;
@@ -277,6 +280,21 @@ impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
         }
         outcome.embedded = records.len();
         (records, outcome, seen)
+    }
+
+    /// One JPEG of the whole frame for all its records, encoded here where the frame already
+    /// is; a failure is logged and costs only the snapshot.
+    fn attach_snapshot(&self, frame: &Frame, key_ms: u64, records: &mut [NewRecord]) {
+        let (Some((max_px, quality)), false) = (self.settings.snapshots, records.is_empty()) else { return };
+        let jpeg = match crops::encode(&frame.image, max_px, quality) {
+            Ok(jpeg) => jpeg,
+            Err(e) => return tracing::error!(camera = %frame.camera, error = %e, "cannot encode the frame's snapshot"),
+        };
+        let key = crops::snapshot_key(&self.settings.device, &frame.camera, frame.ts, key_ms);
+        for new in records.iter_mut() {
+            new.record.metadata.snapshot = Some(key.clone());
+        }
+        records[0].snapshot_jpeg = Some(jpeg);
     }
 
     fn frame_time(&self, frame: &Frame) -> FrameTime {
@@ -321,6 +339,7 @@ fn metadata(device: &str, frame: &Frame, det: &Detection, b: PixelBox, track_id:
         frame_h,
         track_id: Some(track_id),
         crop: None,
+        snapshot: None,
     }
 }
 
@@ -400,6 +419,7 @@ mod tests {
             min_box_px: 8,
             analysis: AnalysisConfig { motion_gate: false, ..AnalysisConfig::default() },
             crops: Some((64, 85)),
+            snapshots: Some((128, 80)),
         };
         let analyzer = Analyzer::new(TwoPeople, FlakyEmbedder { calls: 0, failing }, settings, stats.clone(), Arc::new(IdClock::default()));
         (analyzer, stats)
@@ -421,6 +441,9 @@ mod tests {
         let crop = first[0].record.metadata.crop.as_deref();
         assert_eq!(crop, Some("dev/door/1970/01/01/dev_door_0_0.jpg"), "each record names its crop");
         assert!(first[0].crop_jpeg.as_ref().is_some_and(|j| j.starts_with(&[0xff, 0xd8])), "and carries it as a JPEG");
+        let snapshot = first[0].record.metadata.snapshot.as_deref();
+        assert_eq!(snapshot, Some("dev/door/1970/01/01/dev_door_0_frame.jpg"), "the frame's records name its snapshot");
+        assert!(first[0].snapshot_jpeg.as_ref().is_some_and(|j| j.starts_with(&[0xff, 0xd8])), "the first carries it");
         let door = stats.snapshot().cameras["door"].clone();
         assert_eq!(
             [CameraNumber::Embeddings, CameraNumber::EmbeddingFailures, CameraNumber::Deduplicated, CameraNumber::FramesProcessed]

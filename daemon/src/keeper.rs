@@ -451,7 +451,8 @@ impl Keeper {
     }
 }
 
-/// Records made while the disk is full keep their vectors; their crops are not stored.
+/// Records made while the disk is full keep their vectors; their crops and snapshots are not
+/// stored.
 fn without_crops(made: Vec<NewRecord>, bytes_kept: u64, stats: &Stats) -> Vec<Record> {
     let dropped = made.iter().filter(|m| m.crop_jpeg.is_some()).count() as u64;
     if dropped > 0 {
@@ -460,7 +461,7 @@ fn without_crops(made: Vec<NewRecord>, bytes_kept: u64, stats: &Stats) -> Vec<Re
     }
     made.into_iter()
         .map(|NewRecord { mut record, .. }| {
-            record.metadata.crop = None;
+            (record.metadata.crop, record.metadata.snapshot) = (None, None);
             record
         })
         .collect()
@@ -488,34 +489,65 @@ fn record_indexed(outbox: &Outbox, index: &Index, added: Result<(), IndexError>,
     }
 }
 
-/// Stores every record's crop first; a crop that cannot be stored is logged and counted, and
-/// its record goes on without a `crop` key (vectors are never held back by crops).
+/// Stores every record's crop and its frame's snapshot first; one that cannot be stored is
+/// logged and counted, and its records go on without that key (vectors are never held back by
+/// pictures).
 fn store_crops(store: Option<&mut CropStore>, made: Vec<NewRecord>, stats: &Stats) -> Vec<Record> {
     let Some(store) = store else { return made.into_iter().map(|m| m.record).collect() };
-    let (mut stored, mut failed) = (0, 0);
+    let mut counts = PutCounts::default();
+    // A snapshot is carried by its frame's first record; the others name it only.
+    let mut unstored_snapshots = std::collections::HashSet::new();
     let records = made
         .into_iter()
-        .map(|NewRecord { mut record, crop_jpeg }| {
+        .map(|NewRecord { mut record, crop_jpeg, snapshot_jpeg }| {
             if let (Some(key), Some(jpeg)) = (record.metadata.crop.clone(), crop_jpeg) {
-                match store.put(&key, &jpeg) {
-                    Ok(()) => {
-                        stored += 1;
-                        stats.crop_succeeded();
-                    }
-                    Err(e) => {
-                        failed += 1;
-                        stats.crop_failed(e.to_string());
-                        tracing::error!(event = "crop_failed", record = %record.id, error = %e, "crop not stored; the record is kept without it");
-                        record.metadata.crop = None;
+                match put_picture(store, &key, &jpeg, &record.id, stats, &mut counts) {
+                    true => counts.stored += 1,
+                    false => record.metadata.crop = None,
+                }
+            }
+            if let (Some(key), Some(jpeg)) = (record.metadata.snapshot.clone(), snapshot_jpeg) {
+                match put_picture(store, &key, &jpeg, &record.id, stats, &mut counts) {
+                    true => counts.snapshots += 1,
+                    false => {
+                        unstored_snapshots.insert(key);
                     }
                 }
+            }
+            if record.metadata.snapshot.as_ref().is_some_and(|key| unstored_snapshots.contains(key)) {
+                record.metadata.snapshot = None;
             }
             record
         })
         .collect();
     let evicted = store.enforce_retention();
-    stats.crops_stored(stored, failed, evicted, store.bytes());
+    stats.crops_stored(counts.stored, counts.failed, evicted, store.bytes());
+    stats.snapshots_stored(counts.snapshots);
     records
+}
+
+#[derive(Default)]
+struct PutCounts {
+    stored: u64,
+    failed: u64,
+    snapshots: u64,
+}
+
+/// Stores one picture (a crop or a snapshot) of record `id`; whether it was stored (a failure
+/// is counted here).
+fn put_picture(store: &mut CropStore, key: &str, jpeg: &[u8], id: &str, stats: &Stats, counts: &mut PutCounts) -> bool {
+    match store.put(key, jpeg) {
+        Ok(()) => {
+            stats.crop_succeeded();
+            true
+        }
+        Err(e) => {
+            counts.failed += 1;
+            stats.crop_failed(e.to_string());
+            tracing::error!(event = "crop_failed", record = %id, key, error = %e, "picture not stored; the record is kept without it");
+            false
+        }
+    }
 }
 
 #[cfg(test)]

@@ -37,6 +37,10 @@ pub struct Metadata {
     /// The key of the object's crop in the crop store (`[crops]`), when one was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crop: Option<String>,
+    /// The key of the whole frame's snapshot in the crop store (`[snapshots]`), shared by the
+    /// frame's records, when one was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
 }
 
 impl Metadata {
@@ -61,6 +65,7 @@ impl Metadata {
             frame_h: whole("frame_h").unwrap_or(0),
             track_id: text("track_id"),
             crop: text("crop"),
+            snapshot: text("snapshot"),
         })
     }
 }
@@ -70,6 +75,9 @@ impl Metadata {
 pub struct NewRecord {
     pub record: Record,
     pub crop_jpeg: Option<Vec<u8>>,
+    /// The frame's snapshot JPEG, carried by the first of the frame's records only (the others
+    /// name the same key).
+    pub snapshot_jpeg: Option<Vec<u8>>,
 }
 
 /// The record id for box number `box_index` of the frame keyed `frame_ms` (see [`Record::id`]).
@@ -95,6 +103,7 @@ pub fn test_record(id: &str, camera: &str, ts: i64, values: Vec<f32>) -> Record 
         frame_h: 10,
         track_id: None,
         crop: None,
+        snapshot: None,
     };
     Record { id: id.into(), values, metadata }
 }

@@ -105,6 +105,7 @@ numbers! {
         Uploaded => "uploaded", "crops uploaded to a remote store (`s3://`) since start";
         Pending => "pending", "crops waiting for their upload";
         UploadFailures => "upload_failures", "failed uploads (retried until they succeed)";
+        Snapshots => "snapshots", "frame snapshots written to the store since start (`[snapshots]`; `bytes`, `evicted`, `failures`, `uploaded` and `pending` count them with the crops)";
     }
 }
 
@@ -429,6 +430,11 @@ impl Stats {
         self.crops.add(CropNumber::Failures as usize, failed);
         self.crops.add(CropNumber::Evicted as usize, evicted);
         self.crops.set(CropNumber::Bytes as usize, bytes_kept);
+    }
+
+    /// Frame snapshots stored by one commit.
+    pub fn snapshots_stored(&self, stored: u64) {
+        self.crops.add(CropNumber::Snapshots as usize, stored);
     }
 
     /// A crop could not be stored or uploaded, for this reason (no secret in it).

@@ -148,7 +148,7 @@ fn search_by_words_or_by_example_finds_records_whose_metadata_and_crops_the_api_
     let matches = found.body["matches"].as_array().expect("matches");
     assert_eq!(matches.len(), 7, "{}", found.body);
     let first = &matches[0];
-    for field in ["id", "score", "device", "camera", "ts", "label", "x", "y", "w", "h", "crop_url", "record_url"] {
+    for field in ["id", "score", "device", "camera", "ts", "label", "x", "y", "w", "h", "crop_url", "snapshot_url", "record_url"] {
         assert!(!first[field].is_null(), "every match has {field}: {first}");
     }
     assert_eq!(
@@ -165,6 +165,16 @@ fn search_by_words_or_by_example_finds_records_whose_metadata_and_crops_the_api_
     let crop = image::load_from_memory(&jpeg).expect("the crop is a JPEG");
     assert!(crop.width() > 0 && crop.height() > 0);
 
+    let (status, kind, plain) = bytes(port, first["snapshot_url"].as_str().expect("a snapshot"));
+    assert_eq!((status, kind.as_str()), (200, "image/jpeg"));
+    let frame = image::load_from_memory(&plain).expect("the snapshot is a JPEG").to_rgb8();
+    assert_eq!(frame.dimensions(), (640, 272), "the whole frame");
+    let (_, _, boxed) = bytes(port, &format!("{}?box=1", first["snapshot_url"].as_str().expect("a snapshot")));
+    let boxed = image::load_from_memory(&boxed).expect("a JPEG").to_rgb8();
+    let (x, y) = (first["x"].as_u64().expect("x") as u32 + 1, first["y"].as_u64().expect("y") as u32 + 1);
+    let yellow = |p: &image::Rgb<u8>| p.0[0] > 200 && p.0[1] > 170 && p.0[2] < 90;
+    assert!(yellow(boxed.get_pixel(x, y)), "?box=1 outlines the record's box: {:?} at {x},{y}", boxed.get_pixel(x, y));
+    assert_eq!(bytes(port, &format!("/api/records/{id}/snapshot.jpg?box=yes")).0, 400);
     let like = get(port, &format!("/api/search?like={id}&top_k=3"), Some(TOKEN)).expect("like");
     let alike = like.body["matches"].as_array().expect("matches");
     assert!((alike[0]["score"].as_f64().expect("a score") - 1.0).abs() < 1e-4, "a record is most like itself: {}", like.body);

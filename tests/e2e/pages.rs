@@ -58,7 +58,9 @@ fn a_browser_signs_in_searches_by_words_opens_a_record_and_follows_more_like_thi
 
     browser.run(async { c.find(fantoccini::Locator::Css("figure.card a")).await?.click().await }).expect("open the record");
     browser.wait_until_at(&format!("/records/{first}"));
-    browser.wait_for("the crop to render", IMAGES_RENDERED);
+    browser.wait_for("the snapshot and the crop to render", IMAGES_RENDERED);
+    let snapshot = browser.eval("const i = document.querySelector('img.snapshot'); return i && i.getAttribute('src')");
+    assert_eq!(snapshot, format!("/api/records/{first}/snapshot.jpg?box=1"), "the moment, with the object outlined");
     browser.screenshot("record");
     let details = browser.eval("return document.querySelector('dl').textContent");
     assert!(details.as_str().is_some_and(|d| d.contains("street on pages") && d.contains(&first)), "{details}");

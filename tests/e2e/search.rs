@@ -19,9 +19,15 @@ fn every_record_keeps_its_crop_as_a_jpeg_named_in_its_metadata() {
         assert!(key.starts_with("kept/street/") && key.ends_with(".jpg"), "{key}");
         let image = image::open(crops.join(key)).unwrap_or_else(|e| panic!("crop {key}: {e}"));
         assert!(image.width().max(image.height()) <= 64, "{key} is {}x{}", image.width(), image.height());
+        let snapshot = record["metadata"]["snapshot"].as_str().expect("every record names its frame's snapshot");
+        assert!(snapshot.starts_with("kept/street/") && snapshot.ends_with("_frame.jpg"), "{snapshot}");
+        let frame = image::open(crops.join(snapshot)).unwrap_or_else(|e| panic!("snapshot {snapshot}: {e}"));
+        assert_eq!(frame.width(), 640, "the whole frame (bikes.mp4 is 640 wide, under snapshots.max_px)");
     }
+    let frames: std::collections::BTreeSet<_> = records.iter().map(|r| r["metadata"]["snapshot"].as_str().expect("a key")).collect();
+    assert_eq!(frames.len(), 10, "one snapshot per frame, shared by its records");
     let stats = daemon.last_stats();
-    assert_eq!(stats["crops"]["stored"], 50, "{stats}");
+    assert_eq!((&stats["crops"]["stored"], &stats["crops"]["snapshots"]), (&50.into(), &10.into()), "{stats}");
     assert_eq!(stats["crops"]["failures"], 0, "{stats}");
 }
 
@@ -37,8 +43,9 @@ fn an_unwritable_crop_store_costs_the_crops_not_the_records() {
     let records = exported_records(&config);
     assert_eq!(records.len(), 25, "every record is accepted");
     assert!(records.iter().all(|r| r["metadata"].get("crop").is_none()), "no record names a crop that was not stored");
+    assert!(records.iter().all(|r| r["metadata"].get("snapshot").is_none()), "nor a snapshot");
     let stats = daemon.last_stats();
-    assert_eq!(stats["crops"]["failures"], 25);
+    assert_eq!(stats["crops"]["failures"], 30, "25 crops and 5 frames' snapshots");
     assert!(stats["crops"]["last_error"].as_str().is_some_and(|e| e.contains("cannot write crop /dev/null/crops")), "{stats}");
     assert_eq!(daemon.count("crop_store_unusable", &[]), 1);
     let check = glimpse(&["check", "--config", &config.display().to_string()], &[]);
@@ -247,9 +254,12 @@ fn crops_reach_an_s3_bucket_after_an_outage_and_exit_when_done_waits_for_them() 
     for record in &records {
         let key = format!("site-a/{}", record["metadata"]["crop"].as_str().expect("crop"));
         assert!(objects.contains(&key), "{key} not in the bucket: {objects:?}");
+        let snapshot = format!("site-a/{}", record["metadata"]["snapshot"].as_str().expect("snapshot"));
+        assert!(objects.contains(&snapshot), "{snapshot} not in the bucket: {objects:?}");
     }
     let stats = daemon.last_stats();
-    assert_eq!((stats["crops"]["uploaded"].as_u64(), stats["crops"]["pending"].as_u64()), (Some(25), Some(0)), "{stats}");
+    let (uploaded, pending) = (stats["crops"]["uploaded"].as_u64(), stats["crops"]["pending"].as_u64());
+    assert_eq!((uploaded, pending), (Some(30), Some(0)), "25 crops and 5 snapshots: {stats}");
     assert!(stats["crops"]["upload_failures"].as_u64() > Some(0), "{stats}");
     assert_eq!(stats["crops"]["last_error"], serde_json::Value::Null, "the outage is over: {stats}");
 }

@@ -262,10 +262,18 @@ pub fn overhead(detector: &Path, embedder: &Path, image: &Path, crops: u32, runs
         image::imageops::resize(&frame, rw, rh, image::imageops::FilterType::Triangle);
         Ok(())
     })?;
+    // The frame's snapshot, as the analyzer encodes it with [snapshots]' defaults.
+    let defaults = crate::crops::SnapshotsConfig::default();
+    let mut snapshot_bytes = 0;
+    let snapshot = median_ms(runs, || {
+        snapshot_bytes = crate::crops::encode(&frame, defaults.max_px, defaults.quality)?.len();
+        Ok(())
+    })?;
     let report = serde_json::json!({
         "engine": engine.report().engine, "frame": [w, h], "detr_input": [rw, rh], "crops": crops.len(),
         "frame_ms_ours": ours, "frame_ms_bare_model_calls": bare, "ratio_ours_over_bare": ours / bare,
         "detr_resize_ms_fast_image_resize": simd_resize, "detr_resize_ms_image_crate": image_resize,
+        "snapshot_ms": snapshot, "snapshot_bytes": snapshot_bytes, "ratio_snapshot_over_frame": snapshot / ours,
         "plans_held": ours_detector.plans_held(),
     });
     println!("{report:#}");
@@ -429,6 +437,7 @@ fn fill_index(index: &mut crate::index::Index, records: u64, dim: usize) -> anyh
             frame_h: 1080,
             track_id: Some(format!("{i}.0")),
             crop: Some(format!("bench/{i}.jpg")),
+            snapshot: None,
         };
         batch.push(crate::record::Record {
             id: format!("bench:{}:{i}:0", cameras[(i % 4) as usize]),

@@ -153,7 +153,7 @@ fn check_text_tower(config: &Config, engine: &Engine, dimension: Option<usize>, 
 /// not a problem here: the daemon moves it aside and fills a new one).
 fn check_index(config: &Config, dimension: Option<usize>, problems: &mut Vec<String>) {
     let (Some(embedder), true) = (dimension, config.search.enabled) else { return };
-    let Ok(index) = crate::index::Index::open_to_search(&config.device.data_dir, &config.search) else { return };
+    let Ok(index) = crate::index::Index::open_to_search(&config.device.data_dir, &config.search, None) else { return };
     match index.dimension() {
         Some(held) if held != embedder => {
             problems.push(format!("search: {}", crate::keeper::KeptError::Dimension { dir: index.dir().to_owned(), index: held, embedder }))

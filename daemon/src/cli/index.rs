@@ -19,7 +19,7 @@ pub enum IndexExportError {
 /// Writes every record within retention as one JSON line `{seq, id, values, metadata}`, oldest
 /// first; returns how many.
 pub fn export(config: &Config, out: &mut impl Write) -> Result<u64, IndexExportError> {
-    let index = Index::open_to_search(&config.device.data_dir, &config.search)?;
+    let index = Index::open_to_search(&config.device.data_dir, &config.search, None)?;
     let mut written = 0;
     for record in index.records() {
         serde_json::to_writer(&mut *out, &record?).map_err(std::io::Error::from)?;

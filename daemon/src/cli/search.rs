@@ -79,7 +79,7 @@ pub fn run(search: &Search) -> Result<(), SearchError> {
     let since_ms = search.since.as_deref().map(|t| parse_time("--since", t)).transpose()?;
     let until_ms = search.until.as_deref().map(|t| parse_time("--until", t)).transpose()?;
     let vector = query_vector(search, &config)?;
-    let index = Index::open_to_search(&config.device.data_dir, &config.search)?;
+    let index = Index::open_to_search(&config.device.data_dir, &config.search, None)?;
     let (cameras, labels) = (search.cameras.clone(), search.labels.clone());
     let query = Query { vector, top_k: search.top_k, cameras, labels, since_ms, until_ms };
     let mut hits = match (&config.pinecone, search.local) {
@@ -166,11 +166,11 @@ fn query_vector(search: &Search, config: &Config) -> Result<Vec<f32>, SearchErro
         }
         // Pinecone looks up a record the index on the device no longer has (`id` in the query).
         (None, None, Some(id)) if config.pinecone.is_some() && !search.local => {
-            let index = Index::open_to_search(&config.device.data_dir, &config.search)?;
+            let index = Index::open_to_search(&config.device.data_dir, &config.search, None)?;
             Ok(index.vector_of(id)?.unwrap_or_default())
         }
         (None, None, Some(id)) => {
-            let index = Index::open_to_search(&config.device.data_dir, &config.search)?;
+            let index = Index::open_to_search(&config.device.data_dir, &config.search, None)?;
             index.vector_of(id)?.ok_or_else(|| SearchError::UnknownRecord(id.clone()))
         }
         _ => Err(SearchError::NoQuery),

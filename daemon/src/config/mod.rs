@@ -16,7 +16,7 @@ use serde::Deserialize;
 pub use crate::validate::{check_name, KeyPath, Position, Problem};
 use locate::{Seg, SpanIndex};
 
-use crate::crops::CropsConfig;
+use crate::crops::{CropsConfig, SnapshotsConfig};
 use crate::detect::DetectorConfig;
 use crate::embed::EmbedderConfig;
 use crate::events::EventsConfig;
@@ -52,6 +52,8 @@ pub struct Config {
     pub analysis: AnalysisConfig,
     #[serde(default)]
     pub crops: CropsConfig,
+    #[serde(default)]
+    pub snapshots: SnapshotsConfig,
     #[serde(default)]
     pub search: SearchConfig,
     #[serde(default)]
@@ -206,6 +208,7 @@ impl Config {
         self.outbox.validate(&root.key("outbox"), problems);
         self.analysis.validate(&root.key("analysis"), problems);
         self.crops.validate(&root.key("crops"), problems);
+        self.snapshots.validate(&root.key("snapshots"), problems);
         self.search.validate(&root.key("search"), problems);
         self.events.validate(&root.key("events"), problems);
         if let Some(h) = &self.http {

@@ -51,6 +51,36 @@ pub struct CropsConfig {
     pub allow_http: bool,
 }
 
+/// `[snapshots]`: one JPEG of the whole frame for every analysed frame that made records, kept
+/// in the crop store beside the crops (same upload, caps and retention). Absent: on.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct SnapshotsConfig {
+    /// Keep snapshots (needs `[crops] enabled`). Default true.
+    pub enabled: bool,
+    /// Longest side of a snapshot, pixels (larger frames are scaled down). Default 1280.
+    pub max_px: u32,
+    /// JPEG quality, 1–100. Default 80.
+    pub quality: u8,
+}
+
+impl Default for SnapshotsConfig {
+    fn default() -> Self {
+        Self { enabled: true, max_px: 1280, quality: 80 }
+    }
+}
+
+impl SnapshotsConfig {
+    pub fn validate(&self, at: &KeyPath, problems: &mut Vec<Problem>) {
+        if !(64..=4096).contains(&self.max_px) {
+            problems.push(Problem::new(at.key("max_px"), "must be between 64 and 4096 pixels"));
+        }
+        if !(1..=100).contains(&self.quality) {
+            problems.push(Problem::new(at.key("quality"), "must be a JPEG quality from 1 to 100"));
+        }
+    }
+}
+
 /// Where crops go, parsed from `store`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreUri {
@@ -151,7 +181,9 @@ pub fn encode(crop: &image::RgbImage, max_px: u32, quality: u8) -> Result<Vec<u8
     let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, quality);
     if scale < 1.0 {
         let (nw, nh) = (((w as f32 * scale).round() as u32).max(1), ((h as f32 * scale).round() as u32).max(1));
-        image::imageops::resize(crop, nw, nh, image::imageops::FilterType::Triangle).write_with_encoder(encoder)?;
+        // The SIMD resizer the models use: a whole frame scaled with the image crate's took
+        // most of a snapshot's time (docs/benchmarks.md).
+        crate::model::Resize::default().to(crop, nw, nh, crate::model::ResizeFilter::Bilinear).write_with_encoder(encoder)?;
     } else {
         crop.write_with_encoder(encoder)?;
     }
@@ -163,6 +195,12 @@ pub fn key(device: &str, camera: &str, ts: i64, id: &str) -> String {
     let (y, m, d) = civil_date(ts.div_euclid(86_400_000));
     let safe: String = id.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
     format!("{device}/{camera}/{y:04}/{m:02}/{d:02}/{safe}.jpg")
+}
+
+/// Where the snapshot of the frame keyed `frame_ms` (captured at unix ms `ts`) is kept: beside
+/// its records' crops, named after the frame.
+pub fn snapshot_key(device: &str, camera: &str, ts: i64, frame_ms: u64) -> String {
+    key(device, camera, ts, &format!("{device}:{camera}:{frame_ms}:frame"))
 }
 
 /// The UTC calendar date of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).

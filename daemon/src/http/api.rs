@@ -24,6 +24,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/api/search", get(search))
         .route("/api/records/{id}", get(record))
         .route("/api/records/{id}/crop.jpg", get(crop))
+        .route("/api/records/{id}/snapshot.jpg", get(snapshot))
 }
 
 async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
@@ -57,12 +58,44 @@ async fn crop(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Res
     Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, max-age=86400")], jpeg).into_response())
 }
 
+/// `?box=1` draws the record's box on its frame.
+#[derive(serde::Deserialize)]
+struct SnapshotQuery {
+    #[serde(default, rename = "box")]
+    with_box: Option<String>,
+}
+
+async fn snapshot(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    query: axum::extract::Query<SnapshotQuery>,
+) -> Result<Response, ApiError> {
+    let id = record_id(&id)?;
+    let with_box = match query.with_box.as_deref() {
+        None | Some("0") => false,
+        Some("1") => true,
+        Some(_) => return Err(ApiError::bad("box", "1 draws the record's box, 0 (or nothing) does not")),
+    };
+    let jpeg = read(app, move |app| app.library.snapshot(&id, with_box)).await?;
+    Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, max-age=86400")], jpeg).into_response())
+}
+
 /// Runs a blocking read of the library off the tokio workers.
-async fn read<T: Send + 'static>(
+/// At most [`super::MAX_BLOCKING_READS`] run at once: a request that timed out leaves its read
+/// running, and those must not fill the blocking pool.
+pub(super) async fn read<T: Send + 'static>(
     app: Arc<App>,
     work: impl FnOnce(&App) -> Result<T, LibraryError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    match tokio::task::spawn_blocking(move || work(&app)).await {
+    let Ok(turn) = app.reads.clone().acquire_owned().await else {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping"));
+    };
+    let done = tokio::task::spawn_blocking(move || {
+        let result = work(&app);
+        drop(turn);
+        result
+    });
+    match done.await {
         Ok(result) => result.map_err(library_error),
         Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the read failed: {e}"))),
     }
@@ -71,7 +104,9 @@ async fn read<T: Send + 'static>(
 pub(super) fn library_error(error: LibraryError) -> ApiError {
     let message = error.to_string();
     match error {
-        LibraryError::UnknownRecord(_) | LibraryError::NoCrop(_) => ApiError::new(StatusCode::NOT_FOUND, message),
+        LibraryError::UnknownRecord(_) | LibraryError::NoCrop(_) | LibraryError::NoSnapshot(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, message)
+        }
         LibraryError::NoTextTower => ApiError::bad("text", message),
         LibraryError::Text(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
         // The keeper may be moving a damaged index aside at start: worth another try soon.
@@ -92,10 +127,14 @@ pub(super) fn parse_search(query: &str) -> Result<Search, ApiError> {
         crate::clock::parse_instant(value)
             .ok_or_else(|| ApiError::bad(name, "use RFC 3339 (2026-12-01T08:00:00Z) or an age such as 2h or 3d"))
     };
+    const NAMES: [&str; 8] = ["text", "like", "camera", "label", "since", "until", "top_k", "scope"];
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
         let value = value.trim();
         match &*name {
-            _ if value.is_empty() => {} // an empty field of the page's form
+            known if value.is_empty() && NAMES.contains(&known) => {} // an empty field of the page's form
+            "text" | "like" if text.is_some() || like.is_some() => {
+                return Err(ApiError::bad(&name, "give exactly one of text= or like=, once"))
+            }
             "text" => text = Some(value.to_owned()),
             "like" => like = Some(record_id(value)?),
             "camera" => cameras.push(value.to_owned()),
@@ -114,6 +153,9 @@ pub(super) fn parse_search(query: &str) -> Result<Search, ApiError> {
             other => return Err(ApiError::bad(other, "is not a search parameter (text, like, camera, label, since, until, top_k, scope)")),
         }
     }
+    if since_ms.zip(until_ms).is_some_and(|(since, until)| since > until) {
+        return Err(ApiError::bad("since", "is later than until"));
+    }
     let by = match (text, like) {
         (Some(text), None) => By::Text(text),
         (None, Some(id)) => By::Like(id),
@@ -131,6 +173,10 @@ pub(super) fn crop_url(id: &str, metadata: &Metadata) -> Option<String> {
     metadata.crop.as_ref().map(|_| format!("/api/records/{id}/crop.jpg"))
 }
 
+pub(super) fn snapshot_url(id: &str, metadata: &Metadata) -> Option<String> {
+    metadata.snapshot.as_ref().map(|_| format!("/api/records/{id}/snapshot.jpg"))
+}
+
 /// One match in the documented shape.
 fn match_json(hit: &Hit) -> Value {
     let mut value = record_json(&hit.id, &hit.metadata);
@@ -142,7 +188,8 @@ fn record_json(id: &str, m: &Metadata) -> Value {
     json!({
         "id": id, "device": m.device, "camera": m.camera, "ts": m.ts, "pts_ms": m.pts_ms, "label": m.label,
         "detector_score": m.score, "x": m.x, "y": m.y, "w": m.w, "h": m.h, "frame_w": m.frame_w, "frame_h": m.frame_h,
-        "track_id": m.track_id, "crop": m.crop, "crop_url": crop_url(id, m), "record_url": record_url(id),
+        "track_id": m.track_id, "crop": m.crop, "crop_url": crop_url(id, m), "snapshot": m.snapshot,
+        "snapshot_url": snapshot_url(id, m), "record_url": record_url(id),
     })
 }
 
@@ -158,13 +205,16 @@ mod tests {
         assert!(search.since_ms.is_some());
         for (query, parameter) in [
             ("", "text"),
-            ("text=a&like=d:c:1:0", "text"),
             ("like=../../etc", "id"),
             ("text=a&top_k=0", "top_k"),
             ("text=a&top_k=1001", "top_k"),
             ("text=a&since=yesterday", "since"),
             ("text=a&scope=fleet", "scope"),
             ("text=a&colour=red", "colour"),
+            ("text=a&colour=", "colour"),
+            ("text=a&text=b", "text"),
+            ("text=a&like=d:c:1:0", "like"),
+            ("text=a&since=1h&until=2h", "since"),
         ] {
             let error = parse_search(query).expect_err(query);
             assert_eq!(error.status, StatusCode::BAD_REQUEST, "{query}");

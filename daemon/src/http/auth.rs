@@ -4,6 +4,7 @@
 //! with only the cookie that changes something must come from the box's own pages.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -33,9 +34,12 @@ pub const COOKIE: &str = "glimpse_session";
 pub const SESSION_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Sessions kept at most; signing in beyond them ends the oldest.
 const MAX_SESSIONS: usize = 64;
-/// Failed sign-ins allowed per window, over all clients, before sign-in answers 429.
+/// Wrong tokens (sign-in or bearer) allowed per client address per window; then that address
+/// gets 429 until the window is over, so guessing is slow and one client cannot lock out others.
 const MAX_FAILED_SIGN_INS: u32 = 5;
 const SIGN_IN_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses whose failures are remembered at most; beyond, new ones share one count.
+const MAX_FAILING_CLIENTS: usize = 1024;
 
 /// What a request showed of itself.
 #[derive(Debug, PartialEq)]
@@ -47,6 +51,8 @@ pub enum Access {
     WrongToken,
     /// A session cookie on a request that changes something, from another site.
     CrossSite,
+    /// Too many wrong tokens from this address lately (answer 429).
+    Limited,
     /// Nothing, or an unknown or expired session.
     None,
 }
@@ -60,19 +66,48 @@ pub struct Sessions {
 struct SessionState {
     /// Session secret → when it was made (monotonic).
     open: HashMap<String, Instant>,
-    failures: u32,
-    window_start: Option<Instant>,
+    /// Client address → wrong tokens in the window that started then.
+    failures: HashMap<IpAddr, (u32, Instant)>,
+}
+
+impl SessionState {
+    fn is_limited(&mut self, client: IpAddr) -> bool {
+        let key = self.failure_key(client);
+        self.failures.get(&key).is_some_and(|(n, _)| *n >= MAX_FAILED_SIGN_INS)
+    }
+
+    fn failed(&mut self, client: IpAddr) {
+        let key = self.failure_key(client);
+        self.failures.entry(key).or_insert((0, Instant::now())).0 += 1;
+    }
+
+    /// The address failures are counted under, with windows that ended forgotten.
+    fn failure_key(&mut self, client: IpAddr) -> IpAddr {
+        self.failures.retain(|_, (_, start)| start.elapsed() < SIGN_IN_WINDOW);
+        match self.failures.len() < MAX_FAILING_CLIENTS || self.failures.contains_key(&client) {
+            true => client,
+            false => IpAddr::from([0, 0, 0, 0]),
+        }
+    }
 }
 
 impl Sessions {
-    /// Decides what `headers` grant for a request of `method`.
-    pub fn access(&self, token: &Token, method: &Method, headers: &HeaderMap) -> Access {
+    /// Decides what `headers` grant a request of `method` from `client`.
+    pub fn access(&self, token: &Token, method: &Method, headers: &HeaderMap, client: IpAddr) -> Access {
         if let Some(given) = bearer(headers) {
-            return if token.matches(given) { Access::Granted } else { Access::WrongToken };
+            let mut state = self.lock();
+            return match (state.is_limited(client), token.matches(given)) {
+                (true, _) => Access::Limited,
+                (false, true) => Access::Granted,
+                (false, false) => {
+                    state.failed(client);
+                    Access::WrongToken
+                }
+            };
         }
         match session_cookie(headers) {
             Some(secret) if self.is_open(secret) => {
-                if method.is_safe() || is_same_origin(headers) {
+                if matches!(*method, Method::GET | Method::HEAD) || is_same_origin(headers) {
                     Access::Granted
                 } else {
                     Access::CrossSite
@@ -89,19 +124,16 @@ impl Sessions {
         state.open.keys().fold(false, |found, open| found | same_bytes(open.as_bytes(), secret.as_bytes()))
     }
 
-    /// Signs in with `given`: a new session's secret, `Err(true)` for a wrong token, or
-    /// `Err(false)` while too many wrong tokens were given lately (answer 429).
-    pub fn sign_in(&self, token: &Token, given: &str) -> Result<String, bool> {
+    /// Signs `client` in with `given`: a new session's secret, `Err(true)` for a wrong token,
+    /// or `Err(false)` while this address gave too many wrong tokens lately (answer 429).
+    pub fn sign_in(&self, token: &Token, given: &str, client: IpAddr) -> Result<String, bool> {
         let mut state = self.lock();
         let now = Instant::now();
-        if state.window_start.is_none_or(|start| now.duration_since(start) >= SIGN_IN_WINDOW) {
-            (state.window_start, state.failures) = (Some(now), 0);
-        }
-        if state.failures >= MAX_FAILED_SIGN_INS {
+        if state.is_limited(client) {
             return Err(false);
         }
         if !token.matches(given.trim()) {
-            state.failures += 1;
+            state.failed(client);
             return Err(true);
         }
         if state.open.len() >= MAX_SESSIONS {
@@ -141,6 +173,15 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .find_map(|(name, value)| (name == COOKIE).then_some(value))
 }
 
+/// Whether a sign-in form may have come from the box's own page: browsers that say where a
+/// request comes from must say this box (or the address bar), so another site cannot post it.
+pub fn may_sign_in(headers: &HeaderMap) -> bool {
+    match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        Some(site) => site == "same-origin" || site == "none",
+        None => true,
+    }
+}
+
 /// Whether the browser says the request comes from a page of this box: `Sec-Fetch-Site`, or
 /// else an `Origin` whose host is the `Host` asked for.
 fn is_same_origin(headers: &HeaderMap) -> bool {
@@ -169,6 +210,8 @@ pub fn cleared_cookie_header() -> String {
 mod tests {
     use super::*;
 
+    const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
@@ -189,37 +232,43 @@ mod tests {
     #[test]
     fn a_session_grants_reads_and_same_origin_changes_only() {
         let (token, sessions) = (Token::new("0123456789abcdef".into()), Sessions::default());
-        assert_eq!(sessions.sign_in(&token, "wrong"), Err(true));
-        let secret = sessions.sign_in(&token, "0123456789abcdef").expect("signed in");
+        assert_eq!(sessions.sign_in(&token, "wrong", HOME), Err(true));
+        let secret = sessions.sign_in(&token, "0123456789abcdef", HOME).expect("signed in");
         let cookie = format!("other=1; {COOKIE}={secret}");
         let read = headers(&[("cookie", &cookie)]);
-        assert_eq!(sessions.access(&token, &Method::GET, &read), Access::Granted);
-        assert_eq!(sessions.access(&token, &Method::PUT, &read), Access::CrossSite);
+        assert_eq!(sessions.access(&token, &Method::GET, &read, HOME), Access::Granted);
+        assert_eq!(sessions.access(&token, &Method::PUT, &read, HOME), Access::CrossSite);
         let own = headers(&[("cookie", &cookie), ("origin", "http://box:8080"), ("host", "box:8080")]);
-        assert_eq!(sessions.access(&token, &Method::PUT, &own), Access::Granted);
+        assert_eq!(sessions.access(&token, &Method::PUT, &own, HOME), Access::Granted);
         let foreign =
             headers(&[("cookie", &cookie), ("sec-fetch-site", "cross-site"), ("origin", "http://box:8080"), ("host", "box:8080")]);
-        assert_eq!(sessions.access(&token, &Method::PUT, &foreign), Access::CrossSite);
+        assert_eq!(sessions.access(&token, &Method::PUT, &foreign, HOME), Access::CrossSite);
         sessions.sign_out(&read);
-        assert_eq!(sessions.access(&token, &Method::GET, &read), Access::None);
+        assert_eq!(sessions.access(&token, &Method::GET, &read, HOME), Access::None);
         let guessed = headers(&[("cookie", &format!("{COOKIE}=00"))]);
-        assert_eq!(sessions.access(&token, &Method::GET, &guessed), Access::None);
+        assert_eq!(sessions.access(&token, &Method::GET, &guessed, HOME), Access::None);
     }
 
     #[test]
     fn the_bearer_header_decides_when_present() {
         let (token, sessions) = (Token::new("0123456789abcdef".into()), Sessions::default());
-        assert_eq!(sessions.access(&token, &Method::PUT, &headers(&[("authorization", "bearer 0123456789abcdef")])), Access::Granted);
-        assert_eq!(sessions.access(&token, &Method::GET, &headers(&[("authorization", "Bearer nope")])), Access::WrongToken);
-        assert_eq!(sessions.access(&token, &Method::GET, &HeaderMap::new()), Access::None);
+        assert_eq!(sessions.access(&token, &Method::PUT, &headers(&[("authorization", "bearer 0123456789abcdef")]), HOME), Access::Granted);
+        assert_eq!(sessions.access(&token, &Method::GET, &headers(&[("authorization", "Bearer nope")]), HOME), Access::WrongToken);
+        assert_eq!(sessions.access(&token, &Method::GET, &HeaderMap::new(), HOME), Access::None);
     }
 
     #[test]
-    fn wrong_tokens_are_limited_and_the_right_one_then_waits_too() {
+    fn wrong_tokens_are_limited_per_address_and_bearer_guesses_count_too() {
         let (token, sessions) = (Token::new("0123456789abcdef".into()), Sessions::default());
-        for _ in 0..MAX_FAILED_SIGN_INS {
-            assert_eq!(sessions.sign_in(&token, "guess"), Err(true));
+        let other = IpAddr::from([192, 168, 1, 9]);
+        for _ in 0..MAX_FAILED_SIGN_INS - 1 {
+            assert_eq!(sessions.sign_in(&token, "guess", HOME), Err(true));
         }
-        assert_eq!(sessions.sign_in(&token, "0123456789abcdef"), Err(false), "limited for the rest of the window");
+        let guess = headers(&[("authorization", "Bearer guess")]);
+        assert_eq!(sessions.access(&token, &Method::GET, &guess, HOME), Access::WrongToken);
+        assert_eq!(sessions.sign_in(&token, "0123456789abcdef", HOME), Err(false), "this address waits out the window");
+        let right = headers(&[("authorization", "Bearer 0123456789abcdef")]);
+        assert_eq!(sessions.access(&token, &Method::GET, &right, HOME), Access::Limited);
+        assert!(sessions.sign_in(&token, "0123456789abcdef", other).is_ok(), "another address is not locked out");
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use crate::embed::text::TextEmbedder;
 use crate::embed::EmbedderConfig;
-use crate::index::{Hit, Index, Query, SearchConfig};
+use crate::index::{DurableMark, Hit, Index, Query, SearchConfig};
 use crate::model::Engine;
 use crate::record::Metadata;
 
@@ -52,6 +52,8 @@ pub enum LibraryError {
     UnknownRecord(String),
     #[error("record {0:?} has no crop on this device (crops off, removed by retention, or only in the bucket)")]
     NoCrop(String),
+    #[error("record {0:?} has no snapshot on this device (snapshots off, removed by retention, or only in the bucket)")]
+    NoSnapshot(String),
     #[error("text search needs CLIP's text tower: set embedder.text_model and embedder.tokenizer")]
     NoTextTower,
     #[error("the text tower cannot run: {0}")]
@@ -69,18 +71,21 @@ struct TextTower {
 
 pub struct Library {
     data_dir: PathBuf,
+    /// The keeper's durable mark: rows after it are not read (a failed batch may cut them).
+    durable: DurableMark,
     search: SearchConfig,
     crops: PathBuf,
     text: TextTower,
 }
 
 impl Library {
-    pub fn new(data_dir: PathBuf, search: SearchConfig, crops: PathBuf, embedder: EmbedderConfig, engine: Engine) -> Self {
-        Self { data_dir, search, crops, text: TextTower { config: embedder, engine, loaded: Mutex::new(None) } }
+    pub fn new(data_dir: PathBuf, durable: DurableMark, search: SearchConfig, crops: PathBuf, text: (EmbedderConfig, Engine)) -> Self {
+        let text = TextTower { config: text.0, engine: text.1, loaded: Mutex::new(None) };
+        Self { data_dir, durable, search, crops, text }
     }
 
     fn index(&self) -> Result<Index, LibraryError> {
-        Ok(Index::open_to_search(&self.data_dir, &self.search)?)
+        Ok(Index::open_to_search(&self.data_dir, &self.search, Some(&self.durable))?)
     }
 
     /// The best matches, best first, with the same filters and semantics as `glimpse search`.
@@ -119,7 +124,33 @@ impl Library {
 
     /// Whether the crop `metadata` names is on the device (so a page shows it, not a broken image).
     pub fn has_crop(&self, metadata: &Metadata) -> bool {
-        metadata.crop.as_deref().is_some_and(|key| is_plain_key(key) && self.crops.join(key).is_file())
+        self.is_stored(metadata.crop.as_deref())
+    }
+
+    /// Whether the snapshot `metadata` names is on the device.
+    pub fn has_snapshot(&self, metadata: &Metadata) -> bool {
+        self.is_stored(metadata.snapshot.as_deref())
+    }
+
+    fn is_stored(&self, key: Option<&str>) -> bool {
+        key.is_some_and(|key| is_plain_key(key) && self.crops.join(key).is_file())
+    }
+
+    /// Record `id`'s frame snapshot JPEG, with the record's box drawn on it when asked.
+    pub fn snapshot(&self, id: &RecordId, with_box: bool) -> Result<Vec<u8>, LibraryError> {
+        let metadata = self.record(id)?;
+        let missing = || LibraryError::NoSnapshot(id.0.clone());
+        let key = metadata.snapshot.as_deref().filter(|key| is_plain_key(key)).ok_or_else(missing)?;
+        let jpeg = std::fs::read(self.crops.join(key)).map_err(|_| missing())?;
+        if !with_box {
+            return Ok(jpeg);
+        }
+        let mut frame = image::load_from_memory(&jpeg).map_err(|_| missing())?.to_rgb8();
+        draw_box(&mut frame, &metadata);
+        let mut out = Vec::with_capacity(jpeg.len() + jpeg.len() / 4);
+        let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, BOXED_QUALITY);
+        frame.write_with_encoder(encoder).map_err(|_| missing())?;
+        Ok(out)
     }
 
     /// Record `id`'s crop JPEG from the crop store on the device.
@@ -127,6 +158,32 @@ impl Library {
         let metadata = self.record(id)?;
         let key = metadata.crop.filter(|key| is_plain_key(key)).ok_or_else(|| LibraryError::NoCrop(id.0.clone()))?;
         std::fs::read(self.crops.join(key)).map_err(|_| LibraryError::NoCrop(id.0.clone()))
+    }
+}
+
+/// JPEG quality of a snapshot with its box drawn.
+const BOXED_QUALITY: u8 = 85;
+
+/// Draws the record's box (in the frame's pixels) on its snapshot (scaled from the frame) as a
+/// bright outline about 0.4 % of the longer side thick.
+fn draw_box(snapshot: &mut image::RgbImage, m: &Metadata) {
+    let (w, h) = snapshot.dimensions();
+    if m.frame_w == 0 || m.frame_h == 0 || w == 0 || h == 0 {
+        return;
+    }
+    let (sx, sy) = (w as f32 / m.frame_w as f32, h as f32 / m.frame_h as f32);
+    let scale = |v: u32, s: f32, max: u32| ((v as f32 * s).round() as u32).min(max - 1);
+    let (left, top) = (scale(m.x, sx, w), scale(m.y, sy, h));
+    let (right, bottom) = (scale(m.x + m.w, sx, w), scale(m.y + m.h, sy, h));
+    let thick = (w.max(h) / 250).max(2);
+    let colour = image::Rgb([255, 214, 0]);
+    for y in top..=bottom {
+        for x in left..=right {
+            let edge = x < left + thick || x + thick > right || y < top + thick || y + thick > bottom;
+            if edge {
+                snapshot.put_pixel(x, y, colour);
+            }
+        }
     }
 }
 
@@ -145,6 +202,18 @@ mod tests {
         for bad in ["", "../../etc/passwd", "a/b", "a.b", "A:b", "a b", "a%2Fb", &"a".repeat(201)] {
             assert!(RecordId::parse(bad).is_none(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_box_is_drawn_where_the_record_says_scaled_to_the_snapshot() {
+        let mut metadata = crate::record::test_record("d:c:1:0", "c", 0, vec![]).metadata;
+        (metadata.x, metadata.y, metadata.w, metadata.h, metadata.frame_w, metadata.frame_h) = (100, 50, 200, 100, 1000, 500);
+        let mut snapshot = image::RgbImage::new(500, 250); // the frame at half size
+        draw_box(&mut snapshot, &metadata);
+        assert_eq!(snapshot.get_pixel(50, 25).0, [255, 214, 0], "top-left corner");
+        assert_eq!(snapshot.get_pixel(150, 75).0, [255, 214, 0], "bottom-right corner");
+        assert_eq!(snapshot.get_pixel(100, 50).0, [0, 0, 0], "inside stays as it was");
+        assert_eq!(snapshot.get_pixel(20, 20).0, [0, 0, 0], "outside too");
     }
 
     #[test]

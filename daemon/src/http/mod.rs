@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -55,6 +55,8 @@ fn default_max_upload_bytes() -> ByteSize {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Requests served at once, over all routes; more wait their turn.
 const MAX_CONCURRENT_REQUESTS: usize = 32;
+/// Blocking reads of the index, crops and text tower at once; more wait their turn.
+const MAX_BLOCKING_READS: usize = 4;
 /// Connections open at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 64;
 /// A connection whose request headers take longer is closed.
@@ -90,6 +92,8 @@ struct App {
     sessions: auth::Sessions,
     stats: StatsView,
     library: Library,
+    /// Turns for blocking reads of the library.
+    reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// Binds the listening socket now, so that a taken port is a start-up error naming the key.
@@ -108,7 +112,8 @@ pub async fn serve(listener: std::net::TcpListener, config: HttpConfig, token: T
     };
     tracing::info!(listen = %config.listen, "HTTP API listening");
     let (stats, library) = reads;
-    let app = router(Arc::new(App { token, sessions: auth::Sessions::default(), stats, library }), &config);
+    let reads = Arc::new(tokio::sync::Semaphore::new(MAX_BLOCKING_READS));
+    let app = router(Arc::new(App { token, sessions: auth::Sessions::default(), stats, library, reads }), &config);
     let mut http1 = hyper::server::conn::http1::Builder::new();
     // A client that never finishes its headers is cut off: it would hold a connection forever.
     http1.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
@@ -121,12 +126,12 @@ pub async fn serve(listener: std::net::TcpListener, config: HttpConfig, token: T
             permit = open.clone().acquire_owned() => match permit {
                 Ok(permit) => tokio::select! {
                     _ = shutdown.recv_stopped() => break,
-                    accepted = listener.accept() => accepted.map(|(stream, _)| (stream, permit)),
+                    accepted = listener.accept() => accepted.map(|(stream, peer)| (stream, peer, permit)),
                 },
                 Err(_) => break,
             },
         };
-        let (stream, permit) = match accepted {
+        let (stream, peer, permit) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: wait a little rather than spin.
@@ -135,7 +140,12 @@ pub async fn serve(listener: std::net::TcpListener, config: HttpConfig, token: T
                 continue;
             }
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        // The client's address, for counting its wrong tokens (`auth.rs`).
+        let with_peer = tower::ServiceExt::map_request(app.clone(), move |mut request: Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request
+        });
+        let service = hyper_util::service::TowerToHyperService::new(with_peer);
         let connection = graceful.watch(http1.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
         tokio::spawn(async move {
             let _ = connection.await;
@@ -173,10 +183,11 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; frame-ancestors 'none
 
 /// Lets through what the token or a session grants; sends a browser without either to the
 /// sign-in page, and answers anything else 401 (or 403 for a cross-site change).
-async fn require_access(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    match app.sessions.access(&app.token, request.method(), request.headers()) {
+async fn require_access(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, request: Request, next: Next) -> Response {
+    match app.sessions.access(&app.token, request.method(), request.headers(), peer.ip()) {
         auth::Access::Granted => next.run(request).await,
         auth::Access::WrongToken => ApiError::new(StatusCode::UNAUTHORIZED, "the access token is wrong").into_response(),
+        auth::Access::Limited => too_many_wrong_tokens(),
         auth::Access::CrossSite => {
             ApiError::new(StatusCode::FORBIDDEN, "a change signed by the session cookie must come from this box's pages").into_response()
         }
@@ -186,6 +197,13 @@ async fn require_access(State(app): State<Arc<App>>, request: Request, next: Nex
                 .into_response()
         }
     }
+}
+
+/// 429 for an address that gave too many wrong tokens lately.
+fn too_many_wrong_tokens() -> Response {
+    let mut error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many wrong access tokens from this address: wait a minute");
+    error.retry_after_s = Some(60);
+    error.into_response()
 }
 
 async fn not_found() -> ApiError {

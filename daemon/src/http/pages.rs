@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, RawQuery, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -12,7 +14,7 @@ use axum::{Form, Router};
 use maud::{html, Markup, DOCTYPE};
 use serde::Deserialize;
 
-use super::api::{crop_url, library_error, parse_search, record_id, record_url};
+use super::api::{crop_url, parse_search, read, record_id, record_url, snapshot_url};
 use super::library::By;
 use super::{auth, App};
 use crate::clock::local_time;
@@ -84,7 +86,9 @@ fn page(title: &str, signed_in: bool, body: Markup) -> Markup {
 
 /// Where to go after signing in: a path of this box only, never another site.
 fn safe_next(next: Option<&str>) -> &str {
-    next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\')).unwrap_or("/")
+    // Printable ASCII only: browsers drop tabs and newlines from URLs, so "/\t/evil" is "//evil".
+    let plain = |n: &&str| n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+    next.filter(plain).filter(|n| n.starts_with('/') && !n.starts_with("//")).unwrap_or("/")
 }
 
 async fn sign_in_page(RawQuery(query): RawQuery) -> Markup {
@@ -125,9 +129,17 @@ struct SignIn {
     next: Option<String>,
 }
 
-async fn sign_in(State(app): State<Arc<App>>, Form(form): Form<SignIn>) -> Response {
+async fn sign_in(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<SignIn>,
+) -> Response {
     let next = safe_next(form.next.as_deref()).to_owned();
-    match app.sessions.sign_in(&app.token, &form.token) {
+    if !auth::may_sign_in(&headers) {
+        return (StatusCode::FORBIDDEN, sign_in_form(&next, Some("Sign in from this box's own page."))).into_response();
+    }
+    match app.sessions.sign_in(&app.token, &form.token, peer.ip()) {
         Ok(secret) => {
             let cookie = auth::session_cookie_header(&secret, false);
             ([(header::SET_COOKIE, cookie)], Redirect::to(&next)).into_response()
@@ -158,15 +170,13 @@ async fn search_page(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> 
     let outcome = match asked.then(|| parse_search(&query)) {
         None => Ok(None),
         Some(Err(e)) => Err(e),
-        Some(Ok(search)) => {
-            let shown = tokio::task::spawn_blocking(move || {
-                let hits = app.library.search(&search).map_err(library_error)?;
-                let shown: Vec<Shown> = hits.into_iter().map(|hit| Shown { picture: app.library.has_crop(&hit.metadata), hit }).collect();
-                Ok::<_, super::ApiError>((search, shown))
-            })
-            .await;
-            shown.unwrap_or_else(|e| Err(super::ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))).map(Some)
-        }
+        Some(Ok(search)) => read(app, move |app| {
+            let hits = app.library.search(&search)?;
+            let shown: Vec<Shown> = hits.into_iter().map(|hit| Shown { picture: app.library.has_crop(&hit.metadata), hit }).collect();
+            Ok((search, shown))
+        })
+        .await
+        .map(Some),
     };
     let field = |name: &str| {
         url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned()).unwrap_or_default()
@@ -225,26 +235,31 @@ async fn record_page(State(app): State<Arc<App>>, Path(id): Path<String>) -> Res
         Ok(id) => id,
         Err(e) => return (e.status, page("no such record", true, html! { p.error { (e.message) } })).into_response(),
     };
-    let read = tokio::task::spawn_blocking({
+    let found = read(app, {
         let id = id.clone();
-        move || app.library.record(&id).map(|m| (app.library.has_crop(&m), m))
+        move |app| app.library.record(&id).map(|m| (Pictures { crop: app.library.has_crop(&m), snapshot: app.library.has_snapshot(&m) }, m))
     })
     .await;
-    match read {
-        Ok(Ok((picture, metadata))) => page(&metadata.label, true, record_body(id.as_str(), &metadata, picture)).into_response(),
-        Ok(Err(e)) => {
-            let e = library_error(e);
-            (e.status, page("no such record", true, html! { p.error role="alert" { (e.message) } })).into_response()
-        }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    match found {
+        Ok((pictures, metadata)) => page(&metadata.label, true, record_body(id.as_str(), &metadata, pictures)).into_response(),
+        Err(e) => (e.status, page("no such record", true, html! { p.error role="alert" { (e.message) } })).into_response(),
     }
 }
 
-fn record_body(id: &str, m: &Metadata, picture: bool) -> Markup {
+/// Which of a record's pictures are on the device.
+struct Pictures {
+    crop: bool,
+    snapshot: bool,
+}
+
+fn record_body(id: &str, m: &Metadata, pictures: Pictures) -> Markup {
     html! {
         h1 { (m.label) " on " (m.camera) }
+        @if let Some(src) = snapshot_url(id, m).filter(|_| pictures.snapshot) {
+            a.snapshot href=(src) { img.snapshot src={ (src) "?box=1" } alt={ "the frame, with the " (m.label) " outlined" }; }
+        }
         div.record {
-            @match crop_url(id, m).filter(|_| picture) {
+            @match crop_url(id, m).filter(|_| pictures.crop) {
                 Some(src) => img.crop src=(src) alt=(m.label);,
                 None => div.missing { "no picture" },
             }
@@ -272,7 +287,7 @@ mod tests {
     #[test]
     fn after_signing_in_only_a_path_of_this_box_is_followed() {
         assert_eq!(safe_next(Some("/records/a:b:1:0")), "/records/a:b:1:0");
-        for foreign in ["//evil.example/", "https://evil.example/", "/\\evil.example", "records"] {
+        for foreign in ["//evil.example/", "https://evil.example/", "/\\evil.example", "records", "/\t/evil.example", "/\n/x"] {
             assert_eq!(safe_next(Some(foreign)), "/", "{foreign}");
         }
     }
@@ -282,7 +297,7 @@ mod tests {
         let mut metadata = crate::record::test_record("d:c:1:0", "c", 0, vec![]).metadata;
         metadata.label = "<img src=x onerror=alert(1)>".into();
         metadata.crop = Some("d/c/x.jpg".into());
-        let html = record_body("d:c:1:0", &metadata, true).into_string();
+        let html = record_body("d:c:1:0", &metadata, Pictures { crop: true, snapshot: false }).into_string();
         assert!(!html.contains("<img src=x"), "{html}");
         assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"), "{html}");
     }

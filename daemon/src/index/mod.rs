@@ -33,6 +33,8 @@ mod segment;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -158,6 +160,32 @@ pub struct StoredRecord {
     pub metadata: Metadata,
 }
 
+/// How far the keeper's index is durable, for searches in the same process. Rows after it may
+/// still be rolled back, and their files cut (a failed batch), so a search that mapped them
+/// could fault: a search opened with it counts none of them.
+#[derive(Clone, Debug)]
+pub struct DurableMark(Arc<AtomicU64>);
+
+/// [`DurableMark`] before the keeper opened the index: nothing is readable yet.
+const UNPUBLISHED: u64 = u64::MAX;
+
+impl Default for DurableMark {
+    fn default() -> Self {
+        Self(Arc::new(AtomicU64::new(UNPUBLISHED)))
+    }
+}
+
+impl DurableMark {
+    fn publish(&self, mark: Option<u64>) {
+        self.0.store(mark.map_or(0, |m| m + 1), Ordering::Release);
+    }
+
+    /// Rows with a sequence number below this are durable; `None` before the keeper opened.
+    fn bound(&self) -> Option<u64> {
+        Some(self.0.load(Ordering::Acquire)).filter(|&b| b != UNPUBLISHED)
+    }
+}
+
 /// The index, open for appending (the keeper) or searching (`glimpse search`).
 pub struct Index {
     dir: PathBuf,
@@ -167,6 +195,8 @@ pub struct Index {
     dimension: Option<usize>,
     /// See [`Index::mark`].
     mark: Option<u64>,
+    /// The keeper's: where its mark is published to searches in the process.
+    published: Option<DurableMark>,
 }
 
 impl Index {
@@ -182,9 +212,26 @@ impl Index {
     }
 
     /// Opens the index to search it while the keeper may be appending: a row being written is
-    /// not counted, and not reported as damage.
-    pub fn open_to_search(data_dir: &Path, config: &SearchConfig) -> Result<Self, IndexError> {
-        Self::open_with(data_dir, config, false)
+    /// not counted, and not reported as damage. In the keeper's process, `durable` (its
+    /// published mark) leaves out rows a failed batch may still cut.
+    pub fn open_to_search(data_dir: &Path, config: &SearchConfig, durable: Option<&DurableMark>) -> Result<Self, IndexError> {
+        let mut index = Self::open_with(data_dir, config, false)?;
+        if let Some(durable) = durable {
+            let bound = durable.bound().unwrap_or(0);
+            for segment in index.segments.values_mut().rev() {
+                if !segment.keep_rows_before(bound) {
+                    break; // older segments are wholly before the bound
+                }
+            }
+            index.mark = index.stored_mark();
+        }
+        Ok(index)
+    }
+
+    /// From now on, publishes the mark to `durable` whenever it moves (the keeper's index).
+    pub fn publish_mark_to(&mut self, durable: DurableMark) {
+        durable.publish(self.mark);
+        self.published = Some(durable);
     }
 
     fn open_with(data_dir: &Path, config: &SearchConfig, report_cut: bool) -> Result<Self, IndexError> {
@@ -216,7 +263,7 @@ impl Index {
             }
         }
         let dimension = segments.values().find_map(Segment::dimension);
-        let mut index = Self { dir, config: config.clone(), names, segments, dimension, mark: None };
+        let mut index = Self { dir, config: config.clone(), names, segments, dimension, mark: None, published: None };
         index.mark = index.stored_mark();
         Ok(index)
     }
@@ -281,6 +328,9 @@ impl Index {
         }
         self.dimension = Some(dimension);
         self.mark = Some(last_seq);
+        if let Some(durable) = &self.published {
+            durable.publish(self.mark);
+        }
         self.enforce_retention();
         Ok(())
     }
@@ -435,21 +485,25 @@ impl Index {
         Ok(segment.metadata(row)?.0)
     }
 
-    /// Record `id`'s metadata, newest copy first (a record re-added after a crash has two).
+    /// Record `id`'s metadata, newest copy first (a record re-added after a crash has two);
+    /// `None` past `retain_days`, as for search.
     pub fn metadata_of(&self, id: &str) -> Result<Option<Metadata>, IndexError> {
         for segment in self.segments.values().rev() {
             if let Some(row) = segment.find(id)? {
-                return Ok(Some(segment.metadata(row)?.1));
+                let metadata = segment.metadata(row)?.1;
+                return Ok(Some(metadata).filter(|m| m.ts >= self.retention_cutoff()));
             }
         }
         Ok(None)
     }
 
-    /// The stored vector of record `id`, for `glimpse search --like`.
+    /// The stored vector of record `id`, for `glimpse search --like`; `None` past
+    /// `retain_days`, as for search.
     pub fn vector_of(&self, id: &str) -> Result<Option<Vec<f32>>, IndexError> {
         for segment in self.segments.values().rev() {
             if let Some(row) = segment.find(id)? {
-                return Ok(Some(segment.vector(row)));
+                let kept = segment.metadata(row)?.1.ts >= self.retention_cutoff();
+                return Ok(kept.then(|| segment.vector(row)));
             }
         }
         Ok(None)

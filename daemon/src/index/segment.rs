@@ -90,6 +90,30 @@ impl Segment {
         Ok(segment)
     }
 
+    /// Counts only the rows whose sequence number is below `bound` (rows are in sequence order;
+    /// rows written before sequence numbers were kept all count). Whether any row went.
+    pub fn keep_rows_before(&mut self, bound: u64) -> bool {
+        let Some(dimension) = self.dimension else { return false };
+        let (Ok(vec_map), Ok(meta_map)) = (self.map(0), self.map(2)) else { return false };
+        let seq = |row: u64| stored_meta(&vec_map, &meta_map, row, dimension).and_then(|s| s.seq);
+        // The first row at or past the bound, by bisection.
+        let (mut low, mut high) = (0, self.rows);
+        while low < high {
+            let middle = (low + high) / 2;
+            match seq(middle) {
+                Some(s) if s >= bound => high = middle,
+                _ => low = middle + 1,
+            }
+        }
+        if low == self.rows {
+            return false;
+        }
+        self.rows = low;
+        self.meta_end = if low == 0 { 0 } else { meta_span(&vec_map, low - 1, dimension).0 + meta_span(&vec_map, low - 1, dimension).1 };
+        self.newest_ts = (0..low).map(|r| row_ts(&vec_map, r, dimension)).max();
+        true
+    }
+
     /// How far the segment's complete part goes.
     pub fn extent(&self) -> Extent {
         Extent { rows: self.rows, meta_end: self.meta_end, newest_ts: self.newest_ts }

@@ -162,3 +162,26 @@ fn a_batch_that_fails_part_way_leaves_no_row_behind_for_its_retry_to_repeat() {
     let reopened = Index::open(dir.path(), &SearchConfig::default()).expect("reopen");
     assert_eq!((reopened.len(), reopened.mark()), (11, Some(10)));
 }
+
+#[test]
+fn a_search_in_the_keeper_s_process_reads_only_rows_the_keeper_made_durable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let durable = DurableMark::default();
+    let before = Index::open_to_search(dir.path(), &SearchConfig::default(), Some(&durable)).expect("open");
+    assert!(before.is_empty(), "nothing is read before the keeper published its mark");
+    let (mut index, records) = filled(dir.path(), 300, 16);
+    drop(before);
+    index.publish_mark_to(durable.clone());
+    // Rows on disk past the published mark, as a batch that fails later would leave them.
+    let mut other = Index::open(dir.path(), &SearchConfig::default()).expect("a second writer, for the test only");
+    let late: Vec<Record> = (300..310).map(|i| record(i, unit(i as u64, 16), "gate", crate::clock::unix_ms())).collect();
+    other.add(numbered(&late, 300)).expect("add");
+    let search = Index::open_to_search(dir.path(), &SearchConfig::default(), Some(&durable)).expect("open");
+    assert_eq!((search.len(), search.mark()), (300, Some(299)), "only the durable rows");
+    assert!(search.vector_of(&late[0].id).expect("lookup").is_none());
+    assert!(search.vector_of(&records[299].id).expect("lookup").is_some());
+    durable.publish(Some(309)); // as the keeper's next batch would
+    let search = Index::open_to_search(dir.path(), &SearchConfig::default(), Some(&durable)).expect("open");
+    assert_eq!(search.len(), 310, "the keeper's mark moved and searches follow it");
+    assert_eq!(Index::open_to_search(dir.path(), &SearchConfig::default(), None).expect("open").len(), 310);
+}

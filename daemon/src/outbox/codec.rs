@@ -116,6 +116,7 @@ mod tests {
                 frame_h: 272,
                 track_id: None,
                 crop: None,
+                snapshot: None,
             },
         }
     }

@@ -40,6 +40,7 @@ use crate::detect::Detector;
 use crate::embed::Embedder;
 use crate::events;
 use crate::http::{self, HttpConfig};
+use crate::index::DurableMark;
 use crate::keeper::{self, DiskGuard, Flush, KeeperLinks, Kept, Release};
 use crate::model::EngineReport;
 use crate::outbox::{self, Outbox};
@@ -125,11 +126,12 @@ struct OpenHttp {
     listener: std::net::TcpListener,
 }
 
-fn open_http(config: &Config, section: &HttpConfig) -> anyhow::Result<OpenHttp> {
+fn open_http(config: &Config, section: &HttpConfig, durable: &DurableMark) -> anyhow::Result<OpenHttp> {
     let token = section.token().context("http.token_file")?;
     let data_dir = config.device.data_dir.clone();
     let crops = config.crops.dir(&data_dir);
-    let library = http::Library::new(data_dir, config.search.clone(), crops, config.embedder.clone(), config.engine()?);
+    let text = (config.embedder.clone(), config.engine()?);
+    let library = http::Library::new(data_dir, durable.clone(), config.search.clone(), crops, text);
     Ok(OpenHttp { section: section.clone(), token, library, listener: http::bind(section)? })
 }
 
@@ -159,17 +161,18 @@ fn connect_pinecone(
 }
 
 /// The crop store and the index on the device, as configured.
-fn open_kept(config: &Config, dimension: usize, stats: &Stats) -> anyhow::Result<Kept> {
+fn open_kept(config: &Config, dimension: usize, stats: &Stats, durable: DurableMark) -> anyhow::Result<Kept> {
     let crops = config.crops.enabled.then(|| CropStore::open(&config.crops, &config.device.data_dir, config.outbox.policy));
     if let Some(store) = &crops {
         stats.crops_stored(0, 0, 0, store.bytes());
         tracing::info!(dir = %store.dir().display(), bytes = store.bytes(), "crop store opened");
     }
-    let index = match config.search.enabled {
+    let mut index = match config.search.enabled {
         true => keeper::open_index(&config.device.data_dir, &config.search, dimension, stats)?,
         false => None,
     };
-    if let Some(index) = &index {
+    if let Some(index) = &mut index {
+        index.publish_mark_to(durable);
         stats.index_size(index.len(), index.bytes());
         tracing::info!(records = index.len(), bytes = index.bytes(), mark = ?index.mark(), "local index opened");
     }
@@ -263,7 +266,9 @@ impl Daemon {
         pinecone: Option<(PineconeClient, SyncOptions)>,
     ) -> anyhow::Result<Self> {
         let (trigger, shutdown) = shutdown::channel();
-        let http = config.http.as_ref().map(|section| open_http(config, section)).transpose()?;
+        // How far the keeper's index is durable, for the HTTP API's searches.
+        let durable = DurableMark::default();
+        let http = config.http.as_ref().map(|section| open_http(config, section, &durable)).transpose()?;
         let (stats, states, heartbeats) = (Stats::new(), Arc::new(CameraStates::default()), Arc::new(Heartbeats::default()));
         stats.engine_loaded(models.engine);
         stats.outbox_backlog(outbox.backlog());
@@ -272,7 +277,7 @@ impl Daemon {
         let (wake, scheduler) = (Arc::new(Notify::new()), Scheduler::new());
         let ids = Arc::new(IdClock::after(outbox.id_clock()?));
         let (record_tx, record_rx) = sync_channel::<Vec<NewRecord>>(RECORD_QUEUE);
-        let kept = open_kept(config, models.embedder.dimension(), &stats)?;
+        let kept = open_kept(config, models.embedder.dimension(), &stats, durable)?;
         let release = if pinecone.is_some() { Release::Syncer } else { Release::Here };
         let links = KeeperLinks {
             stats: stats.clone(),
@@ -289,7 +294,8 @@ impl Daemon {
         })?;
         let crops = config.crops.enabled.then_some((config.crops.max_px, config.crops.quality));
         let (device, min_box_px, analysis) = (config.device.id.clone(), config.detector.min_box_px, config.analysis.clone());
-        let settings = Settings { device, min_box_px, analysis, crops };
+        let snapshots = (config.crops.enabled && config.snapshots.enabled).then_some((config.snapshots.max_px, config.snapshots.quality));
+        let settings = Settings { device, min_box_px, analysis, crops, snapshots };
         let mut analyzer = Analyzer::new(models.detector, models.embedder, settings, stats.clone(), ids);
         let (feed, broker) = match broker_links(config, &stats) {
             Some((to_broker, feed, triggers, links)) => {
@@ -534,6 +540,7 @@ fn sections_needing_restart(current: &Config, new: &Config) -> Vec<&'static str>
         ("[outbox]", new.outbox != current.outbox),
         ("[analysis]", new.analysis != current.analysis),
         ("[crops]", new.crops != current.crops),
+        ("[snapshots]", new.snapshots != current.snapshots),
         ("[search]", new.search != current.search),
         ("[events]", new.events != current.events),
         ("[http]", new.http != current.http),

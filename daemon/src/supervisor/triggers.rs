@@ -37,7 +37,7 @@ impl Lookups for ConfigLookups<'_> {
     fn record_vector(&mut self, id: &str) -> Result<Vec<f32>, String> {
         let (data_dir, search) = (&self.config.device.data_dir, &self.config.search);
         let index = self.index.get_or_insert_with(|| match search.enabled {
-            true => Index::open_to_search(data_dir, search).map_err(|e| e.to_string()),
+            true => Index::open_to_search(data_dir, search, None).map_err(|e| e.to_string()),
             false => Err("record triggers look records up in the local index, and [search] enabled is false".to_owned()),
         });
         let index = index.as_ref().map_err(|e| e.clone())?;

@@ -72,12 +72,17 @@ impl Default for SnapshotsConfig {
 
 impl SnapshotsConfig {
     pub fn validate(&self, at: &KeyPath, problems: &mut Vec<Problem>) {
-        if !(64..=4096).contains(&self.max_px) {
-            problems.push(Problem::new(at.key("max_px"), "must be between 64 and 4096 pixels"));
-        }
-        if !(1..=100).contains(&self.quality) {
-            problems.push(Problem::new(at.key("quality"), "must be a JPEG quality from 1 to 100"));
-        }
+        check_picture(at, (self.max_px, 64), self.quality, problems);
+    }
+}
+
+/// A kept picture's `max_px` (from `min_px` to 4096) and JPEG `quality`.
+fn check_picture(at: &KeyPath, (max_px, min_px): (u32, u32), quality: u8, problems: &mut Vec<Problem>) {
+    if !(min_px..=4096).contains(&max_px) {
+        problems.push(Problem::new(at.key("max_px"), format!("must be between {min_px} and 4096 pixels")));
+    }
+    if !(1..=100).contains(&quality) {
+        problems.push(Problem::new(at.key("quality"), "must be a JPEG quality from 1 to 100"));
     }
 }
 
@@ -108,12 +113,7 @@ impl Default for CropsConfig {
 
 impl CropsConfig {
     pub fn validate(&self, at: &KeyPath, problems: &mut Vec<Problem>) {
-        if !(16..=4096).contains(&self.max_px) {
-            problems.push(Problem::new(at.key("max_px"), "must be between 16 and 4096 pixels"));
-        }
-        if !(1..=100).contains(&self.quality) {
-            problems.push(Problem::new(at.key("quality"), "must be a JPEG quality from 1 to 100"));
-        }
+        check_picture(at, (self.max_px, 16), self.quality, problems);
         if let Err(message) = self.store_uri() {
             problems.push(Problem::new(at.key("store"), message));
         }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::library::{By, LibraryError, RecordId, Search};
 use super::{ApiError, App};
-use crate::index::{Hit, MAX_TOP_K};
+use crate::index::{Hit, Query, MAX_TOP_K};
 use crate::record::Metadata;
 
 /// Matches a search returns unless `top_k` says otherwise.
@@ -110,7 +110,7 @@ pub(super) fn library_error(error: LibraryError) -> ApiError {
         LibraryError::NoTextTower => ApiError::bad("text", message),
         LibraryError::Text(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
         // The keeper may be moving a damaged index aside at start: worth another try soon.
-        LibraryError::Index(_) => ApiError::unavailable(message, 5),
+        LibraryError::Index(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(5),
     }
 }
 
@@ -161,7 +161,7 @@ pub(super) fn parse_search(query: &str) -> Result<Search, ApiError> {
         (None, Some(id)) => By::Like(id),
         _ => return Err(ApiError::bad("text", "give exactly one of text= or like=")),
     };
-    Ok(Search { by, cameras, labels, since_ms, until_ms, top_k })
+    Ok(Search { by, filter: Query { vector: Vec::new(), top_k, cameras, labels, since_ms, until_ms } })
 }
 
 /// Where a record's page and crop are, relative to the box.
@@ -201,8 +201,9 @@ mod tests {
     fn a_search_takes_one_query_and_names_any_bad_parameter() {
         let search = parse_search("text=red+van&camera=gate&camera=yard&label=car&top_k=5&since=2h&scope=device").expect("a search");
         assert!(matches!(search.by, By::Text(ref t) if t == "red van"));
-        assert_eq!((search.cameras.len(), search.labels.len(), search.top_k), (2, 1, 5));
-        assert!(search.since_ms.is_some());
+        let filter = &search.filter;
+        assert_eq!((filter.cameras.len(), filter.labels.len(), filter.top_k), (2, 1, 5));
+        assert!(filter.since_ms.is_some());
         for (query, parameter) in [
             ("", "text"),
             ("like=../../etc", "id"),

@@ -34,15 +34,12 @@ pub enum By {
     Like(RecordId),
 }
 
-/// A search, as the API's parameters gave it.
+/// A search, as the API's parameters gave it: what to search by, and the index's query
+/// without its vector (made from `by` when the search runs).
 #[derive(Clone, Debug)]
 pub struct Search {
     pub by: By,
-    pub cameras: Vec<String>,
-    pub labels: Vec<String>,
-    pub since_ms: Option<i64>,
-    pub until_ms: Option<i64>,
-    pub top_k: usize,
+    pub filter: Query,
 }
 
 /// Why a read failed; the API maps each to its status.
@@ -95,15 +92,7 @@ impl Library {
             By::Text(text) => self.embed_text(text)?,
             By::Like(id) => index.vector_of(id.as_str())?.ok_or_else(|| LibraryError::UnknownRecord(id.0.clone()))?,
         };
-        let query = Query {
-            vector,
-            top_k: search.top_k,
-            cameras: search.cameras.clone(),
-            labels: search.labels.clone(),
-            since_ms: search.since_ms,
-            until_ms: search.until_ms,
-        };
-        Ok(index.search(&query)?)
+        Ok(index.search(&Query { vector, ..search.filter.clone() })?)
     }
 
     fn embed_text(&self, text: &str) -> Result<Vec<f32>, LibraryError> {
@@ -178,11 +167,13 @@ fn draw_box(snapshot: &mut image::RgbImage, m: &Metadata) {
     let thick = (w.max(h) / 250).max(2);
     let colour = image::Rgb([255, 214, 0]);
     for y in top..=bottom {
-        for x in left..=right {
-            let edge = x < left + thick || x + thick > right || y < top + thick || y + thick > bottom;
-            if edge {
-                snapshot.put_pixel(x, y, colour);
-            }
+        let whole_row = y < top + thick || y + thick > bottom;
+        let spans = match whole_row {
+            true => [left..right + 1, 0..0],
+            false => [left..(left + thick).min(right + 1), right.saturating_sub(thick - 1).max(left)..right + 1],
+        };
+        for x in spans.into_iter().flatten() {
+            snapshot.put_pixel(x, y, colour);
         }
     }
 }

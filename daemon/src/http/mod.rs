@@ -201,9 +201,9 @@ async fn require_access(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectI
 
 /// 429 for an address that gave too many wrong tokens lately.
 fn too_many_wrong_tokens() -> Response {
-    let mut error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many wrong access tokens from this address: wait a minute");
-    error.retry_after_s = Some(60);
-    error.into_response()
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many wrong access tokens from this address: wait a minute")
+        .retry_after(60)
+        .into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -241,9 +241,9 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, format!("{parameter}: {what}"))
     }
 
-    /// 503: try again after `seconds`.
-    fn unavailable(message: String, seconds: u32) -> Self {
-        Self { retry_after_s: Some(seconds), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message) }
+    /// With `Retry-After: seconds`.
+    fn retry_after(self, seconds: u32) -> Self {
+        Self { retry_after_s: Some(seconds), ..self }
     }
 }
 

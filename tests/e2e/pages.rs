@@ -14,16 +14,11 @@ fn a_browser_signs_in_searches_by_words_opens_a_record_and_follows_more_like_thi
     let (_daemon, _config, port) = indexing_bikes("pages", dir.path());
     let base = format!("http://127.0.0.1:{port}");
     let browser = Browser::start();
-    let c = &browser.client;
 
-    browser.run(c.goto(&format!("{base}/?text=a+person"))).expect("open the search page");
+    browser.goto(&format!("{base}/?text=a+person"));
     assert_eq!(browser.location(), "/login?next=%2F%3Ftext%3Da%2Bperson", "a browser without a session signs in first");
-    browser
-        .run(async {
-            c.find(fantoccini::Locator::Css("#token")).await?.send_keys("not-the-token-at-all").await?;
-            c.find(fantoccini::Locator::Css("form.signin button")).await?.click().await
-        })
-        .expect("sign in wrongly");
+    browser.type_into("#token", "not-the-token-at-all");
+    browser.click("form.signin button");
     browser.wait_for("the sign-in page to answer", "return document.querySelector('.error') !== null");
     let refused = browser.console();
     assert!(refused.iter().all(|(level, m)| level != "SEVERE" || m.contains("/login") && m.contains("401")), "{refused:?}");
@@ -31,32 +26,22 @@ fn a_browser_signs_in_searches_by_words_opens_a_record_and_follows_more_like_thi
         .eval("return document.querySelector('.error').textContent")
         .as_str()
         .is_some_and(|t| t.contains("not the access token")));
-    browser
-        .run(async {
-            c.find(fantoccini::Locator::Css("#token")).await?.send_keys(TOKEN).await?;
-            c.find(fantoccini::Locator::Css("form.signin button")).await?.click().await
-        })
-        .expect("sign in");
+    browser.type_into("#token", TOKEN);
+    browser.click("form.signin button");
     assert_eq!(browser.wait_until_at("/?"), "/?text=a+person", "back where the browser was going");
     browser.screenshot("search");
     let cards = browser.eval("return document.querySelectorAll('figure.card').length");
     assert_eq!(cards, 20, "the first 20 matches");
     browser.wait_for("every crop to render", IMAGES_RENDERED);
 
-    browser
-        .run(async {
-            let field = c.find(fantoccini::Locator::Css("form.search input[name=text]")).await?;
-            field.clear().await?;
-            field.send_keys("someone on a bicycle").await?;
-            c.find(fantoccini::Locator::Css("form.search button")).await?.click().await
-        })
-        .expect("search by words");
+    browser.type_into("form.search input[name=text]", "someone on a bicycle");
+    browser.click("form.search button");
     browser.wait_until_at("/?text=someone+on+a+bicycle"); // every search is a URL
     browser.wait_for("every crop to render", IMAGES_RENDERED);
     let first = browser.eval("return document.querySelector('figure.card').dataset.id");
     let first = first.as_str().expect("a record id").to_owned();
 
-    browser.run(async { c.find(fantoccini::Locator::Css("figure.card a")).await?.click().await }).expect("open the record");
+    browser.click("figure.card a");
     browser.wait_until_at(&format!("/records/{first}"));
     browser.wait_for("the snapshot and the crop to render", IMAGES_RENDERED);
     let snapshot = browser.eval("const i = document.querySelector('img.snapshot'); return i && i.getAttribute('src')");
@@ -65,7 +50,7 @@ fn a_browser_signs_in_searches_by_words_opens_a_record_and_follows_more_like_thi
     let details = browser.eval("return document.querySelector('dl').textContent");
     assert!(details.as_str().is_some_and(|d| d.contains("street on pages") && d.contains(&first)), "{details}");
 
-    browser.run(async { c.find(fantoccini::Locator::Css("a.more")).await?.click().await }).expect("more like this");
+    browser.click("a.more");
     browser.wait_until_at(&format!("/?like={first}"));
     browser.wait_for("every crop to render", IMAGES_RENDERED);
     let best = browser.eval("return document.querySelector('figure.card .score').textContent");

@@ -1,16 +1,22 @@
 //! A real browser for the pages' tests: Debian's chromium, headless, driven by its
-//! chromedriver over W3C WebDriver (fantoccini), on loopback. Console messages are kept
-//! (`goog:loggingPrefs`) so that a test can require that nothing went wrong on a page.
+//! chromedriver over W3C WebDriver on loopback. The protocol is a handful of JSON requests, so
+//! they go through the reqwest already in the tree (a WebDriver crate pulled in ICU and doubled
+//! the pages' share of the build). Console messages are kept (`goog:loggingPrefs`) so that a
+//! test can require that nothing went wrong on a page.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::wd::WebDriverCompatibleCommand;
-use fantoccini::{Client, ClientBuilder};
+use base64::Engine as _;
 use serde_json::{json, Value};
 
+/// W3C WebDriver's key for an element reference.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
 pub struct Browser {
-    pub client: Client,
+    http: reqwest::Client,
+    /// `http://127.0.0.1:{port}/session/{id}`
+    session: String,
     runtime: tokio::runtime::Runtime,
     driver: Child,
     _profile: tempfile::TempDir,
@@ -27,48 +33,57 @@ impl Browser {
             .expect("chromedriver must be installed (scripts/deps.sh installs chromium-driver)");
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let profile = tempfile::tempdir().expect("profile");
-        // The flags keep Chromium off the network it cannot reach (updates, sync, lookups).
-        let args = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-quic",
-            "--no-first-run",
-        ];
-        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        args.push(format!("--user-data-dir={}", profile.path().display()));
-        let capabilities = json!({
-            "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args },
-            "goog:loggingPrefs": { "browser": "ALL" },
-        });
-        let capabilities = capabilities.as_object().expect("an object").clone();
-        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let new_session = json!({ "capabilities": { "alwaysMatch": capabilities(profile.path()) } });
+        let url = format!("http://127.0.0.1:{port}/session");
         let deadline = Instant::now() + Duration::from_secs(30);
-        let client = runtime.block_on(async {
+        let id = runtime.block_on(async {
             loop {
-                let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-                match ClientBuilder::new(connector).capabilities(capabilities.clone()).connect(&url).await {
-                    Ok(client) => break client,
+                match command(&http, reqwest::Method::POST, &url, Some(&new_session)).await {
+                    Ok(value) => break value["sessionId"].as_str().expect("a session id").to_owned(),
                     Err(e) if Instant::now() > deadline => panic!("chromedriver did not start a session: {e}"),
                     Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
             }
         });
-        Self { client, runtime, driver, _profile: profile }
+        Self { http, session: format!("{url}/{id}"), runtime, driver, _profile: profile }
     }
 
-    /// Runs one step of the test against the browser.
-    pub fn run<T>(&self, step: impl std::future::Future<Output = T>) -> T {
-        self.runtime.block_on(step)
+    /// Sends one command of this session: `path` is relative to the session's URL.
+    fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/{path}", self.session);
+        self.runtime.block_on(command(&self.http, method, &url, body.as_ref())).unwrap_or_else(|e| panic!("WebDriver {path}: {e}"))
+    }
+
+    fn post(&self, path: &str, body: Value) -> Value {
+        self.send(reqwest::Method::POST, path, Some(body))
+    }
+
+    pub fn goto(&self, url: &str) {
+        self.post("url", json!({ "url": url }));
+    }
+
+    /// chromedriver's name for the first element that matches the CSS `selector`.
+    fn element(&self, selector: &str) -> String {
+        let found = self.post("element", json!({ "using": "css selector", "value": selector }));
+        found[ELEMENT].as_str().unwrap_or_else(|| panic!("no element id for {selector}: {found}")).to_owned()
+    }
+
+    /// Replaces the text of the field that matches `selector`.
+    pub fn type_into(&self, selector: &str, text: &str) {
+        let id = self.element(selector);
+        self.post(&format!("element/{id}/clear"), json!({}));
+        self.post(&format!("element/{id}/value"), json!({ "text": text }));
+    }
+
+    pub fn click(&self, selector: &str) {
+        let id = self.element(selector);
+        self.post(&format!("element/{id}/click"), json!({}));
     }
 
     /// Evaluates `script` (a function body that returns a value) in the page.
     pub fn eval(&self, script: &str) -> Value {
-        self.run(self.client.execute(script, vec![])).unwrap_or_else(|e| panic!("script {script:?}: {e}"))
+        self.post("execute/sync", json!({ "script": script, "args": [] }))
     }
 
     /// Waits until `script` returns true in the page.
@@ -82,7 +97,8 @@ impl Browser {
 
     /// The page's path and query, as the browser shows it.
     pub fn location(&self) -> String {
-        let url = self.run(self.client.current_url()).expect("the current URL");
+        let url = self.send(reqwest::Method::GET, "url", None);
+        let url = url::Url::parse(url.as_str().expect("a URL")).expect("the current URL");
         format!("{}{}", url.path(), url.query().map(|q| format!("?{q}")).unwrap_or_default())
     }
 
@@ -90,7 +106,8 @@ impl Browser {
     /// people to look at the pages a test went through.
     pub fn screenshot(&self, name: &str) {
         let Some(dir) = std::env::var_os("GLIMPSE_TEST_SCREENSHOTS") else { return };
-        let png = self.run(self.client.screenshot()).expect("a screenshot");
+        let png = self.send(reqwest::Method::GET, "screenshot", None);
+        let png = base64::engine::general_purpose::STANDARD.decode(png.as_str().expect("base64")).expect("a PNG");
         std::fs::write(std::path::Path::new(&dir).join(format!("{name}.png")), png).expect("write the screenshot");
     }
 
@@ -108,9 +125,10 @@ impl Browser {
         }
     }
 
-    /// The console messages since the last call: `(level, message)`.
+    /// The console messages since the last call: `(level, message)`. chromedriver's own
+    /// command (`se/log`): W3C WebDriver leaves console logs out.
     pub fn console(&self) -> Vec<(String, String)> {
-        let entries = self.run(self.client.issue_cmd(BrowserLog)).expect("chromedriver's browser log");
+        let entries = self.post("se/log", json!({ "type": "browser" }));
         entries
             .as_array()
             .into_iter()
@@ -122,23 +140,48 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let client = self.client.clone();
-        let _ = self.runtime.block_on(client.close());
+        let _ = self.runtime.block_on(self.http.delete(&self.session).send());
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
 }
 
-/// chromedriver's console log (`POST /session/{id}/se/log`), which W3C WebDriver leaves out.
-#[derive(Debug)]
-struct BrowserLog;
+/// Chromium headless, in its own profile, kept off the network it cannot reach (updates,
+/// sync, lookups), with every console message kept.
+fn capabilities(profile: &std::path::Path) -> Value {
+    let mut args: Vec<String> = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
+        "--no-first-run",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.push(format!("--user-data-dir={}", profile.display()));
+    json!({
+        "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args },
+        "goog:loggingPrefs": { "browser": "ALL" },
+    })
+}
 
-impl WebDriverCompatibleCommand for BrowserLog {
-    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
-        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+/// One WebDriver request: its `value`, or the error chromedriver named.
+async fn command(http: &reqwest::Client, method: reqwest::Method, url: &str, body: Option<&Value>) -> Result<Value, String> {
+    let mut request = http.request(method, url);
+    if let Some(body) = body {
+        request = request.json(body);
     }
-
-    fn method_and_body(&self, _url: &url::Url) -> (reqwest::Method, Option<String>) {
-        (reqwest::Method::POST, Some(r#"{"type":"browser"}"#.to_owned()))
+    let response = request.send().await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let mut reply: Value = response.json().await.map_err(|e| e.to_string())?;
+    let value = reply["value"].take();
+    match status.is_success() {
+        true => Ok(value),
+        false => Err(format!("{status}: {} ({})", value["error"], value["message"])),
     }
 }

@@ -40,6 +40,7 @@ fn record(i: usize) -> Record {
             track_id: None,
             crop: None,
             snapshot: None,
+            user_label: None,
         },
     }
 }
@@ -139,7 +140,7 @@ fn drain(outbox_dir: &std::path::Path, n: usize) {
     let target = before.saturating_sub(n as u64);
     rt.block_on(async {
         let syncer =
-            tokio::spawn(run_syncer(outbox.clone(), client, SyncOptions { batch_size: 1000, in_flight: 2 }, stats, wake, shutdown));
+            tokio::spawn(run_syncer(outbox.clone(), client, SyncOptions { batch_size: 1000, in_flight: 2 }, None, stats, wake, shutdown));
         while outbox.backlog().records > target {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -97,10 +97,11 @@ impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
         Self { detector, embedder, settings, stats, ids, epoch: Instant::now(), cameras, broker, triggers, trigger_updates }
     }
 
-    /// Object events and trigger matches go to `broker`; trigger sets arrive on `triggers`.
-    pub fn with_broker(mut self, broker: Broker, triggers: Receiver<Vec<Prepared>>) -> Self {
+    /// Object events and trigger matches go to `broker`; trigger sets arrive on `triggers`
+    /// (none without MQTT, which is where matches go).
+    pub fn with_broker(mut self, broker: Broker, triggers: Option<Receiver<Vec<Prepared>>>) -> Self {
         self.broker = Some(broker);
-        self.trigger_updates = Some(triggers);
+        self.trigger_updates = triggers;
         self
     }
 
@@ -340,6 +341,7 @@ fn metadata(device: &str, frame: &Frame, det: &Detection, b: PixelBox, track_id:
         track_id: Some(track_id),
         crop: None,
         snapshot: None,
+        user_label: None,
     }
 }
 
@@ -473,7 +475,7 @@ mod tests {
         let (queue, rx) = events::queue(100, stats.clone());
         let filter = events::TrackFilter::new(&events::EventsConfig::default());
         let (_updates, updates_rx) = std::sync::mpsc::channel();
-        (analyzer.with_broker(Broker { queue, events: Some(filter) }, updates_rx), rx)
+        (analyzer.with_broker(Broker { queue, events: Some(filter) }, Some(updates_rx)), rx)
     }
 
     fn received(rx: &mut events::Receiver) -> Vec<(events::EventType, String)> {

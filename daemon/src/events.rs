@@ -3,7 +3,7 @@
 //!
 //! The inference thread keeps one [`TrackLog`] per camera beside its tracker and writes events
 //! (and semantic triggers' matches, `triggers.rs`) into a bounded [`Queue`];
-//! the MQTT task publishes them. A full queue drops the message and counts it, so inference never
+//! the MQTT task publishes them, and the event history on the device keeps the tracks. A full queue drops the message and counts it, so inference never
 //! waits on the broker. Every `new` gets exactly one `end`: when the track times out, when its
 //! camera departs (reload, restart) and when the daemon stops.
 //!
@@ -29,7 +29,7 @@ const BOX_CHANGE_IOU: f32 = 0.7;
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct EventsConfig {
-    /// Publish object events. Default: true when `[mqtt]` is configured.
+    /// Make object events. Default: true when `[mqtt]` or `[http]` is configured.
     pub enabled: Option<bool>,
     /// Only these labels make events (e.g. `["person", "car"]`). Default: every label.
     pub labels: Option<Vec<String>>,
@@ -40,11 +40,13 @@ pub struct EventsConfig {
     /// Messages (events and trigger matches) held for the broker while it is away; beyond, new
     /// ones are dropped and counted. Default 1024.
     pub max_queued: usize,
+    /// Finished tracks the event history on the device keeps (`[http]`'s events). Default 10000.
+    pub history: usize,
 }
 
 impl Default for EventsConfig {
     fn default() -> Self {
-        Self { enabled: None, labels: None, min_score: 0.0, update_interval_s: 5.0, max_queued: 1024 }
+        Self { enabled: None, labels: None, min_score: 0.0, update_interval_s: 5.0, max_queued: 1024, history: 10_000 }
     }
 }
 
@@ -52,6 +54,9 @@ impl EventsConfig {
     pub fn validate(&self, at: &KeyPath, problems: &mut Vec<Problem>) {
         if !(0.0..=1.0).contains(&self.min_score) {
             problems.push(Problem::new(at.key("min_score"), "must be a detection score from 0 to 1, e.g. 0.7"));
+        }
+        if !(1..=1_000_000).contains(&self.history) {
+            problems.push(Problem::new(at.key("history"), "must be from 1 to 1000000 tracks, e.g. 10000"));
         }
         if self.max_queued == 0 {
             problems.push(Problem::new(at.key("max_queued"), "must be at least 1, e.g. 1024"));
@@ -69,9 +74,9 @@ impl EventsConfig {
         }
     }
 
-    /// Whether events are on, given whether `[mqtt]` is configured.
-    pub fn is_enabled(&self, mqtt: bool) -> bool {
-        self.enabled.unwrap_or(mqtt)
+    /// Whether events are on, given whether anything takes them (`[mqtt]` or `[http]`).
+    pub fn is_enabled(&self, taken: bool) -> bool {
+        self.enabled.unwrap_or(taken)
     }
 }
 
@@ -124,10 +129,12 @@ pub enum Message {
     Match(TriggerMatch),
 }
 
-/// The inference thread's end of the queue to the MQTT task.
+/// The inference thread's end of the queues to the MQTT task and to the event history
+/// ([`crate::history`]), each there when its consumer is.
 #[derive(Clone)]
 pub struct Queue {
-    tx: mpsc::Sender<Message>,
+    tx: Option<mpsc::Sender<Message>>,
+    history: Option<std::sync::mpsc::SyncSender<TrackEvent>>,
     stats: Arc<Stats>,
 }
 
@@ -136,13 +143,30 @@ pub type Receiver = mpsc::Receiver<Message>;
 
 pub fn queue(bound: usize, stats: Arc<Stats>) -> (Queue, Receiver) {
     let (tx, rx) = mpsc::channel(bound);
-    (Queue { tx, stats }, rx)
+    (Queue { tx: Some(tx), history: None, stats }, rx)
 }
 
 impl Queue {
-    /// Queues a message, or drops and counts it when the queue is full (the broker is away).
+    /// A queue to no broker (no `[mqtt]`).
+    pub fn without_broker(stats: Arc<Stats>) -> Self {
+        Self { tx: None, history: None, stats }
+    }
+
+    /// Object events also go to the event history's writer.
+    pub fn with_history(mut self, history: std::sync::mpsc::SyncSender<TrackEvent>) -> Self {
+        self.history = Some(history);
+        self
+    }
+
+    /// Queues a message, or drops and counts it when a queue is full (the broker is away, the
+    /// history's disk is slow).
     pub fn send(&self, message: Message) {
-        if self.tx.try_send(message).is_err() {
+        if let (Some(history), Message::Track(event)) = (&self.history, &message) {
+            if history.try_send(event.clone()).is_err() {
+                self.stats.event_dropped();
+            }
+        }
+        if self.tx.as_ref().is_some_and(|tx| tx.try_send(message).is_err()) {
             self.stats.event_dropped();
         }
     }

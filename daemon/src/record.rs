@@ -41,6 +41,10 @@ pub struct Metadata {
     /// frame's records, when one was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
+    /// A person's name for the object ([`crate::labels`]): never written by inference; set on
+    /// an upsert from the labels on the device, and read back from Pinecone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_label: Option<String>,
 }
 
 impl Metadata {
@@ -66,6 +70,7 @@ impl Metadata {
             track_id: text("track_id"),
             crop: text("crop"),
             snapshot: text("snapshot"),
+            user_label: text("user_label").filter(|l| !l.is_empty()),
         })
     }
 }
@@ -104,6 +109,7 @@ pub fn test_record(id: &str, camera: &str, ts: i64, values: Vec<f32>) -> Record 
         track_id: None,
         crop: None,
         snapshot: None,
+        user_label: None,
     };
     Record { id: id.into(), values, metadata }
 }

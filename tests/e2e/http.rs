@@ -6,7 +6,10 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::daemon::{glimpse, wait_until, Daemon};
+use crate::harness::pinecone::Emulator;
 use crate::harness::{free_port, ConfigBuilder};
+
+const API_KEY: &str = "pc-http-key";
 
 pub(crate) const TOKEN: &str = "e2e-token-0123456789abcdef";
 
@@ -116,12 +119,21 @@ fn a_missing_or_short_token_or_a_taken_port_stops_start_up_naming_the_key() {
 /// A daemon indexing bikes.mp4 (10 frames, 5 objects each) with the HTTP API on, its config
 /// and its port, once all 50 records are searchable by words.
 pub(crate) fn indexing_bikes(device: &str, dir: &std::path::Path) -> (Daemon, crate::harness::TestConfig, u16) {
+    indexing_bikes_into(device, dir, None)
+}
+
+/// [`indexing_bikes`], syncing to `pinecone` when given.
+fn indexing_bikes_into(device: &str, dir: &std::path::Path, pinecone: Option<&Emulator>) -> (Daemon, crate::harness::TestConfig, u16) {
     let (port, token_file) = (free_port(), dir.join("token"));
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write token");
     let bikes = format!("file://{}", crate::harness::daemon::clip("bikes.mp4").display());
-    let config =
-        ConfigBuilder::new(device, "detr-tiny-fixture.onnx").camera("street", &bikes, 1.0).raw(&http_section(port, &token_file)).write();
-    let daemon = Daemon::start(&config, &[], &[]);
+    let mut config =
+        ConfigBuilder::new(device, "detr-tiny-fixture.onnx").camera("street", &bikes, 1.0).raw(&http_section(port, &token_file));
+    if let Some(emulator) = pinecone {
+        config = config.pinecone(&emulator.url, device);
+    }
+    let config = config.write();
+    let daemon = Daemon::start(&config, &[], &[("PINECONE_API_KEY", API_KEY)]);
     wait_until("all 50 records to be searchable", Duration::from_secs(120), || {
         get(port, "/api/search?text=a+person&top_k=100", Some(TOKEN))
             .is_some_and(|a| a.status == 200 && a.body["matches"].as_array().is_some_and(|m| m.len() == 50))
@@ -180,6 +192,20 @@ fn search_by_words_or_by_example_finds_records_whose_metadata_and_crops_the_api_
     assert!((alike[0]["score"].as_f64().expect("a score") - 1.0).abs() < 1e-4, "a record is most like itself: {}", like.body);
     let none = get(port, "/api/search?text=a+person&camera=elsewhere", Some(TOKEN)).expect("search");
     assert_eq!(none.body["matches"], Value::Array(vec![]), "filters apply: {}", none.body);
+
+    let events = get(port, "/api/events?camera=street&label=person&limit=2", Some(TOKEN)).expect("events");
+    let tracked = events.body["events"].as_array().expect("events");
+    assert!(!tracked.is_empty(), "the tracks the camera saw: {}", events.body);
+    for event in tracked {
+        assert_eq!((&event["camera"], &event["label"]), (&Value::from("street"), &Value::from("person")), "{event}");
+        assert!(event["start_ts"].is_i64() && event["record_url"].as_str().is_some_and(|u| u.starts_with("/records/")), "{event}");
+    }
+    if let [newer, older] = tracked.as_slice() {
+        assert!(newer["start_ts"].as_i64() >= older["start_ts"].as_i64(), "newest first: {}", events.body);
+        assert_eq!(events.body["next_before"], older["start_ts"], "the next page starts before the last shown");
+    }
+    let elsewhere = get(port, "/api/events?camera=elsewhere", Some(TOKEN)).expect("events");
+    assert_eq!(elsewhere.body["events"], Value::Array(vec![]), "{}", elsewhere.body);
 }
 
 #[test]
@@ -198,6 +224,8 @@ fn hostile_or_wrong_requests_get_the_right_status_and_leave_the_daemon_serving()
         ("/api/records/..%2F..%2Fetc%2Fpasswd/crop.jpg", 400, "id:"),
         ("/api/records/nobody:here:1:0", 404, "no record"),
         ("/api/search?like=nobody:here:1:0", 404, "no record"),
+        ("/api/events?limit=0", 400, "limit:"),
+        ("/api/events?before=yesterday", 400, "before:"),
     ] {
         let answer = get(port, path, Some(TOKEN)).expect("an answer");
         let error = answer.body["error"].as_str().unwrap_or_default();
@@ -220,4 +248,66 @@ fn hostile_or_wrong_requests_get_the_right_status_and_leave_the_daemon_serving()
     assert!(matches!(oversized, Ok(413) | Err(_)), "a body over max_upload_bytes is refused: {oversized:?}");
     assert!(daemon.is_running(), "{}", daemon.logs());
     assert_eq!(get(port, "/api/search?text=a+person&top_k=2", Some(TOKEN)).map(|a| a.status), Some(200), "still serving");
+}
+
+/// `PUT path` with a JSON body and the token.
+fn put(port: u16, path: &str, body: Value) -> Answer {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let response = reqwest::Client::new().put(url).bearer_auth(TOKEN).json(&body).send().await.expect("an answer");
+        let (status, headers) = (response.status().as_u16(), response.headers().clone());
+        Answer { status, headers, body: response.json().await.unwrap_or(Value::Null) }
+    })
+}
+
+#[test]
+fn a_name_given_on_the_box_is_kept_searchable_and_reaches_pinecone_through_an_outage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let emulator = Emulator::start(API_KEY, 512);
+    let (mut daemon, config, port) = indexing_bikes_into("named", dir.path(), Some(&emulator));
+    wait_until("all 50 records in Pinecone", Duration::from_secs(60), || emulator.count("named") == 50);
+    let found = get(port, "/api/search?text=a+person&top_k=2", Some(TOKEN)).expect("search");
+    let (van, other) = (found.body["matches"][0]["id"].as_str().expect("an id"), found.body["matches"][1]["id"].as_str().expect("an id"));
+
+    emulator.fail_for(503, Duration::from_secs(2));
+    let named = put(port, &format!("/api/records/{van}/label"), serde_json::json!({ "label": "  our red van " }));
+    assert_eq!((named.status, &named.body["user_label"]), (200, &Value::from("our red van")), "{}", named.body);
+    let hostile = "<img src=x onerror=alert(1)>";
+    assert_eq!(put(port, &format!("/api/records/{other}/label"), serde_json::json!({ "label": hostile })).status, 200);
+    let record = get(port, &format!("/api/records/{van}"), Some(TOKEN)).expect("record");
+    assert_eq!(record.body["user_label"], "our red van", "{}", record.body);
+    let by_name = get(port, "/api/search?text=a+person&user_label=our+red+van", Some(TOKEN)).expect("search");
+    let ids: Vec<&str> = by_name.body["matches"].as_array().expect("matches").iter().filter_map(|m| m["id"].as_str()).collect();
+    assert_eq!(ids, [van], "only the named record: {}", by_name.body);
+    assert_eq!(by_name.body["matches"][0]["user_label"], "our red van");
+
+    let in_pinecone = |id: &str| emulator.vectors("named").get(id).and_then(|v| v.metadata.get("user_label").cloned());
+    wait_until("both names in Pinecone after the outage", Duration::from_secs(60), || {
+        in_pinecone(van) == Some(Value::from("our red van")) && in_pinecone(other) == Some(Value::from(hostile))
+    });
+    assert!(emulator.refused() > 0, "the outage refused the first try");
+    assert!(daemon.logs().contains("label_retry"), "the refused update was retried");
+
+    for (path, body, status, names) in [
+        (format!("/api/records/{van}/label"), serde_json::json!({ "label": "x".repeat(101) }), 400, "label:"),
+        (format!("/api/records/{van}/label"), serde_json::json!({ "name": "x" }), 400, "label:"),
+        (format!("/api/records/{van}/label"), serde_json::json!({ "label": "a\nb" }), 400, "label:"),
+        ("/api/records/nobody:here:1:0/label".to_owned(), serde_json::json!({ "label": "x" }), 404, "no record"),
+        ("/api/records/..%2Fetc/label".to_owned(), serde_json::json!({ "label": "x" }), 400, "id:"),
+    ] {
+        let answer = put(port, &path, body);
+        let error = answer.body["error"].as_str().unwrap_or_default();
+        assert!(answer.status == status && error.contains(names), "{path}: {} {}", answer.status, answer.body);
+    }
+    assert_eq!(call(port, reqwest::Method::PUT, &format!("/api/records/{van}/label"), None).map(|a| a.status), Some(401));
+
+    // The name outlives a restart on the device.
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(daemon.wait(Duration::from_secs(30)).code(), Some(0), "{}", daemon.logs());
+    let daemon = Daemon::start(&config.path, &[], &[("PINECONE_API_KEY", API_KEY)]);
+    wait_until("the API after a restart", Duration::from_secs(60), || {
+        get(port, &format!("/api/records/{van}"), Some(TOKEN)).is_some_and(|a| a.body["user_label"] == "our red van")
+    });
+    assert!(!daemon.logs().contains(API_KEY) && !daemon.logs().contains(TOKEN), "no secret in the log");
 }

@@ -1,6 +1,6 @@
 //! The box's pages in a real browser (Debian's chromium through chromedriver): sign in, search
-//! by words, see every crop, open a record, follow "more like this", all with nothing on the
-//! console.
+//! by words, see every crop, open a record, name the object, follow "more like this", look at
+//! the events, all with nothing on the console.
 
 use crate::harness::browser::Browser;
 use crate::http::{indexing_bikes, TOKEN};
@@ -9,7 +9,7 @@ use crate::http::{indexing_bikes, TOKEN};
 const IMAGES_RENDERED: &str = "return [...document.images].every(i => i.complete && i.naturalWidth > 0)";
 
 #[test]
-fn a_browser_signs_in_searches_by_words_opens_a_record_and_follows_more_like_this() {
+fn a_browser_signs_in_searches_opens_a_record_names_it_follows_more_like_this_and_sees_the_events() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_daemon, _config, port) = indexing_bikes("pages", dir.path());
     let base = format!("http://127.0.0.1:{port}");
@@ -50,11 +50,29 @@ fn a_browser_signs_in_searches_by_words_opens_a_record_and_follows_more_like_thi
     let details = browser.eval("return document.querySelector('dl').textContent");
     assert!(details.as_str().is_some_and(|d| d.contains("street on pages") && d.contains(&first)), "{details}");
 
+    let hostile = "<img src=x onerror=window.pwned=1> our van";
+    browser.type_into("#name", hostile);
+    browser.click("form.name button");
+    browser.wait_for("the name on the page", "return document.querySelector('h1').textContent.includes('our van')");
+    assert_eq!(browser.location(), format!("/records/{first}"), "back on the record");
+    let heading = browser
+        .eval("return [document.querySelector('h1').textContent, document.querySelectorAll('h1 img').length, window.pwned === undefined]");
+    assert_eq!(heading, serde_json::json!([format!("{hostile} · person on street"), 0, true]), "a name is text, never markup");
+    browser.screenshot("named");
+
     browser.click("a.more");
     browser.wait_until_at(&format!("/?like={first}"));
     browser.wait_for("every crop to render", IMAGES_RENDERED);
     let best = browser.eval("return document.querySelector('figure.card .score').textContent");
     assert_eq!(best, "1.000", "the record itself is the best match");
+
+    browser.click("nav a[href='/events']");
+    browser.wait_until_at("/events");
+    browser.wait_for("every event's crop to render", IMAGES_RENDERED);
+    let events =
+        browser.eval("return [document.querySelectorAll('li.event').length, document.querySelector('li.event .label').textContent]");
+    assert!(events[0].as_u64().is_some_and(|n| n > 0) && events[1] == "person", "what the camera tracked: {events}");
+    browser.screenshot("events");
 
     // Since the refused sign-in: the console reads from where the last read stopped.
     let problems: Vec<_> = browser.console();

@@ -438,6 +438,7 @@ fn fill_index(index: &mut crate::index::Index, records: u64, dim: usize) -> anyh
             track_id: Some(format!("{i}.0")),
             crop: Some(format!("bench/{i}.jpg")),
             snapshot: None,
+            user_label: None,
         };
         batch.push(crate::record::Record {
             id: format!("bench:{}:{i}:0", cameras[(i % 4) as usize]),

@@ -76,7 +76,8 @@ fn readme_defaults() -> Vec<(String, String)> {
         let section = keys[0].rsplit_once('.').map_or("", |(s, _)| s);
         for (i, key) in keys.iter().enumerate() {
             let default = defaults.get(i).or(defaults.first()).copied().unwrap_or_default();
-            if ["required", "section optional", "from the machine id", "when `[mqtt]` is set", "—", "none", ""].contains(&default)
+            if ["required", "section optional", "from the machine id", "when `[mqtt]` or `[http]` is set", "—", "none", ""]
+                .contains(&default)
                 || key.contains('<')
             {
                 continue;

@@ -244,7 +244,7 @@ impl Config {
 
     /// Whether object events and trigger matches go to the broker.
     pub fn events_enabled(&self) -> bool {
-        self.events.is_enabled(self.mqtt.is_some())
+        self.events.is_enabled(self.mqtt.is_some() || self.http.is_some())
     }
 }
 

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::library::{By, LibraryError, RecordId, Search};
 use super::{ApiError, App};
+use crate::history::{EventQuery, Track};
 use crate::index::{Hit, Query, MAX_TOP_K};
 use crate::record::Metadata;
 
@@ -22,7 +23,9 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/api/stats", get(stats))
         .route("/api/cameras", get(cameras))
         .route("/api/search", get(search))
+        .route("/api/events", get(events))
         .route("/api/records/{id}", get(record))
+        .route("/api/records/{id}/label", put(set_label))
         .route("/api/records/{id}/crop.jpg", get(crop))
         .route("/api/records/{id}/snapshot.jpg", get(snapshot))
 }
@@ -41,6 +44,62 @@ async fn search(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Resul
     Ok(Json(json!({ "matches": hits.iter().map(match_json).collect::<Vec<_>>() })))
 }
 
+async fn events(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
+    let query = parse_events(query.as_deref().unwrap_or_default())?;
+    let tracks = read(app, {
+        let query = query.clone();
+        move |app| Ok(app.library.events(&query))
+    })
+    .await?;
+    let next = (tracks.len() == query.limit).then(|| tracks.last().map(|t| t.start_ts)).flatten();
+    Ok(Json(json!({ "events": tracks.iter().map(event_json).collect::<Vec<_>>(), "next_before": next })))
+}
+
+/// Events a page asks for unless `limit` says otherwise, and at most.
+pub const DEFAULT_EVENTS: usize = 50;
+pub const MAX_EVENTS: usize = 500;
+
+/// The events a query string asks for: `camera=` and `label=` (repeatable), `since=`,
+/// `before=` (unix ms: the last start shown, for the next page) and `limit=`.
+pub(super) fn parse_events(query: &str) -> Result<EventQuery, ApiError> {
+    let mut wanted = EventQuery { limit: DEFAULT_EVENTS, ..EventQuery::default() };
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let value = value.trim();
+        match &*name {
+            "camera" | "label" | "since" | "before" | "limit" if value.is_empty() => {}
+            "camera" => wanted.cameras.push(value.to_owned()),
+            "label" => wanted.labels.push(value.to_owned()),
+            "since" => {
+                wanted.since_ms = Some(
+                    crate::clock::parse_instant(value)
+                        .ok_or_else(|| ApiError::bad("since", "use RFC 3339 (2026-12-01T08:00:00Z) or an age such as 2h or 3d"))?,
+                )
+            }
+            "before" => wanted.before_ms = Some(value.parse().map_err(|_| ApiError::bad("before", "unix ms, as next_before gives it"))?),
+            "limit" => {
+                wanted.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_EVENTS).contains(n))
+                    .ok_or_else(|| ApiError::bad("limit", format!("a number from 1 to {MAX_EVENTS}")))?
+            }
+            other => return Err(ApiError::bad(other, "is not an events parameter (camera, label, since, before, limit)")),
+        }
+    }
+    Ok(wanted)
+}
+
+/// One tracked object in the documented shape.
+pub(super) fn event_json(t: &Track) -> Value {
+    let record = t.record_id.as_deref();
+    json!({
+        "camera": t.camera, "track_id": t.track_id, "label": t.label, "top_score": t.top_score,
+        "start_ts": t.start_ts, "end_ts": t.end_ts, "record_id": record, "crop": t.crop,
+        "crop_url": record.filter(|_| t.crop.is_some()).map(|id| format!("/api/records/{id}/crop.jpg")),
+        "record_url": record.map(record_url),
+    })
+}
+
 async fn record(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id = record_id(&id)?;
     let metadata = read(app, {
@@ -49,6 +108,30 @@ async fn record(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<J
     })
     .await?;
     Ok(Json(record_json(id.as_str(), &metadata)))
+}
+
+/// `PUT /api/records/{id}/label` with `{"label": "our red van"}` (empty takes it away).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewLabel {
+    label: String,
+}
+
+async fn set_label(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    body: Result<Json<NewLabel>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = record_id(&id)?;
+    let Json(new) = body.map_err(|e| ApiError::bad("label", format!("send JSON {{\"label\": \"...\"}}: {}", e.body_text())))?;
+    let metadata = label_record(app, id.clone(), &new.label).await?;
+    Ok(Json(record_json(id.as_str(), &metadata)))
+}
+
+/// Names record `id` `label` (checked first), for the API and the record page.
+pub(super) async fn label_record(app: Arc<App>, id: RecordId, label: &str) -> Result<Metadata, ApiError> {
+    let label = crate::labels::check(label).map_err(|e| ApiError::bad("label", e))?;
+    read(app, move |app| app.library.set_label(&id, &label)).await
 }
 
 async fn crop(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -111,6 +194,10 @@ pub(super) fn library_error(error: LibraryError) -> ApiError {
         LibraryError::Text(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
         // The keeper may be moving a damaged index aside at start: worth another try soon.
         LibraryError::Index(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(5),
+        LibraryError::Labels(e) if e.is_disk_full() => {
+            ApiError::new(StatusCode::INSUFFICIENT_STORAGE, format!("the disk is full, so the label was not kept: {e}"))
+        }
+        LibraryError::Labels(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
     }
 }
 
@@ -118,16 +205,16 @@ pub(super) fn record_id(text: &str) -> Result<RecordId, ApiError> {
     RecordId::parse(text).ok_or_else(|| ApiError::bad("id", "a record id is {device}:{camera}:{frame_ms}:{box}, as a search returns it"))
 }
 
-/// The search a query string asks for: `text=` or `like=`, with `camera=` and `label=`
-/// (repeatable), `since=`, `until=`, `top_k=` and `scope=device`.
+/// The search a query string asks for: `text=` or `like=`, with `camera=`, `label=` and
+/// `user_label=` (repeatable), `since=`, `until=`, `top_k=` and `scope=device`.
 pub(super) fn parse_search(query: &str) -> Result<Search, ApiError> {
-    let (mut text, mut like, mut cameras, mut labels) = (None, None, Vec::new(), Vec::new());
+    let (mut text, mut like, mut cameras, mut labels, mut user_labels) = (None, None, Vec::new(), Vec::new(), Vec::new());
     let (mut since_ms, mut until_ms, mut top_k) = (None, None, DEFAULT_TOP_K);
     let time = |name: &str, value: &str| {
         crate::clock::parse_instant(value)
             .ok_or_else(|| ApiError::bad(name, "use RFC 3339 (2026-12-01T08:00:00Z) or an age such as 2h or 3d"))
     };
-    const NAMES: [&str; 8] = ["text", "like", "camera", "label", "since", "until", "top_k", "scope"];
+    const NAMES: [&str; 9] = ["text", "like", "camera", "label", "user_label", "since", "until", "top_k", "scope"];
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
         let value = value.trim();
         match &*name {
@@ -139,6 +226,7 @@ pub(super) fn parse_search(query: &str) -> Result<Search, ApiError> {
             "like" => like = Some(record_id(value)?),
             "camera" => cameras.push(value.to_owned()),
             "label" => labels.push(value.to_owned()),
+            "user_label" => user_labels.push(value.to_owned()),
             "since" => since_ms = Some(time("since", value)?),
             "until" => until_ms = Some(time("until", value)?),
             "top_k" => {
@@ -150,7 +238,12 @@ pub(super) fn parse_search(query: &str) -> Result<Search, ApiError> {
             }
             "scope" if value == "device" => {}
             "scope" => return Err(ApiError::bad("scope", "only scope=device is served yet (docs/http.md)")),
-            other => return Err(ApiError::bad(other, "is not a search parameter (text, like, camera, label, since, until, top_k, scope)")),
+            other => {
+                return Err(ApiError::bad(
+                    other,
+                    "is not a search parameter (text, like, camera, label, user_label, since, until, top_k, scope)",
+                ))
+            }
         }
     }
     if since_ms.zip(until_ms).is_some_and(|(since, until)| since > until) {
@@ -161,7 +254,7 @@ pub(super) fn parse_search(query: &str) -> Result<Search, ApiError> {
         (None, Some(id)) => By::Like(id),
         _ => return Err(ApiError::bad("text", "give exactly one of text= or like=")),
     };
-    Ok(Search { by, filter: Query { vector: Vec::new(), top_k, cameras, labels, since_ms, until_ms } })
+    Ok(Search { by, filter: Query { vector: Vec::new(), top_k, cameras, labels, since_ms, until_ms }, user_labels })
 }
 
 /// Where a record's page and crop are, relative to the box.
@@ -187,7 +280,7 @@ fn match_json(hit: &Hit) -> Value {
 fn record_json(id: &str, m: &Metadata) -> Value {
     json!({
         "id": id, "device": m.device, "camera": m.camera, "ts": m.ts, "pts_ms": m.pts_ms, "label": m.label,
-        "detector_score": m.score, "x": m.x, "y": m.y, "w": m.w, "h": m.h, "frame_w": m.frame_w, "frame_h": m.frame_h,
+        "user_label": m.user_label, "detector_score": m.score, "x": m.x, "y": m.y, "w": m.w, "h": m.h, "frame_w": m.frame_w, "frame_h": m.frame_h,
         "track_id": m.track_id, "crop": m.crop, "crop_url": crop_url(id, m), "snapshot": m.snapshot,
         "snapshot_url": snapshot_url(id, m), "record_url": record_url(id),
     })
@@ -199,7 +292,9 @@ mod tests {
 
     #[test]
     fn a_search_takes_one_query_and_names_any_bad_parameter() {
-        let search = parse_search("text=red+van&camera=gate&camera=yard&label=car&top_k=5&since=2h&scope=device").expect("a search");
+        let search = parse_search("text=red+van&camera=gate&camera=yard&label=car&user_label=our+van&top_k=5&since=2h&scope=device")
+            .expect("a search");
+        assert_eq!(search.user_labels, ["our van"]);
         assert!(matches!(search.by, By::Text(ref t) if t == "red van"));
         let filter = &search.filter;
         assert_eq!((filter.cameras.len(), filter.labels.len(), filter.top_k), (2, 1, 5));
@@ -218,6 +313,24 @@ mod tests {
             ("text=a&since=1h&until=2h", "since"),
         ] {
             let error = parse_search(query).expect_err(query);
+            assert_eq!(error.status, StatusCode::BAD_REQUEST, "{query}");
+            assert!(error.message.starts_with(&format!("{parameter}:")), "{query}: {}", error.message);
+        }
+    }
+
+    #[test]
+    fn an_events_query_takes_filters_a_page_and_a_limit_and_names_any_bad_parameter() {
+        let query = parse_events("camera=gate&label=person&label=car&since=2h&before=1764750000000&limit=10").expect("a query");
+        assert_eq!((query.cameras.len(), query.labels.len(), query.before_ms, query.limit), (1, 2, Some(1764750000000), 10));
+        assert_eq!(parse_events("").expect("no parameters").limit, DEFAULT_EVENTS);
+        for (query, parameter) in [
+            ("limit=0", "limit"),
+            ("limit=501", "limit"),
+            ("before=yesterday", "before"),
+            ("since=soon", "since"),
+            ("colour=red", "colour"),
+        ] {
+            let error = parse_events(query).expect_err(query);
             assert_eq!(error.status, StatusCode::BAD_REQUEST, "{query}");
             assert!(error.message.starts_with(&format!("{parameter}:")), "{query}: {}", error.message);
         }

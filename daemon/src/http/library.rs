@@ -1,13 +1,16 @@
 //! What the HTTP API reads of what the cameras saw: the index on the device (opened to search,
-//! beside the keeper that appends to it), the crop store's files and CLIP's text tower. Every
-//! function here blocks (files, models): handlers call them through `spawn_blocking`.
+//! beside the keeper that appends to it), the crop store's files, CLIP's text tower, the event
+//! history and people's labels (the only thing it writes). Every function here blocks (files, models):
+//! handlers call them through `spawn_blocking`.
 
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::embed::text::TextEmbedder;
 use crate::embed::EmbedderConfig;
+use crate::history::{EventQuery, History, Track};
 use crate::index::{DurableMark, Hit, Index, Query, SearchConfig};
+use crate::labels::{Labels, LabelsError};
 use crate::model::Engine;
 use crate::record::Metadata;
 
@@ -34,12 +37,14 @@ pub enum By {
     Like(RecordId),
 }
 
-/// A search, as the API's parameters gave it: what to search by, and the index's query
-/// without its vector (made from `by` when the search runs).
+/// A search, as the API's parameters gave it: what to search by, the index's query without
+/// its vector (made from `by` when the search runs), and people's labels to keep to (any of
+/// them; none: every record).
 #[derive(Clone, Debug)]
 pub struct Search {
     pub by: By,
     pub filter: Query,
+    pub user_labels: Vec<String>,
 }
 
 /// Why a read failed; the API maps each to its status.
@@ -57,6 +62,8 @@ pub enum LibraryError {
     Text(String),
     #[error("the index on the device cannot be read: {0}")]
     Index(#[from] crate::index::IndexError),
+    #[error("{0}")]
+    Labels(#[from] LabelsError),
 }
 
 /// CLIP's text tower, loaded at the first search by words and kept.
@@ -73,12 +80,27 @@ pub struct Library {
     search: SearchConfig,
     crops: PathBuf,
     text: TextTower,
+    labels: Arc<Labels>,
+    history: Arc<History>,
 }
 
 impl Library {
-    pub fn new(data_dir: PathBuf, durable: DurableMark, search: SearchConfig, crops: PathBuf, text: (EmbedderConfig, Engine)) -> Self {
+    pub fn new(
+        data_dir: PathBuf,
+        durable: DurableMark,
+        search: SearchConfig,
+        crops: PathBuf,
+        text: (EmbedderConfig, Engine),
+        labels: Arc<Labels>,
+        history: Arc<History>,
+    ) -> Self {
         let text = TextTower { config: text.0, engine: text.1, loaded: Mutex::new(None) };
-        Self { data_dir, durable, search, crops, text }
+        Self { data_dir, durable, search, crops, text, labels, history }
+    }
+
+    /// The newest tracked objects `query` admits, from the event history on the device.
+    pub fn events(&self, query: &EventQuery) -> Vec<Track> {
+        self.history.newest(query)
     }
 
     fn index(&self) -> Result<Index, LibraryError> {
@@ -92,7 +114,41 @@ impl Library {
             By::Text(text) => self.embed_text(text)?,
             By::Like(id) => index.vector_of(id.as_str())?.ok_or_else(|| LibraryError::UnknownRecord(id.0.clone()))?,
         };
-        Ok(index.search(&Query { vector, ..search.filter.clone() })?)
+        let query = Query { vector, ..search.filter.clone() };
+        let mut hits = match search.user_labels.is_empty() {
+            true => index.search(&query)?,
+            false => self.search_named(&index, &query, &search.user_labels)?,
+        };
+        for hit in &mut hits {
+            hit.metadata.user_label = self.labels.get(&hit.id)?;
+        }
+        Ok(hits)
+    }
+
+    /// The best of the records people named one of `names`: few, so each is scored exactly.
+    fn search_named(&self, index: &Index, query: &Query, names: &[String]) -> Result<Vec<Hit>, LibraryError> {
+        let mut hits = Vec::new();
+        for name in names {
+            for id in self.labels.named(name)? {
+                let (Some(metadata), Some(vector)) = (index.metadata_of(&id)?, index.vector_of(&id)?) else { continue };
+                if query.admits(&metadata) && !hits.iter().any(|h: &Hit| h.id == id) {
+                    let score = vector.iter().zip(&query.vector).map(|(a, b)| a * b).sum();
+                    hits.push(Hit { id, score, metadata });
+                }
+            }
+        }
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        hits.truncate(query.top_k);
+        Ok(hits)
+    }
+
+    /// Names record `id` (a label [`crate::labels::check`] passed; empty takes the name
+    /// away), and returns its metadata with the name.
+    pub fn set_label(&self, id: &RecordId, label: &str) -> Result<Metadata, LibraryError> {
+        let mut metadata = self.record(id)?;
+        self.labels.set(id.as_str(), label)?;
+        metadata.user_label = Some(label.to_owned()).filter(|l| !l.is_empty());
+        Ok(metadata)
     }
 
     fn embed_text(&self, text: &str) -> Result<Vec<f32>, LibraryError> {
@@ -108,7 +164,9 @@ impl Library {
 
     /// Record `id`'s metadata.
     pub fn record(&self, id: &RecordId) -> Result<Metadata, LibraryError> {
-        self.index()?.metadata_of(id.as_str())?.ok_or_else(|| LibraryError::UnknownRecord(id.0.clone()))
+        let mut metadata = self.index()?.metadata_of(id.as_str())?.ok_or_else(|| LibraryError::UnknownRecord(id.0.clone()))?;
+        metadata.user_label = self.labels.get(id.as_str())?;
+        Ok(metadata)
     }
 
     /// Whether the crop `metadata` names is on the device (so a page shows it, not a broken image).
@@ -121,7 +179,8 @@ impl Library {
         self.is_stored(metadata.snapshot.as_deref())
     }
 
-    fn is_stored(&self, key: Option<&str>) -> bool {
+    /// Whether the crop store holds `key` on the device.
+    pub fn is_stored(&self, key: Option<&str>) -> bool {
         key.is_some_and(|key| is_plain_key(key) && self.crops.join(key).is_file())
     }
 

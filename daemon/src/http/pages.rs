@@ -14,10 +14,11 @@ use axum::{Form, Router};
 use maud::{html, Markup, DOCTYPE};
 use serde::Deserialize;
 
-use super::api::{crop_url, parse_search, read, record_id, record_url, snapshot_url};
+use super::api::{crop_url, label_record, parse_events, parse_search, read, record_id, record_url, snapshot_url};
 use super::library::By;
 use super::{auth, App};
 use crate::clock::local_time;
+use crate::history::Track;
 use crate::index::Hit;
 use crate::record::Metadata;
 
@@ -27,7 +28,12 @@ const ICON: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 1
 
 /// Routes that need the token or a session.
 pub fn routes() -> Router<Arc<App>> {
-    Router::new().route("/", get(search_page)).route("/records/{id}", get(record_page)).route("/logout", post(sign_out))
+    Router::new()
+        .route("/", get(search_page))
+        .route("/events", get(events_page))
+        .route("/records/{id}", get(record_page))
+        .route("/records/{id}/label", post(name_record))
+        .route("/logout", post(sign_out))
 }
 
 /// Routes open to anyone: signing in and its stylesheet.
@@ -40,7 +46,7 @@ pub fn open_routes() -> Router<Arc<App>> {
 
 /// Whether `path` is a page, so that a browser without a session is sent to sign in.
 pub fn is_page(path: &str) -> bool {
-    path == "/" || path.starts_with("/records/")
+    path == "/" || path == "/events" || path.starts_with("/records/")
 }
 
 /// To `/login`, coming back to `uri` afterwards.
@@ -74,7 +80,7 @@ fn page(title: &str, signed_in: bool, body: Markup) -> Markup {
                 header {
                     a.brand href="/" { "Glimpse" }
                     @if signed_in {
-                        nav { a href="/" { "Search" } }
+                        nav { a href="/" { "Search" } " " a href="/events" { "Events" } }
                         form.signout method="post" action="/logout" { button type="submit" { "Sign out" } }
                     }
                 }
@@ -182,6 +188,7 @@ async fn search_page(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> 
         url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned()).unwrap_or_default()
     };
     let (text, camera, label, since) = (field("text"), field("camera"), field("label"), field("since"));
+    let user_label = field("user_label");
     let results = match &outcome {
         Ok(None) => html! { p.hint { "Describe what you are looking for: “a red car”, “someone with a bicycle”." } },
         Ok(Some((search, shown))) => html! {
@@ -200,6 +207,7 @@ async fn search_page(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> 
                 @for c in &cameras { option value=(c) selected[*c == camera] { (c) } }
             }
             input type="text" name="label" value=(label) placeholder="label, e.g. person" aria-label="Label";
+            input type="text" name="user_label" value=(user_label) placeholder="named, e.g. our van" aria-label="Named";
             select name="since" aria-label="Since" {
                 @for (value, shown) in [("", "any time"), ("1h", "last hour"), ("24h", "last day"), ("7d", "last week")] {
                     option value=(value) selected[value == since] { (shown) }
@@ -210,6 +218,70 @@ async fn search_page(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> 
         (results)
     };
     (status, page("search", true, body)).into_response()
+}
+
+/// What happened, newest first: each tracked object with its crop, filtered by camera and
+/// label, a page at a time.
+async fn events_page(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Response {
+    let query = query.unwrap_or_default();
+    let wanted = match parse_events(&query) {
+        Ok(wanted) => wanted,
+        Err(e) => return (e.status, page("events", true, html! { p.error role="alert" { (e.message) } })).into_response(),
+    };
+    let limit = wanted.limit;
+    let found = read(app, {
+        let wanted = wanted.clone();
+        move |app| {
+            let tracks = app.library.events(&wanted);
+            Ok(tracks.into_iter().map(|t| (app.library.is_stored(t.crop.as_deref()), t)).collect::<Vec<_>>())
+        }
+    })
+    .await;
+    let shown = match found {
+        Ok(shown) => shown,
+        Err(e) => return (e.status, page("events", true, html! { p.error role="alert" { (e.message) } })).into_response(),
+    };
+    let field = |name: &str| url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    let (camera, label) = (field("camera").unwrap_or_default(), field("label").unwrap_or_default());
+    let older = (shown.len() == limit).then(|| shown.last().map(|(_, t)| t.start_ts)).flatten().map(|before| {
+        let mut next = url::form_urlencoded::Serializer::new(String::new());
+        next.append_pair("camera", &camera).append_pair("label", &label).append_pair("before", &before.to_string());
+        format!("/events?{}", next.finish())
+    });
+    let body = html! {
+        h1 { "Events" }
+        form.search method="get" action="/events" {
+            input type="text" name="camera" value=(camera) placeholder="camera" aria-label="Camera";
+            input type="text" name="label" value=(label) placeholder="label, e.g. person" aria-label="Label";
+            button type="submit" { "Filter" }
+        }
+        @if shown.is_empty() { p.hint { "Nothing tracked yet: object events appear here as the cameras see them." } }
+        ol.events { @for (picture, t) in &shown { (event_row(t, *picture)) } }
+        @if let Some(older) = older { p { a.older href=(older) { "Older" } } }
+    };
+    page("events", true, body).into_response()
+}
+
+fn event_row(t: &Track, picture: bool) -> Markup {
+    let thumbnail = t.record_id.as_deref().filter(|_| picture).map(|id| format!("/api/records/{id}/crop.jpg"));
+    html! {
+        li.event data-track=(t.track_id) {
+            @match &thumbnail {
+                Some(src) => img src=(src) alt=(t.label) loading="lazy";,
+                None => div.missing { "no picture" },
+            }
+            div {
+                strong.label { (t.label) } " on " span.camera { (t.camera) } br;
+                time { (local_time(t.start_ts)) }
+                @match t.end_ts {
+                    Some(end) => { " for " (format!("{:.0}", (end - t.start_ts).max(0) as f64 / 1000.0)) " s" },
+                    None => { " · " span.live { "still in view" } },
+                }
+                " · top score " (format!("{:.2}", t.top_score))
+                @if let Some(id) = &t.record_id { br; a href=(record_url(id)) { "the moment" } }
+            }
+        }
+    }
 }
 
 fn card(shown: &Shown) -> Markup {
@@ -225,6 +297,7 @@ fn card(shown: &Shown) -> Markup {
             figcaption {
                 span.camera { (m.camera) } " · " time { (local_time(m.ts)) } br;
                 span.label { (m.label) } " · " span.score { (format!("{:.3}", shown.hit.score)) }
+                @if let Some(name) = &m.user_label { br; span.named { (name) } }
             }
         }
     }
@@ -252,9 +325,26 @@ struct Pictures {
     snapshot: bool,
 }
 
+/// The record page's form that names the object: `label=`.
+#[derive(Deserialize)]
+struct Naming {
+    label: String,
+}
+
+async fn name_record(State(app): State<Arc<App>>, Path(id): Path<String>, Form(form): Form<Naming>) -> Response {
+    let named = match record_id(&id) {
+        Ok(id) => label_record(app, id, &form.label).await,
+        Err(e) => Err(e),
+    };
+    match named {
+        Ok(_) => Redirect::to(&record_url(&id)).into_response(),
+        Err(e) => (e.status, page("not named", true, html! { p.error role="alert" { (e.message) } })).into_response(),
+    }
+}
+
 fn record_body(id: &str, m: &Metadata, pictures: Pictures) -> Markup {
     html! {
-        h1 { (m.label) " on " (m.camera) }
+        h1 { @if let Some(name) = &m.user_label { (name) " · " } (m.label) " on " (m.camera) }
         @if let Some(src) = snapshot_url(id, m).filter(|_| pictures.snapshot) {
             a.snapshot href=(src) { img.snapshot src={ (src) "?box=1" } alt={ "the frame, with the " (m.label) " outlined" }; }
         }
@@ -271,6 +361,12 @@ fn record_body(id: &str, m: &Metadata, pictures: Pictures) -> Markup {
                 @if let Some(track) = &m.track_id { dt { "Track" } dd { (track) } }
                 dt { "Record" } dd { code { (id) } }
             }
+        }
+        form.name method="post" action={ (record_url(id)) "/label" } {
+            label for="name" { "Name this object" }
+            input #name type="text" name="label" value=(m.user_label.as_deref().unwrap_or_default()) maxlength=(crate::labels::MAX_CHARS)
+                placeholder="our red van";
+            button type="submit" { "Save" }
         }
         p.actions {
             a.more href={ "/?like=" (id) } { "More like this" }
@@ -296,9 +392,11 @@ mod tests {
     fn labels_are_shown_as_text_never_markup() {
         let mut metadata = crate::record::test_record("d:c:1:0", "c", 0, vec![]).metadata;
         metadata.label = "<img src=x onerror=alert(1)>".into();
+        metadata.user_label = Some("<script>alert(2)</script>".into());
         metadata.crop = Some("d/c/x.jpg".into());
         let html = record_body("d:c:1:0", &metadata, Pictures { crop: true, snapshot: false }).into_string();
         assert!(!html.contains("<img src=x"), "{html}");
         assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"), "{html}");
+        assert!(!html.contains("<script>") && html.contains("&lt;script&gt;alert(2)"), "{html}");
     }
 }

@@ -142,6 +142,16 @@ pub struct Query {
     pub until_ms: Option<i64>,
 }
 
+impl Query {
+    /// Whether a record passes the query's filters (cameras, labels, time bounds), as a
+    /// search's rows do.
+    pub fn admits(&self, m: &Metadata) -> bool {
+        (self.since_ms.unwrap_or(i64::MIN)..=self.until_ms.unwrap_or(i64::MAX)).contains(&m.ts)
+            && (self.cameras.is_empty() || self.cameras.contains(&m.camera))
+            && (self.labels.is_empty() || self.labels.contains(&m.label))
+    }
+}
+
 /// One match.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Hit {

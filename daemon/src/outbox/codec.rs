@@ -117,6 +117,7 @@ mod tests {
                 track_id: None,
                 crop: None,
                 snapshot: None,
+                user_label: None,
             },
         }
     }

@@ -39,9 +39,11 @@ use crate::crops::{upload, CropStore};
 use crate::detect::Detector;
 use crate::embed::Embedder;
 use crate::events;
+use crate::history::{self, History};
 use crate::http::{self, HttpConfig};
 use crate::index::DurableMark;
 use crate::keeper::{self, DiskGuard, Flush, KeeperLinks, Kept, Release};
+use crate::labels::Labels;
 use crate::model::EngineReport;
 use crate::outbox::{self, Outbox};
 use crate::record::NewRecord;
@@ -124,15 +126,18 @@ struct OpenHttp {
     token: http::Token,
     library: http::Library,
     listener: std::net::TcpListener,
+    /// The event history the library reads, for its writer.
+    history: Arc<History>,
 }
 
-fn open_http(config: &Config, section: &HttpConfig, durable: &DurableMark) -> anyhow::Result<OpenHttp> {
+fn open_http(config: &Config, section: &HttpConfig, durable: &DurableMark, labels: &Arc<Labels>) -> anyhow::Result<OpenHttp> {
     let token = section.token().context("http.token_file")?;
     let data_dir = config.device.data_dir.clone();
     let crops = config.crops.dir(&data_dir);
     let text = (config.embedder.clone(), config.engine()?);
-    let library = http::Library::new(data_dir, durable.clone(), config.search.clone(), crops, text);
-    Ok(OpenHttp { section: section.clone(), token, library, listener: http::bind(section)? })
+    let history = Arc::new(History::open(&data_dir, config.events.history)?);
+    let library = http::Library::new(data_dir, durable.clone(), config.search.clone(), crops, text, labels.clone(), history.clone());
+    Ok(OpenHttp { section: section.clone(), token, library, listener: http::bind(section)?, history })
 }
 
 fn start_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -241,6 +246,8 @@ struct Daemon {
     scheduler: Arc<Scheduler>,
     cameras: Cameras,
     analyzer: JoinHandle<()>,
+    /// The event history's writer, when `[http]` is configured.
+    history_writer: Option<JoinHandle<()>>,
     keeper: JoinHandle<()>,
     /// Records leave the outbox through the syncer, or (no Pinecone) once indexed.
     release: Release,
@@ -268,7 +275,8 @@ impl Daemon {
         let (trigger, shutdown) = shutdown::channel();
         // How far the keeper's index is durable, for the HTTP API's searches.
         let durable = DurableMark::default();
-        let http = config.http.as_ref().map(|section| open_http(config, section, &durable)).transpose()?;
+        let labels = Arc::new(Labels::open(&config.device.data_dir)?);
+        let http = config.http.as_ref().map(|section| open_http(config, section, &durable, &labels)).transpose()?;
         let (stats, states, heartbeats) = (Stats::new(), Arc::new(CameraStates::default()), Arc::new(Heartbeats::default()));
         stats.engine_loaded(models.engine);
         stats.outbox_backlog(outbox.backlog());
@@ -297,13 +305,26 @@ impl Daemon {
         let snapshots = (config.crops.enabled && config.snapshots.enabled).then_some((config.snapshots.max_px, config.snapshots.quality));
         let settings = Settings { device, min_box_px, analysis, crops, snapshots };
         let mut analyzer = Analyzer::new(models.detector, models.embedder, settings, stats.clone(), ids);
+        let history_writer = http.as_ref().map(|open| history::spawn_writer(open.history.clone())).transpose()?;
+        let to_history = history_writer.as_ref().map(|(tx, _)| tx.clone());
         let (feed, broker) = match broker_links(config, &stats) {
-            Some((to_broker, feed, triggers, links)) => {
-                analyzer = analyzer.with_broker(to_broker, triggers);
+            Some((mut to_broker, feed, triggers, links)) => {
+                if let Some(tx) = to_history {
+                    to_broker.queue = to_broker.queue.with_history(tx);
+                }
+                analyzer = analyzer.with_broker(to_broker, Some(triggers));
                 (Some(feed), Some(links))
             }
-            None => (None, None),
+            None => {
+                if let Some(tx) = to_history {
+                    let events = config.events_enabled().then(|| events::TrackFilter::new(&config.events));
+                    analyzer =
+                        analyzer.with_broker(Broker { queue: events::Queue::without_broker(stats.clone()).with_history(tx), events }, None);
+                }
+                (None, None)
+            }
         };
+        let history_writer = history_writer.map(|(_, thread)| thread);
         let analyzer = spawn("inference", {
             let (beat, frames) = (heartbeats.register("inference"), scheduler.clone());
             move || {
@@ -326,7 +347,8 @@ impl Daemon {
         let status = runtime.spawn(status::run_status(config.mqtt.clone(), reporter, command_tx, feed, shutdown.clone()));
         let uploader = start_uploader(&runtime, config, &stats, &shutdown)?;
         let syncer = pinecone.map(|(client, options)| {
-            runtime.spawn(sync::run_syncer(outbox.clone(), client, options, stats.clone(), wake.clone(), shutdown.clone()))
+            runtime.spawn(sync::run_label_sender(labels.clone(), client.clone(), shutdown.clone()));
+            runtime.spawn(sync::run_syncer(outbox.clone(), client, options, Some(labels), stats.clone(), wake.clone(), shutdown.clone()))
         });
         let watchdog = runtime.spawn(systemd_notify::watchdog_pings(heartbeats, shutdown));
         Ok(Self {
@@ -337,6 +359,7 @@ impl Daemon {
             scheduler,
             cameras,
             analyzer,
+            history_writer,
             keeper,
             release,
             syncer,
@@ -487,6 +510,9 @@ impl Daemon {
         self.cameras.stop_all();
         self.scheduler.close();
         join("inference", self.analyzer);
+        if let Some(writer) = self.history_writer {
+            join("history", writer); // it stops once inference, its only sender, is gone
+        }
         join("keeper", self.keeper);
         if let Err(e) = self.outbox.flush() {
             tracing::error!(error = %e, "final outbox flush failed");

@@ -153,6 +153,14 @@ impl PineconeClient {
         Ok(parsed.matches)
     }
 
+    /// Sets metadata fields of the stored vector `id` (`POST /vectors/update` with
+    /// `setMetadata`; other fields stay). An id that is not stored changes nothing.
+    pub async fn set_metadata(&self, id: &str, fields: serde_json::Value) -> Result<(), SyncError> {
+        let request = serde_json::json!({ "id": id, "setMetadata": fields, "namespace": self.namespace });
+        self.post("/vectors/update", request.to_string().into_bytes()).await?;
+        Ok(())
+    }
+
     /// Upserts `records` in one request (see [`PineconeClient::split`]); returns Pinecone's
     /// `upsertedCount`.
     pub async fn upsert(&self, records: &[Record]) -> Result<usize, SyncError> {

@@ -1,6 +1,7 @@
 //! Draining the outbox into a Pinecone index over its REST data-plane API
 //! (`../shared/pinecone/`): `POST /vectors/upsert` in batches, `POST /describe_index_stats` at
-//! start-up. The only module that speaks HTTP.
+//! start-up, and people's labels ([`crate::labels`]) with `POST /vectors/update`. The only
+//! module that speaks Pinecone's HTTP.
 //!
 //! Delivery rule: records leave the outbox only after a 200. Throttling (429), server errors
 //! (5xx), timeouts and connection errors are retried with backoff, honouring `Retry-After`;
@@ -21,6 +22,7 @@ use tokio::sync::Notify;
 pub use client::{IndexStats, Match, PineconeClient, QueryBy, SyncError};
 
 use crate::backoff::Backoff;
+use crate::labels::Labels;
 use crate::outbox::Outbox;
 use crate::record::Record;
 use crate::secrets::SecretError;
@@ -175,6 +177,7 @@ pub async fn run_syncer<I: VectorStore>(
     outbox: Arc<Outbox>,
     client: I,
     options: SyncOptions,
+    labels: Option<Arc<Labels>>,
     stats: Arc<Stats>,
     wake: Arc<Notify>,
     mut shutdown: Shutdown,
@@ -218,8 +221,9 @@ pub async fn run_syncer<I: VectorStore>(
         };
         cursor = last + 1;
         let (outbox, client, stats, shutdown) = (outbox.clone(), client.clone(), stats.clone(), shutdown.clone());
+        let labels = labels.clone();
         tasks.spawn(async move {
-            deliver(batch, &outbox, &client, &stats, shutdown).await;
+            deliver(batch, &outbox, &client, labels, &stats, shutdown).await;
             update_oldest(&outbox, &stats).await;
             drop(permit);
         });
@@ -238,14 +242,105 @@ pub struct SyncOptions {
 /// Sends one batch, a request at a time, until each request is acknowledged or rejected, or
 /// shutdown begins. Each request's records leave the outbox on their own answer: a rejected
 /// request dead-letters only its records.
-async fn deliver<I: VectorStore>(batch: Vec<(u64, Record)>, outbox: &Arc<Outbox>, client: &I, stats: &Stats, shutdown: Shutdown) {
-    let records: Vec<Record> = batch.iter().map(|(_, r)| r.clone()).collect();
+///
+/// The records carry their labels as they are now; a label that changes before a request's
+/// answer goes to Pinecone again after it ([`crate::labels`] says why).
+async fn deliver<I: VectorStore>(
+    batch: Vec<(u64, Record)>,
+    outbox: &Arc<Outbox>,
+    client: &I,
+    labels: Option<Arc<Labels>>,
+    stats: &Stats,
+    shutdown: Shutdown,
+) {
+    let mut records: Vec<Record> = batch.iter().map(|(_, r)| r.clone()).collect();
+    if let Some(labels) = &labels {
+        records = with_labels(labels, records).await;
+    }
     for range in client.split(&records) {
-        if !deliver_request(&batch[range.clone()], &records[range], outbox, client, stats, shutdown.clone()).await {
+        if !deliver_request(&batch[range.clone()], &records[range.clone()], outbox, client, stats, shutdown.clone()).await {
+            return;
+        }
+        if let Some(labels) = &labels {
+            let (labels, sent) = (labels.clone(), records[range].to_vec());
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || labels.resend_changed(&sent)).await {
+                tracing::error!(error = %e, "cannot read the labels; a label set during this upsert may not reach Pinecone");
+            }
+        }
+    }
+}
+
+/// `records` with their labels as they are now (a failed read sends them without).
+async fn with_labels(labels: &Arc<Labels>, records: Vec<Record>) -> Vec<Record> {
+    let labels = labels.clone();
+    let labelled = tokio::task::spawn_blocking(move || {
+        let mut records = records;
+        let result = labels.apply(&mut records);
+        (records, result)
+    });
+    match labelled.await {
+        Ok((records, Ok(()))) => records,
+        Ok((records, Err(e))) => {
+            tracing::error!(error = %e, "cannot read the labels; this upsert goes without them");
+            records
+        }
+        Err(e) => panic!("the labels reader panicked: {e}"),
+    }
+}
+
+/// Sends people's labels to Pinecone (`setMetadata` `user_label`) until each is acknowledged,
+/// until shutdown begins. Retried like upserts; a label Pinecone rejects for good is logged and
+/// dropped from the queue (it stays on the device).
+pub async fn run_label_sender(labels: Arc<Labels>, client: PineconeClient, mut shutdown: Shutdown) {
+    let mut backoff = Backoff::with_full_jitter(Duration::from_millis(250), Duration::from_secs(30));
+    loop {
+        let reader = labels.clone();
+        let unsent = match tokio::task::spawn_blocking(move || reader.unsent(LABELS_PER_ROUND)).await {
+            Ok(Ok(unsent)) => unsent,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot read the labels to send; retrying");
+                wait(Duration::from_secs(5), &mut shutdown).await;
+                continue;
+            }
+            Err(e) => panic!("the labels reader panicked: {e}"),
+        };
+        if unsent.is_empty() {
+            tokio::select! {
+                _ = labels.changed() => continue,
+                _ = shutdown.recv() => return,
+            }
+        }
+        for (id, label) in unsent {
+            let sent = match client.set_metadata(&id, serde_json::json!({ "user_label": label })).await {
+                Ok(()) => true,
+                Err(e) if e.rejects_batch() => {
+                    tracing::error!(event = "label_rejected", record = %id, error = %e, "Pinecone rejected a label; it stays on the device only");
+                    true
+                }
+                Err(e) => {
+                    let delay = e.retry_after().unwrap_or_else(|| backoff.next_delay());
+                    tracing::warn!(event = "label_retry", error = %e, retry_in_ms = delay.as_millis() as u64, "a label could not be sent; will retry");
+                    wait(delay, &mut shutdown).await;
+                    false
+                }
+            };
+            if !sent {
+                break;
+            }
+            backoff.reset();
+            let writer = labels.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || writer.mark_sent(&id, &label)).await {
+                tracing::error!(error = %e, "cannot mark a label sent; it will be sent again");
+            }
+        }
+        if shutdown.is_shutdown() {
             return;
         }
     }
 }
+
+/// Labels read from the queue at a time.
+const LABELS_PER_ROUND: usize = 32;
 
 /// One request's records until acknowledged or rejected (true), or shutdown began (false).
 async fn deliver_request<I: VectorStore>(
@@ -431,7 +526,7 @@ mod tests {
         let (trigger, shutdown) = crate::shutdown::channel();
         let (stats, wake) = (Stats::new(), Arc::new(Notify::new()));
         let options = SyncOptions { batch_size: 2, in_flight };
-        let syncer = tokio::spawn(run_syncer(outbox.clone(), index, options, stats.clone(), wake, shutdown));
+        let syncer = tokio::spawn(run_syncer(outbox.clone(), index, options, None, stats.clone(), wake, shutdown));
         let started = tokio::time::Instant::now();
         while outbox.backlog().records > 0 && started.elapsed() < limit {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -494,7 +589,7 @@ mod tests {
         let (trigger, shutdown) = crate::shutdown::channel();
         let (stats, wake, index) = (Stats::new(), Arc::new(Notify::new()), FakeIndex::default());
         let options = SyncOptions { batch_size: 10, in_flight: 1 };
-        let syncer = tokio::spawn(run_syncer(outbox.clone(), index.clone(), options, stats, wake.clone(), shutdown));
+        let syncer = tokio::spawn(run_syncer(outbox.clone(), index.clone(), options, None, stats, wake.clone(), shutdown));
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(index.0.lock().expect("fake").batches.is_empty(), "the index's mark has not passed them");
         outbox.mark_indexed(Some(seqs[0]));

@@ -1,8 +1,10 @@
 //! An emulator of Pinecone's data plane (`../shared/pinecone/`, API 2025-10 and 2026-04) on
 //! loopback, as strict as the real service about every documented limit, with fault injection.
 //!
-//! Implemented: `POST /vectors/upsert`, `POST /describe_index_stats`, `GET /vectors/fetch`,
-//! `POST /query` (vector or id, `topK`, metadata filters; `query.rs`).
+//! Implemented: `POST /vectors/upsert`, `POST /vectors/update` (by id or by metadata filter;
+//! values and `setMetadata`), `POST /describe_index_stats`, `GET /vectors/fetch`, `POST /query`
+//! (vector or id, `topK`, metadata filters; `query.rs`). Injected faults and outages meet the
+//! writes: upserts and updates.
 //! Every request needs `Api-Key` and a supported `X-Pinecone-Api-Version`; bodies need
 //! `Content-Type: application/json`. Errors are `{"code", "message", "details"}` (rpcStatus).
 
@@ -56,6 +58,7 @@ struct Index {
     /// An outage: every upsert fails with this status until then.
     down_until: Option<(std::time::Instant, u16)>,
     upsert_requests: usize,
+    update_requests: usize,
     refused: usize,
     largest_batch: usize,
     largest_body: usize,
@@ -83,6 +86,7 @@ impl Emulator {
             .route("/vectors/upsert", post(upsert))
             .route("/describe_index_stats", post(describe_index_stats))
             .route("/vectors/fetch", get(fetch))
+            .route("/vectors/update", post(update))
             .route("/query", post(query))
             .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
             .with_state(index.clone());
@@ -129,6 +133,11 @@ impl Emulator {
 
     pub fn upsert_requests(&self) -> usize {
         self.index.lock().expect("emulator lock").upsert_requests
+    }
+
+    /// Update requests that were applied.
+    pub fn update_requests(&self) -> usize {
+        self.index.lock().expect("emulator lock").update_requests
     }
 
     pub fn largest_batch(&self) -> (usize, usize) {
@@ -187,12 +196,11 @@ fn authorize(index: &Index, headers: &HeaderMap, has_body: bool) -> Result<(), R
     Ok(())
 }
 
-async fn upsert(State(index): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+/// Header checks, then the injected fault or outage a write meets; `Err` is the answer to send.
+async fn meet_faults(index: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     let fault = {
         let mut i = index.lock().expect("emulator lock");
-        if let Err(r) = authorize(&i, &headers, true) {
-            return r;
-        }
+        authorize(&i, headers, true)?;
         match i.down_until {
             Some((until, status)) if std::time::Instant::now() < until => Some(Fault::Status(status, None)),
             _ => i.faults.pop_front(),
@@ -211,13 +219,20 @@ async fn upsert(State(index): State<Shared>, headers: HeaderMap, body: Bytes) ->
             if let Some(s) = retry_after {
                 response.headers_mut().insert("retry-after", s.into());
             }
-            return response;
+            return Err(response);
         }
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
         // Unwinding out of a handler makes hyper close the connection with no response;
         // resume_unwind skips the panic hook, so nothing is printed.
         Some(Fault::Drop) => std::panic::resume_unwind(Box::new("injected dropped connection")),
         None => {}
+    }
+    Ok(())
+}
+
+async fn upsert(State(index): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(response) = meet_faults(&index, &headers).await {
+        return response;
     }
     let mut i = index.lock().expect("emulator lock");
     match validate_upsert(&body, i.dimension) {
@@ -283,23 +298,138 @@ pub fn validate_upsert(body: &[u8], dimension: usize) -> Result<(String, Vec<(St
             Some(Value::Object(m)) => m.clone(),
             Some(_) => return Err(format!("vector {id}: metadata must be an object")),
         };
-        let size = serde_json::to_vec(&metadata).map_or(usize::MAX, |b| b.len());
-        if size > MAX_METADATA {
-            return Err(format!("vector {id}: metadata size {size} exceeds the limit of {MAX_METADATA} bytes"));
-        }
-        for (key, value) in &metadata {
-            let ok = match value {
-                Value::String(_) | Value::Number(_) | Value::Bool(_) => true,
-                Value::Array(items) => items.iter().all(Value::is_string),
-                _ => false,
-            };
-            if !ok {
-                return Err(format!("vector {id}: metadata value of {key:?} must be a string, number, boolean or list of strings"));
-            }
-        }
+        check_metadata(id, &metadata)?;
         out.push((id.to_owned(), Stored { values, metadata }));
     }
     Ok((namespace, out))
+}
+
+async fn update(State(index): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(response) = meet_faults(&index, &headers).await {
+        return response;
+    }
+    let mut i = index.lock().expect("emulator lock");
+    let dimension = i.dimension;
+    let outcome = serde_json::from_slice::<Value>(&body)
+        .map_err(|e| format!("body is not valid JSON: {e}"))
+        .and_then(|request| apply_update(&mut i.namespaces, &request, dimension));
+    match outcome {
+        Ok(answer) => {
+            i.update_requests += 1;
+            Json(answer).into_response()
+        }
+        Err(message) => {
+            i.rejected.push(message.clone());
+            error(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, message)
+        }
+    }
+}
+
+/// `UpdateRequest`: one record by `id`, or every record that matches `filter` (`dryRun` only
+/// counts them); `values` replace the vector, `setMetadata` adds or replaces fields. An id that
+/// is not stored changes nothing. The answer is `UpdateResponse`: `matchedRecords` for a filter.
+pub fn apply_update(
+    namespaces: &mut HashMap<String, BTreeMap<String, Stored>>,
+    request: &Value,
+    dimension: usize,
+) -> Result<Value, String> {
+    const KEYS: [&str; 7] = ["id", "values", "sparseValues", "setMetadata", "namespace", "filter", "dryRun"];
+    let request = request.as_object().ok_or("body must be a JSON object")?;
+    if let Some(unknown) = request.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(format!("unknown field {unknown:?} in an update request"));
+    }
+    if request.contains_key("sparseValues") {
+        return Err("sparseValues: this index is dense".into());
+    }
+    let namespace = match request.get("namespace") {
+        None => "",
+        Some(Value::String(s)) if s == "__default__" => "",
+        Some(Value::String(s)) => s,
+        Some(_) => return Err("namespace must be a string".into()),
+    };
+    let values = match request.get("values") {
+        None => None,
+        Some(v) => {
+            let values: Option<Vec<f32>> =
+                v.as_array().and_then(|a| a.iter().map(|x| x.as_f64().map(|f| f as f32).filter(|f| f.is_finite())).collect());
+            let values = values.ok_or("values must be an array of finite numbers")?;
+            if values.len() != dimension {
+                return Err(format!("Vector dimension {} does not match the dimension of the index {dimension}", values.len()));
+            }
+            Some(values)
+        }
+    };
+    let set = match request.get("setMetadata") {
+        None => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => return Err("setMetadata must be an object".into()),
+    };
+    let empty = BTreeMap::new();
+    let ns = namespaces.get(namespace).unwrap_or(&empty);
+    let targets: Vec<String> = match (request.get("id"), request.get("filter")) {
+        (Some(Value::String(id)), None) if !id.is_empty() && id.chars().count() <= MAX_ID => {
+            ns.contains_key(id).then(|| id.clone()).into_iter().collect()
+        }
+        (Some(_), None) => return Err(format!("id must be a string of 1 to {MAX_ID} characters")),
+        (None, Some(Value::Object(filter))) => {
+            let mut matched = Vec::new();
+            for (id, stored) in ns.iter() {
+                if query::matches(filter, &stored.metadata)? {
+                    matched.push(id.clone());
+                }
+            }
+            matched
+        }
+        (None, Some(_)) => return Err("filter must be an object".into()),
+        _ => return Err("give exactly one of id or filter".into()),
+    };
+    if request.get("filter").is_some() && values.is_some() {
+        return Err("values can only be updated by id".into());
+    }
+    let dry_run = match request.get("dryRun") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err("dryRun must be a boolean".into()),
+    };
+    // Every target's new metadata is checked before any is changed: a rejected update changes nothing.
+    let mut updated = Vec::with_capacity(targets.len());
+    for id in &targets {
+        let mut metadata = ns[id].metadata.clone();
+        metadata.extend(set.clone());
+        check_metadata(id, &metadata)?;
+        updated.push((id, metadata));
+    }
+    for (id, metadata) in updated.into_iter().filter(|_| !dry_run) {
+        let stored = namespaces.get_mut(namespace).and_then(|ns| ns.get_mut(id)).expect("a target is stored");
+        stored.metadata = metadata;
+        if let Some(values) = &values {
+            stored.values = values.clone();
+        }
+    }
+    Ok(match request.contains_key("filter") {
+        true => json!({ "matchedRecords": targets.len() }),
+        false => json!({}),
+    })
+}
+
+/// Pinecone's rules for metadata: at most 40 KB, flat, strings, numbers, booleans or lists of
+/// strings.
+fn check_metadata(id: &str, metadata: &Map<String, Value>) -> Result<(), String> {
+    let size = serde_json::to_vec(metadata).map_or(usize::MAX, |b| b.len());
+    if size > MAX_METADATA {
+        return Err(format!("vector {id}: metadata size {size} exceeds the limit of {MAX_METADATA} bytes"));
+    }
+    for (key, value) in metadata {
+        let ok = match value {
+            Value::String(_) | Value::Number(_) | Value::Bool(_) => true,
+            Value::Array(items) => items.iter().all(Value::is_string),
+            _ => false,
+        };
+        if !ok {
+            return Err(format!("vector {id}: metadata value of {key:?} must be a string, number, boolean or list of strings"));
+        }
+    }
+    Ok(())
 }
 
 async fn describe_index_stats(State(index): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {

@@ -2,7 +2,9 @@
 
 use serde_json::json;
 
-use crate::validate_upsert;
+use std::collections::{BTreeMap, HashMap};
+
+use crate::{apply_update, validate_upsert, Stored};
 
 fn body(vectors: serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(&json!({ "vectors": vectors, "namespace": "ns" })).expect("json")
@@ -38,5 +40,45 @@ fn upserts_breaking_a_documented_limit_are_rejected() {
     ];
     for (i, case) in cases.iter().enumerate() {
         assert!(validate_upsert(case, 2).is_err(), "case {i} should be rejected");
+    }
+}
+
+fn one_record() -> HashMap<String, BTreeMap<String, Stored>> {
+    let metadata = json!({ "label": "car", "camera": "gate" }).as_object().expect("an object").clone();
+    let stored = Stored { values: vec![0.1, 0.2], metadata };
+    HashMap::from([("ns".to_owned(), BTreeMap::from([("a".to_owned(), stored)]))])
+}
+
+#[test]
+fn an_update_sets_metadata_fields_by_id_or_by_filter() {
+    let mut namespaces = one_record();
+    let answer = apply_update(&mut namespaces, &json!({ "id": "a", "setMetadata": { "user_label": "our van" }, "namespace": "ns" }), 2);
+    assert_eq!(answer, Ok(json!({})), "by id, no count");
+    let metadata = &namespaces["ns"]["a"].metadata;
+    assert_eq!((metadata["user_label"].as_str(), metadata["label"].as_str()), (Some("our van"), Some("car")), "other fields stay");
+    let absent = apply_update(&mut namespaces, &json!({ "id": "b", "setMetadata": { "x": "y" }, "namespace": "ns" }), 2);
+    assert_eq!(absent, Ok(json!({})), "an id that is not stored changes nothing");
+    assert!(!namespaces["ns"].contains_key("b"));
+    let by_filter =
+        json!({ "filter": { "camera": { "$eq": "gate" } }, "setMetadata": { "seen": true }, "namespace": "ns", "dryRun": true });
+    assert_eq!(apply_update(&mut namespaces, &by_filter, 2), Ok(json!({ "matchedRecords": 1 })));
+    assert!(!namespaces["ns"]["a"].metadata.contains_key("seen"), "a dry run changes nothing");
+}
+
+#[test]
+fn updates_breaking_a_documented_rule_are_rejected_and_change_nothing() {
+    for case in [
+        json!({ "setMetadata": { "x": "y" } }),
+        json!({ "id": "a", "filter": {}, "setMetadata": { "x": "y" } }),
+        json!({ "id": "", "setMetadata": { "x": "y" } }),
+        json!({ "id": "a", "values": [0.1], "namespace": "ns" }),
+        json!({ "id": "a", "setMetadata": { "n": null }, "namespace": "ns" }),
+        json!({ "id": "a", "setMetadata": { "big": "x".repeat(41 * 1024) }, "namespace": "ns" }),
+        json!({ "id": "a", "setMetadata": "x", "namespace": "ns" }),
+        json!({ "id": "a", "set_metadata": { "x": "y" }, "namespace": "ns" }),
+    ] {
+        let mut namespaces = one_record();
+        assert!(apply_update(&mut namespaces, &case, 2).is_err(), "{case}");
+        assert_eq!(namespaces["ns"]["a"].metadata.len(), 2, "{case}");
     }
 }

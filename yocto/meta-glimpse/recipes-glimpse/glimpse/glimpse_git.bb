@@ -28,6 +28,12 @@ GLIMPSE_GIT_BRANCH ?= "main"
 # The repository this recipe sits in (yocto/meta-glimpse/recipes-glimpse/glimpse/../../../..).
 GLIMPSE_REPO_DIR = "${@os.path.normpath(os.path.join(d.getVar('THISDIR'), '..', '..', '..', '..'))}"
 
+# The box's pages and HTTP API (docs/http.md): an address to listen on, e.g. "0.0.0.0:8080",
+# turns them on: glimpse.toml gains [http] listen, and the unit the credential http-token
+# (systemd/glimpse.service.d/http.conf.example). The token is written on the box, at least 16
+# characters, to /etc/glimpse/credentials/http-token; until then `glimpse check` names it.
+GLIMPSE_HTTP_LISTEN ?= ""
+
 SRC_URI = "git://${GLIMPSE_GIT_REPO};protocol=${GLIMPSE_GIT_PROTOCOL};branch=${GLIMPSE_GIT_BRANCH} \
            file://glimpse.toml \
 "
@@ -89,6 +95,14 @@ do_install:append() {
     install -m 0600 /dev/null ${D}${sysconfdir}/glimpse/credentials/pinecone-api-key
     install -m 0600 /dev/null ${D}${sysconfdir}/glimpse/credentials/mqtt-password
 
+    if [ -n "${GLIMPSE_HTTP_LISTEN}" ]; then
+        printf '\n[http]\nlisten = "%s"\n' "${GLIMPSE_HTTP_LISTEN}" >> ${D}${sysconfdir}/glimpse/glimpse.toml
+        install -m 0600 /dev/null ${D}${sysconfdir}/glimpse/credentials/http-token
+        install -d ${D}${systemd_system_unitdir}/glimpse.service.d
+        install -m 0644 ${S}/systemd/glimpse.service.d/http.conf.example \
+            ${D}${systemd_system_unitdir}/glimpse.service.d/http.conf
+    fi
+
     # glimpse.service waits for real time (time-sync.target) at most this long: boards without a
     # battery-backed clock boot in the past (docs/service.md, "Clock at boot").
     install -d ${D}${systemd_system_unitdir}/systemd-time-wait-sync.service.d
@@ -135,6 +149,7 @@ FILES:${PN} += "${systemd_system_unitdir}/glimpse.service.d \
 CONFFILES:${PN} = "${sysconfdir}/glimpse/glimpse.toml \
                    ${sysconfdir}/glimpse/credentials/pinecone-api-key \
                    ${sysconfdir}/glimpse/credentials/mqtt-password \
+                   ${@'${sysconfdir}/glimpse/credentials/http-token' if d.getVar('GLIMPSE_HTTP_LISTEN') else ''} \
 "
 
 # TLS at run time: reqwest's rustls verifies Pinecone's and the bucket's certificates against the

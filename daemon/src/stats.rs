@@ -167,6 +167,33 @@ pub const INFERENCE_DERIVED: &[(&str, &str)] = &[
     ("form", "which form of each model runs (`detector`, `embedder`): `form` (`fp32`, `int8`, `int8-qdq`), `file`, `reason`, and `ms`, each form's time for one call when they were timed (`form = \"fastest\"`)"),
 ];
 
+/// The stats JSON's sections: each key (`{name}`: one per camera or trigger), its numbers and
+/// its derived fields.
+pub type Fields = &'static [(&'static str, &'static str)];
+pub const SECTIONS: &[(&str, Fields, Fields)] = &[
+    ("cameras.{name}", CameraNumber::FIELDS, CAMERA_DERIVED),
+    ("outbox", OutboxNumber::FIELDS, OUTBOX_DERIVED),
+    ("sync", SyncNumber::FIELDS, SYNC_DERIVED),
+    ("inference", InferenceNumber::FIELDS, INFERENCE_DERIVED),
+    ("crops", CropNumber::FIELDS, CROPS_DERIVED),
+    ("index", IndexNumber::FIELDS, INDEX_DERIVED),
+    ("events", EventNumber::FIELDS, &[]),
+    ("triggers.{name}", TriggerNumber::FIELDS, TRIGGER_DERIVED),
+];
+
+/// The numbers that go down as well as up (a section's key, the number's); every other number
+/// only counts up from the start.
+pub const GAUGES: &[(&str, &str)] = &[
+    ("cameras.{name}", "lag_ms"),
+    ("outbox", "pending"),
+    ("outbox", "pending_bytes"),
+    ("crops", "bytes"),
+    ("crops", "pending"),
+    ("index", "records"),
+    ("index", "bytes"),
+    ("inference", "detector_plans"),
+];
+
 /// A list of atomics indexed by one of the enums above.
 struct Numbers(Vec<AtomicU64>);
 
@@ -733,17 +760,7 @@ mod tests {
 
     /// Each section of the stats JSON with the fields documented for it.
     fn sections() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
-        let join = |a: &[(&'static str, &'static str)], b: &[(&'static str, &'static str)]| a.iter().chain(b).copied().collect();
-        vec![
-            ("cameras.{name}", join(CameraNumber::FIELDS, CAMERA_DERIVED)),
-            ("outbox", join(OutboxNumber::FIELDS, OUTBOX_DERIVED)),
-            ("sync", join(SyncNumber::FIELDS, SYNC_DERIVED)),
-            ("inference", join(InferenceNumber::FIELDS, INFERENCE_DERIVED)),
-            ("crops", join(CropNumber::FIELDS, CROPS_DERIVED)),
-            ("index", join(IndexNumber::FIELDS, INDEX_DERIVED)),
-            ("events", EventNumber::FIELDS.to_vec()),
-            ("triggers.{name}", join(TriggerNumber::FIELDS, TRIGGER_DERIVED)),
-        ]
+        SECTIONS.iter().map(|(section, numbers, derived)| (*section, numbers.iter().chain(derived.iter()).copied().collect())).collect()
     }
 
     /// docs/mqtt.md's tables, as this list makes them.

@@ -1,5 +1,6 @@
 //! The box's HTTP API (`[http]`): nothing without the access token; with it, the stats JSON that
-//! MQTT publishes and each camera's state; errors as JSON; a bad section stops start-up.
+//! MQTT publishes (and as Prometheus metrics) and each camera's state; errors as JSON; a bad
+//! section stops start-up.
 
 use std::time::Duration;
 
@@ -19,19 +20,26 @@ struct Answer {
     body: Value,
 }
 
-/// `method path` with an empty body on the daemon's API, with `token` as the bearer token when
-/// given; `None` while nothing answers.
-fn call(port: u16, method: reqwest::Method, path: &str, token: Option<&str>) -> Option<Answer> {
+/// One request to the daemon's API, made by `build` from a client and the URL; `None` while
+/// nothing answers.
+fn send(port: u16, path: &str, build: impl FnOnce(reqwest::Client, String) -> reqwest::RequestBuilder) -> Option<Answer> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
-        let url = format!("http://127.0.0.1:{port}{path}");
-        let mut request = reqwest::Client::new().request(method, url).timeout(Duration::from_secs(10));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.ok()?;
+        let request = build(reqwest::Client::new(), format!("http://127.0.0.1:{port}{path}"));
+        let response = request.timeout(Duration::from_secs(10)).send().await.ok()?;
         let (status, headers) = (response.status().as_u16(), response.headers().clone());
         Some(Answer { status, headers, body: response.json().await.unwrap_or(Value::Null) })
+    })
+}
+
+/// `method path` with an empty body, with `token` as the bearer token when given.
+fn call(port: u16, method: reqwest::Method, path: &str, token: Option<&str>) -> Option<Answer> {
+    send(port, path, |client, url| {
+        let request = client.request(method, url);
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     })
 }
 
@@ -66,6 +74,13 @@ fn the_api_answers_only_with_the_token_and_serves_the_stats_and_the_cameras() {
     let cameras = get(port, "/api/cameras", Some(TOKEN)).expect("cameras");
     assert_eq!((cameras.status, &cameras.body["street"]["state"]), (200, &Value::from("online")), "{}", cameras.body);
     assert!(cameras.body["street"]["frames_decoded"].is_u64(), "each camera's stats beside its state: {}", cameras.body);
+
+    let (status, kind, text) = bytes(port, "/metrics");
+    let text = String::from_utf8(text).expect("text");
+    assert_eq!((status, kind.as_str()), (200, "text/plain; version=0.0.4; charset=utf-8"));
+    assert!(text.lines().any(|l| l.starts_with("glimpse_camera_frames_decoded_total{camera=\"street\"} ")), "{text}");
+    assert!(text.contains("# TYPE glimpse_outbox_pending gauge") && text.contains("glimpse_camera_online{camera=\"street\"} 1"), "{text}");
+    assert_eq!(get(port, "/metrics", None).map(|a| a.status), Some(401), "the metrics need the token too");
 
     let anonymous = get(port, "/api/stats", None).expect("answer");
     assert_eq!(anonymous.status, 401);
@@ -141,6 +156,13 @@ fn indexing_bikes_into(device: &str, dir: &std::path::Path, pinecone: Option<&Em
     (daemon, config, port)
 }
 
+/// Record `id`'s crop JPEG, through the API.
+pub(crate) fn crop_of(port: u16, id: &str) -> Vec<u8> {
+    let (status, _, jpeg) = bytes(port, &format!("/api/records/{id}/crop.jpg"));
+    assert_eq!(status, 200, "the crop of {id}");
+    jpeg
+}
+
 fn bytes(port: u16, path: &str) -> (u16, String, Vec<u8>) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
@@ -187,6 +209,15 @@ fn search_by_words_or_by_example_finds_records_whose_metadata_and_crops_the_api_
     let yellow = |p: &image::Rgb<u8>| p.0[0] > 200 && p.0[1] > 170 && p.0[2] < 90;
     assert!(yellow(boxed.get_pixel(x, y)), "?box=1 outlines the record's box: {:?} at {x},{y}", boxed.get_pixel(x, y));
     assert_eq!(bytes(port, &format!("/api/records/{id}/snapshot.jpg?box=yes")).0, 400);
+    let by_picture = post_picture(port, "/api/search?top_k=50&camera=street", "image/jpeg", jpeg.clone());
+    let pictured = by_picture.body["matches"].as_array().expect("matches");
+    let itself = pictured.iter().find(|m| m["id"] == id).unwrap_or_else(|| panic!("the crop finds its record: {}", by_picture.body));
+    assert!(itself["score"].as_f64().is_some_and(|s| s > 0.9), "its own crop, re-encoded, is near it: {itself}");
+    assert_eq!(post_picture(port, "/api/search", "text/plain", jpeg.clone()).status, 415);
+    assert_eq!(post_picture(port, "/pictures", "text/plain", jpeg.clone()).status, 415, "the page's upload too");
+    let garbage = post_picture(port, "/api/search", "image/png", b"not a png".to_vec());
+    assert!(garbage.status == 400 && garbage.body["error"].as_str().is_some_and(|e| e.starts_with("body:")), "{}", garbage.body);
+    assert_eq!(post_picture(port, "/api/search?text=a", "image/jpeg", jpeg.clone()).status, 400, "a picture or words, not both");
     let like = get(port, &format!("/api/search?like={id}&top_k=3"), Some(TOKEN)).expect("like");
     let alike = like.body["matches"].as_array().expect("matches");
     assert!((alike[0]["score"].as_f64().expect("a score") - 1.0).abs() < 1e-4, "a record is most like itself: {}", like.body);
@@ -252,13 +283,7 @@ fn hostile_or_wrong_requests_get_the_right_status_and_leave_the_daemon_serving()
 
 /// `PUT path` with a JSON body and the token.
 fn put(port: u16, path: &str, body: Value) -> Answer {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    runtime.block_on(async {
-        let url = format!("http://127.0.0.1:{port}{path}");
-        let response = reqwest::Client::new().put(url).bearer_auth(TOKEN).json(&body).send().await.expect("an answer");
-        let (status, headers) = (response.status().as_u16(), response.headers().clone());
-        Answer { status, headers, body: response.json().await.unwrap_or(Value::Null) }
-    })
+    send(port, path, |client, url| client.put(url).bearer_auth(TOKEN).json(&body)).expect("an answer")
 }
 
 #[test]
@@ -310,4 +335,9 @@ fn a_name_given_on_the_box_is_kept_searchable_and_reaches_pinecone_through_an_ou
         get(port, &format!("/api/records/{van}"), Some(TOKEN)).is_some_and(|a| a.body["user_label"] == "our red van")
     });
     assert!(!daemon.logs().contains(API_KEY) && !daemon.logs().contains(TOKEN), "no secret in the log");
+}
+
+/// `POST path` with `body` as `kind` and the token.
+fn post_picture(port: u16, path: &str, kind: &str, body: Vec<u8>) -> Answer {
+    send(port, path, |client, url| client.post(url).bearer_auth(TOKEN).header("content-type", kind).body(body)).expect("an answer")
 }

@@ -1,6 +1,6 @@
 //! The box's pages in a real browser (Debian's chromium through chromedriver): sign in, search
-//! by words, see every crop, open a record, name the object, follow "more like this", look at
-//! the events, all with nothing on the console.
+//! by words, see every crop, open a record, name the object, follow "more like this", search by
+//! a picture, look at the events, all with nothing on the console.
 
 use crate::harness::browser::Browser;
 use crate::http::{indexing_bikes, TOKEN};
@@ -65,6 +65,20 @@ fn a_browser_signs_in_searches_opens_a_record_names_it_follows_more_like_this_an
     browser.wait_for("every crop to render", IMAGES_RENDERED);
     let best = browser.eval("return document.querySelector('figure.card .score').textContent");
     assert_eq!(best, "1.000", "the record itself is the best match");
+
+    // Search by picture: the record's own crop, uploaded by the page's script.
+    let crop = dir.path().join("crop.jpg");
+    std::fs::write(&crop, crate::http::crop_of(port, &first)).expect("write the crop");
+    browser.goto(&format!("{base}/"));
+    browser.choose_file("input.picture", &crop);
+    browser.wait_until_at("/?picture=");
+    browser.wait_for("every crop to render", IMAGES_RENDERED);
+    let found = browser.eval(
+        "return [document.querySelector('p.like').textContent, [...document.querySelectorAll('figure.card')].map(c => c.dataset.id)]",
+    );
+    assert_eq!(found[0], "Like your picture");
+    assert!(found[1].as_array().is_some_and(|ids| ids.iter().any(|i| i == first.as_str())), "the crop finds its record: {found}");
+    browser.screenshot("picture");
 
     browser.click("nav a[href='/events']");
     browser.wait_until_at("/events");

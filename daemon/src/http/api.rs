@@ -21,8 +21,9 @@ pub const DEFAULT_TOP_K: usize = 20;
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/api/stats", get(stats))
+        .route("/metrics", get(metrics))
         .route("/api/cameras", get(cameras))
-        .route("/api/search", get(search))
+        .route("/api/search", get(search).post(search_by_picture))
         .route("/api/events", get(events))
         .route("/api/records/{id}", get(record))
         .route("/api/records/{id}/label", put(set_label))
@@ -34,6 +35,12 @@ async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
     Json(app.stats.current())
 }
 
+/// The stats in Prometheus' text format (`metrics.rs`).
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let text = super::metrics::render(&app.stats.current());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
 async fn cameras(State(app): State<Arc<App>>) -> Json<Value> {
     Json(app.stats.cameras())
 }
@@ -41,7 +48,33 @@ async fn cameras(State(app): State<Arc<App>>) -> Json<Value> {
 async fn search(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
     let search = parse_search(query.as_deref().unwrap_or_default())?;
     let hits = read(app, move |app| app.library.search(&search)).await?;
-    Ok(Json(json!({ "matches": hits.iter().map(match_json).collect::<Vec<_>>() })))
+    Ok(matches_json(&hits))
+}
+
+/// `POST /api/search`: the body is a picture (`image/jpeg` or `image/png`), the query string
+/// the same filters as a search by words.
+async fn search_by_picture(
+    State(app): State<Arc<App>>,
+    RawQuery(query): RawQuery,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    require_picture(&headers)?;
+    let search = parse_search_by(query.as_deref().unwrap_or_default(), Some(body.to_vec()))?;
+    let hits = read(app, move |app| app.library.search(&search)).await?;
+    Ok(matches_json(&hits))
+}
+
+/// A body that says it is a picture Glimpse reads: `image/jpeg` or `image/png`, else 415.
+pub(super) fn require_picture(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let kind = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    match kind.split(';').next().map(str::trim) {
+        Some("image/jpeg" | "image/png") => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content-type: send the picture as the body, with Content-Type image/jpeg or image/png",
+        )),
+    }
 }
 
 async fn events(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
@@ -191,7 +224,8 @@ pub(super) fn library_error(error: LibraryError) -> ApiError {
             ApiError::new(StatusCode::NOT_FOUND, message)
         }
         LibraryError::NoTextTower => ApiError::bad("text", message),
-        LibraryError::Text(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
+        LibraryError::Picture(_) => ApiError::bad("body", message),
+        LibraryError::Text(_) | LibraryError::Image(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
         // The keeper may be moving a damaged index aside at start: worth another try soon.
         LibraryError::Index(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(5),
         LibraryError::Labels(e) if e.is_disk_full() => {
@@ -208,6 +242,11 @@ pub(super) fn record_id(text: &str) -> Result<RecordId, ApiError> {
 /// The search a query string asks for: `text=` or `like=`, with `camera=`, `label=` and
 /// `user_label=` (repeatable), `since=`, `until=`, `top_k=` and `scope=device`.
 pub(super) fn parse_search(query: &str) -> Result<Search, ApiError> {
+    parse_search_by(query, None)
+}
+
+/// [`parse_search`], or with `picture` (an uploaded body) as what to search by.
+pub(super) fn parse_search_by(query: &str, picture: Option<Vec<u8>>) -> Result<Search, ApiError> {
     let (mut text, mut like, mut cameras, mut labels, mut user_labels) = (None, None, Vec::new(), Vec::new(), Vec::new());
     let (mut since_ms, mut until_ms, mut top_k) = (None, None, DEFAULT_TOP_K);
     let time = |name: &str, value: &str| {
@@ -249,9 +288,11 @@ pub(super) fn parse_search(query: &str) -> Result<Search, ApiError> {
     if since_ms.zip(until_ms).is_some_and(|(since, until)| since > until) {
         return Err(ApiError::bad("since", "is later than until"));
     }
-    let by = match (text, like) {
-        (Some(text), None) => By::Text(text),
-        (None, Some(id)) => By::Like(id),
+    let by = match (text, like, picture) {
+        (Some(text), None, None) => By::Text(text),
+        (None, Some(id), None) => By::Like(id),
+        (None, None, Some(picture)) => By::Picture(picture),
+        (_, _, Some(_)) => return Err(ApiError::bad("text", "a search by picture takes no text= or like=")),
         _ => return Err(ApiError::bad("text", "give exactly one of text= or like=")),
     };
     Ok(Search { by, filter: Query { vector: Vec::new(), top_k, cameras, labels, since_ms, until_ms }, user_labels })
@@ -268,6 +309,11 @@ pub(super) fn crop_url(id: &str, metadata: &Metadata) -> Option<String> {
 
 pub(super) fn snapshot_url(id: &str, metadata: &Metadata) -> Option<String> {
     metadata.snapshot.as_ref().map(|_| format!("/api/records/{id}/snapshot.jpg"))
+}
+
+/// `{"matches": [...]}`, best first.
+fn matches_json(hits: &[Hit]) -> Json<Value> {
+    Json(json!({ "matches": hits.iter().map(match_json).collect::<Vec<_>>() }))
 }
 
 /// One match in the documented shape.

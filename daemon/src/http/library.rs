@@ -7,11 +7,11 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::embed::text::TextEmbedder;
-use crate::embed::EmbedderConfig;
+use crate::embed::{Embedder, EmbedderConfig};
 use crate::history::{EventQuery, History, Track};
 use crate::index::{DurableMark, Hit, Index, Query, SearchConfig};
 use crate::labels::{Labels, LabelsError};
-use crate::model::Engine;
+use crate::model::{Engine, FormMemory};
 use crate::record::Metadata;
 
 /// A record id as the API takes it: `{device}:{camera}:{frame_ms}:{box}`, so only the characters
@@ -35,6 +35,8 @@ impl RecordId {
 pub enum By {
     Text(String),
     Like(RecordId),
+    /// A JPEG or PNG file, as uploaded.
+    Picture(Vec<u8>),
 }
 
 /// A search, as the API's parameters gave it: what to search by, the index's query without
@@ -60,18 +62,29 @@ pub enum LibraryError {
     NoTextTower,
     #[error("the text tower cannot run: {0}")]
     Text(String),
+    #[error("the body is not a picture Glimpse can read (JPEG or PNG, at most {MAX_PICTURE_PX} pixels a side): {0}")]
+    Picture(String),
+    #[error("the image tower cannot run: {0}")]
+    Image(String),
     #[error("the index on the device cannot be read: {0}")]
     Index(#[from] crate::index::IndexError),
     #[error("{0}")]
     Labels(#[from] LabelsError),
 }
 
-/// CLIP's text tower, loaded at the first search by words and kept.
-struct TextTower {
+/// CLIP's towers for the API's own use, apart from the inference thread's: each loaded at the
+/// first search that needs it (by words, by picture) and kept.
+struct Towers {
     config: EmbedderConfig,
     engine: Engine,
-    loaded: Mutex<Option<TextEmbedder>>,
+    /// Which form of the image tower is fastest here, as inference measured it.
+    forms: FormMemory,
+    text: Mutex<Option<TextEmbedder>>,
+    image: Mutex<Option<Embedder>>,
 }
+
+/// The longest side of a picture to search by.
+pub const MAX_PICTURE_PX: u32 = 8192;
 
 pub struct Library {
     data_dir: PathBuf,
@@ -79,7 +92,7 @@ pub struct Library {
     durable: DurableMark,
     search: SearchConfig,
     crops: PathBuf,
-    text: TextTower,
+    towers: Towers,
     labels: Arc<Labels>,
     history: Arc<History>,
 }
@@ -90,12 +103,13 @@ impl Library {
         durable: DurableMark,
         search: SearchConfig,
         crops: PathBuf,
-        text: (EmbedderConfig, Engine),
+        towers: (EmbedderConfig, Engine, FormMemory),
         labels: Arc<Labels>,
         history: Arc<History>,
     ) -> Self {
-        let text = TextTower { config: text.0, engine: text.1, loaded: Mutex::new(None) };
-        Self { data_dir, durable, search, crops, text, labels, history }
+        let (config, engine, forms) = towers;
+        let towers = Towers { config, engine, forms, text: Mutex::new(None), image: Mutex::new(None) };
+        Self { data_dir, durable, search, crops, towers, labels, history }
     }
 
     /// The newest tracked objects `query` admits, from the event history on the device.
@@ -113,6 +127,7 @@ impl Library {
         let vector = match &search.by {
             By::Text(text) => self.embed_text(text)?,
             By::Like(id) => index.vector_of(id.as_str())?.ok_or_else(|| LibraryError::UnknownRecord(id.0.clone()))?,
+            By::Picture(bytes) => self.embed_picture(bytes)?,
         };
         let query = Query { vector, ..search.filter.clone() };
         let mut hits = match search.user_labels.is_empty() {
@@ -153,13 +168,30 @@ impl Library {
 
     fn embed_text(&self, text: &str) -> Result<Vec<f32>, LibraryError> {
         // A poisoned lock only means an earlier search panicked: the tower itself is whole.
-        let mut loaded = self.text.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let mut loaded = self.towers.text.lock().unwrap_or_else(|p| p.into_inner());
         if loaded.is_none() {
-            let tower = self.text.config.load_text(&self.text.engine).ok_or(LibraryError::NoTextTower)?;
+            let tower = self.towers.config.load_text(&self.towers.engine).ok_or(LibraryError::NoTextTower)?;
             *loaded = Some(tower.map_err(|e| LibraryError::Text(e.to_string()))?);
         }
         let tower = loaded.as_mut().expect("loaded above");
         tower.embed(text).map_err(|e| LibraryError::Text(e.to_string()))
+    }
+
+    /// The embedding of a JPEG or PNG picture, as inference embeds a crop.
+    fn embed_picture(&self, bytes: &[u8]) -> Result<Vec<f32>, LibraryError> {
+        let mut reader =
+            image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| LibraryError::Picture(e.to_string()))?;
+        let mut limits = image::Limits::default();
+        (limits.max_image_width, limits.max_image_height) = (Some(MAX_PICTURE_PX), Some(MAX_PICTURE_PX));
+        reader.limits(limits);
+        let picture = reader.decode().map_err(|e| LibraryError::Picture(e.to_string()))?.to_rgb8();
+        let mut loaded = self.towers.image.lock().unwrap_or_else(|p| p.into_inner());
+        if loaded.is_none() {
+            let tower = Embedder::load(&self.towers.config, &self.towers.engine, Some(&self.towers.forms));
+            *loaded = Some(tower.map_err(|e| LibraryError::Image(e.to_string()))?);
+        }
+        let tower = loaded.as_mut().expect("loaded above");
+        tower.embed(&picture).map_err(|e| LibraryError::Image(e.to_string()))
     }
 
     /// Record `id`'s metadata.

@@ -9,7 +9,9 @@
 mod api;
 mod auth;
 pub mod library;
+mod metrics;
 mod pages;
+mod uploads;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -94,6 +96,8 @@ struct App {
     library: Library,
     /// Turns for blocking reads of the library.
     reads: Arc<tokio::sync::Semaphore>,
+    /// Pictures uploaded on the search page, for `/?picture=ID`.
+    uploads: uploads::Uploads,
 }
 
 /// Binds the listening socket now, so that a taken port is a start-up error naming the key.
@@ -113,7 +117,8 @@ pub async fn serve(listener: std::net::TcpListener, config: HttpConfig, token: T
     tracing::info!(listen = %config.listen, "HTTP API listening");
     let (stats, library) = reads;
     let reads = Arc::new(tokio::sync::Semaphore::new(MAX_BLOCKING_READS));
-    let app = router(Arc::new(App { token, sessions: auth::Sessions::default(), stats, library, reads }), &config);
+    let app = App { token, sessions: auth::Sessions::default(), stats, library, reads, uploads: uploads::Uploads::default() };
+    let app = router(Arc::new(app), &config);
     let mut http1 = hyper::server::conn::http1::Builder::new();
     // A client that never finishes its headers is cut off: it would hold a connection forever.
     http1.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);

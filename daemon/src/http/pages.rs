@@ -1,6 +1,6 @@
 //! The box's pages, rendered here with maud (which escapes every value it shows: labels and
-//! names are text, never markup) and styled by one stylesheet of the box's own. No script, no
-//! build step, nothing from elsewhere: the box is often offline.
+//! names are text, never markup) and styled by one stylesheet of the box's own. One small script
+//! (the picture upload), no build step, nothing from elsewhere: the box is often offline.
 
 use std::sync::Arc;
 
@@ -14,8 +14,11 @@ use axum::{Form, Router};
 use maud::{html, Markup, DOCTYPE};
 use serde::Deserialize;
 
-use super::api::{crop_url, label_record, parse_events, parse_search, read, record_id, record_url, snapshot_url};
+use super::api::{
+    crop_url, label_record, parse_events, parse_search, parse_search_by, read, record_id, record_url, require_picture, snapshot_url,
+};
 use super::library::By;
+use super::ApiError;
 use super::{auth, App};
 use crate::clock::local_time;
 use crate::history::Track;
@@ -23,6 +26,8 @@ use crate::index::Hit;
 use crate::record::Metadata;
 
 const STYLESHEET: &str = include_str!("glimpse.css");
+/// The pages' one script: the search page's picture upload.
+const SCRIPT: &str = include_str!("glimpse.js");
 /// The tab's icon: served, so that the browser's own request for one finds it.
 const ICON: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 16\"><circle cx=\"8\" cy=\"8\" r=\"6\" fill=\"#1f6feb\"/><circle cx=\"8\" cy=\"8\" r=\"2.5\" fill=\"#fff\"/></svg>";
 
@@ -33,6 +38,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/events", get(events_page))
         .route("/records/{id}", get(record_page))
         .route("/records/{id}/label", post(name_record))
+        .route("/pictures", post(upload_picture))
         .route("/logout", post(sign_out))
 }
 
@@ -41,6 +47,7 @@ pub fn open_routes() -> Router<Arc<App>> {
     Router::new()
         .route("/login", get(sign_in_page).post(sign_in))
         .route("/static/glimpse.css", get(stylesheet))
+        .route("/static/glimpse.js", get(script))
         .route("/static/icon.svg", get(icon))
 }
 
@@ -60,6 +67,10 @@ async fn stylesheet() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "max-age=3600")], STYLESHEET)
 }
 
+async fn script() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "max-age=3600")], SCRIPT)
+}
+
 async fn icon() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "max-age=86400")], ICON)
 }
@@ -75,6 +86,7 @@ fn page(title: &str, signed_in: bool, body: Markup) -> Markup {
                 title { "Glimpse · " (title) }
                 link rel="stylesheet" href="/static/glimpse.css";
                 link rel="icon" href="/static/icon.svg" type="image/svg+xml";
+                script src="/static/glimpse.js" defer {}
             }
             body {
                 header {
@@ -163,6 +175,28 @@ async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     ([(header::SET_COOKIE, auth::cleared_cookie_header())], Redirect::to("/login")).into_response()
 }
 
+/// The search a page's query asks for: as the API's, or by an uploaded picture (`picture=ID`).
+fn page_search(app: &App, query: &str) -> Result<super::library::Search, ApiError> {
+    let pairs = url::form_urlencoded::parse(query.as_bytes());
+    let Some(id) = pairs.clone().find(|(k, _)| k == "picture").map(|(_, v)| v.into_owned()) else { return parse_search(query) };
+    let picture = app.uploads.get(&id).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "picture: this search by picture has expired (pictures are kept an hour): choose it again")
+    })?;
+    let rest: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs.filter(|(k, _)| k != "picture")).finish();
+    parse_search_by(&rest, Some(picture.to_vec()))
+}
+
+/// `POST /pictures`: keeps the picture in the body and answers the search that uses it.
+async fn upload_picture(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    require_picture(&headers)?;
+    let id = app.uploads.keep(body.to_vec());
+    Ok(axum::Json(serde_json::json!({ "search": format!("/?picture={id}") })))
+}
+
 /// A search result as a page shows it: the match and whether its crop is on the device.
 struct Shown {
     hit: Hit,
@@ -172,8 +206,9 @@ struct Shown {
 async fn search_page(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Response {
     let query = query.unwrap_or_default();
     let cameras: Vec<String> = app.stats.cameras().as_object().map(|c| c.keys().cloned().collect()).unwrap_or_default();
-    let asked = url::form_urlencoded::parse(query.as_bytes()).any(|(k, v)| (k == "text" || k == "like") && !v.trim().is_empty());
-    let outcome = match asked.then(|| parse_search(&query)) {
+    let asked =
+        url::form_urlencoded::parse(query.as_bytes()).any(|(k, v)| matches!(&*k, "text" | "like" | "picture") && !v.trim().is_empty());
+    let outcome = match asked.then(|| page_search(&app, &query)) {
         None => Ok(None),
         Some(Err(e)) => Err(e),
         Some(Ok(search)) => read(app, move |app| {
@@ -193,6 +228,7 @@ async fn search_page(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> 
         Ok(None) => html! { p.hint { "Describe what you are looking for: “a red car”, “someone with a bicycle”." } },
         Ok(Some((search, shown))) => html! {
             @if let By::Like(id) = &search.by { p.like { "More like " a href=(record_url(id.as_str())) { (id.as_str()) } } }
+            @if let By::Picture(_) = &search.by { p.like { "Like your picture" } }
             p.count { (shown.len()) " match" @if shown.len() != 1 { "es" } }
             section.grid { @for s in shown { (card(s)) } }
         },
@@ -214,7 +250,9 @@ async fn search_page(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> 
                 }
             }
             button type="submit" { "Search" }
+            label.picture { "or by a picture " input.picture type="file" accept="image/jpeg,image/png" aria-label="Search by picture"; }
         }
+        p.upload.error role="alert" hidden {}
         (results)
     };
     (status, page("search", true, body)).into_response()

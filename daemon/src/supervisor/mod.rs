@@ -134,9 +134,9 @@ fn open_http(config: &Config, section: &HttpConfig, durable: &DurableMark, label
     let token = section.token().context("http.token_file")?;
     let data_dir = config.device.data_dir.clone();
     let crops = config.crops.dir(&data_dir);
-    let text = (config.embedder.clone(), config.engine()?);
+    let towers = (config.embedder.clone(), config.engine()?, config.form_memory());
     let history = Arc::new(History::open(&data_dir, config.events.history)?);
-    let library = http::Library::new(data_dir, durable.clone(), config.search.clone(), crops, text, labels.clone(), history.clone());
+    let library = http::Library::new(data_dir, durable.clone(), config.search.clone(), crops, towers, labels.clone(), history.clone());
     Ok(OpenHttp { section: section.clone(), token, library, listener: http::bind(section)?, history })
 }
 

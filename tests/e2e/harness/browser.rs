@@ -76,6 +76,12 @@ impl Browser {
         self.post(&format!("element/{id}/value"), json!({ "text": text }));
     }
 
+    /// Chooses the file at `path` in the file field that matches `selector`.
+    pub fn choose_file(&self, selector: &str, path: &std::path::Path) {
+        let id = self.element(selector);
+        self.post(&format!("element/{id}/value"), json!({ "text": path.display().to_string() }));
+    }
+
     pub fn click(&self, selector: &str) {
         let id = self.element(selector);
         self.post(&format!("element/{id}/click"), json!({}));

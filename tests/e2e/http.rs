@@ -75,6 +75,9 @@ fn the_api_answers_only_with_the_token_and_serves_the_stats_and_the_cameras() {
     assert_eq!((cameras.status, &cameras.body["street"]["state"]), (200, &Value::from("online")), "{}", cameras.body);
     assert!(cameras.body["street"]["frames_decoded"].is_u64(), "each camera's stats beside its state: {}", cameras.body);
 
+    let triggers = get(port, "/api/triggers", Some(TOKEN)).expect("triggers");
+    assert_eq!((triggers.status, &triggers.body), (200, &serde_json::json!({})), "no triggers configured");
+
     let (status, kind, text) = bytes(port, "/metrics");
     let text = String::from_utf8(text).expect("text");
     assert_eq!((status, kind.as_str()), (200, "text/plain; version=0.0.4; charset=utf-8"));

@@ -1,6 +1,6 @@
 //! The box's pages in a real browser (Debian's chromium through chromedriver): sign in, search
 //! by words, see every crop, open a record, name the object, follow "more like this", search by
-//! a picture, look at the events, all with nothing on the console.
+//! a picture, look at the events and the cameras, all with nothing on the console.
 
 use crate::harness::browser::Browser;
 use crate::http::{indexing_bikes, TOKEN};
@@ -87,6 +87,13 @@ fn a_browser_signs_in_searches_opens_a_record_names_it_follows_more_like_this_an
         browser.eval("return [document.querySelectorAll('li.event').length, document.querySelector('li.event .label').textContent]");
     assert!(events[0].as_u64().is_some_and(|n| n > 0) && events[1] == "person", "what the camera tracked: {events}");
     browser.screenshot("events");
+
+    browser.click("nav a[href='/cameras']");
+    browser.wait_until_at("/cameras");
+    let camera =
+        browser.eval("const r = document.querySelector('tr[data-camera=street]'); return r && r.querySelector('td.state').textContent");
+    assert!(camera.as_str().is_some_and(|s| ["online", "offline", "error"].contains(&s)), "the camera's state: {camera}");
+    browser.screenshot("cameras");
 
     // Since the refused sign-in: the console reads from where the last read stopped.
     let problems: Vec<_> = browser.console();

@@ -23,6 +23,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/api/stats", get(stats))
         .route("/metrics", get(metrics))
         .route("/api/cameras", get(cameras))
+        .route("/api/triggers", get(triggers))
         .route("/api/search", get(search).post(search_by_picture))
         .route("/api/events", get(events))
         .route("/api/records/{id}", get(record))
@@ -39,6 +40,12 @@ async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let text = super::metrics::render(&app.stats.current());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+/// Each trigger by name: its matches, last match (with the record and crop) and error, as in
+/// the stats (triggers run with `[mqtt]`, where their matches go).
+async fn triggers(State(app): State<Arc<App>>) -> Json<Value> {
+    Json(app.stats.current()["triggers"].take())
 }
 
 async fn cameras(State(app): State<Arc<App>>) -> Json<Value> {

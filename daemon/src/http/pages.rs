@@ -36,6 +36,7 @@ pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/", get(search_page))
         .route("/events", get(events_page))
+        .route("/cameras", get(cameras_page))
         .route("/records/{id}", get(record_page))
         .route("/records/{id}/label", post(name_record))
         .route("/pictures", post(upload_picture))
@@ -53,7 +54,7 @@ pub fn open_routes() -> Router<Arc<App>> {
 
 /// Whether `path` is a page, so that a browser without a session is sent to sign in.
 pub fn is_page(path: &str) -> bool {
-    path == "/" || path == "/events" || path.starts_with("/records/")
+    matches!(path, "/" | "/events" | "/cameras") || path.starts_with("/records/")
 }
 
 /// To `/login`, coming back to `uri` afterwards.
@@ -92,7 +93,7 @@ fn page(title: &str, signed_in: bool, body: Markup) -> Markup {
                 header {
                     a.brand href="/" { "Glimpse" }
                     @if signed_in {
-                        nav { a href="/" { "Search" } " " a href="/events" { "Events" } }
+                        nav { a href="/" { "Search" } " " a href="/events" { "Events" } " " a href="/cameras" { "Cameras" } }
                         form.signout method="post" action="/logout" { button type="submit" { "Sign out" } }
                     }
                 }
@@ -298,6 +299,54 @@ async fn events_page(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> 
         @if let Some(older) = older { p { a.older href=(older) { "Older" } } }
     };
     page("events", true, body).into_response()
+}
+
+/// Each camera's state, rates and last error, then each trigger's last match, as the stats have
+/// them now.
+async fn cameras_page(State(app): State<Arc<App>>) -> Markup {
+    let stats = app.stats.current();
+    let empty = serde_json::Map::new();
+    let (cameras, triggers) = (stats["cameras"].as_object().unwrap_or(&empty), stats["triggers"].as_object().unwrap_or(&empty));
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "—".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let body = html! {
+        h1 { "Cameras" }
+        div.scroll { table.cameras {
+            thead { tr { th { "Camera" } th { "State" } th { "Frames in/s" } th { "Analysed/s" } th { "Lag, ms" } th { "Decoder" } th { "Problem" } } }
+            tbody {
+                @for (name, c) in cameras {
+                    tr data-camera=(name) {
+                        td { (name) } td.state { (text(&c["status"])) } td { (text(&c["fps_in"])) } td { (text(&c["fps_out"])) }
+                        td { (text(&c["lag_ms"])) } td { (text(&c["decoder"])) } td.reason { (text(&c["reason"])) }
+                    }
+                }
+            }
+        } }
+        h2 { "Triggers" }
+        @if triggers.is_empty() { p.hint { "No triggers: [[triggers]] in the configuration, with [mqtt], where their matches go." } }
+        ol.events {
+            @for (name, t) in triggers {
+                li.event data-trigger=(name) {
+                    @let last = &t["last_match"];
+                    @match last["record_id"].as_str() {
+                        Some(id) => img src={ "/api/records/" (id) "/crop.jpg" } alt=(name) loading="lazy";,
+                        None => div.missing { "no match yet" },
+                    }
+                    div {
+                        strong { (name) } " · " (text(&t["matches"])) " matches" br;
+                        @if let Some(id) = last["record_id"].as_str() {
+                            (text(&last["label"])) " on " (text(&last["camera"])) " · similarity " (text(&last["similarity"])) " · " a href=(record_url(id)) { "the moment" }
+                        }
+                        @if !t["error"].is_null() { br; span.error { (text(&t["error"])) } }
+                    }
+                }
+            }
+        }
+    };
+    page("cameras", true, body)
 }
 
 fn event_row(t: &Track, picture: bool) -> Markup {

@@ -225,7 +225,17 @@ impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
             }
         }
         for event in out {
+            // A new track's crop, for the retained snapshot topics (no file is read to send it).
+            let crop = match (event.kind, event.record_id.as_deref()) {
+                (events::EventType::New, Some(id)) => records.iter().find(|r| r.record.id == id).and_then(|r| r.crop_jpeg.clone()),
+                _ => None,
+            };
+            let picture =
+                crop.map(|jpeg| events::Picture { camera: event.camera.clone(), label: event.label.clone(), jpeg: Arc::new(jpeg) });
             broker.queue.send(Message::Track(event));
+            if let Some(picture) = picture {
+                broker.queue.send(Message::Picture(picture));
+            }
         }
         if self.triggers.is_empty() {
             return;
@@ -480,8 +490,9 @@ mod tests {
 
     fn received(rx: &mut events::Receiver) -> Vec<(events::EventType, String)> {
         std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|m| match m {
-                Message::Track(e) => (e.kind, e.track_id),
+            .filter_map(|m| match m {
+                Message::Track(e) => Some((e.kind, e.track_id)),
+                Message::Picture(_) => None,
                 Message::Match(m) => panic!("no trigger is configured: {m:?}"),
             })
             .collect()

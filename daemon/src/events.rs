@@ -122,11 +122,20 @@ pub struct TriggerMatch {
     pub crop: Option<String>,
 }
 
+/// The crop of a new track's first record, for the broker's retained snapshot topics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Picture {
+    pub camera: String,
+    pub label: String,
+    pub jpeg: Arc<Vec<u8>>,
+}
+
 /// What the inference thread tells the broker.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Message {
     Track(TrackEvent),
     Match(TriggerMatch),
+    Picture(Picture),
 }
 
 /// The inference thread's end of the queues to the MQTT task and to the event history

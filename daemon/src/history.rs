@@ -34,6 +34,16 @@ pub struct Track {
 }
 
 impl Track {
+    /// Its place in the newest-first order (compared as a [`Cursor`]'s).
+    fn order(&self) -> (i64, &str, &str) {
+        (self.start_ts, &self.camera, &self.track_id)
+    }
+
+    /// Where a page that ends with this track ends.
+    pub fn cursor(&self) -> Cursor {
+        Cursor { start_ts: self.start_ts, camera: self.camera.clone(), track_id: self.track_id.clone() }
+    }
+
     fn began(e: &TrackEvent) -> Self {
         Self {
             camera: e.camera.clone(),
@@ -63,8 +73,8 @@ pub struct EventQuery {
     pub labels: Vec<String>,
     /// Only tracks that started at or after this, unix ms.
     pub since_ms: Option<i64>,
-    /// Only tracks that started before this (the next page: the last start shown).
-    pub before_ms: Option<i64>,
+    /// Only tracks after this one in the newest-first order (the next page: the last shown).
+    pub after: Option<Cursor>,
     pub limit: usize,
 }
 
@@ -73,7 +83,36 @@ impl EventQuery {
         (self.cameras.is_empty() || self.cameras.contains(&t.camera))
             && (self.labels.is_empty() || self.labels.contains(&t.label))
             && self.since_ms.is_none_or(|s| t.start_ts >= s)
-            && self.before_ms.is_none_or(|b| t.start_ts < b)
+            && self.after.as_ref().is_none_or(|c| t.order() < c.order())
+    }
+}
+
+/// A place in the newest-first order of tracks: a start, then camera and track id, so that a
+/// page ends between tracks of one frame as well. Written `{start_ts}:{camera}:{track_id}`
+/// (camera names hold no `:`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cursor {
+    pub start_ts: i64,
+    pub camera: String,
+    pub track_id: String,
+}
+
+impl Cursor {
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.splitn(3, ':');
+        let start_ts = parts.next()?.parse().ok()?;
+        let (camera, track_id) = (parts.next()?.to_owned(), parts.next()?.to_owned());
+        Some(Self { start_ts, camera, track_id })
+    }
+
+    fn order(&self) -> (i64, &str, &str) {
+        (self.start_ts, &self.camera, &self.track_id)
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.start_ts, self.camera, self.track_id)
     }
 }
 
@@ -147,6 +186,11 @@ impl History {
             let mut kept = self.lock();
             match event.kind {
                 EventType::New => {
+                    // An end the queue had no room for would leave its track open for ever.
+                    if kept.open.len() >= MAX_OPEN {
+                        let oldest = kept.open.iter().min_by_key(|(_, t)| t.start_ts).map(|(k, _)| k.clone());
+                        oldest.map(|k| kept.open.remove(&k));
+                    }
                     kept.open.insert(key, Track::began(event));
                     return Ok(());
                 }
@@ -176,12 +220,18 @@ impl History {
         Ok(())
     }
 
+    /// Appends one line; a failed write (a full disk) is cut back off, so that the next line
+    /// starts on a line of its own.
     fn append(&self, track: &Track) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(track).map_err(std::io::Error::other)?;
         line.push(b'\n');
         let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
-        file.write_all(&line)?;
-        file.sync_data()
+        let length = file.metadata()?.len();
+        let written = file.write_all(&line).and_then(|()| file.sync_data());
+        if written.is_err() {
+            let _ = file.set_len(length);
+        }
+        written
     }
 
     /// Rewrites the file with only the tracks kept, through a new file renamed over it.
@@ -202,15 +252,23 @@ impl History {
         Ok(())
     }
 
-    /// The newest tracks `query` admits, newest start first, open ones included.
+    /// The newest tracks `query` admits, newest start first, open ones included. Only the
+    /// page is copied.
     pub fn newest(&self, query: &EventQuery) -> Vec<Track> {
         let kept = self.lock();
-        let mut tracks: Vec<Track> = kept.open.values().chain(kept.finished.iter().rev()).filter(|t| query.admits(t)).cloned().collect();
-        tracks.sort_by_key(|t| std::cmp::Reverse(t.start_ts));
-        tracks.truncate(query.limit);
-        tracks
+        let mut tracks: Vec<&Track> = kept.open.values().chain(kept.finished.iter()).filter(|t| query.admits(t)).collect();
+        let page = query.limit.min(tracks.len());
+        if page < tracks.len() {
+            tracks.select_nth_unstable_by(page, |a, b| b.order().cmp(&a.order()));
+            tracks.truncate(page);
+        }
+        tracks.sort_unstable_by(|a, b| b.order().cmp(&a.order()));
+        tracks.into_iter().cloned().collect()
     }
 }
+
+/// Tracks in view at once, over every camera; beyond, the oldest is forgotten.
+const MAX_OPEN: usize = 1000;
 
 /// How many object events wait for the history's writer; beyond, they are dropped and counted.
 pub const QUEUED: usize = 1024;
@@ -288,7 +346,27 @@ mod tests {
         file.write_all(b"{\"camera\":\"gate\",\"tra").expect("a torn line");
         let reopened = History::open(dir.path(), 3).expect("a torn line is no reason not to start");
         assert_eq!(reopened.newest(&all()).len(), 3);
-        let query = EventQuery { before_ms: Some(9000), limit: 1, ..EventQuery::default() };
-        assert_eq!(reopened.newest(&query)[0].track_id, "8", "the next page starts before the last shown");
+        let newest = reopened.newest(&EventQuery { limit: 1, ..EventQuery::default() });
+        let query = EventQuery { after: Some(newest[0].cursor()), limit: 1, ..EventQuery::default() };
+        assert_eq!(reopened.newest(&query)[0].track_id, "8", "the next page starts after the last shown");
+    }
+
+    #[test]
+    fn pages_end_between_tracks_of_one_frame_and_miss_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let history = History::open(dir.path(), 100).expect("open");
+        for track in ["a", "b", "c", "d", "e"] {
+            history.take(&event(EventType::New, track, 1000, None)).expect("one frame's objects");
+        }
+        let (mut seen, mut after) = (Vec::new(), None);
+        loop {
+            let page = history.newest(&EventQuery { after: after.clone(), limit: 2, ..EventQuery::default() });
+            let Some(last) = page.last() else { break };
+            after = Some(last.cursor());
+            seen.extend(page.iter().map(|t| t.track_id.clone()));
+        }
+        assert_eq!(seen, ["e", "d", "c", "b", "a"]);
+        let cursor = Cursor::parse("1000:gate:80.0").expect("a cursor");
+        assert_eq!((cursor.to_string(), Cursor::parse("soon")), ("1000:gate:80.0".to_owned(), None));
     }
 }

@@ -3,16 +3,19 @@
 //!
 //! Owns its own sled database (`labels/` in the data dir), apart from the outbox: a label is not
 //! a record, and the outbox's rules (caps, release, replay) do not apply to it. Two trees:
-//! `names` (record id → label) and `unsent` (record id → the label Pinecone still has to get;
-//! empty for a label taken away). Both change in one transaction and are flushed before a
-//! change is acknowledged, so a power cut loses no label and no pending update.
+//! `names` (record id → label) and `unsent` (record id → a generation number and the label
+//! Pinecone still has to get; empty for a label taken away). Both change in one transaction and
+//! are flushed before a change is acknowledged, so a power cut loses no label and no pending
+//! update.
 //!
 //! How a label reaches Pinecone whatever the order of events ([`crate::sync`]):
 //! - an upsert carries the record's label as it is when the request is built ([`Labels::apply`]);
 //! - a label set after that is sent with `POST /vectors/update` from `unsent`, and leaves it
-//!   only when acknowledged and still the same ([`Labels::mark_sent`]);
+//!   only when acknowledged and still the very entry that was sent, generation included
+//!   ([`Labels::mark_sent`]): a late answer to an older send never clears a newer one;
 //! - an upsert acknowledged after a label changed (it was built before) puts the label back
-//!   into `unsent` ([`Labels::resend_changed`]), because the upsert replaced the metadata.
+//!   into `unsent` under a new generation ([`Labels::resend_changed`], before the outbox lets
+//!   the records go), because the upsert replaced the metadata.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +25,22 @@ use crate::record::Record;
 
 /// Longest label, in characters.
 pub const MAX_CHARS: usize = 100;
+
+/// A label Pinecone has still to get, as `unsent` holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unsent {
+    pub id: String,
+    pub label: String,
+    /// The stored entry, generation and label: what [`Labels::mark_sent`] must still find.
+    entry: Vec<u8>,
+}
+
+/// An `unsent` entry: a generation number unique to this change, then the label.
+fn unsent_entry(generation: u64, label: &str) -> Vec<u8> {
+    let mut entry = generation.to_be_bytes().to_vec();
+    entry.extend_from_slice(label.as_bytes());
+    entry
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabelsError {
@@ -76,18 +95,16 @@ impl Labels {
 
     /// Names record `id` `label` (checked by [`check`]; empty takes the name away), durably.
     pub fn set(&self, id: &str, label: &str) -> Result<(), LabelsError> {
+        let entry = unsent_entry(self.db.generate_id()?, label);
         let result: Result<(), sled::transaction::TransactionError<()>> = (&self.names, &self.unsent).transaction(|(names, unsent)| {
             match label.is_empty() {
                 true => names.remove(id.as_bytes())?,
                 false => names.insert(id.as_bytes(), label.as_bytes())?,
             };
-            unsent.insert(id.as_bytes(), label.as_bytes())?;
+            unsent.insert(id.as_bytes(), entry.as_slice())?;
             Ok(())
         });
-        result.map_err(|e| match e {
-            sled::transaction::TransactionError::Storage(e) => LabelsError::Storage(e),
-            sled::transaction::TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
-        })?;
+        result.map_err(storage_error)?;
         self.db.flush()?;
         self.changed.notify_one();
         Ok(())
@@ -120,28 +137,35 @@ impl Labels {
 
     /// After an upsert of `records` (built by [`Labels::apply`]) was acknowledged: a label that
     /// changed since goes to Pinecone again, since the upsert replaced its metadata.
+    /// Read and written in one transaction, so that a name given meanwhile is never replaced by
+    /// the one read here.
     pub fn resend_changed(&self, records: &[Record]) -> Result<(), LabelsError> {
-        let mut changed = false;
-        for record in records {
-            let now = self.get(&record.id)?;
-            if now != record.metadata.user_label {
-                self.unsent.insert(record.id.as_bytes(), now.unwrap_or_default().as_bytes())?;
-                changed = true;
+        let generation = self.db.generate_id()?;
+        let result: Result<bool, sled::transaction::TransactionError<()>> = (&self.names, &self.unsent).transaction(|(names, unsent)| {
+            let mut changed = false;
+            for record in records {
+                let now = names.get(record.id.as_bytes())?.map(|v| String::from_utf8_lossy(&v).into_owned());
+                if now != record.metadata.user_label {
+                    unsent.insert(record.id.as_bytes(), unsent_entry(generation, &now.unwrap_or_default()))?;
+                    changed = true;
+                }
             }
-        }
-        if changed {
+            Ok(changed)
+        });
+        if result.map_err(storage_error)? {
             self.db.flush()?;
             self.changed.notify_one();
         }
         Ok(())
     }
 
-    /// Up to `max` labels Pinecone has still to get: `(record id, label)`.
-    pub fn unsent(&self, max: usize) -> Result<Vec<(String, String)>, LabelsError> {
+    /// Up to `max` labels Pinecone has still to get.
+    pub fn unsent(&self, max: usize) -> Result<Vec<Unsent>, LabelsError> {
         let mut out = Vec::new();
         for entry in self.unsent.iter().take(max) {
-            let (id, label) = entry?;
-            out.push((String::from_utf8_lossy(&id).into_owned(), String::from_utf8_lossy(&label).into_owned()));
+            let (id, entry) = entry?;
+            let label = String::from_utf8_lossy(entry.get(8..).unwrap_or_default()).into_owned();
+            out.push(Unsent { id: String::from_utf8_lossy(&id).into_owned(), label, entry: entry.to_vec() });
         }
         Ok(out)
     }
@@ -151,11 +175,11 @@ impl Labels {
         self.unsent.len()
     }
 
-    /// Pinecone acknowledged `label` for record `id`: it leaves `unsent`, unless it changed
-    /// meanwhile (the new one is still to send).
-    pub fn mark_sent(&self, id: &str, label: &str) -> Result<(), LabelsError> {
-        // Err(CompareAndSwapError) only says the label changed: it stays.
-        let _ = self.unsent.compare_and_swap(id.as_bytes(), Some(label.as_bytes()), None::<&[u8]>)?;
+    /// Pinecone acknowledged `sent`: it leaves `unsent`, unless the entry changed meanwhile (a
+    /// newer name, or the same one to send again: it stays).
+    pub fn mark_sent(&self, sent: &Unsent) -> Result<(), LabelsError> {
+        // Err(CompareAndSwapError) only says the entry changed: it stays.
+        let _ = self.unsent.compare_and_swap(sent.id.as_bytes(), Some(sent.entry.as_slice()), None::<&[u8]>)?;
         self.db.flush()?;
         Ok(())
     }
@@ -163,6 +187,13 @@ impl Labels {
     /// Waits until a label changes.
     pub async fn changed(&self) {
         self.changed.notified().await
+    }
+}
+
+fn storage_error(e: sled::transaction::TransactionError<()>) -> LabelsError {
+    match e {
+        sled::transaction::TransactionError::Storage(e) => LabelsError::Storage(e),
+        sled::transaction::TransactionError::Abort(()) => unreachable!("the transactions never abort"),
     }
 }
 
@@ -174,6 +205,17 @@ mod tests {
         crate::record::test_record(id, "gate", 0, vec![1.0])
     }
 
+    /// The labels still to send, as (record id, label).
+    fn pending(labels: &Labels) -> Vec<(String, String)> {
+        labels.unsent(10).expect("unsent").into_iter().map(|u| (u.id, u.label)).collect()
+    }
+
+    fn only(labels: &Labels) -> Unsent {
+        let mut unsent = labels.unsent(10).expect("unsent");
+        assert_eq!(unsent.len(), 1, "{unsent:?}");
+        unsent.remove(0)
+    }
+
     #[test]
     fn a_label_is_kept_and_waits_for_pinecone_until_acknowledged_unchanged() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -181,13 +223,14 @@ mod tests {
         labels.set("d:c:1:0", "our red van").expect("set");
         assert_eq!(labels.get("d:c:1:0").expect("get").as_deref(), Some("our red van"));
         assert_eq!(labels.named("our red van").expect("named"), ["d:c:1:0"]);
-        let unsent = labels.unsent(10).expect("unsent");
-        assert_eq!(unsent, [("d:c:1:0".to_owned(), "our red van".to_owned())]);
+        let first = only(&labels);
+        assert_eq!((first.id.as_str(), first.label.as_str()), ("d:c:1:0", "our red van"));
 
         labels.set("d:c:1:0", "the neighbour's van").expect("renamed while the first was on its way");
-        labels.mark_sent("d:c:1:0", "our red van").expect("the first acknowledged");
-        assert_eq!(labels.unsent_count(), 1, "the new name is still to send");
-        labels.mark_sent("d:c:1:0", "the neighbour's van").expect("acknowledged");
+        labels.mark_sent(&first).expect("the first acknowledged");
+        let second = only(&labels);
+        assert_eq!(second.label, "the neighbour's van", "the new name is still to send");
+        labels.mark_sent(&second).expect("acknowledged");
         assert_eq!(labels.unsent_count(), 0);
 
         drop(labels);
@@ -195,7 +238,7 @@ mod tests {
         assert_eq!(labels.get("d:c:1:0").expect("get").as_deref(), Some("the neighbour's van"), "kept across a restart");
         labels.set("d:c:1:0", "").expect("taken away");
         assert_eq!(labels.get("d:c:1:0").expect("get"), None);
-        assert_eq!(labels.unsent(10).expect("unsent"), [("d:c:1:0".to_owned(), String::new())], "Pinecone's is cleared too");
+        assert_eq!(pending(&labels), [("d:c:1:0".to_owned(), String::new())], "Pinecone's is cleared too");
     }
 
     #[test]
@@ -206,12 +249,27 @@ mod tests {
         labels.set("d:c:1:1", "a bicycle").expect("set");
         labels.apply(&mut batch).expect("apply");
         assert_eq!(batch[1].metadata.user_label.as_deref(), Some("a bicycle"), "the upsert carries it");
-        labels.mark_sent("d:c:1:1", "a bicycle").expect("sent");
+        labels.mark_sent(&only(&labels)).expect("sent");
 
         labels.set("d:c:1:0", "our red van").expect("named while the upsert was on its way");
-        labels.mark_sent("d:c:1:0", "our red van").expect("the update reached Pinecone before the upsert");
+        labels.mark_sent(&only(&labels)).expect("the update reached Pinecone before the upsert");
         labels.resend_changed(&batch).expect("the upsert acknowledged");
-        assert_eq!(labels.unsent(10).expect("unsent"), [("d:c:1:0".to_owned(), "our red van".to_owned())]);
+        assert_eq!(pending(&labels), [("d:c:1:0".to_owned(), "our red van".to_owned())]);
+    }
+
+    /// An update sent, then overwritten at Pinecone by an upsert built before it; the upsert's
+    /// answer queues the name again before the update's late answer arrives.
+    #[test]
+    fn a_late_answer_to_an_older_send_never_clears_the_name_queued_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let labels = Labels::open(dir.path()).expect("open");
+        let mut batch = vec![record("d:c:1:0")];
+        labels.apply(&mut batch).expect("the upsert is built, without a name");
+        labels.set("d:c:1:0", "our red van").expect("named");
+        let in_flight = only(&labels);
+        labels.resend_changed(&batch).expect("the upsert acknowledged first");
+        labels.mark_sent(&in_flight).expect("the update's answer, late");
+        assert_eq!(pending(&labels), [("d:c:1:0".to_owned(), "our red van".to_owned())], "sent again");
     }
 
     #[test]

@@ -140,8 +140,8 @@ numbers! {
 numbers! {
     /// Object events and trigger matches on their way to the broker.
     pub enum EventNumber {
-        Published => "published", "object events and trigger matches handed to the MQTT client";
-        Dropped => "dropped", "of those made, messages dropped because the queue to the broker was full (the broker was away)";
+        Published => "published", "object events, trigger matches and snapshots handed to the MQTT client";
+        Dropped => "dropped", "of those made, messages dropped because a queue was full: the broker's (it was away) or the event history's (its disk was slow)";
     }
 }
 
@@ -187,6 +187,7 @@ pub const GAUGES: &[(&str, &str)] = &[
     ("cameras.{name}", "lag_ms"),
     ("outbox", "pending"),
     ("outbox", "pending_bytes"),
+    ("outbox", "quarantined"),
     ("crops", "bytes"),
     ("crops", "pending"),
     ("index", "records"),

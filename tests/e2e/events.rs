@@ -42,9 +42,17 @@ fn every_tracked_object_of_a_file_has_one_new_and_one_end_naming_records_that_ex
     let observer = Observer::subscribe(broker.port, "glimpse/events-file/events");
     let stats = Observer::subscribe(broker.port, "glimpse/events-file/stats");
     let bikes = format!("file://{}", clip("bikes.mp4").display());
+    let token = tempfile::NamedTempFile::new().expect("token file");
+    std::fs::write(token.path(), crate::http::TOKEN).expect("write the token");
+    let http = format!(
+        "[http]\nlisten = \"127.0.0.1:{}\"\ntoken_file = \"{}\"\npublic_url = \"http://gate.example:8080/\"\n",
+        crate::harness::free_port(),
+        token.path().display()
+    );
     let config = ConfigBuilder::new("events-file", "detr-tiny-fixture.onnx")
         .camera("street", &bikes, 1.0)
         .mqtt(broker.port, 1.0)
+        .raw(&http)
         .raw("[events]\nupdate_interval_s = 3")
         .write();
     let mut daemon = Daemon::start(&config, &["--exit-when-done"], &[]);
@@ -63,6 +71,7 @@ fn every_tracked_object_of_a_file_has_one_new_and_one_end_naming_records_that_ex
     for e in &events {
         let record = e["record_id"].as_str().expect("every event of an embedded track names its record");
         assert!(ids.contains(record), "{record} is not in the outbox");
+        assert_eq!(e["record_url"], format!("http://gate.example:8080/records/{record}"), "the record's page, with [http] public_url");
         assert!(e["crop"].as_str().is_some_and(|c| c.starts_with("events-file/street/")), "{e}");
         assert!(e["top_score"].as_f64() >= e["score"].as_f64(), "{e}");
         assert_eq!((e["frame_w"].as_u64().is_some(), e["box"].as_array().map(Vec::len)), (true, Some(4)), "{e}");
@@ -78,7 +87,16 @@ fn every_tracked_object_of_a_file_has_one_new_and_one_end_naming_records_that_ex
         assert!(times.len() <= 4, "at most one update per 3 s over a 10 s clip: {track} {times:?}");
     }
     let last_stats = stats.on("glimpse/events-file/stats").last().map(json).expect("the final stats");
-    assert_eq!(last_stats["events"], serde_json::json!({ "published": events.len(), "dropped": 0 }), "{last_stats}");
+    let pictures = tracks.len(); // each new track's first crop
+    assert_eq!(last_stats["events"], serde_json::json!({ "published": events.len() + pictures, "dropped": 0 }), "{last_stats}");
+
+    // The retained snapshots outlive the daemon: what a notification or Home Assistant shows.
+    for topic in ["glimpse/events-file/street/person/snapshot", "glimpse/events-file/cameras/street/snapshot"] {
+        let later = Observer::subscribe(broker.port, topic);
+        let snapshot = later.wait_for(topic, Duration::from_secs(10), |m| m.retain);
+        let crop = image::load_from_memory(&snapshot.bytes).unwrap_or_else(|e| panic!("{topic} is not a JPEG: {e}"));
+        assert!(crop.width() > 0 && crop.height() > 0, "{topic}");
+    }
 }
 
 #[test]
@@ -129,9 +147,14 @@ fn while_the_broker_is_away_events_wait_up_to_the_bound_and_the_rest_are_counted
     assert!(daemon.wait(Duration::from_secs(30)).success(), "{}", daemon.logs());
     let last = observer.on("glimpse/events-away/stats").last().map(events).expect("final stats");
     let (published, dropped) = (last["published"].as_u64().unwrap_or(0), last["dropped"].as_u64().unwrap_or(0));
-    // Each record is a new or an update (re-embedded every frame, no rate limit), and 5 ends.
+    // Each record is a new or an update (re-embedded every frame, no rate limit), and 5 ends;
+    // each of the 5 news also sends its crop to the snapshot topics.
     let records = exported_ids(&config).len() as u64;
-    assert_eq!((published, published + dropped), (published_then, records + 5), "every event is published or counted as dropped: {last}");
+    assert_eq!(
+        (published, published + dropped),
+        (published_then, records + 5 + 5),
+        "every message is published or counted as dropped: {last}"
+    );
 }
 
 /// A crop the first run kept, of an object in the clip.

@@ -221,6 +221,9 @@ fn search_by_words_or_by_example_finds_records_whose_metadata_and_crops_the_api_
     let garbage = post_picture(port, "/api/search", "image/png", b"not a png".to_vec());
     assert!(garbage.status == 400 && garbage.body["error"].as_str().is_some_and(|e| e.starts_with("body:")), "{}", garbage.body);
     assert_eq!(post_picture(port, "/api/search?text=a", "image/jpeg", jpeg.clone()).status, 400, "a picture or words, not both");
+    let photo = noisy_png(1000, 1000);
+    assert!(photo.len() > 2 << 20, "a phone photo's size, over axum's own default limit: {} bytes", photo.len());
+    assert_eq!(post_picture(port, "/api/search?top_k=1", "image/png", photo).status, 200, "max_upload_bytes is the one limit");
     let like = get(port, &format!("/api/search?like={id}&top_k=3"), Some(TOKEN)).expect("like");
     let alike = like.body["matches"].as_array().expect("matches");
     assert!((alike[0]["score"].as_f64().expect("a score") - 1.0).abs() < 1e-4, "a record is most like itself: {}", like.body);
@@ -236,7 +239,16 @@ fn search_by_words_or_by_example_finds_records_whose_metadata_and_crops_the_api_
     }
     if let [newer, older] = tracked.as_slice() {
         assert!(newer["start_ts"].as_i64() >= older["start_ts"].as_i64(), "newest first: {}", events.body);
-        assert_eq!(events.body["next_before"], older["start_ts"], "the next page starts before the last shown");
+        let cursor = format!(
+            "{}:{}:{}",
+            older["start_ts"],
+            older["camera"].as_str().unwrap_or_default(),
+            older["track_id"].as_str().unwrap_or_default()
+        );
+        assert_eq!(events.body["next_before"], cursor, "the next page starts after the last shown");
+        let next = get(port, &format!("/api/events?camera=street&limit=2&before={cursor}"), Some(TOKEN)).expect("the next page");
+        let next = next.body["events"].as_array().expect("events");
+        assert!(next.iter().all(|e| e["track_id"] != newer["track_id"] && e["track_id"] != older["track_id"]), "no track twice");
     }
     let elsewhere = get(port, "/api/events?camera=elsewhere", Some(TOKEN)).expect("events");
     assert_eq!(elsewhere.body["events"], Value::Array(vec![]), "{}", elsewhere.body);
@@ -338,6 +350,23 @@ fn a_name_given_on_the_box_is_kept_searchable_and_reaches_pinecone_through_an_ou
         get(port, &format!("/api/records/{van}"), Some(TOKEN)).is_some_and(|a| a.body["user_label"] == "our red van")
     });
     assert!(!daemon.logs().contains(API_KEY) && !daemon.logs().contains(TOKEN), "no secret in the log");
+}
+
+/// A PNG of noise, which does not compress: `w` × `h` pixels make about 3 `w` `h` bytes.
+fn noisy_png(w: u32, h: u32) -> Vec<u8> {
+    let mut state = 0x2545_f491_u32;
+    let picture = image::RgbImage::from_fn(w, h, |_, _| {
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        };
+        image::Rgb([next(), next(), next()])
+    });
+    let mut png = Vec::new();
+    picture.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).expect("encode a PNG");
+    png
 }
 
 /// `POST path` with `body` as `kind` and the token.

@@ -208,6 +208,9 @@ fn mqtt_over_tls_with_a_test_ca_and_home_assistant_discovery() {
     assert_eq!(config_json["state_topic"], "glimpse/e2e-tls/cameras/porch/status");
     assert_eq!(config_json["availability_topic"], "glimpse/e2e-tls/availability");
     observer.wait_for("homeassistant/sensor/glimpse_e2e-tls_outbox_pending/config", Duration::from_secs(10), |_| true);
+    let camera = observer.wait_for("homeassistant/camera/glimpse_e2e-tls_porch_snapshot/config", Duration::from_secs(10), |_| true);
+    let camera: serde_json::Value = serde_json::from_str(&camera.payload).expect("discovery JSON");
+    assert_eq!(camera["topic"], "glimpse/e2e-tls/cameras/porch/snapshot", "a camera entity showing the latest object");
     let before = observer.on(sensor).len();
     observer.publish("homeassistant/status", "online");
     crate::harness::daemon::wait_until("re-announcement", Duration::from_secs(10), || observer.on(sensor).len() > before);

@@ -91,8 +91,13 @@ async fn events(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Resul
         move |app| Ok(app.library.events(&query))
     })
     .await?;
-    let next = (tracks.len() == query.limit).then(|| tracks.last().map(|t| t.start_ts)).flatten();
+    let next = next_page(&tracks, query.limit).map(|c| c.to_string());
     Ok(Json(json!({ "events": tracks.iter().map(event_json).collect::<Vec<_>>(), "next_before": next })))
+}
+
+/// Where the next page starts: after the last track of a full page.
+pub(super) fn next_page(tracks: &[Track], limit: usize) -> Option<crate::history::Cursor> {
+    tracks.last().filter(|_| tracks.len() == limit).map(Track::cursor)
 }
 
 /// Events a page asks for unless `limit` says otherwise, and at most.
@@ -100,7 +105,7 @@ pub const DEFAULT_EVENTS: usize = 50;
 pub const MAX_EVENTS: usize = 500;
 
 /// The events a query string asks for: `camera=` and `label=` (repeatable), `since=`,
-/// `before=` (unix ms: the last start shown, for the next page) and `limit=`.
+/// `before=` (the `next_before` of the page before: its last track) and `limit=`.
 pub(super) fn parse_events(query: &str) -> Result<EventQuery, ApiError> {
     let mut wanted = EventQuery { limit: DEFAULT_EVENTS, ..EventQuery::default() };
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
@@ -115,7 +120,10 @@ pub(super) fn parse_events(query: &str) -> Result<EventQuery, ApiError> {
                         .ok_or_else(|| ApiError::bad("since", "use RFC 3339 (2026-12-01T08:00:00Z) or an age such as 2h or 3d"))?,
                 )
             }
-            "before" => wanted.before_ms = Some(value.parse().map_err(|_| ApiError::bad("before", "unix ms, as next_before gives it"))?),
+            "before" => {
+                let cursor = crate::history::Cursor::parse(value);
+                wanted.after = Some(cursor.ok_or_else(|| ApiError::bad("before", "the next_before of the page before, as it gave it"))?)
+            }
             "limit" => {
                 wanted.limit = value
                     .parse()
@@ -373,8 +381,9 @@ mod tests {
 
     #[test]
     fn an_events_query_takes_filters_a_page_and_a_limit_and_names_any_bad_parameter() {
-        let query = parse_events("camera=gate&label=person&label=car&since=2h&before=1764750000000&limit=10").expect("a query");
-        assert_eq!((query.cameras.len(), query.labels.len(), query.before_ms, query.limit), (1, 2, Some(1764750000000), 10));
+        let query = parse_events("camera=gate&label=person&label=car&since=2h&before=1764750000000:gate:80.0&limit=10").expect("a query");
+        assert_eq!((query.cameras.len(), query.labels.len(), query.limit), (1, 2, 10));
+        assert_eq!(query.after.map(|c| (c.start_ts, c.camera, c.track_id)), Some((1764750000000, "gate".into(), "80.0".into())));
         assert_eq!(parse_events("").expect("no parameters").limit, DEFAULT_EVENTS);
         for (query, parameter) in [
             ("limit=0", "limit"),

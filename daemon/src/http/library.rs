@@ -85,6 +85,30 @@ struct Towers {
 
 /// The longest side of a picture to search by.
 pub const MAX_PICTURE_PX: u32 = 8192;
+/// What decoding one picture may allocate: a 40-megapixel photo, not a crafted 8192 × 8192.
+const MAX_PICTURE_BYTES: u64 = 128 << 20;
+
+/// A JPEG or PNG's pixels, within [`MAX_PICTURE_PX`] and [`MAX_PICTURE_BYTES`].
+fn decode_picture(bytes: &[u8]) -> Result<image::DynamicImage, LibraryError> {
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format();
+    let mut reader = reader.map_err(|e| LibraryError::Picture(e.to_string()))?;
+    let mut limits = image::Limits::default();
+    (limits.max_image_width, limits.max_image_height, limits.max_alloc) =
+        (Some(MAX_PICTURE_PX), Some(MAX_PICTURE_PX), Some(MAX_PICTURE_BYTES));
+    reader.limits(limits);
+    reader.decode().map_err(|e| LibraryError::Picture(e.to_string()))
+}
+
+/// Whether `bytes` start as a JPEG or PNG of at most [`MAX_PICTURE_PX`] a side (its header only).
+pub fn looks_like_picture(bytes: &[u8]) -> Result<(), LibraryError> {
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format();
+    let (w, h) =
+        reader.and_then(|r| r.into_dimensions().map_err(std::io::Error::other)).map_err(|e| LibraryError::Picture(e.to_string()))?;
+    match w.max(h) <= MAX_PICTURE_PX {
+        true => Ok(()),
+        false => Err(LibraryError::Picture(format!("{w} × {h} pixels"))),
+    }
+}
 
 pub struct Library {
     data_dir: PathBuf,
@@ -179,13 +203,9 @@ impl Library {
 
     /// The embedding of a JPEG or PNG picture, as inference embeds a crop.
     fn embed_picture(&self, bytes: &[u8]) -> Result<Vec<f32>, LibraryError> {
-        let mut reader =
-            image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| LibraryError::Picture(e.to_string()))?;
-        let mut limits = image::Limits::default();
-        (limits.max_image_width, limits.max_image_height) = (Some(MAX_PICTURE_PX), Some(MAX_PICTURE_PX));
-        reader.limits(limits);
-        let picture = reader.decode().map_err(|e| LibraryError::Picture(e.to_string()))?.to_rgb8();
+        // One picture at a time, decoding included: each may take MAX_PICTURE_BYTES twice.
         let mut loaded = self.towers.image.lock().unwrap_or_else(|p| p.into_inner());
+        let picture = decode_picture(bytes)?.into_rgb8();
         if loaded.is_none() {
             let tower = Embedder::load(&self.towers.config, &self.towers.engine, Some(&self.towers.forms));
             *loaded = Some(tower.map_err(|e| LibraryError::Image(e.to_string()))?);

@@ -1,9 +1,10 @@
 //! The box's own pages and HTTP API (`[http]`, off without the section): axum on the daemon's
 //! tokio runtime, through hyper's HTTP/1 connection. The only module that serves HTTP. Every
 //! route but `/healthz` and `/login` needs the access token or a session (`auth.rs`). The
-//! handlers only read what the daemon already keeps: the stats and camera states through
-//! [`StatsView`], and the index, crops and text tower through [`Library`], whose blocking reads
-//! run on tokio's blocking pool. So no request waits on inference and none blocks a tokio
+//! handlers read what the daemon already keeps: the stats and camera states through
+//! [`StatsView`], and the index, crops, event history and CLIP towers of their own (text and
+//! image, apart from inference's) through [`Library`], whose blocking work runs on tokio's
+//! blocking pool; the one thing they write is a name, through [`crate::labels`]. So no request waits on inference and none blocks a tokio
 //! worker. docs/http.md lists the routes.
 
 mod api;
@@ -47,10 +48,28 @@ pub struct HttpConfig {
     /// Largest request body accepted. Default 8 MiB.
     #[serde(default = "default_max_upload_bytes")]
     pub max_upload_bytes: ByteSize,
+    /// The address people open the box at, e.g. "http://gate-01.local:8080": MQTT's events and
+    /// trigger matches then carry `record_url`. Default: none.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 fn default_max_upload_bytes() -> ByteSize {
     ByteSize(8 << 20)
+}
+
+/// An address people open: http or https, a host, no credentials, query or fragment.
+fn check_public_url(text: &str) -> Result<(), String> {
+    let example = "e.g. \"http://gate-01.local:8080\"";
+    let url = url::Url::parse(text).map_err(|e| format!("is not a URL ({e}): give the address people open the box at, {example}"))?;
+    match () {
+        _ if !matches!(url.scheme(), "http" | "https") => Err(format!("must start with http:// or https://, {example}")),
+        _ if !url.username().is_empty() || url.password().is_some() => Err("must not hold credentials: it goes into MQTT payloads".into()),
+        _ if url.query().is_some() || url.fragment().is_some() || url.host_str().is_none() => {
+            Err(format!("must be a plain address with a host and no query, {example}"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Requests that take longer (waiting for a turn included) are answered 408.
@@ -71,6 +90,14 @@ impl HttpConfig {
         if !(64 << 10..=64 << 20).contains(&self.max_upload_bytes.0) {
             problems.push(Problem::new(at.key("max_upload_bytes"), "must be between 64 KiB (a picture to search by) and 64 MiB"));
         }
+        if let Some(Err(message)) = self.public_url.as_deref().map(check_public_url) {
+            problems.push(Problem::new(at.key("public_url"), message));
+        }
+    }
+
+    /// [`HttpConfig::public_url`] without a trailing `/`, to put paths after.
+    pub fn public_base(&self) -> Option<String> {
+        self.public_url.as_deref().map(|u| u.trim_end_matches('/').to_owned())
     }
 
     /// The access token, from `token_file` or the systemd credential `http-token`.
@@ -173,6 +200,8 @@ fn router(app: Arc<App>, config: &HttpConfig) -> Router {
         .merge(pages::open_routes())
         .merge(guarded)
         .layer(RequestBodyLimitLayer::new(usize::try_from(config.max_upload_bytes.0).unwrap_or(usize::MAX)))
+        // axum's extractors would cap bodies at their own 2 MiB: max_upload_bytes is the one limit.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         // Router::layer wraps each route apart: a global limit shares one semaphore among them.
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
@@ -276,6 +305,7 @@ mod tests {
             listen: "127.0.0.1:0".parse().unwrap(),
             token_file: Some(dir.path().join(file)),
             max_upload_bytes: default_max_upload_bytes(),
+            public_url: None,
         };
         std::fs::write(dir.path().join("empty"), "\n").unwrap();
         std::fs::write(dir.path().join("short"), "hunter2\n").unwrap();
@@ -285,5 +315,15 @@ mod tests {
         assert!(config("empty").token().err().unwrap().to_string().contains("is empty"));
         let short = config("short").token().err().unwrap().to_string();
         assert!(short.contains("at least 16") && !short.contains("hunter2"), "{short}");
+    }
+
+    #[test]
+    fn a_public_url_is_a_plain_http_address_without_credentials() {
+        assert_eq!(check_public_url("http://gate-01.local:8080/"), Ok(()));
+        assert_eq!(check_public_url("https://box.example"), Ok(()));
+        for bad in ["gate-01.local:8080", "ftp://box", "http://user:pw@box", "http://box/?a=1", "nonsense"] {
+            let problem = check_public_url(bad).expect_err(bad);
+            assert!(!problem.contains("pw@"), "{problem}");
+        }
     }
 }

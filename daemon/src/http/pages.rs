@@ -15,7 +15,8 @@ use maud::{html, Markup, DOCTYPE};
 use serde::Deserialize;
 
 use super::api::{
-    crop_url, label_record, parse_events, parse_search, parse_search_by, read, record_id, record_url, require_picture, snapshot_url,
+    crop_url, label_record, next_page, parse_events, parse_search, parse_search_by, read, record_id, record_url, require_picture,
+    snapshot_url,
 };
 use super::library::By;
 use super::ApiError;
@@ -194,6 +195,7 @@ async fn upload_picture(
     body: axum::body::Bytes,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     require_picture(&headers)?;
+    super::library::looks_like_picture(&body).map_err(super::api::library_error)?;
     let id = app.uploads.keep(body.to_vec());
     Ok(axum::Json(serde_json::json!({ "search": format!("/?picture={id}") })))
 }
@@ -282,9 +284,12 @@ async fn events_page(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> 
     };
     let field = |name: &str| url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
     let (camera, label) = (field("camera").unwrap_or_default(), field("label").unwrap_or_default());
-    let older = (shown.len() == limit).then(|| shown.last().map(|(_, t)| t.start_ts)).flatten().map(|before| {
+    let tracks: Vec<Track> = shown.iter().map(|(_, t)| t.clone()).collect();
+    // The same filters, after the last track shown.
+    let older = next_page(&tracks, limit).map(|cursor| {
+        let kept = url::form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k != "before");
         let mut next = url::form_urlencoded::Serializer::new(String::new());
-        next.append_pair("camera", &camera).append_pair("label", &label).append_pair("before", &before.to_string());
+        next.extend_pairs(kept).append_pair("before", &cursor.to_string());
         format!("/events?{}", next.finish())
     });
     let body = html! {
@@ -307,6 +312,11 @@ async fn cameras_page(State(app): State<Arc<App>>) -> Markup {
     let stats = app.stats.current();
     let empty = serde_json::Map::new();
     let (cameras, triggers) = (stats["cameras"].as_object().unwrap_or(&empty), stats["triggers"].as_object().unwrap_or(&empty));
+    // Which last matches' crops are on the device ("no picture" otherwise, not a broken image).
+    let crops: Vec<Option<String>> = triggers.values().map(|t| t["last_match"]["crop"].as_str().map(str::to_owned)).collect();
+    let count = crops.len();
+    let stored = read(app.clone(), move |app| Ok(crops.iter().map(|c| app.library.is_stored(c.as_deref())).collect::<Vec<bool>>()));
+    let stored = stored.await.unwrap_or_else(|_| vec![false; count]);
     let text = |v: &serde_json::Value| match v {
         serde_json::Value::Null => "—".to_owned(),
         serde_json::Value::String(s) => s.clone(),
@@ -328,12 +338,13 @@ async fn cameras_page(State(app): State<Arc<App>>) -> Markup {
         h2 { "Triggers" }
         @if triggers.is_empty() { p.hint { "No triggers: [[triggers]] in the configuration, with [mqtt], where their matches go." } }
         ol.events {
-            @for (name, t) in triggers {
+            @for ((name, t), picture) in triggers.iter().zip(&stored) {
                 li.event data-trigger=(name) {
                     @let last = &t["last_match"];
-                    @match last["record_id"].as_str() {
-                        Some(id) => img src={ "/api/records/" (id) "/crop.jpg" } alt=(name) loading="lazy";,
-                        None => div.missing { "no match yet" },
+                    @match (last["record_id"].as_str(), *picture) {
+                        (Some(id), true) => img src={ "/api/records/" (id) "/crop.jpg" } alt=(name) loading="lazy";,
+                        (Some(_), false) => div.missing { "no picture" },
+                        (None, _) => div.missing { "no match yet" },
                     }
                     div {
                         strong { (name) } " · " (text(&t["matches"])) " matches" br;

@@ -6,8 +6,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Pictures kept at once; the oldest goes first.
+/// Pictures kept at once, and their bytes at most; the oldest goes first.
 const KEPT: usize = 16;
+const KEPT_BYTES: usize = 64 << 20;
 /// How long a picture's search stays a working URL.
 const AGE: Duration = Duration::from_secs(3600);
 
@@ -25,10 +26,10 @@ impl Uploads {
         let id: String = (0..3).map(|_| format!("{:08x}", rand::random::<u32>())).collect();
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         kept.retain(|(_, at, _)| at.elapsed() < AGE);
-        if kept.len() >= KEPT {
+        kept.push_back((id.clone(), Instant::now(), Arc::new(picture)));
+        while kept.len() > KEPT || (kept.len() > 1 && kept.iter().map(|(_, _, p)| p.len()).sum::<usize>() > KEPT_BYTES) {
             kept.pop_front();
         }
-        kept.push_back((id.clone(), Instant::now(), Arc::new(picture)));
         id
     }
 
@@ -54,5 +55,8 @@ mod tests {
             uploads.keep(vec![i as u8]);
         }
         assert!(uploads.get(&first).is_none(), "the oldest goes first");
+        let big = uploads.keep(vec![0; KEPT_BYTES / 2 + 1]);
+        let bigger = uploads.keep(vec![0; KEPT_BYTES / 2 + 1]);
+        assert!(uploads.get(&big).is_none() && uploads.get(&bigger).is_some(), "and at most KEPT_BYTES are kept");
     }
 }

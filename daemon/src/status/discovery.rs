@@ -1,5 +1,5 @@
 //! Home Assistant MQTT discovery: one device per Glimpse box, with sensors for each camera's
-//! status, frame rate and detections per minute, the outbox backlog and the time since the last
+//! status, frame rate and detections per minute, a `camera` entity showing its latest object, the outbox backlog and the time since the last
 //! sync, all tied to the box's availability topic; and for each semantic trigger an `event`
 //! entity (each match) and a `binary_sensor` that is on from a match until its cooldown ends.
 //! Published retained; an empty retained payload removes an entity (for cameras and triggers
@@ -109,7 +109,22 @@ impl Discovery<'_> {
                 Some(field("detections_per_min")),
                 Some("detections/min"),
             ),
+            self.snapshot_camera(camera),
         ]
+    }
+
+    /// A `camera` entity showing the crop of the camera's latest new track.
+    fn snapshot_camera(&self, camera: &str) -> (String, Value) {
+        let id = format!("glimpse_{}_{camera}_snapshot", self.device);
+        let config = json!({
+            "name": format!("{camera} latest object"),
+            "unique_id": id,
+            "object_id": id,
+            "topic": format!("{}/{}/cameras/{camera}/snapshot", self.topic_prefix, self.device),
+            "availability_topic": format!("{}/{}/availability", self.topic_prefix, self.device),
+            "device": self.device_block(),
+        });
+        (format!("{}/camera/{id}/config", self.ha_prefix), config)
     }
 }
 
@@ -166,12 +181,14 @@ mod tests {
     fn camera_sensors_share_one_device_and_its_availability() {
         let d = Discovery { ha_prefix: "homeassistant", topic_prefix: "glimpse", device: "lab-01" };
         let sensors = d.camera_sensors("street");
-        assert_eq!(sensors.len(), 3);
+        assert_eq!(sensors.len(), 4);
         assert_eq!(sensors[0].0, "homeassistant/sensor/glimpse_lab-01_street_status/config");
         for (_, config) in sensors.iter().chain(d.device_sensors().iter()) {
             assert_eq!(config["availability_topic"], "glimpse/lab-01/availability");
             assert_eq!(config["device"]["identifiers"][0], "glimpse_lab-01");
         }
         assert_eq!(sensors[1].1["value_template"], "{{ value_json.cameras['street'].fps_out }}");
+        assert_eq!(sensors[3].0, "homeassistant/camera/glimpse_lab-01_street_snapshot/config", "the latest object, as a camera");
+        assert_eq!(sensors[3].1["topic"], "glimpse/lab-01/cameras/street/snapshot");
     }
 }

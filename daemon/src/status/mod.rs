@@ -238,6 +238,8 @@ pub struct BrokerFeed {
 }
 
 struct Topics {
+    /// `{prefix}/{device}`
+    device_prefix: String,
     events: String,
     trigger_prefix: String,
     availability: String,
@@ -250,6 +252,7 @@ struct Topics {
 impl Topics {
     fn new(prefix: &str, device: &str) -> Self {
         Self {
+            device_prefix: format!("{prefix}/{device}"),
             events: format!("{prefix}/{device}/events"),
             trigger_prefix: format!("{prefix}/{device}/triggers"),
             availability: format!("{prefix}/{device}/availability"),
@@ -268,6 +271,15 @@ impl Topics {
         format!("{}/{name}", self.trigger_prefix)
     }
 
+    /// `{prefix}/{device}/{camera}/{label}/snapshot`, or without a label
+    /// `{prefix}/{device}/cameras/{camera}/snapshot`.
+    fn snapshot(&self, camera: &str, label: Option<&str>) -> String {
+        match label {
+            Some(label) => format!("{}/{camera}/{label}/snapshot", self.device_prefix),
+            None => format!("{}/{camera}/snapshot", self.camera_prefix),
+        }
+    }
+
     fn camera_reason(&self, name: &str) -> String {
         format!("{}/{name}/reason", self.camera_prefix)
     }
@@ -280,12 +292,13 @@ pub async fn run_status(
     reporter: Reporter,
     commands: mpsc::Sender<Request>,
     feed: Option<BrokerFeed>,
+    public_base: Option<String>,
     shutdown: Shutdown,
 ) {
     let device = reporter.device.clone();
     match config {
         Some(config) => match config.options(&device, &Topics::new(&config.topic_prefix, &device).availability) {
-            Ok(options) => Mqtt::new(config, options, reporter, commands, feed).run(shutdown).await,
+            Ok(options) => Mqtt::new(config, options, reporter, commands, feed).with_public_base(public_base).run(shutdown).await,
             Err(e) => {
                 tracing::error!(error = %e, "MQTT is configured but cannot be set up; status goes to the log only");
                 run_log_only(reporter, shutdown).await
@@ -349,6 +362,8 @@ struct Mqtt {
     held: Option<Message>,
     /// Triggers whose discovery entities we published, so removed ones can be cleared.
     announced_triggers: Vec<TriggerEntity>,
+    /// `[http] public_url`: payloads that name a record carry `record_url` under it.
+    public_base: Option<String>,
 }
 
 impl Mqtt {
@@ -364,17 +379,53 @@ impl Mqtt {
         let topics = Topics::new(&config.topic_prefix, &device);
         let (announced, held, announced_triggers) = (BTreeMap::new(), None, Vec::new());
         let (messages, triggers) = feed.map(|f| (f.messages, f.triggers)).unzip();
-        Self { config, topics, device, reporter, client, events, commands, announced, messages, triggers, held, announced_triggers }
+        let public_base = None;
+        Self {
+            config,
+            topics,
+            device,
+            reporter,
+            client,
+            events,
+            commands,
+            announced,
+            messages,
+            triggers,
+            held,
+            announced_triggers,
+            public_base,
+        }
+    }
+
+    fn with_public_base(mut self, public_base: Option<String>) -> Self {
+        self.public_base = public_base;
+        self
+    }
+
+    /// `message` as JSON, with `record_url` when it names a record and the box has a public URL.
+    fn payload(&self, message: serde_json::Result<serde_json::Value>, record: Option<&str>) -> Vec<u8> {
+        let mut message = message.unwrap_or_default();
+        if let (Some(base), Some(id)) = (&self.public_base, record) {
+            message["record_url"] = serde_json::json!(format!("{base}/records/{id}"));
+        }
+        serde_json::to_vec(&message).unwrap_or_default()
     }
 
     /// Hands one object event or trigger match to the client; `false` (and the message held)
     /// when the client's queue is full.
     fn publish_message(&mut self, message: Message) -> bool {
-        let (topic, payload) = match &message {
-            Message::Track(event) => (self.topics.events.clone(), serde_json::to_string(event)),
-            Message::Match(matched) => (self.topics.trigger(&matched.trigger), serde_json::to_string(matched)),
+        let published = match &message {
+            Message::Track(event) => {
+                let payload = self.payload(serde_json::to_value(event), event.record_id.as_deref());
+                self.client.try_publish(self.topics.events.clone(), QoS::AtLeastOnce, false, payload)
+            }
+            Message::Match(matched) => {
+                let payload = self.payload(serde_json::to_value(matched), Some(&matched.record_id));
+                self.client.try_publish(self.topics.trigger(&matched.trigger), QoS::AtLeastOnce, false, payload)
+            }
+            Message::Picture(picture) => self.publish_picture(picture),
         };
-        match self.client.try_publish(topic, QoS::AtLeastOnce, false, payload.unwrap_or_default()) {
+        match published {
             Ok(()) => {
                 self.reporter.stats.event_published();
                 true
@@ -384,6 +435,14 @@ impl Mqtt {
                 false
             }
         }
+    }
+
+    /// A new track's crop, retained on its camera's and label's snapshot topic and on its
+    /// camera's (the latest of any label, which Home Assistant's camera entity shows).
+    fn publish_picture(&self, picture: &events::Picture) -> Result<(), rumqttc::ClientError> {
+        let by_label = self.topics.snapshot(&picture.camera, Some(&picture.label));
+        self.client.try_publish(by_label, QoS::AtLeastOnce, true, picture.jpeg.to_vec())?;
+        self.client.try_publish(self.topics.snapshot(&picture.camera, None), QoS::AtLeastOnce, true, picture.jpeg.to_vec())
     }
 
     /// The held message, then as many queued ones as the client takes now.

@@ -344,7 +344,8 @@ impl Daemon {
             let reads = (reporter.view(), open.library);
             runtime.spawn(http::serve(open.listener, open.section, open.token, reads, shutdown.clone()))
         });
-        let status = runtime.spawn(status::run_status(config.mqtt.clone(), reporter, command_tx, feed, shutdown.clone()));
+        let public_base = config.http.as_ref().and_then(HttpConfig::public_base);
+        let status = runtime.spawn(status::run_status(config.mqtt.clone(), reporter, command_tx, feed, public_base, shutdown.clone()));
         let uploader = start_uploader(&runtime, config, &stats, &shutdown)?;
         let syncer = pinecone.map(|(client, options)| {
             runtime.spawn(sync::run_label_sender(labels.clone(), client.clone(), shutdown.clone()));

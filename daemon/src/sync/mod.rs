@@ -258,15 +258,26 @@ async fn deliver<I: VectorStore>(
         records = with_labels(labels, records).await;
     }
     for range in client.split(&records) {
-        if !deliver_request(&batch[range.clone()], &records[range.clone()], outbox, client, stats, shutdown.clone()).await {
+        let request = (&batch[range.clone()], &records[range]);
+        if !deliver_request(request, outbox, client, labels.as_ref(), stats, shutdown.clone()).await {
             return;
         }
-        if let Some(labels) = &labels {
-            let (labels, sent) = (labels.clone(), records[range].to_vec());
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || labels.resend_changed(&sent)).await {
-                tracing::error!(error = %e, "cannot read the labels; a label set during this upsert may not reach Pinecone");
-            }
+    }
+}
+
+/// After Pinecone acknowledged an upsert of `records`, and before the outbox lets them go: the
+/// names given meanwhile go to Pinecone again. `false` if that could not be written: the
+/// records then stay pending, to be upserted again (with the names as they are then).
+async fn queue_changed_names(labels: Option<&Arc<Labels>>, records: &[Record]) -> bool {
+    let Some(labels) = labels else { return true };
+    let (labels, sent) = (labels.clone(), records.to_vec());
+    match tokio::task::spawn_blocking(move || labels.resend_changed(&sent)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot queue the names given during an upsert; its records stay pending and go again after a restart");
+            false
         }
+        Err(e) => panic!("the labels writer panicked: {e}"),
     }
 }
 
@@ -310,11 +321,11 @@ pub async fn run_label_sender(labels: Arc<Labels>, client: PineconeClient, mut s
                 _ = shutdown.recv() => return,
             }
         }
-        for (id, label) in unsent {
-            let sent = match client.set_metadata(&id, serde_json::json!({ "user_label": label })).await {
+        for name in unsent {
+            let sent = match client.set_metadata(&name.id, serde_json::json!({ "user_label": name.label })).await {
                 Ok(()) => true,
                 Err(e) if e.rejects_batch() => {
-                    tracing::error!(event = "label_rejected", record = %id, error = %e, "Pinecone rejected a label; it stays on the device only");
+                    tracing::error!(event = "label_rejected", record = %name.id, error = %e, "Pinecone rejected a label; it stays on the device only");
                     true
                 }
                 Err(e) => {
@@ -329,7 +340,7 @@ pub async fn run_label_sender(labels: Arc<Labels>, client: PineconeClient, mut s
             }
             backoff.reset();
             let writer = labels.clone();
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || writer.mark_sent(&id, &label)).await {
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || writer.mark_sent(&name)).await {
                 tracing::error!(error = %e, "cannot mark a label sent; it will be sent again");
             }
         }
@@ -344,10 +355,10 @@ const LABELS_PER_ROUND: usize = 32;
 
 /// One request's records until acknowledged or rejected (true), or shutdown began (false).
 async fn deliver_request<I: VectorStore>(
-    batch: &[(u64, Record)],
-    records: &[Record],
+    (batch, records): (&[(u64, Record)], &[Record]),
     outbox: &Arc<Outbox>,
     client: &I,
+    labels: Option<&Arc<Labels>>,
     stats: &Stats,
     mut shutdown: Shutdown,
 ) -> bool {
@@ -356,6 +367,9 @@ async fn deliver_request<I: VectorStore>(
     loop {
         match client.upsert(records).await {
             Ok(count) => {
+                if !queue_changed_names(labels, records).await {
+                    return true;
+                }
                 let (writer, seqs) = (outbox.clone(), seqs.clone());
                 match tokio::task::spawn_blocking(move || writer.remove(&seqs)).await {
                     Ok(Ok(())) => {}

@@ -18,8 +18,18 @@ pub struct Browser {
     /// `http://127.0.0.1:{port}/session/{id}`
     session: String,
     runtime: tokio::runtime::Runtime,
-    driver: Child,
+    _driver: Driver,
     _profile: tempfile::TempDir,
+}
+
+/// chromedriver, stopped when dropped: also when a session never started.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl Browser {
@@ -31,9 +41,14 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver must be installed (scripts/deps.sh installs chromium-driver)");
+        let driver = Driver(driver);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let profile = tempfile::tempdir().expect("profile");
-        let http = reqwest::Client::new();
+        // A command that hangs fails the test instead of holding it for ever.
+        let http = {
+            let _inside = runtime.enter(); // reqwest's timer needs the runtime
+            reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("an HTTP client")
+        };
         let new_session = json!({ "capabilities": { "alwaysMatch": capabilities(profile.path()) } });
         let url = format!("http://127.0.0.1:{port}/session");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -46,7 +61,7 @@ impl Browser {
                 }
             }
         });
-        Self { http, session: format!("{url}/{id}"), runtime, driver, _profile: profile }
+        Self { http, session: format!("{url}/{id}"), runtime, _driver: driver, _profile: profile }
     }
 
     /// Sends one command of this session: `path` is relative to the session's URL.
@@ -146,9 +161,8 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.runtime.block_on(self.http.delete(&self.session).send());
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        // Chromium goes with its session; chromedriver with `_driver`, after this.
+        let _ = self.runtime.block_on(async { self.http.delete(&self.session).send().await });
     }
 }
 

@@ -9,6 +9,8 @@ use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 pub struct Message {
     pub topic: String,
     pub payload: String,
+    /// The payload as sent (a snapshot's JPEG).
+    pub bytes: Vec<u8>,
     pub retain: bool,
 }
 
@@ -46,6 +48,7 @@ impl Observer {
                     Ok(Event::Incoming(Packet::Publish(p))) => sink.lock().expect("observer lock").push(Message {
                         topic: p.topic.clone(),
                         payload: String::from_utf8_lossy(&p.payload).into_owned(),
+                        bytes: p.payload.to_vec(),
                         retain: p.retain,
                     }),
                     Ok(_) => {}

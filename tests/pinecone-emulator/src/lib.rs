@@ -356,6 +356,9 @@ pub fn apply_update(
             if values.len() != dimension {
                 return Err(format!("Vector dimension {} does not match the dimension of the index {dimension}", values.len()));
             }
+            if values.iter().all(|x| *x == 0.0) {
+                return Err("dense vectors must contain at least one non-zero value".into());
+            }
             Some(values)
         }
     };

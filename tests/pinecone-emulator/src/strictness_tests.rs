@@ -72,6 +72,7 @@ fn updates_breaking_a_documented_rule_are_rejected_and_change_nothing() {
         json!({ "id": "a", "filter": {}, "setMetadata": { "x": "y" } }),
         json!({ "id": "", "setMetadata": { "x": "y" } }),
         json!({ "id": "a", "values": [0.1], "namespace": "ns" }),
+        json!({ "id": "a", "values": [0.0, 0.0], "namespace": "ns" }),
         json!({ "id": "a", "setMetadata": { "n": null }, "namespace": "ns" }),
         json!({ "id": "a", "setMetadata": { "big": "x".repeat(41 * 1024) }, "namespace": "ns" }),
         json!({ "id": "a", "setMetadata": "x", "namespace": "ns" }),

@@ -230,8 +230,8 @@ impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
                 (events::EventType::New, Some(id)) => records.iter().find(|r| r.record.id == id).and_then(|r| r.crop_jpeg.clone()),
                 _ => None,
             };
-            let picture =
-                crop.map(|jpeg| events::Picture { camera: event.camera.clone(), label: event.label.clone(), jpeg: Arc::new(jpeg) });
+            let (camera, label) = (event.camera.clone(), event.label.clone());
+            let picture = crop.map(|jpeg| events::Picture { camera, label, trigger: None, jpeg: Arc::new(jpeg) });
             broker.queue.send(Message::Track(event));
             if let Some(picture) = picture {
                 broker.queue.send(Message::Picture(picture));
@@ -244,7 +244,16 @@ impl<D: ObjectDetector, E: ImageEmbedder> Analyzer<D, E> {
             for matched in self.triggers.check(&new.record, time.stream_ms) {
                 tracing::info!(event = "trigger_matched", trigger = %matched.trigger, record = %matched.record_id, similarity = matched.similarity);
                 self.stats.trigger_matched(&matched.trigger, serde_json::to_value(&matched).unwrap_or_default());
+                let picture = new.crop_jpeg.clone().map(|jpeg| events::Picture {
+                    camera: matched.camera.clone(),
+                    label: matched.label.clone(),
+                    trigger: Some(matched.trigger.clone()),
+                    jpeg: Arc::new(jpeg),
+                });
                 broker.queue.send(Message::Match(matched));
+                if let Some(picture) = picture {
+                    broker.queue.send(Message::Picture(picture));
+                }
             }
         }
     }

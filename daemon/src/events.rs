@@ -122,11 +122,14 @@ pub struct TriggerMatch {
     pub crop: Option<String>,
 }
 
-/// The crop of a new track's first record, for the broker's retained snapshot topics.
+/// A crop for the broker's retained snapshot topics: a new track's first record's, or the
+/// record a trigger matched.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Picture {
     pub camera: String,
     pub label: String,
+    /// The trigger that matched it; `None` for a new track.
+    pub trigger: Option<String>,
     pub jpeg: Arc<Vec<u8>>,
 }
 

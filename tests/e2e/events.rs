@@ -247,6 +247,11 @@ fn a_reload_adds_and_removes_triggers_without_restarting_cameras_and_discovery_f
     });
     let matched = observer.wait_for("glimpse/triggers-reload/triggers/second", Duration::from_secs(60), |_| true);
     assert_eq!(json(&matched)["camera"], "live");
+    let picture = observer.wait_for("glimpse/triggers-reload/triggers/second/snapshot", Duration::from_secs(30), |_| true);
+    image::load_from_memory(&picture.bytes).expect("the last match's crop, as a JPEG");
+    let image_entity = "homeassistant/image/glimpse_triggers-reload_trigger_second_match/config";
+    let image_entity = observer.wait_for(image_entity, Duration::from_secs(10), |m| !m.payload.is_empty());
+    assert_eq!(json(&image_entity)["image_topic"], "glimpse/triggers-reload/triggers/second/snapshot");
 
     observer.publish("glimpse/triggers-reload/cmd", r#"{"command": "triggers", "id": "t"}"#);
     let answer = observer.wait_for("glimpse/triggers-reload/cmd/result", Duration::from_secs(10), |m| json(m)["id"] == "t");

@@ -1,7 +1,8 @@
 //! Home Assistant MQTT discovery: one device per Glimpse box, with sensors for each camera's
 //! status, frame rate and detections per minute, a `camera` entity showing its latest object, the outbox backlog and the time since the last
 //! sync, all tied to the box's availability topic; and for each semantic trigger an `event`
-//! entity (each match) and a `binary_sensor` that is on from a match until its cooldown ends.
+//! entity (each match), a `binary_sensor` that is on from a match until its cooldown ends and
+//! an `image` of its last match.
 //! Published retained; an empty retained payload removes an entity (for cameras and triggers
 //! removed by a reload).
 
@@ -152,9 +153,20 @@ impl Discovery<'_> {
         active["value_template"] = json!("ON");
         // Home Assistant turns it off by itself, as the trigger's cooldown ends.
         active["off_delay"] = json!(cooldown_s.ceil().max(1.0) as u64);
+        let image_id = format!("{id}_match");
+        let image = json!({
+            "name": format!("{trigger} last match"),
+            "unique_id": image_id,
+            "object_id": image_id,
+            "image_topic": format!("{}/{}/triggers/{trigger}/snapshot", self.topic_prefix, self.device),
+            "content_type": "image/jpeg",
+            "availability_topic": format!("{}/{}/availability", self.topic_prefix, self.device),
+            "device": self.device_block(),
+        });
         vec![
             (format!("{}/event/{id}/config", self.ha_prefix), event),
             (format!("{}/binary_sensor/{active_id}/config", self.ha_prefix), active),
+            (format!("{}/image/{image_id}/config", self.ha_prefix), image),
         ]
     }
 }
@@ -164,17 +176,19 @@ mod tests {
     use super::Discovery;
 
     #[test]
-    fn a_trigger_is_an_event_entity_and_a_binary_sensor_that_turns_off_after_its_cooldown() {
+    fn a_trigger_is_an_event_entity_a_binary_sensor_that_turns_off_after_its_cooldown_and_an_image() {
         let d = Discovery { ha_prefix: "homeassistant", topic_prefix: "glimpse", device: "lab-01" };
         let entities = d.trigger_entities("red-van", 60.0);
         assert_eq!(entities[0].0, "homeassistant/event/glimpse_lab-01_trigger_red-van/config");
         assert_eq!(entities[0].1["event_types"][0], "match");
         assert_eq!(entities[1].0, "homeassistant/binary_sensor/glimpse_lab-01_trigger_red-van_active/config");
         assert_eq!(entities[1].1["off_delay"], 60);
-        for (_, config) in &entities {
+        assert_eq!(entities[2].0, "homeassistant/image/glimpse_lab-01_trigger_red-van_match/config");
+        assert_eq!(entities[2].1["image_topic"], "glimpse/lab-01/triggers/red-van/snapshot", "its last match's crop");
+        for (_, config) in &entities[..2] {
             assert_eq!(config["state_topic"], "glimpse/lab-01/triggers/red-van");
-            assert_eq!(config["availability_topic"], "glimpse/lab-01/availability");
         }
+        assert!(entities.iter().all(|(_, config)| config["availability_topic"] == "glimpse/lab-01/availability"));
     }
 
     #[test]

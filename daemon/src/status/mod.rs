@@ -438,8 +438,13 @@ impl Mqtt {
     }
 
     /// A new track's crop, retained on its camera's and label's snapshot topic and on its
-    /// camera's (the latest of any label, which Home Assistant's camera entity shows).
+    /// camera's (the latest of any label, which Home Assistant's camera entity shows); a
+    /// trigger's match on the trigger's (its image entity).
     fn publish_picture(&self, picture: &events::Picture) -> Result<(), rumqttc::ClientError> {
+        if let Some(trigger) = &picture.trigger {
+            let topic = format!("{}/snapshot", self.topics.trigger(trigger));
+            return self.client.try_publish(topic, QoS::AtLeastOnce, true, picture.jpeg.to_vec());
+        }
         let by_label = self.topics.snapshot(&picture.camera, Some(&picture.label));
         self.client.try_publish(by_label, QoS::AtLeastOnce, true, picture.jpeg.to_vec())?;
         self.client.try_publish(self.topics.snapshot(&picture.camera, None), QoS::AtLeastOnce, true, picture.jpeg.to_vec())

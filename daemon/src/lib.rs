@@ -24,7 +24,7 @@
 //! Shared pieces: [`stats`] (numbers, moved only by typed events), [`camera_state`] (each
 //! camera's state), [`shutdown`] (one trigger for every stage), [`clock`] (monotonic time and
 //! record-id keys), [`model`] (tract loading), [`backoff`], [`control`] (operator commands),
-//! [`redact`] and [`secrets`] (secrets out of logs), [`systemd_notify`] (sd_notify, heartbeats),
+//! [`redact`] and [`secrets`] (secrets out of logs), [`tls`] (rustls with ring), [`systemd_notify`] (sd_notify, heartbeats),
 //! [`validate`] (the leaf every section validates with: key paths, problems, sizes, ages).
 
 pub mod analyzer;
@@ -56,6 +56,7 @@ pub mod status;
 pub mod supervisor;
 pub mod sync;
 pub mod systemd_notify;
+pub mod tls;
 pub mod track;
 pub mod triggers;
 pub mod validate;

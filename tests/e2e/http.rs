@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::harness::daemon::{glimpse, wait_until, Daemon};
 use crate::harness::pinecone::Emulator;
-use crate::harness::{free_port, ConfigBuilder};
+use crate::harness::{free_port, http_client, ConfigBuilder};
 
 const API_KEY: &str = "pc-http-key";
 
@@ -25,7 +25,7 @@ struct Answer {
 fn send(port: u16, path: &str, build: impl FnOnce(reqwest::Client, String) -> reqwest::RequestBuilder) -> Option<Answer> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
-        let request = build(reqwest::Client::new(), format!("http://127.0.0.1:{port}{path}"));
+        let request = build(http_client(), format!("http://127.0.0.1:{port}{path}"));
         let response = request.timeout(Duration::from_secs(10)).send().await.ok()?;
         let (status, headers) = (response.status().as_u16(), response.headers().clone());
         Some(Answer { status, headers, body: response.json().await.unwrap_or(Value::Null) })
@@ -169,8 +169,7 @@ pub(crate) fn crop_of(port: u16, id: &str) -> Vec<u8> {
 fn bytes(port: u16, path: &str) -> (u16, String, Vec<u8>) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
-        let response =
-            reqwest::Client::new().get(format!("http://127.0.0.1:{port}{path}")).bearer_auth(TOKEN).send().await.expect("an answer");
+        let response = http_client().get(format!("http://127.0.0.1:{port}{path}")).bearer_auth(TOKEN).send().await.expect("an answer");
         let kind = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
         (response.status().as_u16(), kind, response.bytes().await.expect("body").to_vec())
     })
@@ -283,7 +282,7 @@ fn hostile_or_wrong_requests_get_the_right_status_and_leave_the_daemon_serving()
     let oversized = runtime.block_on(async {
         let body = vec![0u8; 9 << 20];
         let url = format!("http://127.0.0.1:{port}/login");
-        reqwest::Client::new()
+        http_client()
             .post(url)
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body)

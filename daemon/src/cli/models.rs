@@ -66,6 +66,7 @@ pub fn fetch(manifest_path: &Path, dest: Option<&Path>) -> anyhow::Result<()> {
     let manifest = read_manifest(manifest_path)?;
     let base = dest.map(Path::to_path_buf).unwrap_or_else(|| manifest_path.parent().unwrap_or(Path::new(".")).to_path_buf());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    crate::tls::use_ring();
     let client = reqwest::Client::builder().user_agent(concat!("glimpse/", env!("CARGO_PKG_VERSION"))).build()?;
     for entry in &manifest.model {
         let target = base.join(&entry.file);

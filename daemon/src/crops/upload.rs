@@ -47,6 +47,7 @@ impl Remote {
     /// `s3-secret-access-key`, else the standard AWS environment variables.
     pub fn from_config(config: &CropsConfig) -> Result<Option<Self>, RemoteError> {
         let Some(StoreUri::S3 { bucket, prefix }) = config.store_uri().map_err(RemoteError::Setup)? else { return Ok(None) };
+        crate::tls::use_ring();
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(&bucket).with_region(&config.region);
         if let Some(endpoint) = &config.endpoint {
             builder = builder.with_endpoint(endpoint).with_allow_http(config.allow_http);

@@ -201,6 +201,7 @@ impl MqttConfig {
             options.set_credentials(user.clone(), self.password()?);
         }
         if self.tls {
+            crate::tls::use_ring();
             let read = |p: &PathBuf| std::fs::read(p).map_err(|source| SetupError::Unreadable { file: p.clone(), source });
             let ca = read(self.ca_file.as_ref().ok_or(SetupError::NoCa)?)?;
             let client_auth = match (&self.client_cert_file, &self.client_key_file) {

@@ -122,6 +122,7 @@ impl PineconeClient {
         let version =
             HeaderValue::from_str(&config.api_version).map_err(|_| SyncError::Setup("api_version is not a valid header value".into()))?;
         headers.insert("X-Pinecone-Api-Version", version);
+        crate::tls::use_ring();
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .timeout(Duration::from_secs_f64(config.timeout_s))

@@ -44,10 +44,9 @@ impl Browser {
         let driver = Driver(driver);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let profile = tempfile::tempdir().expect("profile");
-        // A command that hangs fails the test instead of holding it for ever.
         let http = {
             let _inside = runtime.enter(); // reqwest's timer needs the runtime
-            reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("an HTTP client")
+            super::http_client()
         };
         let new_session = json!({ "capabilities": { "alwaysMatch": capabilities(profile.path()) } });
         let url = format!("http://127.0.0.1:{port}/session");

@@ -11,6 +11,13 @@ pub use pinecone_emulator as pinecone;
 pub mod rtsp;
 pub mod s3;
 
+/// An HTTP client for talking to the daemon and Chromium's driver; a request that hangs fails
+/// the test within a minute instead of holding it for ever.
+pub fn http_client() -> reqwest::Client {
+    glimpse::tls::use_ring();
+    reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build().expect("an HTTP client")
+}
+
 /// A loopback TCP port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")

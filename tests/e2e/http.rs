@@ -14,10 +14,10 @@ const API_KEY: &str = "pc-http-key";
 
 pub(crate) const TOKEN: &str = "e2e-token-0123456789abcdef";
 
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
+pub(crate) struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
 }
 
 /// One request to the daemon's API, made by `build` from a client and the URL; `None` while
@@ -43,11 +43,11 @@ fn call(port: u16, method: reqwest::Method, path: &str, token: Option<&str>) -> 
     })
 }
 
-fn get(port: u16, path: &str, token: Option<&str>) -> Option<Answer> {
+pub(crate) fn get(port: u16, path: &str, token: Option<&str>) -> Option<Answer> {
     call(port, reqwest::Method::GET, path, token)
 }
 
-fn http_section(port: u16, token_file: &std::path::Path) -> String {
+pub(crate) fn http_section(port: u16, token_file: &std::path::Path) -> String {
     format!("[http]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n", token_file.display())
 }
 
@@ -134,6 +134,71 @@ fn a_missing_or_short_token_or_a_taken_port_stops_start_up_naming_the_key() {
     }
 }
 
+/// The HTTPS client a user of a box with its own CA would have.
+fn https_client(ca: &std::path::Path) -> reqwest::Client {
+    glimpse::tls::use_ring();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).expect("read the CA")).expect("a PEM CA");
+    let builder = reqwest::Client::builder().add_root_certificate(ca).redirect(reqwest::redirect::Policy::none());
+    builder.timeout(Duration::from_secs(10)).build().expect("an HTTPS client")
+}
+
+#[test]
+fn with_a_certificate_the_box_speaks_only_https_and_its_session_cookie_is_secure() {
+    let (port, dir) = (free_port(), tempfile::tempdir().expect("tempdir"));
+    let ca = crate::harness::mosquitto::make_certificates(dir.path());
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).expect("write token");
+    let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    let section = format!("{}cert_file = \"{}\"\nkey_file = \"{}\"\n", http_section(port, &token_file), cert.display(), key.display());
+    let config = ConfigBuilder::new("secure", "detr-tiny-fixture.onnx").camera("street", "test:", 1.0).raw(&section).write();
+    let out = glimpse(&["check", "--config", &config.path.display().to_string()], &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: HTTPS"), "{}", String::from_utf8_lossy(&out.stdout));
+    let daemon = Daemon::start(&config, &[], &[]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let client = https_client(&ca);
+    let base = format!("https://127.0.0.1:{port}");
+    let answer = |request: reqwest::RequestBuilder| runtime.block_on(async { request.send().await.ok() });
+    wait_until("the API to answer over HTTPS", Duration::from_secs(60), || answer(client.get(format!("{base}/healthz"))).is_some());
+
+    let stats = answer(client.get(format!("{base}/api/stats")).bearer_auth(TOKEN)).expect("stats over HTTPS");
+    assert_eq!(stats.status(), 200);
+    let form = format!("token={TOKEN}&next=%2F");
+    let sign_in = client.post(format!("{base}/login")).header("sec-fetch-site", "same-origin");
+    let sign_in = sign_in.header("content-type", "application/x-www-form-urlencoded").body(form);
+    let signed_in = answer(sign_in).expect("sign-in");
+    let cookie = signed_in.headers().get("set-cookie").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert_eq!(signed_in.status(), 303, "{cookie}");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("; Secure"), "{cookie}");
+
+    let plain = get(port, "/healthz", None);
+    assert!(plain.is_none_or(|a| a.status != 200), "plain HTTP on the HTTPS port is not served");
+    assert!(answer(client.get(format!("{base}/healthz"))).is_some_and(|a| a.status() == 200), "and the server goes on");
+    assert!(!daemon.logs().contains(TOKEN), "the token never reaches the log");
+}
+
+#[test]
+fn a_certificate_without_its_key_or_unreadable_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).expect("write token");
+    let cert = dir.path().join("cert.pem");
+    std::fs::write(&cert, "not a certificate").expect("write");
+    let http = http_section(free_port(), &token_file);
+    for (extra, expected) in [
+        (format!("cert_file = \"{}\"\n", cert.display()), "http.key_file"),
+        (format!("cert_file = \"{0}\"\nkey_file = \"{0}\"\n", cert.display()), "http.cert_file: no certificate could be read"),
+    ] {
+        let config =
+            ConfigBuilder::new("secure", "detr-tiny-fixture.onnx").camera("street", "test:", 1.0).raw(&(http.clone() + &extra)).write();
+        let out = glimpse(&["check", "--config", &config.path.display().to_string()], &[]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.code() == Some(2) && text.contains(expected), "{text}");
+        let mut daemon = Daemon::start(&config, &[], &[]);
+        assert_eq!(daemon.wait(Duration::from_secs(60)).code(), Some(2), "{}", daemon.logs());
+        assert!(daemon.logs().contains(expected), "missing {expected:?} in:\n{}", daemon.logs());
+    }
+}
+
 /// A daemon indexing bikes.mp4 (10 frames, 5 objects each) with the HTTP API on, its config
 /// and its port, once all 50 records are searchable by words.
 pub(crate) fn indexing_bikes(device: &str, dir: &std::path::Path) -> (Daemon, crate::harness::TestConfig, u16) {
@@ -166,7 +231,7 @@ pub(crate) fn crop_of(port: u16, id: &str) -> Vec<u8> {
     jpeg
 }
 
-fn bytes(port: u16, path: &str) -> (u16, String, Vec<u8>) {
+pub(crate) fn bytes(port: u16, path: &str) -> (u16, String, Vec<u8>) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
         let response = http_client().get(format!("http://127.0.0.1:{port}{path}")).bearer_auth(TOKEN).send().await.expect("an answer");

@@ -11,6 +11,7 @@ mod disk;
 mod durability;
 mod engines;
 mod events;
+mod fleet;
 mod http;
 mod ingest;
 mod models;

@@ -47,6 +47,11 @@ fn check_http(config: &Config, problems: &mut Vec<String>) {
         Ok(_) => println!("ok: HTTP API on {} with an access token", http.listen),
         Err(e) => problems.push(format!("http.token_file: {e}")),
     }
+    match http.tls() {
+        Ok(Some(_)) => println!("ok: HTTPS with http.cert_file and http.key_file"),
+        Ok(None) => {}
+        Err(e) => problems.push(e.to_string()),
+    }
 }
 
 /// Each trigger's picture decodes, its record is in the local index, its text embeds.

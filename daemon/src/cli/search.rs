@@ -110,7 +110,7 @@ fn query_pinecone(config: &crate::sync::PineconeConfig, search: &Search, query: 
         _ => QueryBy::Vector(&query.vector),
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| SearchError::Runtime(e.to_string()))?;
-    let filter = pinecone_filter(search, query);
+    let filter = crate::sync::filter_for(query, search.device.as_deref(), &[]);
     let unfiltered = filter.is_none();
     let matches = match runtime.block_on(client.query(by, query.top_k, filter)) {
         Ok(matches) if matches.is_empty() && unfiltered && query.vector.is_empty() => Err(unknown(search)),
@@ -125,32 +125,6 @@ fn query_pinecone(config: &crate::sync::PineconeConfig, search: &Search, query: 
 
 fn unknown(search: &Search) -> SearchError {
     SearchError::UnknownAnywhere(search.like.clone().unwrap_or_default())
-}
-
-/// The Pinecone metadata filter for the search's options (`$in`, `$eq`, `$gte`, `$lte`, `$and`).
-pub fn pinecone_filter(search: &Search, query: &Query) -> Option<serde_json::Value> {
-    use serde_json::json;
-    let mut parts = Vec::new();
-    if !query.cameras.is_empty() {
-        parts.push(json!({ "camera": { "$in": query.cameras } }));
-    }
-    if !query.labels.is_empty() {
-        parts.push(json!({ "label": { "$in": query.labels } }));
-    }
-    if let Some(device) = &search.device {
-        parts.push(json!({ "device": { "$eq": device } }));
-    }
-    if let Some(since) = query.since_ms {
-        parts.push(json!({ "ts": { "$gte": since } }));
-    }
-    if let Some(until) = query.until_ms {
-        parts.push(json!({ "ts": { "$lte": until } }));
-    }
-    match parts.len() {
-        0 => None,
-        1 => parts.pop(),
-        _ => Some(json!({ "$and": parts })),
-    }
 }
 
 /// The embedding to search with: of an image file, or of a record already in the index.
@@ -279,33 +253,6 @@ mod tests {
             let error = parse_time("--since", text).expect_err(text).to_string();
             assert!(error.contains("an age such as 2h"), "{text}: {error}");
         }
-    }
-
-    #[test]
-    fn options_become_one_pinecone_filter() {
-        let search = Search {
-            config: PathBuf::new(),
-            text: None,
-            image: None,
-            like: None,
-            cameras: vec![],
-            labels: vec![],
-            device: Some("lab-01".into()),
-            since: None,
-            until: None,
-            top_k: 10,
-            local: false,
-            json: true,
-            html: None,
-        };
-        let query = Query { cameras: vec!["gate".into()], since_ms: Some(5), ..Query::default() };
-        let filter = pinecone_filter(&search, &query).expect("a filter");
-        assert_eq!(
-            filter,
-            serde_json::json!({ "$and": [{ "camera": { "$in": ["gate"] } }, { "device": { "$eq": "lab-01" } }, { "ts": { "$gte": 5 } }] })
-        );
-        let none = Search { device: None, ..search };
-        assert_eq!(pinecone_filter(&none, &Query::default()), None);
     }
 
     #[test]

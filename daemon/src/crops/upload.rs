@@ -29,6 +29,8 @@ pub enum RemoteError {
     Secret(#[from] SecretError),
     #[error("crop store {url}: {source}")]
     Store { url: String, source: object_store::Error },
+    #[error("{key} in {url} is {bytes} bytes, more than a picture Glimpse keeps")]
+    TooLarge { url: String, key: String, bytes: u64 },
     #[error("crop waiting for upload {}: {source}", path.display())]
     Local { path: PathBuf, source: std::io::Error },
 }
@@ -78,6 +80,20 @@ impl Remote {
         let fail = |source| RemoteError::Store { url: self.url.clone(), source };
         self.store.put(&location, PutPayload::from_static(b"ok")).await.map_err(fail)?;
         self.store.delete(&location).await.map_err(fail)
+    }
+
+    /// Object `key`, when the store has it (at most `max_bytes`).
+    pub async fn get(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, RemoteError> {
+        let fail = |source| RemoteError::Store { url: self.url.clone(), source };
+        let found = match self.store.get(&self.location(key)).await {
+            Ok(found) => found,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(fail(e)),
+        };
+        if found.meta.size > max_bytes {
+            return Err(RemoteError::TooLarge { url: self.url.clone(), key: key.to_owned(), bytes: found.meta.size });
+        }
+        Ok(Some(found.bytes().await.map_err(fail)?.into()))
     }
 
     async fn upload(&self, key: &str, bytes: Vec<u8>) -> Result<(), RemoteError> {

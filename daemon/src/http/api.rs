@@ -9,11 +9,13 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::library::{By, LibraryError, RecordId, Search};
+use super::fleet::FleetError;
+use super::library::{is_plain_key, By, LibraryError, RecordId, Scope, Search};
 use super::{ApiError, App};
 use crate::history::{EventQuery, Track};
 use crate::index::{Hit, Query, MAX_TOP_K};
 use crate::record::Metadata;
+use crate::sync::QueryBy;
 
 /// Matches a search returns unless `top_k` says otherwise.
 pub const DEFAULT_TOP_K: usize = 20;
@@ -54,8 +56,24 @@ async fn cameras(State(app): State<Arc<App>>) -> Json<Value> {
 
 async fn search(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
     let search = parse_search(query.as_deref().unwrap_or_default())?;
-    let hits = read(app, move |app| app.library.search(&search)).await?;
-    Ok(matches_json(&hits))
+    Ok(matches_json(&find(app, search).await?))
+}
+
+/// The matches of `search`: in the index on the device, or across the fleet through Pinecone.
+pub(super) async fn find(app: Arc<App>, search: Search) -> Result<Vec<Hit>, ApiError> {
+    if search.scope == Scope::Device {
+        return read(app, move |app| app.library.search(&search)).await;
+    }
+    let Some(fleet) = app.fleet.clone() else {
+        return Err(ApiError::bad("scope", "fleet needs [pinecone], where every device's records are: this box searches only its own"));
+    };
+    let (search, vector) = read(app, move |app| app.library.vector_for(&search.by).map(|v| (search, v))).await?;
+    // A record this device does not have: Pinecone finds its neighbours by its id.
+    let by = match (&vector, search.by.like()) {
+        (Some(vector), _) => QueryBy::Vector(vector),
+        (None, id) => QueryBy::Id(id.unwrap_or_default()),
+    };
+    fleet.search(by, &search.filter, &search.user_labels).await.map_err(fleet_error)
 }
 
 /// `POST /api/search`: the body is a picture (`image/jpeg` or `image/png`), the query string
@@ -68,8 +86,7 @@ async fn search_by_picture(
 ) -> Result<Json<Value>, ApiError> {
     require_picture(&headers)?;
     let search = parse_search_by(query.as_deref().unwrap_or_default(), Some(body.to_vec()))?;
-    let hits = read(app, move |app| app.library.search(&search)).await?;
-    Ok(matches_json(&hits))
+    Ok(matches_json(&find(app, search).await?))
 }
 
 /// A body that says it is a picture Glimpse reads: `image/jpeg` or `image/png`, else 415.
@@ -150,12 +167,66 @@ pub(super) fn event_json(t: &Track) -> Value {
 
 async fn record(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id = record_id(&id)?;
-    let metadata = read(app, {
-        let id = id.clone();
-        move |app| app.library.record(&id)
-    })
-    .await?;
+    let metadata = find_record(&app, &id).await?;
     Ok(Json(record_json(id.as_str(), &metadata)))
+}
+
+/// Record `id`'s metadata: from the index on the device, else (fleet scope) from Pinecone.
+pub(super) async fn find_record(app: &Arc<App>, id: &RecordId) -> Result<Metadata, ApiError> {
+    let local = read(app.clone(), {
+        let id = id.clone();
+        move |app| app.library.find(&id)
+    });
+    match (local.await?, &app.fleet) {
+        (Some(metadata), _) => Ok(metadata),
+        (None, Some(fleet)) => fleet.record(id.as_str()).await.map_err(fleet_error),
+        (None, None) => Err(library_error(LibraryError::UnknownRecord(id.as_str().to_owned()))),
+    }
+}
+
+/// The picture stored under `key`: in the crop store on the device, else (fleet scope) in the
+/// fleet's bucket; `None` when neither has it.
+pub(super) async fn picture(app: &Arc<App>, key: Option<&str>) -> Result<Option<axum::body::Bytes>, ApiError> {
+    let Some(key) = key.filter(|key| is_plain_key(key)).map(str::to_owned) else { return Ok(None) };
+    let local = read(app.clone(), {
+        let key = key.clone();
+        move |app| Ok(app.library.stored(&key))
+    });
+    match (local.await?, &app.fleet) {
+        (Some(jpeg), _) => Ok(Some(jpeg.into())),
+        (None, Some(fleet)) => fleet.picture(&key).await.map_err(fleet_error),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Whether each picture `keys` names can be shown: on the device, else (fleet scope) fetched
+/// from the fleet's bucket now, all at once, which keeps them cached for the page's requests.
+pub(super) async fn can_show(app: &Arc<App>, keys: Vec<Option<String>>) -> Vec<bool> {
+    let local = read(app.clone(), {
+        let keys = keys.clone();
+        move |app| Ok(keys.iter().map(|key| app.library.is_stored(key.as_deref())).collect::<Vec<_>>())
+    });
+    let mut shown = local.await.unwrap_or_else(|_| vec![false; keys.len()]);
+    let Some(fleet) = app.fleet.clone() else { return shown };
+    let mut lookups = tokio::task::JoinSet::new();
+    for (i, key) in keys.into_iter().enumerate().filter(|(i, _)| !shown[*i]) {
+        let Some(key) = key.filter(|key| is_plain_key(key)) else { continue };
+        let fleet = fleet.clone();
+        lookups.spawn(async move { (i, fleet.picture(&key).await.is_ok_and(|p| p.is_some())) });
+    }
+    for (i, found) in lookups.join_all().await {
+        shown[i] = found;
+    }
+    shown
+}
+
+fn fleet_error(error: FleetError) -> ApiError {
+    let message = error.to_string();
+    match error {
+        FleetError::UnknownRecord(_) => ApiError::new(StatusCode::NOT_FOUND, message),
+        // The network or the bucket may be back soon; this box's own records still answer.
+        FleetError::Pinecone(_) | FleetError::Bucket(_) => ApiError::new(StatusCode::BAD_GATEWAY, message),
+    }
 }
 
 /// `PUT /api/records/{id}/label` with `{"label": "our red van"}` (empty takes it away).
@@ -184,7 +255,9 @@ pub(super) async fn label_record(app: Arc<App>, id: RecordId, label: &str) -> Re
 
 async fn crop(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = record_id(&id)?;
-    let jpeg = read(app, move |app| app.library.crop(&id)).await?;
+    let metadata = find_record(&app, &id).await?;
+    let missing = || library_error(LibraryError::NoCrop(id.as_str().to_owned()));
+    let jpeg = picture(&app, metadata.crop.as_deref()).await?.ok_or_else(missing)?;
     // A record's crop never changes: browsers may keep it.
     Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, max-age=86400")], jpeg).into_response())
 }
@@ -207,7 +280,13 @@ async fn snapshot(
         Some("1") => true,
         Some(_) => return Err(ApiError::bad("box", "1 draws the record's box, 0 (or nothing) does not")),
     };
-    let jpeg = read(app, move |app| app.library.snapshot(&id, with_box)).await?;
+    let metadata = find_record(&app, &id).await?;
+    let missing = || library_error(LibraryError::NoSnapshot(id.as_str().to_owned()));
+    let jpeg = picture(&app, metadata.snapshot.as_deref()).await?.ok_or_else(missing)?;
+    let jpeg = match with_box {
+        true => read(app, move |_| super::library::with_box(&jpeg, &metadata)).await?.into(),
+        false => jpeg,
+    };
     Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, max-age=86400")], jpeg).into_response())
 }
 
@@ -255,7 +334,7 @@ pub(super) fn record_id(text: &str) -> Result<RecordId, ApiError> {
 }
 
 /// The search a query string asks for: `text=` or `like=`, with `camera=`, `label=` and
-/// `user_label=` (repeatable), `since=`, `until=`, `top_k=` and `scope=device`.
+/// `user_label=` (repeatable), `since=`, `until=`, `top_k=` and `scope=` (`device` or `fleet`).
 pub(super) fn parse_search(query: &str) -> Result<Search, ApiError> {
     parse_search_by(query, None)
 }
@@ -263,7 +342,7 @@ pub(super) fn parse_search(query: &str) -> Result<Search, ApiError> {
 /// [`parse_search`], or with `picture` (an uploaded body) as what to search by.
 pub(super) fn parse_search_by(query: &str, picture: Option<Vec<u8>>) -> Result<Search, ApiError> {
     let (mut text, mut like, mut cameras, mut labels, mut user_labels) = (None, None, Vec::new(), Vec::new(), Vec::new());
-    let (mut since_ms, mut until_ms, mut top_k) = (None, None, DEFAULT_TOP_K);
+    let (mut since_ms, mut until_ms, mut top_k, mut scope) = (None, None, DEFAULT_TOP_K, Scope::Device);
     let time = |name: &str, value: &str| {
         crate::clock::parse_instant(value)
             .ok_or_else(|| ApiError::bad(name, "use RFC 3339 (2026-12-01T08:00:00Z) or an age such as 2h or 3d"))
@@ -290,8 +369,9 @@ pub(super) fn parse_search_by(query: &str, picture: Option<Vec<u8>>) -> Result<S
                     .filter(|k| (1..=MAX_TOP_K).contains(k))
                     .ok_or_else(|| ApiError::bad("top_k", format!("a number from 1 to {MAX_TOP_K}")))?
             }
-            "scope" if value == "device" => {}
-            "scope" => return Err(ApiError::bad("scope", "only scope=device is served yet (docs/http.md)")),
+            "scope" if value == "device" => scope = Scope::Device,
+            "scope" if value == "fleet" => scope = Scope::Fleet,
+            "scope" => return Err(ApiError::bad("scope", "device (this box's records) or fleet (every device's, through Pinecone)")),
             other => {
                 return Err(ApiError::bad(
                     other,
@@ -310,7 +390,8 @@ pub(super) fn parse_search_by(query: &str, picture: Option<Vec<u8>>) -> Result<S
         (_, _, Some(_)) => return Err(ApiError::bad("text", "a search by picture takes no text= or like=")),
         _ => return Err(ApiError::bad("text", "give exactly one of text= or like=")),
     };
-    Ok(Search { by, filter: Query { vector: Vec::new(), top_k, cameras, labels, since_ms, until_ms }, user_labels })
+    let filter = Query { vector: Vec::new(), top_k, cameras, labels, since_ms, until_ms };
+    Ok(Search { by, filter, user_labels, scope })
 }
 
 /// Where a record's page and crop are, relative to the box.
@@ -360,13 +441,15 @@ mod tests {
         let filter = &search.filter;
         assert_eq!((filter.cameras.len(), filter.labels.len(), filter.top_k), (2, 1, 5));
         assert!(filter.since_ms.is_some());
+        assert_eq!(search.scope, Scope::Device);
+        assert_eq!(parse_search("like=d:c:1:0&scope=fleet").expect("a fleet search").scope, Scope::Fleet);
         for (query, parameter) in [
             ("", "text"),
             ("like=../../etc", "id"),
             ("text=a&top_k=0", "top_k"),
             ("text=a&top_k=1001", "top_k"),
             ("text=a&since=yesterday", "since"),
-            ("text=a&scope=fleet", "scope"),
+            ("text=a&scope=world", "scope"),
             ("text=a&colour=red", "colour"),
             ("text=a&colour=", "colour"),
             ("text=a&text=b", "text"),

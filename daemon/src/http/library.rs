@@ -39,14 +39,35 @@ pub enum By {
     Picture(Vec<u8>),
 }
 
+impl By {
+    /// The record a "more like this" search starts from.
+    pub fn like(&self) -> Option<&str> {
+        match self {
+            By::Like(id) => Some(id.as_str()),
+            _ => None,
+        }
+    }
+}
+
+/// Whose records a search looks through.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Scope {
+    /// This device's, in the index on the device.
+    #[default]
+    Device,
+    /// Every device's of the Pinecone namespace ([`super::fleet`]).
+    Fleet,
+}
+
 /// A search, as the API's parameters gave it: what to search by, the index's query without
-/// its vector (made from `by` when the search runs), and people's labels to keep to (any of
-/// them; none: every record).
+/// its vector (made from `by` when the search runs), people's labels to keep to (any of
+/// them; none: every record), and whose records.
 #[derive(Clone, Debug)]
 pub struct Search {
     pub by: By,
     pub filter: Query,
     pub user_labels: Vec<String>,
+    pub scope: Scope,
 }
 
 /// Why a read failed; the API maps each to its status.
@@ -148,11 +169,8 @@ impl Library {
     /// The best matches, best first, with the same filters and semantics as `glimpse search`.
     pub fn search(&self, search: &Search) -> Result<Vec<Hit>, LibraryError> {
         let index = self.index()?;
-        let vector = match &search.by {
-            By::Text(text) => self.embed_text(text)?,
-            By::Like(id) => index.vector_of(id.as_str())?.ok_or_else(|| LibraryError::UnknownRecord(id.0.clone()))?,
-            By::Picture(bytes) => self.embed_picture(bytes)?,
-        };
+        let vector = self.vector_in(&index, &search.by)?;
+        let vector = vector.ok_or_else(|| LibraryError::UnknownRecord(search.by.like().unwrap_or_default().to_owned()))?;
         let query = Query { vector, ..search.filter.clone() };
         let mut hits = match search.user_labels.is_empty() {
             true => index.search(&query)?,
@@ -162,6 +180,23 @@ impl Library {
             hit.metadata.user_label = self.labels.get(&hit.id)?;
         }
         Ok(hits)
+    }
+
+    /// The vector to search near: of the words, of the picture, or of the record as the index
+    /// on the device has it (`None`: a record this device does not have).
+    pub fn vector_for(&self, by: &By) -> Result<Option<Vec<f32>>, LibraryError> {
+        match by {
+            By::Like(_) => self.vector_in(&self.index()?, by),
+            By::Text(text) => self.embed_text(text).map(Some),
+            By::Picture(bytes) => self.embed_picture(bytes).map(Some),
+        }
+    }
+
+    fn vector_in(&self, index: &Index, by: &By) -> Result<Option<Vec<f32>>, LibraryError> {
+        match by {
+            By::Like(id) => Ok(index.vector_of(id.as_str())?),
+            other => self.vector_for(other),
+        }
     }
 
     /// The best of the records people named one of `names`: few, so each is scored exactly.
@@ -216,19 +251,14 @@ impl Library {
 
     /// Record `id`'s metadata.
     pub fn record(&self, id: &RecordId) -> Result<Metadata, LibraryError> {
-        let mut metadata = self.index()?.metadata_of(id.as_str())?.ok_or_else(|| LibraryError::UnknownRecord(id.0.clone()))?;
+        self.find(id)?.ok_or_else(|| LibraryError::UnknownRecord(id.0.clone()))
+    }
+
+    /// Record `id`'s metadata, if the index on the device has it.
+    pub fn find(&self, id: &RecordId) -> Result<Option<Metadata>, LibraryError> {
+        let Some(mut metadata) = self.index()?.metadata_of(id.as_str())? else { return Ok(None) };
         metadata.user_label = self.labels.get(id.as_str())?;
-        Ok(metadata)
-    }
-
-    /// Whether the crop `metadata` names is on the device (so a page shows it, not a broken image).
-    pub fn has_crop(&self, metadata: &Metadata) -> bool {
-        self.is_stored(metadata.crop.as_deref())
-    }
-
-    /// Whether the snapshot `metadata` names is on the device.
-    pub fn has_snapshot(&self, metadata: &Metadata) -> bool {
-        self.is_stored(metadata.snapshot.as_deref())
+        Ok(Some(metadata))
     }
 
     /// Whether the crop store holds `key` on the device.
@@ -236,29 +266,21 @@ impl Library {
         key.is_some_and(|key| is_plain_key(key) && self.crops.join(key).is_file())
     }
 
-    /// Record `id`'s frame snapshot JPEG, with the record's box drawn on it when asked.
-    pub fn snapshot(&self, id: &RecordId, with_box: bool) -> Result<Vec<u8>, LibraryError> {
-        let metadata = self.record(id)?;
-        let missing = || LibraryError::NoSnapshot(id.0.clone());
-        let key = metadata.snapshot.as_deref().filter(|key| is_plain_key(key)).ok_or_else(missing)?;
-        let jpeg = std::fs::read(self.crops.join(key)).map_err(|_| missing())?;
-        if !with_box {
-            return Ok(jpeg);
-        }
-        let mut frame = image::load_from_memory(&jpeg).map_err(|_| missing())?.to_rgb8();
-        draw_box(&mut frame, &metadata);
-        let mut out = Vec::with_capacity(jpeg.len() + jpeg.len() / 4);
-        let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, BOXED_QUALITY);
-        frame.write_with_encoder(encoder).map_err(|_| missing())?;
-        Ok(out)
+    /// The picture the crop store on the device holds under `key`, if any.
+    pub fn stored(&self, key: &str) -> Option<Vec<u8>> {
+        is_plain_key(key).then(|| std::fs::read(self.crops.join(key)).ok()).flatten()
     }
+}
 
-    /// Record `id`'s crop JPEG from the crop store on the device.
-    pub fn crop(&self, id: &RecordId) -> Result<Vec<u8>, LibraryError> {
-        let metadata = self.record(id)?;
-        let key = metadata.crop.filter(|key| is_plain_key(key)).ok_or_else(|| LibraryError::NoCrop(id.0.clone()))?;
-        std::fs::read(self.crops.join(key)).map_err(|_| LibraryError::NoCrop(id.0.clone()))
-    }
+/// A frame's snapshot JPEG with record `metadata`'s box drawn on it.
+pub fn with_box(jpeg: &[u8], metadata: &Metadata) -> Result<Vec<u8>, LibraryError> {
+    let unreadable = |e: image::ImageError| LibraryError::Image(format!("the snapshot cannot be drawn on: {e}"));
+    let mut frame = image::load_from_memory(jpeg).map_err(unreadable)?.to_rgb8();
+    draw_box(&mut frame, metadata);
+    let mut out = Vec::with_capacity(jpeg.len() + jpeg.len() / 4);
+    let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, BOXED_QUALITY);
+    frame.write_with_encoder(encoder).map_err(unreadable)?;
+    Ok(out)
 }
 
 /// JPEG quality of a snapshot with its box drawn.
@@ -290,7 +312,7 @@ fn draw_box(snapshot: &mut image::RgbImage, m: &Metadata) {
 }
 
 /// A key below the store's root: only plain names, no `..`, no root, so no other file is read.
-fn is_plain_key(key: &str) -> bool {
+pub fn is_plain_key(key: &str) -> bool {
     !key.is_empty() && Path::new(key).components().all(|c| matches!(c, Component::Normal(_)))
 }
 

@@ -9,9 +9,11 @@
 
 mod api;
 mod auth;
+mod fleet;
 pub mod library;
 mod metrics;
 mod pages;
+mod tls;
 mod uploads;
 
 use std::borrow::Cow;
@@ -35,7 +37,9 @@ use crate::shutdown::Shutdown;
 use crate::status::StatsView;
 use crate::validate::{ByteSize, KeyPath, Problem};
 pub use auth::Token;
+pub use fleet::Fleet;
 pub use library::Library;
+pub use tls::TlsError;
 
 /// `[http]`
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -52,6 +56,12 @@ pub struct HttpConfig {
     /// trigger matches then carry `record_url`. Default: none.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// HTTPS: the PEM certificate chain and its private key (both or neither). Default: plain
+    /// HTTP, for loopback or a trusted network.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 fn default_max_upload_bytes() -> ByteSize {
@@ -93,6 +103,19 @@ impl HttpConfig {
         if let Some(Err(message)) = self.public_url.as_deref().map(check_public_url) {
             problems.push(Problem::new(at.key("public_url"), message));
         }
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => problems.push(Problem::new(at.key("key_file"), "is needed with cert_file: HTTPS takes both")),
+            (None, Some(_)) => problems.push(Problem::new(at.key("cert_file"), "is needed with key_file: HTTPS takes both")),
+            _ => {}
+        }
+    }
+
+    /// The TLS setup `cert_file` and `key_file` give; `None` serves plain HTTP.
+    pub fn tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>, TlsError> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => tls::server_config(cert, key).map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// [`HttpConfig::public_url`] without a trailing `/`, to put paths after.
@@ -115,12 +138,29 @@ impl HttpConfig {
     }
 }
 
+/// What the server proves and asks for: its TLS identity (none: plain HTTP) and the token.
+pub struct Credentials {
+    pub token: Token,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// What the handlers read: the stats, what this device keeps, and (fleet scope) what every
+/// device of the Pinecone namespace keeps.
+pub struct Sources {
+    pub stats: StatsView,
+    pub library: Library,
+    pub fleet: Option<Fleet>,
+}
+
 /// What the handlers share.
 struct App {
     token: Token,
+    /// Whether the server speaks HTTPS: session cookies are then `Secure`.
+    secure: bool,
     sessions: auth::Sessions,
     stats: StatsView,
     library: Library,
+    fleet: Option<Arc<Fleet>>,
     /// Turns for blocking reads of the library.
     reads: Arc<tokio::sync::Semaphore>,
     /// Pictures uploaded on the search page, for `/?picture=ID`.
@@ -136,16 +176,25 @@ pub fn bind(config: &HttpConfig) -> anyhow::Result<std::net::TcpListener> {
 }
 
 /// Serves until shutdown; requests in flight finish first.
-pub async fn serve(listener: std::net::TcpListener, config: HttpConfig, token: Token, reads: (StatsView, Library), mut shutdown: Shutdown) {
+pub async fn serve(
+    listener: std::net::TcpListener,
+    config: HttpConfig,
+    credentials: Credentials,
+    sources: Sources,
+    mut shutdown: Shutdown,
+) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(e) => return tracing::error!(error = %e, "the HTTP API cannot start"),
     };
-    tracing::info!(listen = %config.listen, "HTTP API listening");
-    let (stats, library) = reads;
+    let Credentials { token, tls } = credentials;
+    tracing::info!(listen = %config.listen, https = tls.is_some(), "HTTP API listening");
+    let Sources { stats, library, fleet } = sources;
     let reads = Arc::new(tokio::sync::Semaphore::new(MAX_BLOCKING_READS));
-    let app = App { token, sessions: auth::Sessions::default(), stats, library, reads, uploads: uploads::Uploads::default() };
+    let (sessions, fleet, uploads) = (auth::Sessions::default(), fleet.map(Arc::new), uploads::Uploads::default());
+    let app = App { token, secure: tls.is_some(), sessions, stats, library, fleet, reads, uploads };
     let app = router(Arc::new(app), &config);
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut http1 = hyper::server::conn::http1::Builder::new();
     // A client that never finishes its headers is cut off: it would hold a connection forever.
     http1.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
@@ -178,14 +227,36 @@ pub async fn serve(listener: std::net::TcpListener, config: HttpConfig, token: T
             request
         });
         let service = hyper_util::service::TowerToHyperService::new(with_peer);
-        let connection = graceful.watch(http1.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+        let (http1, watcher, tls) = (http1.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
-            let _ = connection.await;
+            let Some(stream) = secure_stream(stream, tls.as_ref()).await else { return };
+            let _ = watcher.watch(http1.serve_connection(hyper_util::rt::TokioIo::new(stream), service)).await;
             drop(permit);
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// A connection's byte stream: the TCP stream itself, or TLS over it.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for S {}
+
+/// The stream to serve on `stream`: as it is, or after a TLS handshake that must end within
+/// [`HEADER_READ_TIMEOUT`]; `None` when the handshake fails (logged at debug: scanners do).
+async fn secure_stream(stream: tokio::net::TcpStream, tls: Option<&tokio_rustls::TlsAcceptor>) -> Option<Box<dyn Stream>> {
+    let Some(acceptor) = tls else { return Some(Box::new(stream)) };
+    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(Box::new(stream)),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "a TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("a TLS handshake took too long");
+            None
+        }
+    }
 }
 
 fn router(app: Arc<App>, config: &HttpConfig) -> Router {
@@ -306,6 +377,8 @@ mod tests {
             token_file: Some(dir.path().join(file)),
             max_upload_bytes: default_max_upload_bytes(),
             public_url: None,
+            cert_file: None,
+            key_file: None,
         };
         std::fs::write(dir.path().join("empty"), "\n").unwrap();
         std::fs::write(dir.path().join("short"), "hunter2\n").unwrap();

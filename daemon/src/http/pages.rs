@@ -15,8 +15,8 @@ use maud::{html, Markup, DOCTYPE};
 use serde::Deserialize;
 
 use super::api::{
-    crop_url, label_record, next_page, parse_events, parse_search, parse_search_by, read, record_id, record_url, require_picture,
-    snapshot_url,
+    can_show, crop_url, find, find_record, label_record, next_page, parse_events, parse_search, parse_search_by, read, record_id,
+    record_url, require_picture, snapshot_url,
 };
 use super::library::By;
 use super::ApiError;
@@ -161,7 +161,7 @@ async fn sign_in(
     }
     match app.sessions.sign_in(&app.token, &form.token, peer.ip()) {
         Ok(secret) => {
-            let cookie = auth::session_cookie_header(&secret, false);
+            let cookie = auth::session_cookie_header(&secret, app.secure);
             ([(header::SET_COOKIE, cookie)], Redirect::to(&next)).into_response()
         }
         Err(true) => (StatusCode::UNAUTHORIZED, sign_in_form(&next, Some("That is not the access token."))).into_response(),
@@ -200,10 +200,31 @@ async fn upload_picture(
     Ok(axum::Json(serde_json::json!({ "search": format!("/?picture={id}") })))
 }
 
-/// A search result as a page shows it: the match and whether its crop is on the device.
+/// A search result as a page shows it: the match and whether its crop can be shown.
 struct Shown {
     hit: Hit,
     picture: bool,
+}
+
+/// What the results are like, over the grid.
+enum Heading {
+    Words,
+    Like(String),
+    Picture,
+}
+
+/// `search`'s matches, each with whether its crop can be shown (fetched from the fleet's
+/// bucket now when it is not on the device), so a crop out of reach shows "no picture", not a
+/// broken image.
+async fn shown_matches(app: &Arc<App>, search: super::library::Search) -> Result<(Heading, Vec<Shown>), ApiError> {
+    let heading = match &search.by {
+        By::Like(id) => Heading::Like(id.as_str().to_owned()),
+        By::Picture(_) => Heading::Picture,
+        By::Text(_) => Heading::Words,
+    };
+    let hits = find(app.clone(), search).await?;
+    let pictures = can_show(app, hits.iter().map(|h| h.metadata.crop.clone()).collect()).await;
+    Ok((heading, hits.into_iter().zip(pictures).map(|(hit, picture)| Shown { hit, picture }).collect()))
 }
 
 async fn search_page(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Response {
@@ -214,24 +235,21 @@ async fn search_page(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> 
     let outcome = match asked.then(|| page_search(&app, &query)) {
         None => Ok(None),
         Some(Err(e)) => Err(e),
-        Some(Ok(search)) => read(app, move |app| {
-            let hits = app.library.search(&search)?;
-            let shown: Vec<Shown> = hits.into_iter().map(|hit| Shown { picture: app.library.has_crop(&hit.metadata), hit }).collect();
-            Ok((search, shown))
-        })
-        .await
-        .map(Some),
+        Some(Ok(search)) => shown_matches(&app, search).await.map(Some),
     };
     let field = |name: &str| {
         url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned()).unwrap_or_default()
     };
     let (text, camera, label, since) = (field("text"), field("camera"), field("label"), field("since"));
-    let user_label = field("user_label");
+    let (user_label, scope) = (field("user_label"), field("scope"));
     let results = match &outcome {
         Ok(None) => html! { p.hint { "Describe what you are looking for: “a red car”, “someone with a bicycle”." } },
-        Ok(Some((search, shown))) => html! {
-            @if let By::Like(id) = &search.by { p.like { "More like " a href=(record_url(id.as_str())) { (id.as_str()) } } }
-            @if let By::Picture(_) = &search.by { p.like { "Like your picture" } }
+        Ok(Some((heading, shown))) => html! {
+            @match heading {
+                Heading::Like(id) => p.like { "More like " a href=(record_url(id)) { (id) } },
+                Heading::Picture => p.like { "Like your picture" },
+                Heading::Words => {},
+            }
             p.count { (shown.len()) " match" @if shown.len() != 1 { "es" } }
             section.grid { @for s in shown { (card(s)) } }
         },
@@ -250,6 +268,12 @@ async fn search_page(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> 
             select name="since" aria-label="Since" {
                 @for (value, shown) in [("", "any time"), ("1h", "last hour"), ("24h", "last day"), ("7d", "last week")] {
                     option value=(value) selected[value == since] { (shown) }
+                }
+            }
+            @if app.fleet.is_some() {
+                select name="scope" aria-label="Whose records" {
+                    option value="device" { "this box" }
+                    option value="fleet" selected[scope == "fleet"] { "the fleet" }
                 }
             }
             button type="submit" { "Search" }
@@ -314,9 +338,7 @@ async fn cameras_page(State(app): State<Arc<App>>) -> Markup {
     let (cameras, triggers) = (stats["cameras"].as_object().unwrap_or(&empty), stats["triggers"].as_object().unwrap_or(&empty));
     // Which last matches' crops are on the device ("no picture" otherwise, not a broken image).
     let crops: Vec<Option<String>> = triggers.values().map(|t| t["last_match"]["crop"].as_str().map(str::to_owned)).collect();
-    let count = crops.len();
-    let stored = read(app.clone(), move |app| Ok(crops.iter().map(|c| app.library.is_stored(c.as_deref())).collect::<Vec<bool>>()));
-    let stored = stored.await.unwrap_or_else(|_| vec![false; count]);
+    let stored = can_show(&app, crops).await;
     let text = |v: &serde_json::Value| match v {
         serde_json::Value::Null => "—".to_owned(),
         serde_json::Value::String(s) => s.clone(),
@@ -406,21 +428,26 @@ async fn record_page(State(app): State<Arc<App>>, Path(id): Path<String>) -> Res
         Ok(id) => id,
         Err(e) => return (e.status, page("no such record", true, html! { p.error { (e.message) } })).into_response(),
     };
-    let found = read(app, {
-        let id = id.clone();
-        move |app| app.library.record(&id).map(|m| (Pictures { crop: app.library.has_crop(&m), snapshot: app.library.has_snapshot(&m) }, m))
-    })
-    .await;
+    let found = match find_record(&app, &id).await {
+        Ok(m) => {
+            let shown = can_show(&app, vec![m.crop.clone(), m.snapshot.clone()]).await;
+            let own = m.device == app.stats.device();
+            Ok((Pictures { crop: shown[0], snapshot: shown[1], own }, m))
+        }
+        Err(e) => Err(e),
+    };
     match found {
         Ok((pictures, metadata)) => page(&metadata.label, true, record_body(id.as_str(), &metadata, pictures)).into_response(),
         Err(e) => (e.status, page("no such record", true, html! { p.error role="alert" { (e.message) } })).into_response(),
     }
 }
 
-/// Which of a record's pictures are on the device.
+/// Which of a record's pictures can be shown, and whether the record is this device's own
+/// (others' are named on their own box).
 struct Pictures {
     crop: bool,
     snapshot: bool,
+    own: bool,
 }
 
 /// The record page's form that names the object: `label=`.
@@ -460,14 +487,18 @@ fn record_body(id: &str, m: &Metadata, pictures: Pictures) -> Markup {
                 dt { "Record" } dd { code { (id) } }
             }
         }
-        form.name method="post" action={ (record_url(id)) "/label" } {
-            label for="name" { "Name this object" }
-            input #name type="text" name="label" value=(m.user_label.as_deref().unwrap_or_default()) maxlength=(crate::labels::MAX_CHARS)
-                placeholder="our red van";
-            button type="submit" { "Save" }
+        @if pictures.own {
+            form.name method="post" action={ (record_url(id)) "/label" } {
+                label for="name" { "Name this object" }
+                input #name type="text" name="label" value=(m.user_label.as_deref().unwrap_or_default()) maxlength=(crate::labels::MAX_CHARS)
+                    placeholder="our red van";
+                button type="submit" { "Save" }
+            }
+        } @else {
+            p.hint { "Seen by " (m.device) ", another device of the fleet: it is named on that box's pages." }
         }
         p.actions {
-            a.more href={ "/?like=" (id) } { "More like this" }
+            a.more href={ "/?like=" (id) @if !pictures.own { "&scope=fleet" } } { "More like this" }
             " · "
             a href={ "/api/records/" (id) } { "as JSON" }
         }
@@ -492,7 +523,7 @@ mod tests {
         metadata.label = "<img src=x onerror=alert(1)>".into();
         metadata.user_label = Some("<script>alert(2)</script>".into());
         metadata.crop = Some("d/c/x.jpg".into());
-        let html = record_body("d:c:1:0", &metadata, Pictures { crop: true, snapshot: false }).into_string();
+        let html = record_body("d:c:1:0", &metadata, Pictures { crop: true, snapshot: false, own: true }).into_string();
         assert!(!html.contains("<img src=x"), "{html}");
         assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"), "{html}");
         assert!(!html.contains("<script>") && html.contains("&lt;script&gt;alert(2)"), "{html}");

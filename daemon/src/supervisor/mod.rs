@@ -123,8 +123,9 @@ fn load_models(config: &Config) -> anyhow::Result<Models> {
 /// stops start-up.
 struct OpenHttp {
     section: HttpConfig,
-    token: http::Token,
+    credentials: http::Credentials,
     library: http::Library,
+    fleet: Option<http::Fleet>,
     listener: std::net::TcpListener,
     /// The event history the library reads, for its writer.
     history: Arc<History>,
@@ -132,12 +133,22 @@ struct OpenHttp {
 
 fn open_http(config: &Config, section: &HttpConfig, durable: &DurableMark, labels: &Arc<Labels>) -> anyhow::Result<OpenHttp> {
     let token = section.token().context("http.token_file")?;
+    let credentials = http::Credentials { token, tls: section.tls()? };
     let data_dir = config.device.data_dir.clone();
     let crops = config.crops.dir(&data_dir);
     let towers = (config.embedder.clone(), config.engine()?, config.form_memory());
     let history = Arc::new(History::open(&data_dir, config.events.history)?);
     let library = http::Library::new(data_dir, durable.clone(), config.search.clone(), crops, towers, labels.clone(), history.clone());
-    Ok(OpenHttp { section: section.clone(), token, library, listener: http::bind(section)?, history })
+    let fleet = open_fleet(config)?;
+    Ok(OpenHttp { section: section.clone(), credentials, library, fleet, listener: http::bind(section)?, history })
+}
+
+/// Fleet scope for the pages and API, with `[pinecone]`: its client, and the bucket the
+/// fleet's crops go to when `crops.store` names one.
+fn open_fleet(config: &Config) -> anyhow::Result<Option<http::Fleet>> {
+    let Some(pinecone) = &config.pinecone else { return Ok(None) };
+    let client = PineconeClient::new(pinecone, &pinecone.api_key()?)?;
+    Ok(Some(http::Fleet::new(client, upload::Remote::from_config(&config.crops)?)))
 }
 
 fn start_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -341,8 +352,8 @@ impl Daemon {
         let (command_tx, commands) = mpsc::channel::<Request>(COMMAND_QUEUE);
         let reporter = Reporter::new(config.device.id.clone(), stats.clone(), states);
         let http = http.map(|open| {
-            let reads = (reporter.view(), open.library);
-            runtime.spawn(http::serve(open.listener, open.section, open.token, reads, shutdown.clone()))
+            let sources = http::Sources { stats: reporter.view(), library: open.library, fleet: open.fleet };
+            runtime.spawn(http::serve(open.listener, open.section, open.credentials, sources, shutdown.clone()))
         });
         let public_base = config.http.as_ref().and_then(HttpConfig::public_base);
         let status = runtime.spawn(status::run_status(config.mqtt.clone(), reporter, command_tx, feed, public_base, shutdown.clone()));

@@ -7,6 +7,7 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiKey, PineconeConfig, MAX_BODY_BYTES};
+use crate::index::Query;
 use crate::record::Record;
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +101,13 @@ struct QueryResponse {
     matches: Vec<Match>,
 }
 
+/// `GET /vectors/fetch`'s answer (`FetchResponse`): the vectors found, by id.
+#[derive(Deserialize)]
+struct FetchResponse {
+    #[serde(default)]
+    vectors: std::collections::HashMap<String, Match>,
+}
+
 #[derive(Deserialize)]
 struct RpcStatus {
     message: Option<String>,
@@ -154,6 +162,15 @@ impl PineconeClient {
         Ok(parsed.matches)
     }
 
+    /// The metadata of the stored vector `id` (`GET /vectors/fetch`); `None` if none is stored.
+    pub async fn fetch_metadata(&self, id: &str) -> Result<Option<serde_json::Map<String, serde_json::Value>>, SyncError> {
+        let query =
+            url::form_urlencoded::Serializer::new(String::new()).append_pair("ids", id).append_pair("namespace", &self.namespace).finish();
+        let answer = self.send(self.http.get(format!("{}/vectors/fetch?{query}", self.base))).await?;
+        let mut parsed: FetchResponse = serde_json::from_slice(&answer).map_err(|e| SyncError::Decode(e.to_string()))?;
+        Ok(parsed.vectors.remove(id).map(|found| found.metadata))
+    }
+
     /// Sets metadata fields of the stored vector `id` (`POST /vectors/update` with
     /// `setMetadata`; other fields stay). An id that is not stored changes nothing.
     pub async fn set_metadata(&self, id: &str, fields: serde_json::Value) -> Result<(), SyncError> {
@@ -206,14 +223,12 @@ impl PineconeClient {
     }
 
     async fn post(&self, path: &str, body: Vec<u8>) -> Result<Vec<u8>, SyncError> {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header(CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| SyncError::Transport(describe_transport(&e)))?;
+        self.send(self.http.post(format!("{}{path}", self.base)).header(CONTENT_TYPE, "application/json").body(body)).await
+    }
+
+    /// The body of a 200 answer to `request`; any other answer as [`SyncError::Status`].
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Vec<u8>, SyncError> {
+        let response = request.send().await.map_err(|e| SyncError::Transport(describe_transport(&e)))?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -230,6 +245,37 @@ impl PineconeClient {
             .and_then(|s| s.message)
             .unwrap_or_else(|| String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned());
         Err(SyncError::Status { status: status.as_u16(), message, retry_after })
+    }
+}
+
+/// The Pinecone metadata filter for an index query's filters, one `device` and people's names
+/// (any of `user_labels`): `$in`, `$eq`, `$gte`, `$lte`, `$and`. The vector and `top_k` are
+/// not filters.
+pub fn filter_for(query: &Query, device: Option<&str>, user_labels: &[String]) -> Option<serde_json::Value> {
+    use serde_json::json;
+    let mut parts = Vec::new();
+    if !query.cameras.is_empty() {
+        parts.push(json!({ "camera": { "$in": query.cameras } }));
+    }
+    if !query.labels.is_empty() {
+        parts.push(json!({ "label": { "$in": query.labels } }));
+    }
+    if !user_labels.is_empty() {
+        parts.push(json!({ "user_label": { "$in": user_labels } }));
+    }
+    if let Some(device) = device {
+        parts.push(json!({ "device": { "$eq": device } }));
+    }
+    if let Some(since) = query.since_ms {
+        parts.push(json!({ "ts": { "$gte": since } }));
+    }
+    if let Some(until) = query.until_ms {
+        parts.push(json!({ "ts": { "$lte": until } }));
+    }
+    match parts.len() {
+        0 => None,
+        1 => parts.pop(),
+        _ => Some(json!({ "$and": parts })),
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::sync::Notify;
 
-pub use client::{IndexStats, Match, PineconeClient, QueryBy, SyncError};
+pub use client::{filter_for, IndexStats, Match, PineconeClient, QueryBy, SyncError};
 
 use crate::backoff::Backoff;
 use crate::labels::Labels;
@@ -439,6 +439,20 @@ mod tests {
 
     use super::*;
     use crate::outbox::OutboxConfig;
+
+    #[test]
+    fn a_search_s_filters_become_one_pinecone_filter() {
+        let query = crate::index::Query { cameras: vec!["gate".into()], since_ms: Some(5), ..Default::default() };
+        let filter = filter_for(&query, Some("lab-01"), &["our van".into()]).expect("a filter");
+        let parts = [
+            serde_json::json!({ "camera": { "$in": ["gate"] } }),
+            serde_json::json!({ "user_label": { "$in": ["our van"] } }),
+            serde_json::json!({ "device": { "$eq": "lab-01" } }),
+            serde_json::json!({ "ts": { "$gte": 5 } }),
+        ];
+        assert_eq!(filter, serde_json::json!({ "$and": parts }));
+        assert_eq!(filter_for(&Default::default(), None, &[]), None, "no filters: no filter at all");
+    }
 
     #[test]
     fn plain_http_is_only_for_loopback() {

@@ -104,7 +104,9 @@ fn listening(child: &mut Child, log: &Path, ports: &[u16]) -> bool {
 }
 
 /// A CA and a server certificate for 127.0.0.1 signed by it; returns the CA's path.
-fn make_certificates(dir: &Path) -> PathBuf {
+/// A test CA (`ca.pem`, returned) and a server certificate it signed for 127.0.0.1 and
+/// localhost (`server.pem`, `server.key`), in `dir`.
+pub fn make_certificates(dir: &Path) -> PathBuf {
     let run = |args: &[&str]| {
         let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl must be installed");
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));

@@ -98,7 +98,7 @@ fn a_fleet_search_on_one_box_finds_another_s_records_and_serves_their_crops_thro
     assert!(page.contains(&format!("src=\"/api/records/{id}/crop.jpg\"")), "the south box's crop in the grid: {page}");
     let (status, _, page) = bytes(north_port, &format!("/records/{id}"));
     let page = String::from_utf8_lossy(&page).into_owned();
-    assert!(status == 200 && page.contains("another device of the fleet") && page.contains("scope=fleet"), "{page}");
+    assert!(status == 200 && page.contains("Found in the fleet's index") && page.contains("scope=fleet"), "{page}");
 
     // Pictures once fetched are kept a while: a bucket outage does not break a page just shown.
     drop(bucket);

@@ -9,7 +9,6 @@ use base64::Engine as _;
 use crate::config::Config;
 use crate::embed::Embedder;
 use crate::index::{Hit, Index, Query};
-use crate::record::Metadata;
 
 /// What to search for, and how to show it.
 pub struct Search {
@@ -111,20 +110,12 @@ fn query_pinecone(config: &crate::sync::PineconeConfig, search: &Search, query: 
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| SearchError::Runtime(e.to_string()))?;
     let filter = crate::sync::filter_for(query, search.device.as_deref(), &[]);
-    let unfiltered = filter.is_none();
-    let matches = match runtime.block_on(client.query(by, query.top_k, filter)) {
-        Ok(matches) if matches.is_empty() && unfiltered && query.vector.is_empty() => Err(unknown(search)),
-        Err(crate::sync::SyncError::Status { status: 400 | 404, .. }) if query.vector.is_empty() => Err(unknown(search)),
-        other => other.map_err(SearchError::from),
-    }?;
-    Ok(matches
-        .into_iter()
-        .filter_map(|m| Metadata::from_stored(&m.metadata).map(|metadata| Hit { id: m.id, score: m.score, metadata }))
-        .collect())
-}
-
-fn unknown(search: &Search) -> SearchError {
-    SearchError::UnknownAnywhere(search.like.clone().unwrap_or_default())
+    let filtered = filter.is_some();
+    let answer = runtime.block_on(client.query(by, query.top_k, filter));
+    if matches!(by, QueryBy::Id(_)) && crate::sync::is_unknown_id(&answer, filtered) {
+        return Err(SearchError::UnknownAnywhere(search.like.clone().unwrap_or_default()));
+    }
+    Ok(answer?.into_iter().filter_map(crate::sync::Match::into_hit).collect())
 }
 
 /// The embedding to search with: of an image file, or of a record already in the index.

@@ -62,17 +62,23 @@ pub struct SnapshotsConfig {
     pub max_px: u32,
     /// JPEG quality, 1–100. Default 80.
     pub quality: u8,
+    /// Cap on the snapshots' own total size, within `[crops] max_bytes`; the oldest snapshots go
+    /// first. Default none: snapshots and crops share `[crops] max_bytes` alone.
+    pub max_bytes: Option<ByteSize>,
 }
 
 impl Default for SnapshotsConfig {
     fn default() -> Self {
-        Self { enabled: true, max_px: 1280, quality: 80 }
+        Self { enabled: true, max_px: 1280, quality: 80, max_bytes: None }
     }
 }
 
 impl SnapshotsConfig {
     pub fn validate(&self, at: &KeyPath, problems: &mut Vec<Problem>) {
         check_picture(at, (self.max_px, 64), self.quality, problems);
+        if self.max_bytes.is_some_and(|b| b.0 < 1 << 20) {
+            problems.push(Problem::new(at.key("max_bytes"), "must be at least 1 MiB"));
+        }
     }
 }
 
@@ -203,6 +209,21 @@ pub fn snapshot_key(device: &str, camera: &str, ts: i64, frame_ms: u64) -> Strin
     key(device, camera, ts, &format!("{device}:{camera}:{frame_ms}:frame"))
 }
 
+/// Whether `key` is in the crop store's layout ([`key`]): `{device}/{camera}/{yyyy}/{mm}/{dd}/{name}.jpg`,
+/// plain names only, so that a key from another writer reaches nothing else.
+pub fn is_store_key(key: &str) -> bool {
+    let parts: Vec<&str> = key.split('/').collect();
+    let plain = |p: &&str| !p.is_empty() && *p != "." && *p != ".." && !p.contains('\\');
+    parts.len() == 6 && parts.iter().all(plain) && parts[5].len() > 4 && parts[5].ends_with(".jpg")
+}
+
+/// Whether `key` is a snapshot's ([`snapshot_key`]) rather than a crop's (a box number).
+pub fn is_snapshot_key(key: &str) -> bool {
+    key.ends_with(SNAPSHOT_SUFFIX)
+}
+
+const SNAPSHOT_SUFFIX: &str = "_frame.jpg";
+
 /// The UTC calendar date of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
 fn civil_date(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -218,8 +239,8 @@ fn civil_date(days: i64) -> (i64, u32, u32) {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CropError {
-    #[error("the crop store is full ({max_bytes} bytes of crops waiting for upload) and the policy is pause_ingest")]
-    Full { max_bytes: u64 },
+    #[error("the crop store is full ({max_bytes} bytes of {what} waiting for upload) and the policy is pause_ingest")]
+    Full { what: &'static str, max_bytes: u64 },
     #[error("cannot write crop {}: {source}; check that the crop store's directory is writable and has room", path.display())]
     Write { path: PathBuf, source: std::io::Error },
 }
@@ -234,13 +255,20 @@ pub fn check_writable(dir: &Path) -> Result<(), CropError> {
     Ok(())
 }
 
+/// A stored picture: (modification time, key, size).
+type Kept = (SystemTime, String, u64);
+
 /// The crops on disk: writing, and the retention rule. Used by the outbox writer's thread only.
 pub struct CropStore {
     dir: PathBuf,
     max_bytes: u64,
     max_age: Option<Duration>,
-    /// Every stored crop, oldest first: (modification time, key, size).
-    kept: BTreeSet<(SystemTime, String, u64)>,
+    /// Every stored crop and snapshot, oldest first: (modification time, key, size).
+    kept: BTreeSet<Kept>,
+    /// The snapshots among them, and their cap (`[snapshots] max_bytes`).
+    snapshots: BTreeSet<Kept>,
+    snapshot_bytes: u64,
+    snapshot_max: Option<u64>,
     /// Each key's entry in `kept`: a key written again (a file camera run again, a stall
     /// restart) replaces its entry, so retention never deletes the file a live record names.
     by_key: HashMap<String, (SystemTime, u64)>,
@@ -255,14 +283,17 @@ pub struct CropStore {
 impl CropStore {
     /// Opens the store and takes stock of what it holds. A directory that cannot be made is not
     /// fatal: every `put` tries again (and fails, counted) until it can, and ingest goes on.
-    pub fn open(config: &CropsConfig, data_dir: &Path, policy: CapPolicy) -> Self {
+    pub fn open(config: &CropsConfig, snapshot_max: Option<ByteSize>, data_dir: &Path, policy: CapPolicy) -> Self {
         let dir = config.dir(data_dir);
         if let Err(e) = check_writable(&dir) {
             tracing::error!(event = "crop_store_unusable", error = %e, "crops cannot be stored until this is fixed; records are kept without them");
         }
         let upload_marks = config.upload_marks(data_dir);
         let (max_bytes, max_age) = (config.max_bytes.0, config.max_age.map(|a| a.0));
-        let mut store = Self { dir, max_bytes, max_age, kept: BTreeSet::new(), by_key: HashMap::new(), bytes: 0, upload_marks, policy };
+        let (kept, snapshots, by_key) = (BTreeSet::new(), BTreeSet::new(), HashMap::new());
+        let snapshot_max = snapshot_max.map(|b| b.0);
+        let mut store =
+            Self { dir, max_bytes, max_age, kept, snapshots, snapshot_bytes: 0, snapshot_max, by_key, bytes: 0, upload_marks, policy };
         store.take_stock(&store.dir.clone());
         store
     }
@@ -289,10 +320,10 @@ impl CropStore {
 
     /// Writes a crop durably (temporary file, sync, rename, sync of the directory).
     pub fn put(&mut self, key: &str, jpeg: &[u8]) -> Result<(), CropError> {
-        if self.policy == CapPolicy::PauseIngest && self.bytes + jpeg.len() as u64 > self.max_bytes {
+        if self.policy == CapPolicy::PauseIngest && self.refusal(key, jpeg.len() as u64).is_some() {
             self.enforce_retention();
-            if self.bytes + jpeg.len() as u64 > self.max_bytes {
-                return Err(CropError::Full { max_bytes: self.max_bytes });
+            if let Some(full) = self.refusal(key, jpeg.len() as u64) {
+                return Err(full);
             }
         }
         let path = self.dir.join(key);
@@ -318,46 +349,80 @@ impl CropStore {
         Ok(())
     }
 
+    /// Why `len` more bytes under `key` would go over a cap, if they would.
+    fn refusal(&self, key: &str, len: u64) -> Option<CropError> {
+        if self.bytes + len > self.max_bytes {
+            return Some(CropError::Full { what: "crops and snapshots", max_bytes: self.max_bytes });
+        }
+        let max = self.snapshot_max.filter(|max| is_snapshot_key(key) && self.snapshot_bytes + len > *max)?;
+        Some(CropError::Full { what: "snapshots", max_bytes: max })
+    }
+
     /// Counts a stored crop, replacing what an earlier write of the same key counted.
     fn remember(&mut self, key: String, modified: SystemTime, len: u64) {
-        if let Some((before, before_len)) = self.by_key.remove(&key) {
-            self.kept.remove(&(before, key.clone(), before_len));
-            self.bytes = self.bytes.saturating_sub(before_len);
+        if let Some((before, before_len)) = self.by_key.get(&key).copied() {
+            self.forget(&(before, key.clone(), before_len));
         }
         self.by_key.insert(key.clone(), (modified, len));
+        if is_snapshot_key(&key) {
+            self.snapshots.insert((modified, key.clone(), len));
+            self.snapshot_bytes += len;
+        }
         self.kept.insert((modified, key, len));
         self.bytes += len;
     }
 
-    /// Deletes the oldest crops while over `max_bytes` or older than `max_age`. A crop still
-    /// waiting for its upload (its mark is a second link to it) goes only when the store is over
-    /// `max_bytes` with policy `drop_oldest` (said out loud); returns how many went.
+    /// No longer counts `entry` (its file is another matter).
+    fn forget(&mut self, entry: &Kept) {
+        self.kept.remove(entry);
+        self.by_key.remove(&entry.1);
+        self.bytes = self.bytes.saturating_sub(entry.2);
+        if self.snapshots.remove(entry) {
+            self.snapshot_bytes = self.snapshot_bytes.saturating_sub(entry.2);
+        }
+    }
+
+    /// Deletes the oldest snapshots while over `[snapshots] max_bytes`, then the oldest crops and
+    /// snapshots while over `max_bytes` or older than `max_age`. One still waiting for its upload
+    /// (its mark is a second link to it) goes only over a cap with policy `drop_oldest` (said
+    /// out loud); returns how many went.
     pub fn enforce_retention(&mut self) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        let too_old = |t: &SystemTime| self.max_age.is_some_and(|age| t.elapsed().is_ok_and(|e| e > age));
+        let too_old = |t: &SystemTime, max_age: Option<Duration>| max_age.is_some_and(|age| t.elapsed().is_ok_and(|e| e > age));
         let mut removed = 0;
+        while let Some(oldest) = self.snapshots.first().cloned().filter(|_| self.snapshot_max.is_some_and(|m| self.snapshot_bytes > m)) {
+            if !self.remove(&oldest, true) {
+                break; // it still waits for its upload: keep it, and what is newer
+            }
+            removed += 1;
+        }
         while let Some(oldest) = self.kept.first().cloned() {
-            if self.bytes <= self.max_bytes && !too_old(&oldest.0) {
+            let over = self.bytes > self.max_bytes;
+            if !over && !too_old(&oldest.0, self.max_age) || !self.remove(&oldest, over) {
                 break;
-            }
-            if std::fs::metadata(self.dir.join(&oldest.1)).is_ok_and(|m| m.nlink() > 1) {
-                if self.bytes <= self.max_bytes || self.policy == CapPolicy::PauseIngest {
-                    break; // it still waits for its upload: keep it, and what is newer
-                }
-                tracing::warn!(event = "crop_dropped_before_upload", key = %oldest.1, "crop store full while the bucket is unreachable: oldest waiting crop dropped");
-                if let Some(marks) = &self.upload_marks {
-                    let _ = std::fs::remove_file(marks.join(&oldest.1));
-                }
-            }
-            self.kept.pop_first();
-            self.by_key.remove(&oldest.1);
-            self.bytes = self.bytes.saturating_sub(oldest.2);
-            if let Err(e) = std::fs::remove_file(self.dir.join(&oldest.1)) {
-                tracing::warn!(key = %oldest.1, error = %e, "cannot delete an old crop");
             }
             removed += 1;
         }
         removed
+    }
+
+    /// Deletes `entry`, unless it still waits for its upload and is not `over` a cap with policy
+    /// `drop_oldest`; whether it went.
+    fn remove(&mut self, entry: &Kept, over: bool) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata(self.dir.join(&entry.1)).is_ok_and(|m| m.nlink() > 1) {
+            if !over || self.policy == CapPolicy::PauseIngest {
+                return false;
+            }
+            tracing::warn!(event = "crop_dropped_before_upload", key = %entry.1, "crop store full while the bucket is unreachable: oldest waiting crop dropped");
+            if let Some(marks) = &self.upload_marks {
+                let _ = std::fs::remove_file(marks.join(&entry.1));
+            }
+        }
+        self.forget(entry);
+        if let Err(e) = std::fs::remove_file(self.dir.join(&entry.1)) {
+            tracing::warn!(key = %entry.1, error = %e, "cannot delete an old crop");
+        }
+        true
     }
 
     pub fn dir(&self) -> &Path {
@@ -377,6 +442,11 @@ mod tests {
             "lab-01/gate/2026/12/01/lab-01_gate_1796135625000_3.jpg"
         );
         assert_eq!(key("d", "c", 0, "x/../y"), "d/c/1970/01/01/x_.._y.jpg");
+        assert!(is_store_key(&key("lab-01", "gate", 1_796_135_625_000, "lab-01:gate:1:3")));
+        assert!(is_store_key(&snapshot_key("lab-01", "gate", 0, 7)));
+        for foreign in ["secrets.txt", "d/c/2026/01/01/x.png", "d/c/../01/01/x.jpg", "d/c/2026/01/01/a/x.jpg", "/c/2026/01/01/x.jpg"] {
+            assert!(!is_store_key(foreign), "{foreign}");
+        }
         assert_eq!(civil_date(-1), (1969, 12, 31));
         assert_eq!(civil_date(11_016), (2000, 2, 29));
     }
@@ -406,7 +476,7 @@ mod tests {
     fn the_oldest_crops_go_first_once_over_max_bytes() {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = CropsConfig { max_bytes: ByteSize(25), ..CropsConfig::default() };
-        let mut store = CropStore::open(&config, dir.path(), CapPolicy::DropOldest);
+        let mut store = CropStore::open(&config, None, dir.path(), CapPolicy::DropOldest);
         for (i, key) in ["d/c/2026/01/01/a.jpg", "d/c/2026/01/01/b.jpg", "d/c/2026/01/02/c.jpg"].iter().enumerate() {
             store.put(key, &[i as u8; 10]).expect("put");
             std::thread::sleep(Duration::from_millis(5)); // distinct modification times
@@ -414,7 +484,7 @@ mod tests {
         assert_eq!(store.enforce_retention(), 1);
         assert!(!dir.path().join("crops/d/c/2026/01/01/a.jpg").exists());
         assert!(dir.path().join("crops/d/c/2026/01/02/c.jpg").exists());
-        let reopened = CropStore::open(&config, dir.path(), CapPolicy::DropOldest);
+        let reopened = CropStore::open(&config, None, dir.path(), CapPolicy::DropOldest);
         assert_eq!(reopened.bytes(), 20, "what is on disk is counted again at start");
     }
 
@@ -422,7 +492,7 @@ mod tests {
     fn a_key_written_again_is_counted_once_and_retention_keeps_the_newer_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = CropsConfig { max_bytes: ByteSize(20), ..CropsConfig::default() };
-        let mut store = CropStore::open(&config, dir.path(), CapPolicy::DropOldest);
+        let mut store = CropStore::open(&config, None, dir.path(), CapPolicy::DropOldest);
         store.put("d/c/a.jpg", &[1; 10]).expect("put");
         std::thread::sleep(Duration::from_millis(5));
         store.put("d/c/b.jpg", &[2; 10]).expect("put");
@@ -438,12 +508,40 @@ mod tests {
     }
 
     #[test]
+    fn snapshots_over_their_own_cap_go_oldest_first_and_crops_stay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = CropsConfig { max_bytes: ByteSize(1000), ..CropsConfig::default() };
+        let mut store = CropStore::open(&config, Some(ByteSize(25)), dir.path(), CapPolicy::DropOldest);
+        let snapshot = |n: u64| snapshot_key("d", "c", 0, n);
+        store.put(&snapshot(1), &[1; 10]).expect("put");
+        std::thread::sleep(Duration::from_millis(5));
+        store.put("d/c/1970/01/01/d_c_1_0.jpg", &[2; 10]).expect("put a crop");
+        for n in 2..4 {
+            std::thread::sleep(Duration::from_millis(5));
+            store.put(&snapshot(n), &[n as u8; 10]).expect("put");
+        }
+        assert_eq!(store.enforce_retention(), 1, "30 bytes of snapshots over a cap of 25");
+        assert!(!dir.path().join("crops").join(snapshot(1)).exists(), "the oldest snapshot went");
+        assert!(dir.path().join("crops/d/c/1970/01/01/d_c_1_0.jpg").exists(), "the older crop stays");
+        assert_eq!((store.snapshot_bytes, store.bytes()), (20, 30));
+        let reopened = CropStore::open(&config, Some(ByteSize(25)), dir.path(), CapPolicy::DropOldest);
+        assert_eq!(reopened.snapshot_bytes, 20, "snapshots are told apart on disk at start");
+        let mut paused = CropStore::open(&config, Some(ByteSize(25)), &dir.path().join("p"), CapPolicy::PauseIngest);
+        let remote = CropsConfig { store: Some("s3://b/p".into()), ..config.clone() };
+        paused.upload_marks = remote.upload_marks(&dir.path().join("p"));
+        paused.put(&snapshot(1), &[1; 20]).expect("put");
+        let refused = paused.put(&snapshot(2), &[2; 10]).expect_err("over the snapshots' cap while waiting");
+        assert!(refused.to_string().contains("of snapshots waiting"), "{refused}");
+        paused.put("d/c/x.jpg", &[3; 10]).expect("crops are not held by the snapshots' cap");
+    }
+
+    #[test]
     fn waiting_crops_are_kept_until_the_cap_then_the_policy_decides() {
         let dir = tempfile::tempdir().expect("tempdir");
         let remote = CropsConfig { max_bytes: ByteSize(25), store: Some("s3://b/p".into()), ..CropsConfig::default() };
         for (policy, kept, refused) in [(CapPolicy::DropOldest, 2, false), (CapPolicy::PauseIngest, 2, true)] {
             let data = dir.path().join(format!("{policy:?}"));
-            let mut store = CropStore::open(&remote, &data, policy);
+            let mut store = CropStore::open(&remote, None, &data, policy);
             store.put("d/c/a.jpg", &[1; 10]).expect("put");
             store.put("d/c/b.jpg", &[2; 10]).expect("put");
             assert_eq!(store.enforce_retention(), 0, "under the cap nothing waiting goes");

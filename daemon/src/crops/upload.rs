@@ -48,9 +48,20 @@ impl Remote {
     /// `secret_access_key_file`, else the systemd credentials `s3-access-key-id` and
     /// `s3-secret-access-key`, else the standard AWS environment variables.
     pub fn from_config(config: &CropsConfig) -> Result<Option<Self>, RemoteError> {
+        Self::build(config, AmazonS3Builder::from_env())
+    }
+
+    /// [`Remote::from_config`] for reads that someone waits on (the pages' pictures): one retry
+    /// within 3 s, where the upload drain's writes retry for minutes.
+    pub fn for_reading(config: &CropsConfig) -> Result<Option<Self>, RemoteError> {
+        let retry = object_store::RetryConfig { max_retries: 1, retry_timeout: Duration::from_secs(3), ..Default::default() };
+        Self::build(config, AmazonS3Builder::from_env().with_retry(retry))
+    }
+
+    fn build(config: &CropsConfig, builder: AmazonS3Builder) -> Result<Option<Self>, RemoteError> {
         let Some(StoreUri::S3 { bucket, prefix }) = config.store_uri().map_err(RemoteError::Setup)? else { return Ok(None) };
         crate::tls::use_ring();
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(&bucket).with_region(&config.region);
+        let mut builder = builder.with_bucket_name(&bucket).with_region(&config.region);
         if let Some(endpoint) = &config.endpoint {
             builder = builder.with_endpoint(endpoint).with_allow_http(config.allow_http);
         }

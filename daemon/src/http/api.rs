@@ -67,7 +67,7 @@ pub(super) async fn find(app: Arc<App>, search: Search) -> Result<Vec<Hit>, ApiE
     let Some(fleet) = app.fleet.clone() else {
         return Err(ApiError::bad("scope", "fleet needs [pinecone], where every device's records are: this box searches only its own"));
     };
-    let (search, vector) = read(app, move |app| app.library.vector_for(&search.by).map(|v| (search, v))).await?;
+    let (search, vector) = read(app, move |app| app.library.vector_for(&search.by, None).map(|v| (search, v))).await?;
     // A record this device does not have: Pinecone finds its neighbours by its id.
     let by = match (&vector, search.by.like()) {
         (Some(vector), _) => QueryBy::Vector(vector),
@@ -167,19 +167,28 @@ pub(super) fn event_json(t: &Track) -> Value {
 
 async fn record(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id = record_id(&id)?;
-    let metadata = find_record(&app, &id).await?;
+    let (metadata, _) = find_record(&app, &id).await?;
     Ok(Json(record_json(id.as_str(), &metadata)))
 }
 
+/// Where a record was found.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Origin {
+    /// In the index on this device.
+    Here,
+    /// In Pinecone, with fleet scope: another device's, or one this device no longer keeps.
+    Fleet,
+}
+
 /// Record `id`'s metadata: from the index on the device, else (fleet scope) from Pinecone.
-pub(super) async fn find_record(app: &Arc<App>, id: &RecordId) -> Result<Metadata, ApiError> {
+pub(super) async fn find_record(app: &Arc<App>, id: &RecordId) -> Result<(Metadata, Origin), ApiError> {
     let local = read(app.clone(), {
         let id = id.clone();
         move |app| app.library.find(&id)
     });
     match (local.await?, &app.fleet) {
-        (Some(metadata), _) => Ok(metadata),
-        (None, Some(fleet)) => fleet.record(id.as_str()).await.map_err(fleet_error),
+        (Some(metadata), _) => Ok((metadata, Origin::Here)),
+        (None, Some(fleet)) => fleet.record(id).await.map(|m| (m, Origin::Fleet)).map_err(fleet_error),
         (None, None) => Err(library_error(LibraryError::UnknownRecord(id.as_str().to_owned()))),
     }
 }
@@ -225,7 +234,7 @@ fn fleet_error(error: FleetError) -> ApiError {
     match error {
         FleetError::UnknownRecord(_) => ApiError::new(StatusCode::NOT_FOUND, message),
         // The network or the bucket may be back soon; this box's own records still answer.
-        FleetError::Pinecone(_) | FleetError::Bucket(_) => ApiError::new(StatusCode::BAD_GATEWAY, message),
+        FleetError::Pinecone(_) | FleetError::Bucket => ApiError::new(StatusCode::BAD_GATEWAY, message),
     }
 }
 
@@ -255,7 +264,7 @@ pub(super) async fn label_record(app: Arc<App>, id: RecordId, label: &str) -> Re
 
 async fn crop(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = record_id(&id)?;
-    let metadata = find_record(&app, &id).await?;
+    let (metadata, _) = find_record(&app, &id).await?;
     let missing = || library_error(LibraryError::NoCrop(id.as_str().to_owned()));
     let jpeg = picture(&app, metadata.crop.as_deref()).await?.ok_or_else(missing)?;
     // A record's crop never changes: browsers may keep it.
@@ -280,11 +289,15 @@ async fn snapshot(
         Some("1") => true,
         Some(_) => return Err(ApiError::bad("box", "1 draws the record's box, 0 (or nothing) does not")),
     };
-    let metadata = find_record(&app, &id).await?;
-    let missing = || library_error(LibraryError::NoSnapshot(id.as_str().to_owned()));
-    let jpeg = picture(&app, metadata.snapshot.as_deref()).await?.ok_or_else(missing)?;
+    let (metadata, _) = find_record(&app, &id).await?;
+    let missing = || LibraryError::NoSnapshot(id.as_str().to_owned());
+    let jpeg = picture(&app, metadata.snapshot.as_deref()).await?.ok_or_else(|| library_error(missing()))?;
     let jpeg = match with_box {
-        true => read(app, move |_| super::library::with_box(&jpeg, &metadata)).await?.into(),
+        // A snapshot that cannot be drawn on is as good as none.
+        true => {
+            let missing = missing();
+            read(app, move |_| super::library::with_box(&jpeg, &metadata).map_err(|_| missing)).await?.into()
+        }
         false => jpeg,
     };
     Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, max-age=86400")], jpeg).into_response())

@@ -202,8 +202,9 @@ pub fn session_cookie_header(secret: &str, secure: bool) -> String {
 }
 
 /// The `Set-Cookie` value that ends the session in the browser.
-pub fn cleared_cookie_header() -> String {
-    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+pub fn cleared_cookie_header(secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
 }
 
 #[cfg(test)]

@@ -169,7 +169,7 @@ impl Library {
     /// The best matches, best first, with the same filters and semantics as `glimpse search`.
     pub fn search(&self, search: &Search) -> Result<Vec<Hit>, LibraryError> {
         let index = self.index()?;
-        let vector = self.vector_in(&index, &search.by)?;
+        let vector = self.vector_for(&search.by, Some(&index))?;
         let vector = vector.ok_or_else(|| LibraryError::UnknownRecord(search.by.like().unwrap_or_default().to_owned()))?;
         let query = Query { vector, ..search.filter.clone() };
         let mut hits = match search.user_labels.is_empty() {
@@ -183,19 +183,13 @@ impl Library {
     }
 
     /// The vector to search near: of the words, of the picture, or of the record as the index
-    /// on the device has it (`None`: a record this device does not have).
-    pub fn vector_for(&self, by: &By) -> Result<Option<Vec<f32>>, LibraryError> {
-        match by {
-            By::Like(_) => self.vector_in(&self.index()?, by),
-            By::Text(text) => self.embed_text(text).map(Some),
-            By::Picture(bytes) => self.embed_picture(bytes).map(Some),
-        }
-    }
-
-    fn vector_in(&self, index: &Index, by: &By) -> Result<Option<Vec<f32>>, LibraryError> {
-        match by {
-            By::Like(id) => Ok(index.vector_of(id.as_str())?),
-            other => self.vector_for(other),
+    /// on the device has it (`index`, or opened now; `None`: a record this device does not have).
+    pub fn vector_for(&self, by: &By, index: Option<&Index>) -> Result<Option<Vec<f32>>, LibraryError> {
+        match (by, index) {
+            (By::Like(id), Some(index)) => Ok(index.vector_of(id.as_str())?),
+            (By::Like(id), None) => Ok(self.index()?.vector_of(id.as_str())?),
+            (By::Text(text), _) => self.embed_text(text).map(Some),
+            (By::Picture(bytes), _) => self.embed_picture(bytes).map(Some),
         }
     }
 
@@ -274,12 +268,11 @@ impl Library {
 
 /// A frame's snapshot JPEG with record `metadata`'s box drawn on it.
 pub fn with_box(jpeg: &[u8], metadata: &Metadata) -> Result<Vec<u8>, LibraryError> {
-    let unreadable = |e: image::ImageError| LibraryError::Image(format!("the snapshot cannot be drawn on: {e}"));
-    let mut frame = image::load_from_memory(jpeg).map_err(unreadable)?.to_rgb8();
+    let mut frame = decode_picture(jpeg)?.into_rgb8();
     draw_box(&mut frame, metadata);
     let mut out = Vec::with_capacity(jpeg.len() + jpeg.len() / 4);
     let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, BOXED_QUALITY);
-    frame.write_with_encoder(encoder).map_err(unreadable)?;
+    frame.write_with_encoder(encoder).map_err(|e| LibraryError::Image(format!("the snapshot cannot be drawn on: {e}")))?;
     Ok(out)
 }
 

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::api::{
     can_show, crop_url, find, find_record, label_record, next_page, parse_events, parse_search, parse_search_by, read, record_id,
-    record_url, require_picture, snapshot_url,
+    record_url, require_picture, snapshot_url, Origin,
 };
 use super::library::By;
 use super::ApiError;
@@ -174,7 +174,7 @@ async fn sign_in(
 
 async fn sign_out(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     app.sessions.sign_out(&headers);
-    ([(header::SET_COOKIE, auth::cleared_cookie_header())], Redirect::to("/login")).into_response()
+    ([(header::SET_COOKIE, auth::cleared_cookie_header(app.secure))], Redirect::to("/login")).into_response()
 }
 
 /// The search a page's query asks for: as the API's, or by an uploaded picture (`picture=ID`).
@@ -429,10 +429,9 @@ async fn record_page(State(app): State<Arc<App>>, Path(id): Path<String>) -> Res
         Err(e) => return (e.status, page("no such record", true, html! { p.error { (e.message) } })).into_response(),
     };
     let found = match find_record(&app, &id).await {
-        Ok(m) => {
+        Ok((m, origin)) => {
             let shown = can_show(&app, vec![m.crop.clone(), m.snapshot.clone()]).await;
-            let own = m.device == app.stats.device();
-            Ok((Pictures { crop: shown[0], snapshot: shown[1], own }, m))
+            Ok((Pictures { crop: shown[0], snapshot: shown[1], own: origin == Origin::Here }, m))
         }
         Err(e) => Err(e),
     };
@@ -495,7 +494,7 @@ fn record_body(id: &str, m: &Metadata, pictures: Pictures) -> Markup {
                 button type="submit" { "Save" }
             }
         } @else {
-            p.hint { "Seen by " (m.device) ", another device of the fleet: it is named on that box's pages." }
+            p.hint { "Found in the fleet's index (seen by " (m.device) "): it is named on the pages of the box that keeps it." }
         }
         p.actions {
             a.more href={ "/?like=" (id) @if !pictures.own { "&scope=fleet" } } { "More like this" }

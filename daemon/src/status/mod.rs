@@ -319,11 +319,6 @@ pub struct StatsView {
 }
 
 impl StatsView {
-    /// The device the stats are of.
-    pub fn device(&self) -> &str {
-        &self.device
-    }
-
     pub fn current(&self) -> serde_json::Value {
         self.stats.snapshot().report(&self.device, &self.states.current(), self.published.borrow().as_ref())
     }

@@ -148,7 +148,7 @@ fn open_http(config: &Config, section: &HttpConfig, durable: &DurableMark, label
 fn open_fleet(config: &Config) -> anyhow::Result<Option<http::Fleet>> {
     let Some(pinecone) = &config.pinecone else { return Ok(None) };
     let client = PineconeClient::new(pinecone, &pinecone.api_key()?)?;
-    Ok(Some(http::Fleet::new(client, upload::Remote::from_config(&config.crops)?)))
+    Ok(Some(http::Fleet::new(client, upload::Remote::for_reading(&config.crops)?)))
 }
 
 fn start_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -178,7 +178,10 @@ fn connect_pinecone(
 
 /// The crop store and the index on the device, as configured.
 fn open_kept(config: &Config, dimension: usize, stats: &Stats, durable: DurableMark) -> anyhow::Result<Kept> {
-    let crops = config.crops.enabled.then(|| CropStore::open(&config.crops, &config.device.data_dir, config.outbox.policy));
+    let crops = config
+        .crops
+        .enabled
+        .then(|| CropStore::open(&config.crops, config.snapshots.max_bytes, &config.device.data_dir, config.outbox.policy));
     if let Some(store) = &crops {
         stats.crops_stored(0, 0, 0, store.bytes());
         tracing::info!(dir = %store.dir().display(), bytes = store.bytes(), "crop store opened");

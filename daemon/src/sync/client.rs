@@ -91,8 +91,30 @@ pub struct Match {
     #[serde(default)]
     pub score: f32,
     /// The stored metadata (Pinecone may give numbers back as floats: `Metadata::from_stored`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Match {
+    /// The match as a search hit; `None` for a vector whose metadata Glimpse did not write.
+    pub fn into_hit(self) -> Option<crate::index::Hit> {
+        let metadata = crate::record::Metadata::from_stored(&self.metadata)?;
+        Some(crate::index::Hit { id: self.id, score: self.score, metadata })
+    }
+}
+
+/// `"metadata": null` as no metadata.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<serde_json::Map<String, serde_json::Value>, D::Error> {
+    Ok(Option::deserialize(d)?.unwrap_or_default())
+}
+
+/// Whether the answer to a query by id says Pinecone holds no vector with that id: a 400 or 404
+/// for it, or no match at all without a filter (the vector itself would match).
+pub fn is_unknown_id(answer: &Result<Vec<Match>, SyncError>, filtered: bool) -> bool {
+    match answer {
+        Ok(matches) => matches.is_empty() && !filtered,
+        Err(e) => matches!(e, SyncError::Status { status: 400 | 404, .. }),
+    }
 }
 
 #[derive(Deserialize)]

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::sync::Notify;
 
-pub use client::{filter_for, IndexStats, Match, PineconeClient, QueryBy, SyncError};
+pub use client::{filter_for, is_unknown_id, IndexStats, Match, PineconeClient, QueryBy, SyncError};
 
 use crate::backoff::Backoff;
 use crate::labels::Labels;

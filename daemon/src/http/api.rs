@@ -67,7 +67,7 @@ pub(super) async fn find(app: Arc<App>, search: Search) -> Result<Vec<Hit>, ApiE
     let Some(fleet) = app.fleet.clone() else {
         return Err(ApiError::bad("scope", "fleet needs [pinecone], where every device's records are: this box searches only its own"));
     };
-    let (search, vector) = read(app, move |app| app.library.vector_for(&search.by, None).map(|v| (search, v))).await?;
+    let (search, vector) = read(app, move |app| app.library.vector_for(&search.by).map(|v| (search, v))).await?;
     // A record this device does not have: Pinecone finds its neighbours by its id.
     let by = match (&vector, search.by.like()) {
         (Some(vector), _) => QueryBy::Vector(vector),
@@ -303,24 +303,16 @@ async fn snapshot(
     Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, max-age=86400")], jpeg).into_response())
 }
 
-/// Runs a blocking read of the library off the tokio workers.
-/// At most [`super::MAX_BLOCKING_READS`] run at once: a request that timed out leaves its read
-/// running, and those must not fill the blocking pool.
+/// Runs a blocking read of the library off the tokio workers, on the API's own reader threads
+/// (`readers.rs`: below inference's priority, at most [`super::MAX_BLOCKING_READS`] at once).
 pub(super) async fn read<T: Send + 'static>(
     app: Arc<App>,
     work: impl FnOnce(&App) -> Result<T, LibraryError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let Ok(turn) = app.reads.clone().acquire_owned().await else {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping"));
-    };
-    let done = tokio::task::spawn_blocking(move || {
-        let result = work(&app);
-        drop(turn);
-        result
-    });
-    match done.await {
-        Ok(result) => result.map_err(library_error),
-        Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the read failed: {e}"))),
+    let readers = app.clone();
+    match readers.readers.run(move || work(&app)).await {
+        Some(result) => result.map_err(library_error),
+        None => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the read failed (the server is stopping, or see the log)")),
     }
 }
 

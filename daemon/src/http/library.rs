@@ -1,10 +1,11 @@
 //! What the HTTP API reads of what the cameras saw: the index on the device (opened to search,
 //! beside the keeper that appends to it), the crop store's files, CLIP's text tower, the event
 //! history and people's labels (the only thing it writes). Every function here blocks (files, models):
-//! handlers call them through `spawn_blocking`.
+//! handlers call them through `api::read`, on the API's reader threads.
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::embed::text::TextEmbedder;
 use crate::embed::{Embedder, EmbedderConfig};
@@ -131,8 +132,20 @@ pub fn looks_like_picture(bytes: &[u8]) -> Result<(), LibraryError> {
     }
 }
 
+/// How long the index open to search is kept at most, new rows or not.
+const REOPEN_AFTER: Duration = Duration::from_secs(10);
+
+/// The index as it was opened to search, at the keeper's durable mark `bound`.
+struct OpenIndex {
+    index: Arc<Index>,
+    bound: Option<u64>,
+    opened: Instant,
+}
+
 pub struct Library {
     data_dir: PathBuf,
+    /// The index open to search, kept between requests ([`Library::with_index`]).
+    index: Mutex<Option<OpenIndex>>,
     /// The keeper's durable mark: rows after it are not read (a failed batch may cut them).
     durable: DurableMark,
     search: SearchConfig,
@@ -154,7 +167,7 @@ impl Library {
     ) -> Self {
         let (config, engine, forms) = towers;
         let towers = Towers { config, engine, forms, text: Mutex::new(None), image: Mutex::new(None) };
-        Self { data_dir, durable, search, crops, towers, labels, history }
+        Self { data_dir, index: Mutex::new(None), durable, search, crops, towers, labels, history }
     }
 
     /// The newest tracked objects `query` admits, from the event history on the device.
@@ -162,20 +175,48 @@ impl Library {
         self.history.newest(query)
     }
 
-    fn index(&self) -> Result<Index, LibraryError> {
-        Ok(Index::open_to_search(&self.data_dir, &self.search, Some(&self.durable))?)
+    /// `work` on the index opened to search. Opening reads every row's time (tens of ms at 100k
+    /// records), so the index stays open while the keeper's durable mark stays where it was (no
+    /// new rows, no retention) and at most [`REOPEN_AFTER`]; one that fails (a segment retention
+    /// removed meanwhile) is opened again and `work` tried once more.
+    fn with_index<T>(&self, work: impl Fn(&Index) -> Result<T, LibraryError>) -> Result<T, LibraryError> {
+        let (index, fresh) = self.open_index()?;
+        match work(&index) {
+            Err(LibraryError::Index(e)) if !fresh => {
+                tracing::debug!(error = %e, "the index open to search was out of date: opened again");
+                *self.lock_index() = None;
+                work(&self.open_index()?.0)
+            }
+            other => other,
+        }
+    }
+
+    /// The index open to search, and whether it was opened just now.
+    fn open_index(&self) -> Result<(Arc<Index>, bool), LibraryError> {
+        let bound = self.durable.bound();
+        let mut open = self.lock_index();
+        if let Some(kept) = open.as_ref().filter(|o| o.bound == bound && o.opened.elapsed() < REOPEN_AFTER) {
+            return Ok((kept.index.clone(), false));
+        }
+        let index = Arc::new(Index::open_to_search(&self.data_dir, &self.search, Some(&self.durable))?);
+        *open = Some(OpenIndex { index: index.clone(), bound, opened: Instant::now() });
+        Ok((index, true))
+    }
+
+    fn lock_index(&self) -> std::sync::MutexGuard<'_, Option<OpenIndex>> {
+        // A poisoned lock only means a search panicked: the index it holds is whole.
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The best matches, best first, with the same filters and semantics as `glimpse search`.
     pub fn search(&self, search: &Search) -> Result<Vec<Hit>, LibraryError> {
-        let index = self.index()?;
-        let vector = self.vector_for(&search.by, Some(&index))?;
+        let vector = self.vector_for(&search.by)?;
         let vector = vector.ok_or_else(|| LibraryError::UnknownRecord(search.by.like().unwrap_or_default().to_owned()))?;
         let query = Query { vector, ..search.filter.clone() };
-        let mut hits = match search.user_labels.is_empty() {
-            true => index.search(&query)?,
-            false => self.search_named(&index, &query, &search.user_labels)?,
-        };
+        let mut hits = self.with_index(|index| match search.user_labels.is_empty() {
+            true => Ok(index.search(&query)?),
+            false => self.search_named(index, &query, &search.user_labels),
+        })?;
         for hit in &mut hits {
             hit.metadata.user_label = self.labels.get(&hit.id)?;
         }
@@ -183,13 +224,12 @@ impl Library {
     }
 
     /// The vector to search near: of the words, of the picture, or of the record as the index
-    /// on the device has it (`index`, or opened now; `None`: a record this device does not have).
-    pub fn vector_for(&self, by: &By, index: Option<&Index>) -> Result<Option<Vec<f32>>, LibraryError> {
-        match (by, index) {
-            (By::Like(id), Some(index)) => Ok(index.vector_of(id.as_str())?),
-            (By::Like(id), None) => Ok(self.index()?.vector_of(id.as_str())?),
-            (By::Text(text), _) => self.embed_text(text).map(Some),
-            (By::Picture(bytes), _) => self.embed_picture(bytes).map(Some),
+    /// on the device has it (`None`: a record this device does not have).
+    pub fn vector_for(&self, by: &By) -> Result<Option<Vec<f32>>, LibraryError> {
+        match by {
+            By::Like(id) => self.with_index(|index| Ok(index.vector_of(id.as_str())?)),
+            By::Text(text) => self.embed_text(text).map(Some),
+            By::Picture(bytes) => self.embed_picture(bytes).map(Some),
         }
     }
 
@@ -250,7 +290,7 @@ impl Library {
 
     /// Record `id`'s metadata, if the index on the device has it.
     pub fn find(&self, id: &RecordId) -> Result<Option<Metadata>, LibraryError> {
-        let Some(mut metadata) = self.index()?.metadata_of(id.as_str())? else { return Ok(None) };
+        let Some(mut metadata) = self.with_index(|index| Ok(index.metadata_of(id.as_str())?))? else { return Ok(None) };
         metadata.user_label = self.labels.get(id.as_str())?;
         Ok(Some(metadata))
     }

@@ -3,9 +3,10 @@
 //! route but `/healthz` and `/login` needs the access token or a session (`auth.rs`). The
 //! handlers read what the daemon already keeps: the stats and camera states through
 //! [`StatsView`], and the index, crops, event history and CLIP towers of their own (text and
-//! image, apart from inference's) through [`Library`], whose blocking work runs on tokio's
-//! blocking pool; the one thing they write is a name, through [`crate::labels`]. So no request waits on inference and none blocks a tokio
-//! worker. docs/http.md lists the routes.
+//! image, apart from inference's) through [`Library`], whose blocking work runs on reader
+//! threads of the API's own, below inference's priority (`readers.rs`); the one thing they
+//! write is a name, through [`crate::labels`]. So no request waits on inference, none blocks a
+//! tokio worker, and none slows the cameras. docs/http.md lists the routes.
 
 mod api;
 mod auth;
@@ -13,6 +14,7 @@ mod fleet;
 pub mod library;
 mod metrics;
 mod pages;
+mod readers;
 mod tls;
 mod uploads;
 
@@ -161,8 +163,8 @@ struct App {
     stats: StatsView,
     library: Library,
     fleet: Option<Arc<Fleet>>,
-    /// Turns for blocking reads of the library.
-    reads: Arc<tokio::sync::Semaphore>,
+    /// The threads blocking reads of the library run on.
+    readers: readers::Readers,
     /// Pictures uploaded on the search page, for `/?picture=ID`.
     uploads: uploads::Uploads,
 }
@@ -190,9 +192,12 @@ pub async fn serve(
     let Credentials { token, tls } = credentials;
     tracing::info!(listen = %config.listen, https = tls.is_some(), "HTTP API listening");
     let Sources { stats, library, fleet } = sources;
-    let reads = Arc::new(tokio::sync::Semaphore::new(MAX_BLOCKING_READS));
+    let readers = match readers::Readers::start(MAX_BLOCKING_READS) {
+        Ok(readers) => readers,
+        Err(e) => return tracing::error!(error = %e, "the HTTP API cannot start its reader threads"),
+    };
     let (sessions, fleet, uploads) = (auth::Sessions::default(), fleet.map(Arc::new), uploads::Uploads::default());
-    let app = App { token, secure: tls.is_some(), sessions, stats, library, fleet, reads, uploads };
+    let app = App { token, secure: tls.is_some(), sessions, stats, library, fleet, readers, uploads };
     let app = router(Arc::new(app), &config);
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut http1 = hyper::server::conn::http1::Builder::new();

@@ -191,7 +191,7 @@ impl DurableMark {
     }
 
     /// Rows with a sequence number below this are durable; `None` before the keeper opened.
-    fn bound(&self) -> Option<u64> {
+    pub fn bound(&self) -> Option<u64> {
         Some(self.0.load(Ordering::Acquire)).filter(|&b| b != UNPUBLISHED)
     }
 }

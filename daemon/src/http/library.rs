@@ -177,8 +177,9 @@ impl Library {
 
     /// `work` on the index opened to search. Opening reads every row's time (tens of ms at 100k
     /// records), so the index stays open while the keeper's durable mark stays where it was (no
-    /// new rows, no retention) and at most [`REOPEN_AFTER`]; one that fails (a segment retention
-    /// removed meanwhile) is opened again and `work` tried once more.
+    /// new rows, no retention) and at most [`REOPEN_AFTER`], and is then reopened reading only
+    /// the segments that changed; one that fails (a segment retention removed meanwhile) is
+    /// opened afresh and `work` tried once more.
     fn with_index<T>(&self, work: impl Fn(&Index) -> Result<T, LibraryError>) -> Result<T, LibraryError> {
         let (index, fresh) = self.open_index()?;
         match work(&index) {
@@ -195,10 +196,13 @@ impl Library {
     fn open_index(&self) -> Result<(Arc<Index>, bool), LibraryError> {
         let bound = self.durable.bound();
         let mut open = self.lock_index();
-        if let Some(kept) = open.as_ref().filter(|o| o.bound == bound && o.opened.elapsed() < REOPEN_AFTER) {
-            return Ok((kept.index.clone(), false));
-        }
-        let index = Arc::new(Index::open_to_search(&self.data_dir, &self.search, Some(&self.durable))?);
+        let index = match open.as_ref() {
+            Some(kept) if kept.bound == bound && kept.opened.elapsed() < REOPEN_AFTER => return Ok((kept.index.clone(), false)),
+            // Only the segments that changed are read again.
+            Some(kept) => kept.index.reopen_to_search(&self.durable)?,
+            None => Index::open_to_search(&self.data_dir, &self.search, Some(&self.durable))?,
+        };
+        let index = Arc::new(index);
         *open = Some(OpenIndex { index: index.clone(), bound, opened: Instant::now() });
         Ok((index, true))
     }

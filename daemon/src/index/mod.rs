@@ -207,6 +207,8 @@ pub struct Index {
     mark: Option<u64>,
     /// The keeper's: where its mark is published to searches in the process.
     published: Option<DurableMark>,
+    /// Opened to search in the keeper's process: the durable bound its rows were kept below.
+    bound: Option<u64>,
 }
 
 impl Index {
@@ -218,14 +220,38 @@ impl Index {
     /// Opens the index for the keeper, which appends to it: what a power cut left incomplete at
     /// the end of a segment is reported (and cut at the next append).
     pub fn open(data_dir: &Path, config: &SearchConfig) -> Result<Self, IndexError> {
-        Self::open_with(data_dir, config, true)
+        Self::open_with(data_dir, config, true, &|_| None)
     }
 
     /// Opens the index to search it while the keeper may be appending: a row being written is
     /// not counted, and not reported as damage. In the keeper's process, `durable` (its
     /// published mark) leaves out rows a failed batch may still cut.
     pub fn open_to_search(data_dir: &Path, config: &SearchConfig, durable: Option<&DurableMark>) -> Result<Self, IndexError> {
-        let mut index = Self::open_with(data_dir, config, false)?;
+        Self::search_with(data_dir, config, durable, &|_| None)
+    }
+
+    /// [`Index::open_to_search`] again, after the keeper moved on: each segment that was already
+    /// followed by another and wholly durable when `self` was opened is taken as it was (only the
+    /// newest segment grows), so that only newer rows are read (opening reads every row's time).
+    /// Segments retention removed meanwhile are gone.
+    pub fn reopen_to_search(&self, durable: &DurableMark) -> Result<Self, IndexError> {
+        let newest = self.segments.keys().next_back().copied();
+        let reuse = |number: u64| {
+            let old = self.segments.get(&number).filter(|_| Some(number) < newest)?;
+            let durable = self.bound.is_some_and(|bound| old.last_seq().is_some_and(|seq| seq < bound));
+            durable.then(|| old.copy_to_search())
+        };
+        let data_dir = self.dir.parent().unwrap_or(&self.dir);
+        Self::search_with(data_dir, &self.config, Some(durable), &reuse)
+    }
+
+    fn search_with(
+        data_dir: &Path,
+        config: &SearchConfig,
+        durable: Option<&DurableMark>,
+        reuse: &dyn Fn(u64) -> Option<Segment>,
+    ) -> Result<Self, IndexError> {
+        let mut index = Self::open_with(data_dir, config, false, reuse)?;
         if let Some(durable) = durable {
             let bound = durable.bound().unwrap_or(0);
             for segment in index.segments.values_mut().rev() {
@@ -234,6 +260,7 @@ impl Index {
                 }
             }
             index.mark = index.stored_mark();
+            index.bound = Some(bound);
         }
         Ok(index)
     }
@@ -244,7 +271,13 @@ impl Index {
         self.published = Some(durable);
     }
 
-    fn open_with(data_dir: &Path, config: &SearchConfig, report_cut: bool) -> Result<Self, IndexError> {
+    /// The index in `data_dir`, each segment read from its files unless `reuse` gives it.
+    fn open_with(
+        data_dir: &Path,
+        config: &SearchConfig,
+        report_cut: bool,
+        reuse: &dyn Fn(u64) -> Option<Segment>,
+    ) -> Result<Self, IndexError> {
         let dir = data_dir.join("index");
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let names_path = dir.join("names.json");
@@ -259,7 +292,10 @@ impl Index {
         for entry in std::fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if let Some(number) = name.strip_suffix(".vec").and_then(|n| n.parse::<u64>().ok()) {
-                let segment = Segment::open(&dir, number)?;
+                let segment = match reuse(number) {
+                    Some(segment) => segment,
+                    None => Segment::open(&dir, number)?,
+                };
                 if report_cut && segment.cut() > 0 {
                     tracing::warn!(
                         event = "index_tail_cut",
@@ -273,7 +309,7 @@ impl Index {
             }
         }
         let dimension = segments.values().find_map(Segment::dimension);
-        let mut index = Self { dir, config: config.clone(), names, segments, dimension, mark: None, published: None };
+        let mut index = Self { dir, config: config.clone(), names, segments, dimension, mark: None, published: None, bound: None };
         index.mark = index.stored_mark();
         Ok(index)
     }

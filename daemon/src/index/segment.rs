@@ -132,6 +132,20 @@ impl Segment {
 
     /// The outbox sequence number of the last row (rows are added in sequence order); `None`
     /// for an empty segment or rows written before sequence numbers were kept.
+    /// The segment as it stands, to search (never to append to).
+    pub fn copy_to_search(&self) -> Self {
+        let Self { paths, dimension, rows, meta_end, newest_ts, appending: _, cut } = self;
+        Self {
+            paths: paths.clone(),
+            dimension: *dimension,
+            rows: *rows,
+            meta_end: *meta_end,
+            newest_ts: *newest_ts,
+            appending: None,
+            cut: *cut,
+        }
+    }
+
     pub fn last_seq(&self) -> Option<u64> {
         let last = self.rows.checked_sub(1)?;
         let (vec_map, meta_map) = (self.map(0).ok()?, self.map(2).ok()?);

@@ -185,3 +185,35 @@ fn a_search_in_the_keeper_s_process_reads_only_rows_the_keeper_made_durable() {
     assert_eq!(search.len(), 310, "the keeper's mark moved and searches follow it");
     assert_eq!(Index::open_to_search(dir.path(), &SearchConfig::default(), None).expect("open").len(), 310);
 }
+
+#[test]
+fn reopening_to_search_reads_only_newer_segments_and_finds_what_a_fresh_open_finds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 256-row segments (the smallest), so that 1,000 records make four.
+    let config = SearchConfig { max_bytes: crate::validate::ByteSize(1 << 20), ..SearchConfig::default() };
+    let mut keeper = Index::open(dir.path(), &config).expect("open");
+    let durable = DurableMark::default();
+    keeper.publish_mark_to(durable.clone());
+    let now = crate::clock::unix_ms();
+    let records: Vec<Record> = (0..1_000).map(|i| record(i, unit(i as u64, 16), "gate", now - 1000)).collect();
+    keeper.add(numbered(&records[..600], 0)).expect("add");
+    let searching = Index::open_to_search(dir.path(), &config, Some(&durable)).expect("open");
+    assert_eq!(searching.len(), 600);
+    keeper.add(numbered(&records[600..], 600)).expect("add");
+    let reopened = searching.reopen_to_search(&durable).expect("reopen");
+    let fresh = Index::open_to_search(dir.path(), &config, Some(&durable)).expect("open");
+    assert_eq!((reopened.len(), reopened.mark()), (fresh.len(), fresh.mark()));
+    assert_eq!(reopened.len(), 1_000);
+    let query = Query { vector: unit(700, 16), top_k: 5, ..Query::default() };
+    let ids = |index: &Index| index.search(&query).expect("search").into_iter().map(|h| h.id).collect::<Vec<_>>();
+    assert_eq!(ids(&reopened), ids(&fresh));
+    assert_eq!(ids(&reopened)[0], records[700].id);
+    // A segment removed meanwhile (retention) is gone from the reopened index too.
+    let oldest = *reopened.segments.keys().next().expect("segments");
+    for ext in ["vec", "f32", "meta"] {
+        std::fs::remove_file(dir.path().join(format!("index/{oldest:06}.{ext}"))).expect("remove");
+    }
+    let after = reopened.reopen_to_search(&durable).expect("reopen");
+    assert!(!after.segments.contains_key(&oldest));
+    assert_eq!(after.len(), Index::open_to_search(dir.path(), &config, Some(&durable)).expect("open").len());
+}

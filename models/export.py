@@ -36,7 +36,7 @@ import sys
 import torch
 
 from golden_margins import detection_margins
-from manifest_fields import CLIP_EXTRA, DETR_EXTRA, sha256  # noqa: F401 (export.sha256 etc. for the other scripts)
+from manifest_fields import CLIP_EXTRA, DETR_EXTRA, sha256, update_manifest  # noqa: F401 (export.sha256 etc. for the other scripts)
 
 # The COCO label map of facebook/detr-resnet-50 (config.id2label); index 91 is "no object".
 COCO_LABELS = [
@@ -293,21 +293,6 @@ def export_tiny_text(out, golden):
     ])
     if golden:
         write_text_golden(tokenizer, out / "clip-text-tiny-random.onnx", golden)
-
-
-def update_manifest(out, files):
-    """Replaces (or adds) these files' entries in the manifest, keeping every other entry."""
-    manifest = out.parent / "manifest.toml"
-    text = manifest.read_text() if manifest.exists() else "# Written by models/export.py; `glimpse models verify` checks files against it.\n\n"
-    blocks = text.split("[[model]]\n")
-    names = {f'file = "{out.name}/{name}"' for name, *_ in files}
-    kept = [blocks[0]] + [b for b in blocks[1:] if b.splitlines()[0] not in names]
-    for name, kind, source, fmt, extra in files:
-        lines = [f'file = "{out.name}/{name}"', f'kind = "{kind}"', f'source = "{source}"', f'format = "{fmt}"', f'sha256 = "{sha256(out / name)}"']
-        lines += [f"{k} = {v}" for k, v in extra.items()]
-        kept.append("\n".join(lines) + "\n\n")
-    manifest.write_text("[[model]]\n".join(kept))
-    print(f"updated {manifest}", file=sys.stderr)
 
 
 def write_manifest(out, files):

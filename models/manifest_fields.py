@@ -1,6 +1,7 @@
 """What models/manifest.toml says of each file, shared by export.py and quantize.py (which must
 run without torch)."""
 import hashlib
+import sys
 
 
 def sha256(path):
@@ -21,3 +22,18 @@ CLIP_EXTRA = {
     "std": "[0.26862954, 0.26130258, 0.27577711]",
     "output_dim": 512,
 }
+
+
+def update_manifest(out, files):
+    """Replaces (or adds) these files' entries in the manifest, keeping every other entry."""
+    manifest = out.parent / "manifest.toml"
+    text = manifest.read_text() if manifest.exists() else "# Written by models/export.py; `glimpse models verify` checks files against it.\n\n"
+    blocks = text.split("[[model]]\n")
+    names = {f'file = "{out.name}/{name}"' for name, *_ in files}
+    kept = [blocks[0]] + [b for b in blocks[1:] if b.splitlines()[0] not in names]
+    for name, kind, source, fmt, extra in files:
+        lines = [f'file = "{out.name}/{name}"', f'kind = "{kind}"', f'source = "{source}"', f'format = "{fmt}"', f'sha256 = "{sha256(out / name)}"']
+        lines += [f"{k} = {v}" for k, v in extra.items()]
+        kept.append("\n".join(lines) + "\n\n")
+    manifest.write_text("[[model]]\n".join(kept))
+    print(f"updated {manifest}", file=sys.stderr)

@@ -207,6 +207,22 @@ enum BenchWhat {
         #[arg(long, default_value = "tract")]
         engine: String,
     },
+    /// The whole per-frame work on real frames with one thread: detection (any family), then
+    /// cropping and embedding every object it finds; and the cameras at 1 fps one core keeps up with.
+    Frames {
+        #[arg(long)]
+        detector: PathBuf,
+        #[arg(long)]
+        embedder: PathBuf,
+        /// Frames (PNG or JPEG), e.g. extracted from bikes.mp4 at 1 fps (docs/benchmarks.md).
+        #[arg(required = true)]
+        frames: Vec<PathBuf>,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// tract or onnxruntime (ONNX Runtime's library from ORT_DYLIB_PATH).
+        #[arg(long, default_value = "tract")]
+        engine: String,
+    },
     /// Time per tract operator and node for one model file (where inference time goes).
     Profile {
         model: PathBuf,
@@ -386,6 +402,9 @@ fn main() -> ExitCode {
         } => exit_code(glimpse::cli::bench::engine(&detector, &embedder, runs, threads, &engine, onnxruntime_library)),
         Command::Bench { what: BenchWhat::Overhead { detector, embedder, image, crops, runs, engine } } => {
             exit_code(glimpse::cli::bench::overhead(&detector, &embedder, &image, crops, runs, &engine))
+        }
+        Command::Bench { what: BenchWhat::Frames { detector, embedder, frames, runs, engine } } => {
+            exit_code(glimpse::cli::bench::frames(&detector, &embedder, &frames, runs, &engine))
         }
         Command::Bench { what: BenchWhat::Search { records, dim, queries, dir } } => {
             exit_code(glimpse::cli::bench::search(records, dim, queries, &dir))

@@ -7,6 +7,7 @@ mod harness;
 mod attention;
 mod check;
 mod clock;
+mod detectors;
 mod disk;
 mod durability;
 mod engines;

@@ -202,9 +202,58 @@ fn median_ms_of<T>(runs: usize, mut prepare: impl FnMut() -> T, mut work: impl F
     Ok(times[times.len() / 2])
 }
 
+/// `glimpse bench frames`: the whole per-frame time on real frames, one thread: detection with
+/// the family the model shows, then every detection of at least 8 px cropped and embedded.
+pub fn frames(detector: &Path, embedder: &Path, frames: &[PathBuf], runs: usize, engine: &str) -> anyhow::Result<()> {
+    use crate::detect::{Detector, DetectorConfig, Family, ObjectDetector};
+    use crate::embed::{clamp_box, Embedder, EmbedderConfig};
+    use crate::model::FormPolicy;
+    let engine = engine_named(engine, None, 1)?;
+    let config = DetectorConfig {
+        model: detector.to_owned(),
+        family: Family::Auto,
+        threshold: None,
+        shortest_edge: 800,
+        longest_edge: 1333,
+        min_box_px: 8,
+        form: FormPolicy::AsConfigured,
+    };
+    let mut detector = Detector::load(&config, &engine, None)?;
+    let embedder_config = EmbedderConfig { model: embedder.to_owned(), text_model: None, tokenizer: None, form: FormPolicy::AsConfigured };
+    let mut embedder = Embedder::load(&embedder_config, &engine, None)?;
+    let images = frames
+        .iter()
+        .map(|f| image::open(f).map(|i| i.to_rgb8()).with_context(|| format!("cannot read {}", f.display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut objects = 0;
+    let per_frame = median_ms(runs, || {
+        objects = 0;
+        for frame in &images {
+            for d in detector.detect(frame)? {
+                if let Some(pixel) = clamp_box(&d, frame.width(), frame.height(), config.min_box_px) {
+                    embedder.embed(&crate::embed::crop(frame, pixel))?;
+                    objects += 1;
+                }
+            }
+        }
+        Ok(())
+    })? / images.len() as f64;
+    let report = serde_json::json!({
+        "detector": detector.head().to_string(),
+        "engine": engine.report().engine,
+        "threads": 1,
+        "frames": images.len(),
+        "objects_per_frame": objects as f64 / images.len() as f64,
+        "frame_ms": per_frame,
+        "cameras_per_core_at_1_fps": 1000.0 / per_frame,
+    });
+    println!("{report}");
+    Ok(())
+}
+
 /// `glimpse bench overhead`: what the daemon does per frame beyond the model calls.
 pub fn overhead(detector: &Path, embedder: &Path, image: &Path, crops: u32, runs: usize, engine: &str) -> anyhow::Result<()> {
-    use crate::detect::{resize_size, Detector, DetectorConfig, ObjectDetector};
+    use crate::detect::{resize_size, Detector, DetectorConfig, Family, ObjectDetector};
     use crate::embed::{Embedder, EmbedderConfig, PixelBox};
     use crate::model::{normalized_chw, FormPolicy, Model, Resize, ResizeFilter, Shapes};
     let engine = engine_named(engine, None, 1)?;
@@ -212,7 +261,8 @@ pub fn overhead(detector: &Path, embedder: &Path, image: &Path, crops: u32, runs
     let (w, h) = frame.dimensions();
     let config = DetectorConfig {
         model: detector.to_owned(),
-        threshold: 0.9,
+        family: Family::Detr,
+        threshold: None,
         shortest_edge: 800,
         longest_edge: 1333,
         min_box_px: 8,

@@ -123,6 +123,7 @@ fn check_models(config: &Config, problems: &mut Vec<String>) -> Option<usize> {
         Ok(detector) => {
             println!("ok: detector {} on {}", detector.form().file, detector.provider());
             println!("ok: detector form {} ({})", detector.form().form.name(), detector.form().reason);
+            println!("ok: detector family {}, threshold {}", detector.head(), detector.threshold());
         }
         Err(e) => problems.push(format!("detector.model: {e}")),
     }

@@ -104,6 +104,14 @@ pub fn coco_label(id: usize, classes: usize) -> &'static str {
     }
 }
 
+/// Classes of the detectors trained on COCO's 80 (NanoDet, SSD): DETR's names without "N/A".
+pub const COCO80_CLASSES: usize = 80;
+
+/// The name of class `index` of an 80-class COCO detector.
+pub fn coco80_label(index: usize) -> &'static str {
+    COCO.iter().copied().filter(|&name| name != "N/A").nth(index).unwrap_or("unknown")
+}
+
 /// Whether `label` is one the detector can name (configuration checks).
 pub fn is_label(label: &str) -> bool {
     label != "N/A" && COCO.contains(&label)
@@ -117,5 +125,14 @@ mod tests {
         assert_eq!(super::coco_label(3, 91), "car");
         assert_eq!(super::coco_label(90, 91), "toothbrush");
         assert_eq!(super::coco_label(1, 10), "unknown");
+    }
+
+    #[test]
+    fn the_80_classes_are_the_91_without_gaps() {
+        assert_eq!(super::coco80_label(0), "person");
+        assert_eq!(super::coco80_label(1), "bicycle");
+        assert_eq!(super::coco80_label(41), "cup");
+        assert_eq!(super::coco80_label(79), "toothbrush");
+        assert_eq!(super::coco80_label(80), "unknown");
     }
 }

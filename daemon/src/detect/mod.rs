@@ -1,31 +1,36 @@
-//! Object detection with a DETR ONNX model (on the configured engine), with DetrImageProcessor's pre-processing
-//! (shortest/longest-edge resize, ImageNet normalisation) and `post_process_object_detection`
-//! (softmax without the no-object class, threshold, centre boxes → pixel corners).
+//! Object detection (on the configured engine) by detector family, each with its own
+//! pre-processing, decoding and label map: DETR (`detr.rs`: DetrImageProcessor and
+//! `post_process_object_detection`) and NanoDet (`nanodet.rs`: its letterbox, GFL head and NMS).
+//! `family = "auto"` tells them apart by the model's outputs, read without loading it.
 //!
 //! Pure computation: no I/O beyond loading the model, no knowledge of cameras or the outbox.
 
+mod detr;
 mod labels;
+mod nanodet;
 
+pub use detr::{resize_size, Detr};
 pub use labels::is_label;
+pub use nanodet::NanoDet;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::model::{form, normalized_chw, Engine, FormMemory, FormPolicy, FormReport, Model, ModelError, Resize, ResizeFilter, Shapes};
+use crate::model::{form, signature, Engine, FormMemory, FormPolicy, FormReport, Input, Model, ModelError, Output, Resize, Shapes};
 use crate::validate::{KeyPath, Problem};
-
-const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// `[detector]`
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct DetectorConfig {
-    /// Path of the DETR ONNX file (input `pixel_values`, outputs `logits` and `pred_boxes`).
+    /// Path of the ONNX file.
     pub model: PathBuf,
-    /// Minimum class probability for a detection. Default 0.9.
-    #[serde(default = "default_threshold")]
-    pub threshold: f32,
+    /// `auto` (default): told by the model's outputs; `detr` or `nanodet`.
+    #[serde(default)]
+    pub family: Family,
+    /// Minimum class probability for a detection. Default: the family's ([`Family::default_threshold`]).
+    #[serde(default)]
+    pub threshold: Option<f32>,
     /// Resize rule of DetrImageProcessor: the short side becomes this... Default 800.
     #[serde(default = "default_shortest_edge")]
     pub shortest_edge: u32,
@@ -41,9 +46,6 @@ pub struct DetectorConfig {
     pub form: FormPolicy,
 }
 
-fn default_threshold() -> f32 {
-    0.9
-}
 fn default_shortest_edge() -> u32 {
     800
 }
@@ -56,14 +58,37 @@ fn default_min_box_px() -> u32 {
 
 impl DetectorConfig {
     pub fn validate(&self, at: &KeyPath, problems: &mut Vec<Problem>) {
-        if !(self.threshold > 0.0 && self.threshold < 1.0) {
-            problems.push(Problem::new(at.key("threshold"), format!("must be between 0 and 1 exclusive (got {})", self.threshold)));
+        if let Some(threshold) = self.threshold.filter(|t| !(*t > 0.0 && *t < 1.0)) {
+            problems.push(Problem::new(at.key("threshold"), format!("must be between 0 and 1 exclusive (got {threshold})")));
         }
         if !(32..=4096).contains(&self.shortest_edge) {
             problems.push(Problem::new(at.key("shortest_edge"), "must be between 32 and 4096 pixels"));
         }
         if self.longest_edge < self.shortest_edge || self.longest_edge > 8192 {
             problems.push(Problem::new(at.key("longest_edge"), "must be at least shortest_edge and at most 8192"));
+        }
+    }
+}
+
+/// `[detector] family`: which pre-processing, decoding and labels the model needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    #[default]
+    Auto,
+    /// DETR (facebook/detr-resnet-50 and its exports): outputs `logits` and `pred_boxes`.
+    Detr,
+    /// NanoDet-m: per stride, `[1, cells, 80]` scores and `[1, cells, 4 × bins]` boxes.
+    Nanodet,
+}
+
+impl Family {
+    /// The threshold a family's scores are read against when `threshold` is not set: DETR's
+    /// softmax probabilities run high; NanoDet's quality scores sit near 0.5 for real objects.
+    pub fn default_threshold(self) -> f32 {
+        match self {
+            Family::Auto | Family::Detr => 0.9,
+            Family::Nanodet => 0.4,
         }
     }
 }
@@ -97,22 +122,101 @@ pub const MAX_PLANS: usize = 3;
 
 pub struct Detector {
     model: Model,
-    config: DetectorConfig,
+    head: Head,
+    threshold: f32,
     resize: Resize,
     form: FormReport,
+}
+
+/// A family with what it read from the model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Head {
+    Detr(Detr),
+    NanoDet(NanoDet),
+}
+
+impl std::fmt::Display for Head {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Head::Detr(d) => write!(f, "detr (resized to shortest_edge {}, longest_edge {})", d.shortest_edge, d.longest_edge),
+            Head::NanoDet(n) => write!(f, "nanodet (input {}×{}, COCO's 80 labels)", n.width, n.height),
+        }
+    }
+}
+
+impl Head {
+    /// The family `config` names, or for `auto` the one `path`'s outputs show.
+    pub fn of(config: &DetectorConfig, path: &Path) -> Result<Self, ModelError> {
+        let detr = Detr { shortest_edge: config.shortest_edge, longest_edge: config.longest_edge };
+        if config.family == Family::Detr {
+            return Ok(Head::Detr(detr));
+        }
+        let signature = signature::read(path)?;
+        let unknown = |reason: String| ModelError::Shape { path: path.to_owned(), reason };
+        let outputs = || signature.outputs.iter().map(|o| format!("{} {:?}", o.name, o.dims)).collect::<Vec<_>>().join(", ");
+        let detr_like = ["logits", "pred_boxes"].iter().all(|name| signature.outputs.iter().any(|o| o.name == *name));
+        match config.family {
+            Family::Auto if detr_like => Ok(Head::Detr(detr)),
+            Family::Auto if signature.outputs.len() % 2 == 1 || signature.outputs.iter().any(|o| o.dims.len() != 3) => {
+                Err(unknown(format!(
+                    "cannot tell the detector family from its outputs ({}); set [detector] family to \"detr\" or \"nanodet\"",
+                    outputs()
+                )))
+            }
+            _ => match signature.inputs[0].dims[..] {
+                [_, Some(3), Some(height), Some(width)] => Ok(Head::NanoDet(NanoDet { width: width as u32, height: height as u32 })),
+                ref dims => Err(unknown(format!("a NanoDet model needs a fixed input [1, 3, height, width], found {dims:?}"))),
+            },
+        }
+    }
+
+    fn family(&self) -> Family {
+        match self {
+            Head::Detr(_) => Family::Detr,
+            Head::NanoDet(_) => Family::Nanodet,
+        }
+    }
+
+    fn input(&self, frame: &image::RgbImage, resize: &mut Resize) -> Input {
+        match self {
+            Head::Detr(detr) => detr.input(frame, resize),
+            Head::NanoDet(nanodet) => nanodet.input(frame, resize),
+        }
+    }
+
+    fn sample(&self) -> Input {
+        match self {
+            Head::Detr(detr) => detr.sample(),
+            Head::NanoDet(nanodet) => nanodet.sample(),
+        }
+    }
+
+    fn shapes(&self) -> Shapes {
+        match self {
+            Head::Detr(_) => Shapes::VaryingPixels { max_plans: MAX_PLANS },
+            Head::NanoDet(n) => Shapes::Pixels([1, 3, n.height as usize, n.width as usize]),
+        }
+    }
+
+    fn decode(&self, outputs: &[Output], width: u32, height: u32, threshold: f32) -> Result<Vec<Detection>, String> {
+        match self {
+            Head::Detr(_) => Detr::decode(outputs, width, height, threshold),
+            Head::NanoDet(nanodet) => nanodet.decode(outputs, width, height, threshold),
+        }
+    }
 }
 
 impl Detector {
     /// Loads the model and runs it once on a blank frame, so that a file that parses but cannot
     /// run is reported at start-up rather than on the first frame.
     pub fn load(config: &DetectorConfig, engine: &Engine, memory: Option<&FormMemory>) -> Result<Self, ModelError> {
-        let side = config.shortest_edge;
-        let blank = image::RgbImage::new(side, side);
-        let sample = || normalized_chw(&blank, IMAGENET_MEAN, IMAGENET_STD);
-        let shapes = Shapes::VaryingPixels { max_plans: MAX_PLANS };
-        let (model, form) = form::open_fastest(engine, &config.model, shapes, config.form, &sample, memory)?;
-        let mut detector = Self { model, config: config.clone(), resize: Resize::default(), form };
-        detector.detect(&blank)?;
+        let head = Head::of(config, &config.model)?;
+        let sample = || head.sample();
+        let (model, form) = form::open_fastest(engine, &config.model, head.shapes(), config.form, &sample, memory)?;
+        let threshold = config.threshold.unwrap_or(head.family().default_threshold());
+        let mut detector = Self { model, head, threshold, resize: Resize::default(), form };
+        let Input::Pixels { shape: [_, _, h, w], .. } = head.sample() else { unreachable!("a detector's input is pixels") };
+        detector.detect(&image::RgbImage::new(w as u32, h as u32))?;
         // Cameras rarely have square frames: the check's plan would only hold memory.
         detector.model.release_plans();
         Ok(detector)
@@ -127,6 +231,16 @@ impl Detector {
     pub fn form(&self) -> &FormReport {
         &self.form
     }
+
+    /// The family running, and what it read from the model.
+    pub fn head(&self) -> Head {
+        self.head
+    }
+
+    /// The score a detection must pass: the configured one, else the family's default.
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
 }
 
 impl ObjectDetector for Detector {
@@ -136,97 +250,8 @@ impl ObjectDetector for Detector {
 
     fn detect(&mut self, frame: &image::RgbImage) -> Result<Vec<Detection>, ModelError> {
         let (w, h) = frame.dimensions();
-        let (rh, rw) = resize_size(h, w, self.config.shortest_edge, self.config.longest_edge);
-        let resized = self.resize.to(frame, rw, rh, ResizeFilter::Bilinear);
-        let input = normalized_chw(&resized, IMAGENET_MEAN, IMAGENET_STD);
+        let input = self.head.input(frame, &mut self.resize);
         let outputs = self.model.run(input)?;
-        let (logits, boxes) = match (self.model.output(&outputs, 0)?.view(), self.model.output(&outputs, 1)?.view()) {
-            (a, b) if a.shape().last() == Some(&4) => (b, a),
-            pair => pair,
-        };
-        let shape_error = |what: &str| ModelError::Shape { path: self.model.path().to_owned(), reason: what.to_owned() };
-        let logits = logits
-            .into_dimensionality::<tract_onnx::prelude::tract_ndarray::Ix3>()
-            .map_err(|_| shape_error("logits must be [batch, queries, classes + 1]"))?;
-        let boxes = boxes
-            .into_dimensionality::<tract_onnx::prelude::tract_ndarray::Ix3>()
-            .map_err(|_| shape_error("pred_boxes must be [batch, queries, 4]"))?;
-        if boxes.shape()[2] != 4 || boxes.shape()[1] != logits.shape()[1] || logits.shape()[2] < 2 {
-            return Err(shape_error("outputs must be logits [1, Q, C+1] and pred_boxes [1, Q, 4]"));
-        }
-        let mut found = Vec::new();
-        for q in 0..logits.shape()[1] {
-            let row: Vec<f32> = logits.slice(tract_onnx::prelude::tract_ndarray::s![0, q, ..]).to_vec();
-            let Some((class, score)) = best_class(&row) else { continue };
-            if score <= self.config.threshold {
-                continue;
-            }
-            let (cx, cy, bw, bh) = (boxes[[0, q, 0]], boxes[[0, q, 1]], boxes[[0, q, 2]], boxes[[0, q, 3]]);
-            found.push(Detection {
-                label: labels::coco_label(class, row.len() - 1),
-                score,
-                x0: (cx - 0.5 * bw) * w as f32,
-                y0: (cy - 0.5 * bh) * h as f32,
-                x1: (cx + 0.5 * bw) * w as f32,
-                y1: (cy + 0.5 * bh) * h as f32,
-            });
-        }
-        Ok(found)
-    }
-}
-
-/// Softmax over all classes, then the best class that is not the last ("no object") one.
-fn best_class(logits: &[f32]) -> Option<(usize, f32)> {
-    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
-    let sum: f32 = exps.iter().sum();
-    exps[..exps.len() - 1].iter().enumerate().map(|(i, e)| (i, e / sum)).max_by(|a, b| a.1.total_cmp(&b.1))
-}
-
-/// DetrImageProcessor's output size, `(height, width)`, for `shortest_edge`/`longest_edge`
-/// (transformers' `get_size_with_aspect_ratio`, including its rounding).
-pub fn resize_size(height: u32, width: u32, shortest_edge: u32, longest_edge: u32) -> (u32, u32) {
-    let (h, w) = (height as f64, width as f64);
-    let mut size = shortest_edge as f64;
-    let mut raw_size = None;
-    let (min_side, max_side) = (h.min(w), h.max(w));
-    if max_side / min_side * size > longest_edge as f64 {
-        let raw = longest_edge as f64 * min_side / max_side;
-        raw_size = Some(raw);
-        size = raw.round();
-    }
-    if (h <= w && h == size) || (w <= h && w == size) {
-        return (height, width);
-    }
-    let scaled = |long: f64, short: f64| match raw_size {
-        Some(raw) => (raw * long / short) as u32,
-        None => (size * long / short) as u32,
-    };
-    if w < h {
-        (scaled(h, w), size as u32)
-    } else {
-        (size as u32, scaled(w, h))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resize_follows_detr_image_processor() {
-        // Values computed with transformers' get_size_with_aspect_ratio.
-        assert_eq!(resize_size(480, 640, 800, 1333), (800, 1066));
-        assert_eq!(resize_size(272, 640, 800, 1333), (567, 1333));
-        assert_eq!(resize_size(1080, 1920, 800, 1333), (750, 1333));
-        assert_eq!(resize_size(800, 600, 800, 1333), (1066, 800));
-        assert_eq!(resize_size(800, 1000, 800, 1333), (800, 1000));
-    }
-
-    #[test]
-    fn the_no_object_class_never_wins() {
-        let (class, score) = best_class(&[0.0, 1.0, 10.0]).expect("two real classes");
-        assert_eq!(class, 1);
-        assert!(score < 0.01);
+        self.head.decode(&outputs, w, h, self.threshold).map_err(|reason| ModelError::Shape { path: self.model.path().to_owned(), reason })
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod form;
 mod onnxruntime;
+pub mod signature;
 pub mod tract;
 
 use std::collections::BTreeMap;
@@ -281,12 +282,30 @@ impl Resize {
 
 /// Packs an RGB image into a `[1, 3, h, w]` input: scaled to 0..1, then `(x - mean) / std`.
 pub fn normalized_chw(image: &image::RgbImage, mean: [f32; 3], std: [f32; 3]) -> Input {
-    let (w, h) = (image.width() as usize, image.height() as usize);
     // A table per channel: the same values as computing each pixel, a lookup instead of two divisions.
     let table: [[f32; 256]; 3] = std::array::from_fn(|c| std::array::from_fn(|v| (v as f32 / 255.0 - mean[c]) / std[c]));
+    packed_chw(image, &table, ChannelOrder::Rgb)
+}
+
+/// The order of a model's colour planes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ChannelOrder {
+    Rgb,
+    /// OpenCV's order, for models trained on `cv2.imread` (NanoDet).
+    Bgr,
+}
+
+/// Packs an RGB image into a `[1, 3, h, w]` input, each of its red, green and blue values `v`
+/// becoming `table[channel][v]`, the planes in `order`.
+pub fn packed_chw(image: &image::RgbImage, table: &[[f32; 256]; 3], order: ChannelOrder) -> Input {
+    let (w, h) = (image.width() as usize, image.height() as usize);
     let mut data = vec![0.0; 3 * h * w];
-    let (red, rest) = data.split_at_mut(h * w);
-    let (green, blue) = rest.split_at_mut(h * w);
+    let (first, rest) = data.split_at_mut(h * w);
+    let (green, last) = rest.split_at_mut(h * w);
+    let (red, blue) = match order {
+        ChannelOrder::Rgb => (first, last),
+        ChannelOrder::Bgr => (last, first),
+    };
     for (i, pixel) in image.as_raw().chunks_exact(3).enumerate() {
         red[i] = table[0][pixel[0] as usize];
         green[i] = table[1][pixel[1] as usize];

@@ -59,6 +59,15 @@ impl ConfigBuilder {
         Self { dir, text, analysis: EVERY_DETECTION.to_owned() }
     }
 
+    /// The real COCO detector, NanoDet-m (models/coco/), at its family's threshold.
+    pub fn real_detector(mut self) -> Self {
+        let tiny_detector =
+            self.text.split("[detector]\nmodel = \"").nth(1).and_then(|t| t.split('"').next()).expect("a detector").to_owned();
+        let real = daemon::repo().join("models/coco/nanodet-m.onnx").display().to_string();
+        self.text = self.text.replace(&tiny_detector, &real).replace("threshold = 0.9\n", "");
+        self
+    }
+
     /// Another image embedder from models/tiny than `clip-tiny-random.onnx`.
     pub fn embedder(mut self, file: &str) -> Self {
         self.text = self.text.replace(&daemon::model("clip-tiny-random.onnx"), &daemon::model(file));

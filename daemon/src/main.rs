@@ -217,6 +217,11 @@ enum BenchWhat {
         /// Frames (PNG or JPEG), e.g. extracted from bikes.mp4 at 1 fps (docs/benchmarks.md).
         #[arg(required = true)]
         frames: Vec<PathBuf>,
+        /// DETR only: its resize rule, as `[detector] shortest_edge` and `longest_edge`.
+        #[arg(long, default_value_t = 800)]
+        shortest_edge: u32,
+        #[arg(long, default_value_t = 1333)]
+        longest_edge: u32,
         #[arg(long, default_value_t = 3)]
         runs: usize,
         /// tract or onnxruntime (ONNX Runtime's library from ORT_DYLIB_PATH).
@@ -403,7 +408,16 @@ fn main() -> ExitCode {
         Command::Bench { what: BenchWhat::Overhead { detector, embedder, image, crops, runs, engine } } => {
             exit_code(glimpse::cli::bench::overhead(&detector, &embedder, &image, crops, runs, &engine))
         }
-        Command::Bench { what: BenchWhat::Frames { detector, embedder, frames, runs, engine } } => {
+        Command::Bench { what: BenchWhat::Frames { detector, embedder, frames, shortest_edge, longest_edge, runs, engine } } => {
+            let detector = glimpse::detect::DetectorConfig {
+                model: detector,
+                family: glimpse::detect::Family::Auto,
+                threshold: None,
+                shortest_edge,
+                longest_edge,
+                min_box_px: 8,
+                form: glimpse::model::FormPolicy::AsConfigured,
+            };
             exit_code(glimpse::cli::bench::frames(&detector, &embedder, &frames, runs, &engine))
         }
         Command::Bench { what: BenchWhat::Search { records, dim, queries, dir } } => {

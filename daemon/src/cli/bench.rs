@@ -19,6 +19,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use nix::sys::resource::{getrusage, UsageWho};
 
+use crate::detect::DetectorConfig;
 use crate::source::pipeline::{self, copy_frame, Probes};
 use crate::source::{CameraConfig, DecoderMode, KeyframeMode, Transport};
 
@@ -203,22 +204,13 @@ fn median_ms_of<T>(runs: usize, mut prepare: impl FnMut() -> T, mut work: impl F
 }
 
 /// `glimpse bench frames`: the whole per-frame time on real frames, one thread: detection with
-/// the family the model shows, then every detection of at least 8 px cropped and embedded.
-pub fn frames(detector: &Path, embedder: &Path, frames: &[PathBuf], runs: usize, engine: &str) -> anyhow::Result<()> {
-    use crate::detect::{Detector, DetectorConfig, Family, ObjectDetector};
+/// `config`'s family, then every detection of at least `min_box_px` cropped and embedded.
+pub fn frames(config: &DetectorConfig, embedder: &Path, frames: &[PathBuf], runs: usize, engine: &str) -> anyhow::Result<()> {
+    use crate::detect::{Detector, ObjectDetector};
     use crate::embed::{clamp_box, Embedder, EmbedderConfig};
     use crate::model::FormPolicy;
     let engine = engine_named(engine, None, 1)?;
-    let config = DetectorConfig {
-        model: detector.to_owned(),
-        family: Family::Auto,
-        threshold: None,
-        shortest_edge: 800,
-        longest_edge: 1333,
-        min_box_px: 8,
-        form: FormPolicy::AsConfigured,
-    };
-    let mut detector = Detector::load(&config, &engine, None)?;
+    let mut detector = Detector::load(config, &engine, None)?;
     let embedder_config = EmbedderConfig { model: embedder.to_owned(), text_model: None, tokenizer: None, form: FormPolicy::AsConfigured };
     let mut embedder = Embedder::load(&embedder_config, &engine, None)?;
     let images = frames

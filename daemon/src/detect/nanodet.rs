@@ -94,13 +94,15 @@ impl NanoDet {
             .iter()
             .filter(|o| cells(o).is_some() && o.shape[2] == classes)
             .filter_map(|scores| {
-                let boxes = outputs.iter().find(|b| cells(b) == cells(scores) && b.shape[2] != classes && b.shape[2] % 4 == 0)?;
+                let boxes = outputs
+                    .iter()
+                    .find(|b| cells(b) == cells(scores) && b.shape[2] != classes && b.shape[2] >= 8 && b.shape[2] % 4 == 0)?;
                 Some((scores, boxes))
             })
             .collect();
         if pairs.is_empty() || pairs.len() * 2 != outputs.len() {
             return Err(format!(
-                "NanoDet outputs must be pairs of [1, cells, {classes}] scores and [1, cells, 4 × bins] boxes, found {}",
+                "NanoDet outputs must be pairs of [1, cells, {classes}] scores and [1, cells, 4 × bins] boxes (at least 2 bins), found {}",
                 shapes()
             ));
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::daemon::{clip, exported_records, glimpse, onnxruntime_section, repo, Daemon};
+use crate::harness::daemon::{clip, exported_records, on_images, onnxruntime_section, repo, Daemon};
 use crate::harness::ConfigBuilder;
 
 /// The score error allowed against TF.js on the same pixels (engines and decoding measured within
@@ -45,11 +45,7 @@ fn compare(set: &str, directory: &Path, engine: &str, tolerance: f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let expected = golden[set].as_object().expect("a set of photos");
     let photos: Vec<PathBuf> = expected.keys().map(|name| directory.join(name)).collect();
-    let mut args = vec!["detect".to_owned(), "--config".into(), config(dir.path(), engine)];
-    args.extend(photos.iter().map(|p| p.display().to_string()));
-    let out = glimpse(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
-    assert!(out.status.success(), "glimpse detect: {}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    let lines = on_images("detect", &config(dir.path(), engine), &photos);
     assert_eq!(lines.len(), photos.len(), "one line per photo");
     for (line, (name, reference)) in lines.iter().zip(expected) {
         let (found, wanted) = (line["detections"].as_array().expect("detections"), reference["detections"].as_array().expect("detections"));
@@ -91,8 +87,8 @@ fn nanodet_on_whole_photos_finds_a_person_a_cat_and_a_motorcycle_as_tfjs_does() 
 
 #[test]
 fn the_real_detector_records_people_and_bicycles_in_bikes_mp4() {
-    let config = ConfigBuilder::new("real", "detr-tiny-fixture.onnx")
-        .real_detector()
+    let config = ConfigBuilder::new("real", "../coco/nanodet-m.onnx")
+        .family_threshold()
         .camera("bikes", &format!("file://{}", clip("bikes.mp4").display()), 5.0)
         .write();
     let mut daemon = Daemon::start(&config, &["--exit-when-done"], &[]);

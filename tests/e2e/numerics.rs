@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::harness::daemon::{glimpse, model, onnxruntime_section, repo};
+use crate::harness::daemon::{glimpse, model, on_images, onnxruntime_section, repo};
 
 const ENGINES: [&str; 2] = ["tract", "onnxruntime"];
 
@@ -57,15 +57,6 @@ fn config(golden: &Value, which: &str) -> (tempfile::TempDir, String) {
     config_with(golden, which, "fp32", "tract")
 }
 
-fn run(command: &str, config: &str, images: &[PathBuf]) -> Vec<Value> {
-    let mut args = vec![command.to_owned(), "--config".into(), config.to_owned()];
-    args.extend(images.iter().map(|p| p.display().to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = glimpse(&args, &[]);
-    assert!(out.status.success(), "glimpse {command}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect()
-}
-
 #[test]
 fn detections_match_detr_image_processor_and_onnxruntime_within_a_pixel() {
     let golden = golden();
@@ -99,7 +90,7 @@ fn label_is_decided(reference: &Value, score_tolerance: f64) -> bool {
 fn compare_detections(golden: &Value, which: &str, reference: &str, score_tolerance: f64, engine: &str) {
     let (_dir, config) = config_with(golden, which, "fp32", engine);
     let images = photos(golden);
-    let lines = run("detect", &config, &images);
+    let lines = on_images("detect", &config, &images);
     assert_eq!(lines.len(), images.len(), "one line per image, in order");
     for (line, path) in lines.iter().zip(&images) {
         let name = path.file_name().and_then(|n| n.to_str()).expect("name");
@@ -158,7 +149,7 @@ fn onnxruntime_s_int8_files_stay_within_their_fp32_sources() {
 fn cosines(golden: &Value, embedder: &str, reference: &str, engine: &str) -> Vec<(String, f64)> {
     let (_dir, config) = config_with(golden, "fixture", embedder, engine);
     let images = photos(golden);
-    let lines = run("embed", &config, &images);
+    let lines = on_images("embed", &config, &images);
     assert_eq!(lines.len(), images.len());
     let floats = |v: &Value| -> Vec<f64> { v.as_array().expect("embedding").iter().filter_map(Value::as_f64).collect() };
     lines

@@ -25,10 +25,9 @@ impl Detr {
         normalized_chw(&resize.to(frame, rw, rh, ResizeFilter::Bilinear), IMAGENET_MEAN, IMAGENET_STD)
     }
 
-    /// A blank square input at the short side: what the form check times.
-    pub fn sample(&self) -> Input {
-        let side = self.shortest_edge;
-        normalized_chw(&image::RgbImage::new(side, side), IMAGENET_MEAN, IMAGENET_STD)
+    /// A blank square frame at the short side: what the form check times.
+    pub fn blank(&self) -> image::RgbImage {
+        image::RgbImage::new(self.shortest_edge, self.shortest_edge)
     }
 
     /// `logits [1, Q, C+1]` and `pred_boxes [1, Q, 4]` (in either order) → detections above

@@ -28,7 +28,7 @@ pub struct DetectorConfig {
     /// `auto` (default): told by the model's outputs; `detr` or `nanodet`.
     #[serde(default)]
     pub family: Family,
-    /// Minimum class probability for a detection. Default: the family's ([`Family::default_threshold`]).
+    /// Minimum class probability for a detection. Default: the family's ([`Head::default_threshold`]).
     #[serde(default)]
     pub threshold: Option<f32>,
     /// Resize rule of DetrImageProcessor: the short side becomes this... Default 800.
@@ -80,17 +80,6 @@ pub enum Family {
     Detr,
     /// NanoDet-m: per stride, `[1, cells, 80]` scores and `[1, cells, 4 × bins]` boxes.
     Nanodet,
-}
-
-impl Family {
-    /// The threshold a family's scores are read against when `threshold` is not set: DETR's
-    /// softmax probabilities run high; NanoDet's quality scores sit near 0.5 for real objects.
-    pub fn default_threshold(self) -> f32 {
-        match self {
-            Family::Auto | Family::Detr => 0.9,
-            Family::Nanodet => 0.4,
-        }
-    }
 }
 
 /// One object found in a frame, in pixels of the original frame.
@@ -170,10 +159,12 @@ impl Head {
         }
     }
 
-    fn family(&self) -> Family {
+    /// The threshold a family's scores are read against when `threshold` is not set: DETR's
+    /// softmax probabilities run high; NanoDet's quality scores sit near 0.5 for real objects.
+    pub fn default_threshold(&self) -> f32 {
         match self {
-            Head::Detr(_) => Family::Detr,
-            Head::NanoDet(_) => Family::Nanodet,
+            Head::Detr(_) => 0.9,
+            Head::NanoDet(_) => 0.4,
         }
     }
 
@@ -184,10 +175,11 @@ impl Head {
         }
     }
 
-    fn sample(&self) -> Input {
+    /// A blank frame the family's input is made from at load: the form check and the first run.
+    fn blank(&self) -> image::RgbImage {
         match self {
-            Head::Detr(detr) => detr.sample(),
-            Head::NanoDet(nanodet) => nanodet.sample(),
+            Head::Detr(detr) => detr.blank(),
+            Head::NanoDet(nanodet) => nanodet.blank(),
         }
     }
 
@@ -211,12 +203,12 @@ impl Detector {
     /// run is reported at start-up rather than on the first frame.
     pub fn load(config: &DetectorConfig, engine: &Engine, memory: Option<&FormMemory>) -> Result<Self, ModelError> {
         let head = Head::of(config, &config.model)?;
-        let sample = || head.sample();
+        let blank = head.blank();
+        let sample = || head.input(&blank, &mut Resize::default());
         let (model, form) = form::open_fastest(engine, &config.model, head.shapes(), config.form, &sample, memory)?;
-        let threshold = config.threshold.unwrap_or(head.family().default_threshold());
+        let threshold = config.threshold.unwrap_or(head.default_threshold());
         let mut detector = Self { model, head, threshold, resize: Resize::default(), form };
-        let Input::Pixels { shape: [_, _, h, w], .. } = head.sample() else { unreachable!("a detector's input is pixels") };
-        detector.detect(&image::RgbImage::new(w as u32, h as u32))?;
+        detector.detect(&blank)?;
         // Cameras rarely have square frames: the check's plan would only hold memory.
         detector.model.release_plans();
         Ok(detector)

@@ -50,8 +50,9 @@ impl NanoDet {
         packed_chw(&canvas, &table, ChannelOrder::Bgr)
     }
 
-    pub fn sample(&self) -> Input {
-        self.input(&image::RgbImage::new(self.width, self.height), &mut Resize::default())
+    /// A blank frame of the input's size.
+    pub fn blank(&self) -> image::RgbImage {
+        image::RgbImage::new(self.width, self.height)
     }
 
     /// Where a `width`×`height` frame lies in the input: scaled by `ratio` to `inner`, at `offset`.

@@ -172,6 +172,13 @@ pub fn pending_records(config: &Path) -> Vec<serde_json::Value> {
     json_lines(&["outbox", "export", "--config", &config.display().to_string()])
 }
 
+/// `glimpse COMMAND --config CONFIG IMAGE...` (`detect`, `embed`): one JSON value per image, in order.
+pub fn on_images(command: &str, config: &str, images: &[PathBuf]) -> Vec<serde_json::Value> {
+    let mut args = vec![command.to_owned(), "--config".into(), config.to_owned()];
+    args.extend(images.iter().map(|p| p.display().to_string()));
+    json_lines(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 fn json_lines(args: &[&str]) -> Vec<serde_json::Value> {
     let out = glimpse(args, &[]);
     assert!(out.status.success(), "glimpse {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));

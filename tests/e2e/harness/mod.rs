@@ -59,12 +59,9 @@ impl ConfigBuilder {
         Self { dir, text, analysis: EVERY_DETECTION.to_owned() }
     }
 
-    /// The real COCO detector, NanoDet-m (models/coco/), at its family's threshold.
-    pub fn real_detector(mut self) -> Self {
-        let tiny_detector =
-            self.text.split("[detector]\nmodel = \"").nth(1).and_then(|t| t.split('"').next()).expect("a detector").to_owned();
-        let real = daemon::repo().join("models/coco/nanodet-m.onnx").display().to_string();
-        self.text = self.text.replace(&tiny_detector, &real).replace("threshold = 0.9\n", "");
+    /// The detector's threshold left to its family's default (not the tiny DETRs' 0.9).
+    pub fn family_threshold(mut self) -> Self {
+        self.text = self.text.replace("threshold = 0.9\n", "");
         self
     }
 

@@ -6,9 +6,11 @@ can be downloaded here), all measured in one run of the release daemon:
   N records in the index on the device (`glimpse bench search` makes them);
 - the daemon's RSS before the first search (the server idle, no tower loaded) and after the
   searches (the API's text and image towers loaded);
-- the inference frame time with no searches, then with 5 searches a second: inference is kept
+- the inference frame time with no searches and with 5 searches a second: inference is kept
   busy (a live test pattern sampled faster than it can be analysed, gate and dedupe off), so the
-  frame time is the phase's length over the frames analysed in it.
+  frame time is the phase's length over the frames analysed in it. Quiet and busy phases
+  alternate in pairs, in ABBA order (quiet-busy, busy-quiet, ...), so that the machine's drift
+  falls on both sides; the ratio reported is the median of the pairs' ratios, with their spread.
 
     cargo build --release -p glimpse
     python models/bench_http.py --glimpse target/release/glimpse --work target/bench-http --records 10000 100000
@@ -121,19 +123,38 @@ def frames(port):
     return call(port, "/api/stats")["cameras"]["gate"]["frames_processed"]
 
 
+def next_frame(port, after=None):
+    """Waits for a frame to end and returns (frames so far, when): the phases run from frame end
+    to frame end, so that a phase's length holds whole frames (a frame is ~4 % of 20 s)."""
+    count = frames(port) if after is None else after
+    while True:
+        now, seen = time.monotonic(), frames(port)
+        if seen > count:
+            return seen, now
+        time.sleep(0.02)
+
+
 def frame_time_ms(port, seconds, load=None):
-    """Mean inference time per frame over `seconds` (inference is always busy), with `load` running."""
+    """Mean inference time per frame over about `seconds` (inference is always busy), with `load`
+    running."""
     stop = threading.Event()
     worker = threading.Thread(target=load, args=(stop,)) if load else None
     if worker:
         worker.start()
-    before, started = frames(port), time.monotonic()
-    time.sleep(seconds)
-    after, elapsed = frames(port), time.monotonic() - started
+        time.sleep(1)  # the load in its stride before the phase starts
+    before, started = next_frame(port)
+    time.sleep(max(0.0, seconds - 2))
+    after, ended = next_frame(port, frames(port))
     stop.set()
     if worker:
         worker.join()
-    return elapsed * 1000 / max(after - before, 1)
+    return (ended - started) * 1000 / (after - before)
+
+
+def median(values):
+    values = sorted(values)
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
 
 
 def percentile(values, share):
@@ -175,7 +196,6 @@ def measure(args, vision, text, records):
                 pass
             time.sleep(1)
         idle_rss = rss_mb(daemon.pid)
-        quiet = frame_time_ms(port, args.seconds)
         words = [f"a {c} {t}" for c in ("red", "blue", "white", "dark") for t in ("car", "van", "person", "bicycle", "dog")]
         middle = records // 2  # a record `glimpse bench search` made: cameras in turn
         like = f"bench:{('gate', 'yard', 'street', 'door')[middle % 4]}:{middle}:0"
@@ -196,11 +216,17 @@ def measure(args, vision, text, records):
                 call(port, "/api/search?" + urllib.parse.urlencode({"text": f"{rng.choice(words)} {n}", "top_k": 20}))
                 stop.wait(max(0.0, 0.2 - (time.monotonic() - started)))
 
-        busy = frame_time_ms(port, args.seconds, five_a_second)
+        quiet, busy = [], []
+        for pair in range(args.pairs):
+            phases = [(quiet, None), (busy, five_a_second)]
+            for times, load in phases if pair % 2 == 0 else reversed(phases):
+                times.append(frame_time_ms(port, args.seconds, load))
+        ratios = sorted(b / q for q, b in zip(quiet, busy))
         result.update({
             "rss_mb_idle_server": round(idle_rss), "rss_mb_after_searches": round(loaded_rss),
-            "frame_ms_quiet": round(quiet, 1), "frame_ms_5_searches_a_second": round(busy, 1),
-            "frame_time_ratio": round(busy / quiet, 3),
+            "frame_ms_quiet": round(median(quiet), 1), "frame_ms_5_searches_a_second": round(median(busy), 1),
+            "frame_time_ratio": round(median(ratios), 3),
+            "frame_time_ratios": [round(r, 3) for r in ratios],
         })
         print(json.dumps(result), flush=True)
     finally:
@@ -214,7 +240,8 @@ def main():
     p.add_argument("--work", type=pathlib.Path, default=pathlib.Path("target/bench-http"))
     p.add_argument("--records", type=int, nargs="+", default=[10_000, 100_000])
     p.add_argument("--runs", type=int, default=20, help="searches of each kind, after one warm-up")
-    p.add_argument("--seconds", type=float, default=60, help="length of each frame-time phase")
+    p.add_argument("--seconds", type=float, default=20, help="length of each frame-time phase")
+    p.add_argument("--pairs", type=int, default=6, help="quiet and busy phase pairs, in ABBA order")
     args = p.parse_args()
     args.work = args.work.resolve()
     vision, text = towers(args.work)

@@ -29,14 +29,13 @@ The tiny set holds these files:
 and models/manifest.toml is rewritten with their sha256 and pre-processing constants.
 """
 import argparse
-import hashlib
 import pathlib
 import sys
 
 import torch
 
 from golden_margins import detection_margins
-from manifest_fields import CLIP_EXTRA, DETR_EXTRA, sha256, update_manifest  # noqa: F401 (export.sha256 etc. for the other scripts)
+from manifest_fields import CLIP_EXTRA, DETR_EXTRA, REALTIME_EXTRA, REALTIME_SIDE, sha256, update_manifest  # noqa: F401 (export.sha256 etc. for the other scripts)
 
 # The COCO label map of facebook/detr-resnet-50 (config.id2label); index 91 is "no object".
 COCO_LABELS = [
@@ -295,6 +294,140 @@ def export_tiny_text(out, golden):
         write_text_golden(tokenizer, out / "clip-text-tiny-random.onnx", golden)
 
 
+# The real-time DETRs (transformers' RT-DETR, RT-DETRv2 and D-FINE): tiny random-weight models
+# of the real architectures, their input fixed at REALTIME_SIDE (RTDetrImageProcessor's `size`,
+# 640 for the published checkpoints), COCO's 80 labels.
+REALTIME_QUERIES = 30
+# Random class heads put every score near the prior (1/81); scaled up, they spread over 0..1
+# so that the golden's scores stand apart from each other and from its threshold.
+REALTIME_HEAD_SCALE = 3.0
+REALTIME_GAP = 3e-3
+
+
+def coco80():
+    return [label for label in COCO_LABELS if label != "N/A"][:80]
+
+
+def tiny_realtime(kind):
+    """A tiny RT-DETR, RT-DETRv2 or D-FINE: the real architecture at toy widths and depths."""
+    import transformers as t
+
+    # Two decoder layers: with one, transformers 5.25 cannot tie RT-DETRv2's and D-FINE's box heads.
+    common = dict(
+        encoder_hidden_dim=32, encoder_ffn_dim=64, encoder_attention_heads=2, d_model=32,
+        num_queries=REALTIME_QUERIES, decoder_in_channels=[32, 32, 32], decoder_ffn_dim=64,
+        decoder_layers=2, decoder_attention_heads=2, num_denoising=0, id2label=dict(enumerate(coco80())),
+    )
+    resnet = t.RTDetrResNetConfig(
+        embedding_size=8, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], layer_type="basic",
+        out_features=["stage2", "stage3", "stage4"],
+    )
+    if kind == "rtdetr":
+        model = t.RTDetrForObjectDetection(t.RTDetrConfig(backbone_config=resnet, encoder_in_channels=[16, 24, 32], **common))
+    elif kind == "rtdetrv2":
+        model = t.RTDetrV2ForObjectDetection(t.RTDetrV2Config(backbone_config=resnet, encoder_in_channels=[16, 24, 32], **common))
+    else:
+        hgnet = t.HGNetV2Config(
+            embedding_size=8, hidden_sizes=[16, 24, 32, 48], stem_channels=[3, 8, 8], stage_in_channels=[8, 16, 24, 32], stage_mid_channels=[8, 8, 16, 16],
+            stage_out_channels=[16, 24, 32, 48], stage_num_blocks=[1, 1, 1, 1], stage_downsample=[False, True, True, True],
+            stage_light_block=[False, False, True, True], stage_kernel_size=[3, 3, 5, 5], stage_numb_of_layers=[1, 1, 1, 1],
+            out_features=["stage2", "stage3", "stage4"],
+        )
+        model = t.DFineForObjectDetection(t.DFineConfig(backbone_config=hgnet, encoder_in_channels=[24, 32, 48], **common))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "class_embed" in name and name.endswith("weight"):
+                parameter.mul_(REALTIME_HEAD_SCALE)
+    return model.eval()
+
+
+REALTIME = {
+    "rtdetr": ("rtdetr-tiny-random.onnx", "random:rt-detr-tiny"),
+    "rtdetrv2": ("rtdetrv2-tiny-random.onnx", "random:rt-detr-v2-tiny"),
+    "dfine": ("dfine-tiny-random.onnx", "random:d-fine-tiny"),
+}
+
+
+def export_realtime(out):
+    """The three tiny real-time DETRs, fixed input, into `out` and the manifest."""
+    for kind, (name, _) in REALTIME.items():
+        export(
+            DetrOutputs(tiny_realtime(kind)), torch.rand(1, 3, REALTIME_SIDE, REALTIME_SIDE), out / name, ["logits", "pred_boxes"],
+            {"pixel_values": {0: "batch"}, "logits": {0: "batch"}, "pred_boxes": {0: "batch"}},
+        )
+    update_manifest(out, [(name, "detector", source, "onnx-fp32", REALTIME_EXTRA) for name, source in REALTIME.values()])
+
+
+def realtime_threshold(scores):
+    """A threshold in the widest gap below the 3rd best score or a lower one (at least
+    REALTIME_GAP wide), so that no error a comparison allows moves a score across it; and how
+    many scores are above it."""
+    import numpy as np
+
+    ranked = np.sort(scores.ravel())[::-1][: REALTIME_QUERIES + 1]
+    gaps = ranked[:-1] - ranked[1:]
+    count = 3 + int(np.argmax(gaps[2:REALTIME_QUERIES]))
+    if gaps[count - 1] < REALTIME_GAP:
+        return None, 0
+    return float((ranked[count - 1] + ranked[count]) / 2), count
+
+
+REALTIME_PHOTOS = f"rtdetr-{REALTIME_SIDE}"
+
+
+def write_realtime_golden(models, photos_dir, out):
+    """RTDetrImageProcessor + onnxruntime + its post_process_object_detection on the photos, for
+    the tiny real-time DETRs and their int8 files when models/quantize.py has made them.
+
+    The photos are first stretched to the input with PIL's bilinear filter and saved (in
+    photos/rtdetr-320/), so that both sides see the same pixels: these random models, their class
+    heads spread, move their scores by up to 2.3e-2 for the one grey level by which PIL's and
+    Glimpse's bilinear filters differ on a few pixels (the real NanoDet moved by 2e-3)."""
+    import json
+
+    import numpy as np
+    import onnxruntime as ort
+    from PIL import Image
+    from transformers import RTDetrImageProcessor
+    from transformers.models.rt_detr.modeling_rt_detr import RTDetrObjectDetectionOutput
+
+    processor = RTDetrImageProcessor(size={"height": REALTIME_SIDE, "width": REALTIME_SIDE})
+    files = {kind: name for kind, (name, _) in REALTIME.items()}
+    files.update({f"{kind}-int8": name.replace(".onnx", "-int8.onnx") for kind, name in list(files.items())
+                  if (models / name.replace(".onnx", "-int8.onnx")).exists()})
+    sessions = {kind: ort.InferenceSession(str(models / name)) for kind, name in files.items()}
+    golden = {"detectors": {}, "embedders": {"fp32": "clip-tiny-random.onnx"}, "photos": REALTIME_PHOTOS, "images": {}}
+    fitted = photos_dir / REALTIME_PHOTOS
+    fitted.mkdir(exist_ok=True)
+    # Glimpse runs each file once at a floor that lets all Q best pairs out; a photo's threshold
+    # then picks its detections from them, as post_process_object_detection did here.
+    # Scores of different pairs may lie closer than a comparison's tolerance, so the order of
+    # equal-looking detections is not decided: "unordered" has the tests match them by label and box.
+    for kind, name in files.items():
+        golden["detectors"][kind] = {"model": name, "threshold": 0.001, "thresholds": {}, "unordered": True}
+    for photo in sorted(photos_dir.glob("*.png")):
+        Image.open(photo).convert("RGB").resize((REALTIME_SIDE, REALTIME_SIDE), Image.BILINEAR).save(fitted / photo.name)
+        image = Image.open(fitted / photo.name).convert("RGB")
+        pixel_values = processor(images=image, return_tensors="np")["pixel_values"].astype(np.float32)
+        detections = {}
+        for kind, session in sessions.items():
+            logits, boxes = session.run(None, {"pixel_values": pixel_values})
+            threshold, count = realtime_threshold(1 / (1 + np.exp(-logits[0].astype(np.float64))))
+            assert threshold is not None, f"{kind} on {photo.name}: no threshold with scores {REALTIME_GAP} apart"
+            outputs = RTDetrObjectDetectionOutput(logits=torch.from_numpy(logits), pred_boxes=torch.from_numpy(boxes))
+            result = processor.post_process_object_detection(outputs, threshold=threshold, target_sizes=[(image.height, image.width)])[0]
+            assert len(result["scores"]) == count, (kind, photo.name, len(result["scores"]), count)
+            golden["detectors"][kind]["thresholds"][photo.name] = threshold
+            detections[kind] = [
+                {"label": coco80()[int(l)], "score": float(s), "x": float(b[0]), "y": float(b[1]), "w": float(b[2] - b[0]), "h": float(b[3] - b[1])}
+                for s, l, b in zip(result["scores"], result["labels"], result["boxes"])
+            ]
+        golden["images"][photo.name] = {"size": [image.width, image.height], "detections": detections}
+        print(f"golden: {photo.name} -> {[len(d) for d in detections.values()]} detections", file=sys.stderr)
+    out.write_text(json.dumps(golden, indent=1))
+    print(f"wrote {out}", file=sys.stderr)
+
+
 def write_manifest(out, files):
     lines = ["# Written by models/export.py; `glimpse models verify` checks files against it.", ""]
     for name, kind, source, extra in files:
@@ -410,10 +543,18 @@ def main():
     parser.add_argument("--photos", type=pathlib.Path, default=pathlib.Path("tests/media/photos"))
     parser.add_argument("--tiny-text", action="store_true", help="only the tiny text tower and the tokenizer (the other tiny files stay)")
     parser.add_argument("--text-golden", type=pathlib.Path, help="with --tiny: write token ids and text embeddings to this JSON file")
+    parser.add_argument("--realtime", action="store_true", help="only the tiny RT-DETR, RT-DETRv2 and D-FINE (the other tiny files stay)")
+    parser.add_argument("--realtime-golden", type=pathlib.Path, help="write the real-time DETRs' reference detections to this JSON file")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
 
+    if args.realtime or args.realtime_golden:
+        if args.realtime:
+            export_realtime(args.out)
+        if args.realtime_golden:
+            write_realtime_golden(args.out, args.photos, args.realtime_golden)
+        return
     if args.tiny_text:
         export_tiny_text(args.out, args.text_golden)  # the other tiny files stay as they are
         return

@@ -23,6 +23,17 @@ CLIP_EXTRA = {
     "output_dim": 512,
 }
 
+# The tiny real-time DETRs' fixed input (RTDetrImageProcessor's `size`; 640 for the published
+# checkpoints).
+REALTIME_SIDE = 320
+REALTIME_EXTRA = {
+    "family": '"rt-detr"',
+    "input": f'"pixel_values float32 [batch, 3, {REALTIME_SIDE}, {REALTIME_SIDE}]"',
+    "labels": '"coco-80"',
+    "resize": f'"height={REALTIME_SIDE},width={REALTIME_SIDE},bilinear"',
+    "rescale": "0.00392156862745098",
+}
+
 
 def update_manifest(out, files):
     """Replaces (or adds) these files' entries in the manifest, keeping every other entry."""

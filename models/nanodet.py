@@ -299,10 +299,10 @@ def fit(photo, directory):
 
 def golden_entry(path, size, outputs):
     found = decode(outputs, *size)
-    # The same detections at thresholds 2e-3 either side: no score that a 1e-3 error could move
-    # across the threshold decides what comes out.
-    either_side = [[d["label"] for d in decode(outputs, *size, THRESHOLD + m)] for m in (-2e-3, 2e-3)]
-    assert either_side[0] == either_side[1], f"{path}: {either_side} at {THRESHOLD} ± 2e-3"
+    # The same detections at thresholds 5e-3 either side: no score that the tests' widest
+    # tolerance (4e-3, whole photos) could move across the threshold decides what comes out.
+    either_side = [[d["label"] for d in decode(outputs, *size, THRESHOLD + m)] for m in (-5e-3, 5e-3)]
+    assert either_side[0] == either_side[1], f"{path}: {either_side} at {THRESHOLD} ± 5e-3"
     summary = ", ".join(f"{d['label']} {d['score']:.2f}" for d in found)
     print(f"{path}: {summary}", file=sys.stderr)
     return path.name, {"width": size[0], "height": size[1], "detections": found}

@@ -3,6 +3,7 @@
 check each quantized model against its fp32 source.
 
     python models/quantize.py --detr models/dist/detr.onnx --clip models/dist/clip_vision.onnx --manifest models/manifest.toml
+    python models/quantize.py --rtdetr models/tiny/rtdetr-tiny-random.onnx --min-conv-k 0 --manifest models/manifest.toml
 
 writes, beside each input (`--forms` chooses; both by default):
 
@@ -33,7 +34,9 @@ form, measured with tract-onnx 0.23.9 (docs/benchmarks.md):
   the quantize and cast around them cost more than their product saves.
 
 Checks (exit 1 when one fails): CLIP embeddings cosine >= 0.999 against fp32 on every photo;
-DETR: the same set of detections above --threshold (label, and boxes within 2 % of the image).
+DETR: the same set of detections above --threshold (label, and boxes within 2 % of the image);
+RT-DETR, RT-DETRv2 and D-FINE (`--rtdetr`, calibrated on RTDetrImageProcessor's input at the
+file's fixed size): reported, as the largest score and box differences against fp32.
 
 Both forms are held to the same checks.
 """
@@ -60,6 +63,24 @@ def detr_input(image, size=None):
 
     processor = DetrImageProcessor() if size is None else DetrImageProcessor(size={"height": size[0], "width": size[1]})
     return processor(images=image, return_tensors="np")["pixel_values"].astype(np.float32)
+
+
+def rtdetr_input(image, path):
+    """RTDetrImageProcessor's input at the size `path`'s input is fixed to."""
+    from transformers import RTDetrImageProcessor
+
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    size = {"height": dims[2].dim_value or 640, "width": dims[3].dim_value or 640}
+    return RTDetrImageProcessor(size=size)(images=image, return_tensors="np")["pixel_values"].astype(np.float32)
+
+
+def check_rtdetr(fp32, int8, inputs):
+    for i, x in enumerate(inputs):
+        (la, ba), (lb, bb) = run(fp32, x), run(int8, x)
+        sigmoid = lambda l: 1 / (1 + np.exp(-l))  # noqa: E731
+        print(f"{int8.name}: photo {i}: max |score difference| {np.abs(sigmoid(la) - sigmoid(lb)).max():.4f}, "
+              f"max |box difference| {np.abs(ba - bb).max():.4f} (fractions of the image)", file=sys.stderr)
+    return True
 
 
 def clip_input(image):
@@ -116,7 +137,9 @@ def quantize_for_tract(source, target, calibration, min_conv_k=576):
         if node.name not in weighted or node.input[1] not in weights:
             return False
         dims = weights[node.input[1]].dims
-        return node.op_type == "MatMul" or dims[1] * dims[2] * dims[3] >= min_conv_k
+        # A Conv's bias made by a node (the exporter folding a frozen batch norm) stays fp32 with it.
+        constant_bias = len(node.input) < 3 or not node.input[2] or node.input[2] in weights
+        return node.op_type == "MatMul" or (constant_bias and dims[1] * dims[2] * dims[3] >= min_conv_k)
 
     with tempfile.TemporaryDirectory() as work:
         absmax = activation_ranges(source, calibration, pathlib.Path(work))
@@ -253,6 +276,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--detr", type=pathlib.Path)
     p.add_argument("--clip", type=pathlib.Path)
+    p.add_argument("--rtdetr", type=pathlib.Path, help="an RT-DETR, RT-DETRv2 or D-FINE file (fixed input)")
     p.add_argument("--photos", type=pathlib.Path, default=pathlib.Path("tests/media/photos"))
     p.add_argument("--threshold", type=float, default=0.9, help="DETR score threshold for the same-detections check")
     p.add_argument("--manifest", type=pathlib.Path, help="add the quantized files to this manifest (paths relative to it)")
@@ -260,8 +284,8 @@ def main():
                    help="quantize a Conv only when Cin x kh x kw reaches this (0: every Conv; the tiny test models use 0)")
     p.add_argument("--forms", default="tract,onnxruntime", help="which int8 forms to write: tract, onnxruntime or both (comma-separated)")
     args = p.parse_args()
-    if not (args.detr or args.clip):
-        p.error("give --detr and/or --clip")
+    if not (args.detr or args.clip or args.rtdetr):
+        p.error("give --detr, --rtdetr and/or --clip")
     forms = [f.strip() for f in args.forms.split(",") if f.strip()]
     if not forms or set(forms) - set(FORMS):
         p.error(f"--forms: choose from {', '.join(FORMS)}")
@@ -281,6 +305,12 @@ def main():
             make(args.detr, target, [detr_input(i, DETR_CALIBRATION_SIZE) for i in images])
             ok &= check_detr(args.detr, target, [detr_input(i) for i in images], args.threshold)
             entries.append((target, "detector", f"int8:{args.detr.name}", form, export.DETR_EXTRA))
+        if args.rtdetr:
+            target = args.rtdetr.with_name(args.rtdetr.stem + suffix)
+            calibration = [rtdetr_input(i, args.rtdetr) for i in images]
+            make(args.rtdetr, target, calibration)
+            ok &= check_rtdetr(args.rtdetr, target, calibration)
+            entries.append((target, "detector", f"int8:{args.rtdetr.name}", form, export.REALTIME_EXTRA))
     if args.manifest:
         add_to_manifest(args.manifest,
                         [(str(t.resolve().relative_to(args.manifest.parent.resolve())), k, s, f, e) for t, k, s, f, e in entries])

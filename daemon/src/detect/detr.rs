@@ -40,7 +40,12 @@ impl Detr {
         };
         let logits = logits.into_dimensionality::<Ix3>().map_err(|_| "logits must be [batch, queries, classes + 1]")?;
         let boxes = boxes.into_dimensionality::<Ix3>().map_err(|_| "pred_boxes must be [batch, queries, 4]")?;
-        if boxes.shape()[2] != 4 || boxes.shape()[1] != logits.shape()[1] || logits.shape()[2] < 2 {
+        if boxes.shape()[2] != 4
+            || boxes.shape()[1] != logits.shape()[1]
+            || logits.shape()[2] < 2
+            || logits.shape()[0] == 0
+            || boxes.shape()[0] == 0
+        {
             return Err("outputs must be logits [1, Q, C+1] and pred_boxes [1, Q, 4]".into());
         }
         let (w, h) = (width as f32, height as f32);

@@ -1,17 +1,21 @@
 //! Object detection (on the configured engine) by detector family, each with its own
 //! pre-processing, decoding and label map: DETR (`detr.rs`: DetrImageProcessor and
-//! `post_process_object_detection`) and NanoDet (`nanodet.rs`: its letterbox, GFL head and NMS).
-//! `family = "auto"` tells them apart by the model's outputs, read without loading it.
+//! `post_process_object_detection`), the real-time DETRs (`rtdetr.rs`: RT-DETR, RT-DETRv2 and
+//! D-FINE, RTDetrImageProcessor's) and NanoDet (`nanodet.rs`: its letterbox, GFL head and NMS).
+//! `family = "auto"` tells them apart by the model's outputs and operators, read without
+//! loading it.
 //!
 //! Pure computation: no I/O beyond loading the model, no knowledge of cameras or the outbox.
 
 mod detr;
 mod labels;
 mod nanodet;
+mod rtdetr;
 
 pub use detr::{resize_size, Detr};
 pub use labels::is_label;
 pub use nanodet::NanoDet;
+pub use rtdetr::RtDetr;
 
 use std::path::{Path, PathBuf};
 
@@ -25,7 +29,7 @@ use crate::validate::{KeyPath, Problem};
 pub struct DetectorConfig {
     /// Path of the ONNX file.
     pub model: PathBuf,
-    /// `auto` (default): told by the model's outputs; `detr` or `nanodet`.
+    /// `auto` (default): told by the model's outputs and operators; `detr`, `rt-detr` or `nanodet`.
     #[serde(default)]
     pub family: Family,
     /// Minimum class probability for a detection. Default: the family's ([`Head::default_threshold`]).
@@ -78,6 +82,10 @@ pub enum Family {
     Auto,
     /// DETR (facebook/detr-resnet-50 and its exports): outputs `logits` and `pred_boxes`.
     Detr,
+    /// RT-DETR, RT-DETRv2 and D-FINE: `logits [1, Q, 80]` and `pred_boxes`, and a `TopK` that
+    /// selects the queries.
+    #[serde(rename = "rt-detr")]
+    RtDetr,
     /// NanoDet-m: per stride, `[1, cells, 80]` scores and `[1, cells, 4 × bins]` boxes.
     Nanodet,
 }
@@ -121,6 +129,7 @@ pub struct Detector {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Head {
     Detr(Detr),
+    RtDetr(RtDetr),
     NanoDet(NanoDet),
 }
 
@@ -128,9 +137,46 @@ impl std::fmt::Display for Head {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Head::Detr(d) => write!(f, "detr (resized to shortest_edge {}, longest_edge {})", d.shortest_edge, d.longest_edge),
+            Head::RtDetr(r) => write!(f, "rt-detr (input {}×{}, COCO's 80 labels)", r.width, r.height),
             Head::NanoDet(n) => write!(f, "nanodet (input {}×{}, COCO's 80 labels)", n.width, n.height),
         }
     }
+}
+
+/// The input sides a fixed-size detector may have: below, no stride fits; above, one frame's
+/// tensor is gigabytes.
+const MIN_INPUT_SIDE: u32 = 32;
+const MAX_INPUT_SIDE: u32 = 4096;
+
+fn input_side(dim: usize) -> Option<u32> {
+    u32::try_from(dim).ok().filter(|side| (MIN_INPUT_SIDE..=MAX_INPUT_SIDE).contains(side))
+}
+
+/// A real-time DETR's input: the file's fixed size, or RTDetrImageProcessor's 640×640 when
+/// height and width are symbols.
+fn rt_detr(input: &signature::Value) -> Result<RtDetr, String> {
+    match input.dims[..] {
+        [_, _, None, None] => Ok(RtDetr { width: rtdetr::DEFAULT_SIDE, height: rtdetr::DEFAULT_SIDE }),
+        [_, _, Some(height), Some(width)] => match (input_side(height), input_side(width)) {
+            (Some(height), Some(width)) => Ok(RtDetr { width, height }),
+            _ => Err(format!("an RT-DETR input of {width}×{height} is outside {MIN_INPUT_SIDE}..={MAX_INPUT_SIDE} pixels a side")),
+        },
+        ref dims => Err(format!("an RT-DETR model needs an input [batch, 3, height, width], found {dims:?}")),
+    }
+}
+
+/// DETR's outputs: named `logits` and `pred_boxes` by transformers' exports, or by shape,
+/// `[batch, Q, C+1]` and `[batch, Q, 4]` (NanoDet's box maps have at least 8 channels).
+fn detr_outputs(outputs: &[signature::Value]) -> bool {
+    let named = ["logits", "pred_boxes"].iter().all(|name| outputs.iter().any(|o| o.name == *name));
+    let shaped = match outputs {
+        [a, b] if a.dims.len() == 3 && b.dims.len() == 3 => {
+            let (logits, boxes) = if a.dims[2] == Some(4) { (b, a) } else { (a, b) };
+            boxes.dims[2] == Some(4) && logits.dims[1] == boxes.dims[1] && logits.dims[2] != Some(4)
+        }
+        _ => false,
+    };
+    named || shaped
 }
 
 impl Head {
@@ -143,17 +189,28 @@ impl Head {
         let signature = signature::read(path)?;
         let unknown = |reason: String| ModelError::Shape { path: path.to_owned(), reason };
         let outputs = || signature.outputs.iter().map(|o| format!("{} {:?}", o.name, o.dims)).collect::<Vec<_>>().join(", ");
-        let detr_like = ["logits", "pred_boxes"].iter().all(|name| signature.outputs.iter().any(|o| o.name == *name));
+        // The real-time DETRs' outputs look like DETR's; the encoder's query selection (a TopK,
+        // which DETR has none of) tells them apart.
+        let detr_like = detr_outputs(&signature.outputs);
         match config.family {
+            Family::RtDetr => rt_detr(&signature.inputs[0]).map(Head::RtDetr).map_err(unknown),
+            Family::Auto if detr_like && signature.operators.contains("TopK") => {
+                rt_detr(&signature.inputs[0]).map(Head::RtDetr).map_err(unknown)
+            }
             Family::Auto if detr_like => Ok(Head::Detr(detr)),
             Family::Auto if signature.outputs.len() % 2 == 1 || signature.outputs.iter().any(|o| o.dims.len() != 3) => {
                 Err(unknown(format!(
-                    "cannot tell the detector family from its outputs ({}); set [detector] family to \"detr\" or \"nanodet\"",
+                    "cannot tell the detector family from its outputs ({}); set [detector] family to \"detr\", \"rt-detr\" or \"nanodet\"",
                     outputs()
                 )))
             }
             _ => match signature.inputs[0].dims[..] {
-                [_, Some(3), Some(height), Some(width)] => Ok(Head::NanoDet(NanoDet { width: width as u32, height: height as u32 })),
+                [_, Some(3), Some(height), Some(width)] => match (input_side(height), input_side(width)) {
+                    (Some(height), Some(width)) => Ok(Head::NanoDet(NanoDet { width, height })),
+                    _ => Err(unknown(format!(
+                        "a NanoDet input of {width}×{height} is outside {MIN_INPUT_SIDE}..={MAX_INPUT_SIDE} pixels a side"
+                    ))),
+                },
                 ref dims => Err(unknown(format!("a NanoDet model needs a fixed input [1, 3, height, width], found {dims:?}"))),
             },
         }
@@ -164,6 +221,7 @@ impl Head {
     pub fn default_threshold(&self) -> f32 {
         match self {
             Head::Detr(_) => 0.9,
+            Head::RtDetr(_) => 0.5,
             Head::NanoDet(_) => 0.4,
         }
     }
@@ -171,6 +229,7 @@ impl Head {
     fn input(&self, frame: &image::RgbImage, resize: &mut Resize) -> Input {
         match self {
             Head::Detr(detr) => detr.input(frame, resize),
+            Head::RtDetr(rt) => rt.input(frame, resize),
             Head::NanoDet(nanodet) => nanodet.input(frame, resize),
         }
     }
@@ -179,6 +238,7 @@ impl Head {
     fn blank(&self) -> image::RgbImage {
         match self {
             Head::Detr(detr) => detr.blank(),
+            Head::RtDetr(rt) => rt.blank(),
             Head::NanoDet(nanodet) => nanodet.blank(),
         }
     }
@@ -186,6 +246,7 @@ impl Head {
     fn shapes(&self) -> Shapes {
         match self {
             Head::Detr(_) => Shapes::VaryingPixels { max_plans: MAX_PLANS },
+            Head::RtDetr(r) => Shapes::Pixels([1, 3, r.height as usize, r.width as usize]),
             Head::NanoDet(n) => Shapes::Pixels([1, 3, n.height as usize, n.width as usize]),
         }
     }
@@ -193,6 +254,7 @@ impl Head {
     fn decode(&self, outputs: &[Output], width: u32, height: u32, threshold: f32) -> Result<Vec<Detection>, String> {
         match self {
             Head::Detr(_) => Detr::decode(outputs, width, height, threshold),
+            Head::RtDetr(_) => RtDetr::decode(outputs, width, height, threshold),
             Head::NanoDet(nanodet) => nanodet.decode(outputs, width, height, threshold),
         }
     }
@@ -245,5 +307,35 @@ impl ObjectDetector for Detector {
         let input = self.head.input(frame, &mut self.resize);
         let outputs = self.model.run(input)?;
         self.head.decode(&outputs, w, h, self.threshold).map_err(|reason| ModelError::Shape { path: self.model.path().to_owned(), reason })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(name: &str, dims: &[Option<usize>]) -> signature::Value {
+        signature::Value { name: name.into(), dims: dims.to_vec() }
+    }
+
+    #[test]
+    fn detr_is_told_by_its_output_names_or_by_its_shapes() {
+        let named = [value("logits", &[None, None, None]), value("pred_boxes", &[None, None, None])];
+        let shaped = [value("out_1", &[Some(1), Some(100), Some(4)]), value("out_0", &[Some(1), Some(100), Some(92)])];
+        assert!(detr_outputs(&named) && detr_outputs(&shaped));
+    }
+
+    #[test]
+    fn a_single_stride_nanodet_is_not_taken_for_detr() {
+        let nanodet = [value("scores", &[Some(1), Some(2704), Some(80)]), value("boxes", &[Some(1), Some(2704), Some(44)])];
+        let queries_differ = [value("a", &[Some(1), Some(100), Some(92)]), value("b", &[Some(1), Some(50), Some(4)])];
+        assert!(!detr_outputs(&nanodet) && !detr_outputs(&queries_differ));
+    }
+
+    #[test]
+    fn a_fixed_input_side_must_be_one_a_frame_can_be_fitted_into() {
+        assert_eq!(input_side(416), Some(416));
+        assert_eq!(input_side(8), None);
+        assert_eq!(input_side(1 << 33), None);
     }
 }

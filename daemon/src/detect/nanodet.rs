@@ -56,11 +56,12 @@ impl NanoDet {
     }
 
     /// Where a `width`×`height` frame lies in the input: scaled by `ratio` to `inner`, at `offset`.
+    /// In f64, rounding half to even, as Python's `round` does in the reference.
     fn fit(&self, width: u32, height: u32) -> Fit {
-        let ratio = (self.width as f32 / width as f32).min(self.height as f32 / height as f32);
-        let inner =
-            (((width as f32 * ratio).round() as u32).clamp(1, self.width), ((height as f32 * ratio).round() as u32).clamp(1, self.height));
-        Fit { ratio, inner, offset: ((self.width - inner.0) / 2, (self.height - inner.1) / 2) }
+        let ratio = (f64::from(self.width) / f64::from(width)).min(f64::from(self.height) / f64::from(height));
+        let side = |v: u32, most: u32| ((f64::from(v) * ratio).round_ties_even() as u32).clamp(1, most);
+        let inner = (side(width, self.width), side(height, self.height));
+        Fit { ratio: ratio as f32, inner, offset: ((self.width - inner.0) / 2, (self.height - inner.1) / 2) }
     }
 
     /// Score maps `[1, cells, 80]` and box distributions `[1, cells, 4 × bins]`, one pair per
@@ -85,13 +86,13 @@ impl NanoDet {
             .collect())
     }
 
-    /// The outputs paired by stride: the one with 80 channels is a score map, the other of the
-    /// same cell count its boxes.
+    /// The outputs paired by stride, finest first (the reference's order, which decides exact
+    /// ties): the one with 80 channels is a score map, the other of the same cell count its boxes.
     fn pairs<'a>(&self, outputs: &'a [Output]) -> Result<Vec<(&'a Output, &'a Output)>, String> {
         let shapes = || outputs.iter().map(|o| format!("{:?}", o.shape)).collect::<Vec<_>>().join(", ");
         let cells = |o: &Output| (o.shape.len() == 3 && o.shape[0] == 1).then(|| o.shape[1]);
         let classes = labels::COCO80_CLASSES;
-        let pairs: Vec<_> = outputs
+        let mut pairs: Vec<_> = outputs
             .iter()
             .filter(|o| cells(o).is_some() && o.shape[2] == classes)
             .filter_map(|scores| {
@@ -107,6 +108,7 @@ impl NanoDet {
                 shapes()
             ));
         }
+        pairs.sort_by_key(|(scores, _)| std::cmp::Reverse(scores.shape[1]));
         Ok(pairs)
     }
 
@@ -118,7 +120,9 @@ impl NanoDet {
             self.grid(cells).ok_or_else(|| format!("{cells} cells match no stride of a {}×{} input", self.width, self.height))?;
         let best = |cell: usize| scores.data[cell * classes..(cell + 1) * classes].iter().cloned().fold(f32::MIN, f32::max);
         let mut kept: Vec<usize> = (0..cells).filter(|&cell| best(cell) > threshold).collect();
-        if kept.len() > CELLS_PER_STRIDE {
+        // The reference takes a stride's top cells whenever it has more than `nms_pre`, which
+        // puts them in score order (stably): the order exact ties are broken in.
+        if cells > CELLS_PER_STRIDE {
             kept.sort_by(|&a, &b| best(b).total_cmp(&best(a)));
             kept.truncate(CELLS_PER_STRIDE);
         }
@@ -205,6 +209,32 @@ mod tests {
     fn a_wide_frame_is_centred_between_black_bands() {
         let fit = NanoDet { width: 416, height: 416 }.fit(640, 272);
         assert_eq!((fit.inner, fit.offset), ((416, 177), (0, 119)));
+    }
+
+    #[test]
+    fn a_side_at_exactly_half_a_pixel_rounds_to_even_as_the_reference_does() {
+        // 416 / 832 = 0.5 exactly: 3 × 0.5 = 1.5 → 2 and 5 × 0.5 = 2.5 → 2 (Python's round).
+        let model = NanoDet { width: 416, height: 416 };
+        assert_eq!(model.fit(832, 3).inner, (416, 2));
+        assert_eq!(model.fit(832, 5).inner, (416, 2));
+    }
+
+    #[test]
+    fn exact_ties_across_strides_keep_the_finer_stride_first() {
+        let model = NanoDet { width: 64, height: 64 };
+        // The same score for class 0 in one cell of stride 32 (4 cells) and of stride 8 (64
+        // cells), given coarse first: the stride-8 box is the one kept, as in the reference.
+        let level = |cells: usize| {
+            let scores = Output { shape: vec![1, cells, 80], data: (0..cells * 80).map(|i| if i == 0 { 0.8 } else { 0.0 }).collect() };
+            let boxes = Output { shape: vec![1, cells, 8], data: vec![0.0; cells * 8] };
+            [scores, boxes]
+        };
+        let outputs: Vec<Output> = level(4).into_iter().chain(level(64)).collect();
+        let found = model.decode(&outputs, 64, 64, 0.5).expect("decoded");
+        // Stride 8, cell 0: centre (4, 4), sides 0.5 × 8 = 4 → (0, 0)-(8, 8); it overlaps the
+        // stride-32 box (0, 0)-(32, 32) too little to suppress it, so both stay, finer first.
+        assert_eq!(found.len(), 2);
+        assert_eq!([found[0].x1, found[1].x1], [8.0, 32.0]);
     }
 
     #[test]

@@ -11,10 +11,15 @@ use tract_onnx::pb::{tensor_shape_proto::dimension::Value as DimValue, type_prot
 
 use super::ModelError;
 
-/// ModelProto's `graph`; GraphProto's `input` and `output` (onnx.proto).
+/// ModelProto's `graph`; GraphProto's `node`, `input` and `output`; NodeProto's `op_type`
+/// (onnx.proto).
 const MODEL_GRAPH: u64 = 7;
+const GRAPH_NODE: u64 = 1;
 const GRAPH_INPUT: u64 = 11;
 const GRAPH_OUTPUT: u64 = 12;
+const NODE_OP_TYPE: u64 = 4;
+/// An operator's name longer than this is not one.
+const MAX_OP_TYPE: u64 = 256;
 /// A ValueInfoProto larger than this is not a plain tensor's description.
 const MAX_VALUE_INFO: u64 = 1 << 16;
 
@@ -29,20 +34,26 @@ pub struct Value {
 pub struct Signature {
     pub inputs: Vec<Value>,
     pub outputs: Vec<Value>,
+    /// The operators the top-level graph uses (`TopK`, `Conv`, ...).
+    pub operators: std::collections::BTreeSet<String>,
 }
 
 /// Reads `path`'s graph inputs and outputs.
 pub fn read(path: &Path) -> Result<Signature, ModelError> {
     let invalid = |reason: String| ModelError::Invalid { path: path.to_owned(), reason };
-    let file = File::open(path).map_err(|e| ModelError::Unreadable { path: path.to_owned(), reason: e.to_string() })?;
-    let end = file.metadata().map_err(|e| ModelError::Unreadable { path: path.to_owned(), reason: e.to_string() })?.len();
-    let mut reader = Walker { inner: BufReader::new(file), at: 0 };
+    let unreadable = |e: std::io::Error| ModelError::Unreadable { path: path.to_owned(), reason: e.to_string() };
+    // Checked before the open: opening a FIFO or a device would block or read forever.
+    let metadata = std::fs::metadata(path).map_err(unreadable)?;
+    if !metadata.is_file() {
+        return Err(invalid("not a regular file".into()));
+    }
+    let file = File::open(path).map_err(unreadable)?;
+    let mut reader = Walker { inner: BufReader::new(file), at: 0, end: metadata.len() };
     let mut signature = Signature::default();
-    while reader.at < end {
+    while reader.at < reader.end {
         let (field, wire) = reader.key().map_err(|e| invalid(e.to_string()))?;
         if field == MODEL_GRAPH && wire == 2 {
-            let len = reader.varint().map_err(|e| invalid(e.to_string()))?;
-            let graph_end = reader.at + len;
+            let graph_end = reader.length().map_err(|e| invalid(e.to_string()))?;
             read_graph(&mut reader, graph_end, &mut signature).map_err(invalid)?;
         } else {
             reader.skip(wire).map_err(|e| invalid(e.to_string()))?;
@@ -58,6 +69,13 @@ fn read_graph(reader: &mut Walker, end: u64, signature: &mut Signature) -> Resul
     while reader.at < end {
         let (field, wire) = reader.key().map_err(|e| e.to_string())?;
         let list = match (field, wire) {
+            (GRAPH_NODE, 2) => {
+                let node_end = reader.length().map_err(|e| e.to_string())?;
+                if let Some(operator) = read_op_type(reader, node_end)? {
+                    signature.operators.insert(operator);
+                }
+                continue;
+            }
             (GRAPH_INPUT, 2) => &mut signature.inputs,
             (GRAPH_OUTPUT, 2) => &mut signature.outputs,
             _ => {
@@ -65,7 +83,7 @@ fn read_graph(reader: &mut Walker, end: u64, signature: &mut Signature) -> Resul
                 continue;
             }
         };
-        let len = reader.varint().map_err(|e| e.to_string())?;
+        let len = reader.length().map_err(|e| e.to_string())? - reader.at;
         if len > MAX_VALUE_INFO {
             return Err(format!("a graph input or output description of {len} bytes"));
         }
@@ -75,6 +93,26 @@ fn read_graph(reader: &mut Walker, end: u64, signature: &mut Signature) -> Resul
         list.push(value(info));
     }
     Ok(())
+}
+
+/// A NodeProto's `op_type`, skipping the rest of it (a Constant node may hold a large tensor).
+fn read_op_type(reader: &mut Walker, end: u64) -> Result<Option<String>, String> {
+    let mut operator = None;
+    while reader.at < end {
+        let (field, wire) = reader.key().map_err(|e| e.to_string())?;
+        if (field, wire) != (NODE_OP_TYPE, 2) {
+            reader.skip(wire).map_err(|e| e.to_string())?;
+            continue;
+        }
+        let len = reader.length().map_err(|e| e.to_string())? - reader.at;
+        if len > MAX_OP_TYPE {
+            return Err(format!("an operator name of {len} bytes"));
+        }
+        let mut bytes = vec![0; len as usize];
+        reader.bytes(&mut bytes).map_err(|e| e.to_string())?;
+        operator = Some(String::from_utf8(bytes).map_err(|_| "an operator name that is not UTF-8".to_string())?);
+    }
+    Ok(operator)
 }
 
 fn value(info: ValueInfoProto) -> Value {
@@ -92,10 +130,13 @@ fn value(info: ValueInfoProto) -> Value {
     Value { name: info.name, dims }
 }
 
-/// A protobuf reader that knows where it is, and skips without reading what it skips.
+/// A protobuf reader that knows where it is, and skips without reading what it skips. Every
+/// length it is given is checked against the file's end, so a corrupt file is an error, not a
+/// seek backwards or an overflow.
 struct Walker {
     inner: BufReader<File>,
     at: u64,
+    end: u64,
 }
 
 impl Walker {
@@ -113,6 +154,14 @@ impl Walker {
         Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "a varint longer than 10 bytes"))
     }
 
+    /// Reads a length-delimited field's length and returns where the field ends.
+    fn length(&mut self) -> std::io::Result<u64> {
+        let len = self.varint()?;
+        self.at.checked_add(len).filter(|&end| end <= self.end).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("a field of {len} bytes runs past the end of the file"))
+        })
+    }
+
     fn key(&mut self) -> std::io::Result<(u64, u64)> {
         let key = self.varint()?;
         Ok((key >> 3, key & 7))
@@ -125,15 +174,16 @@ impl Walker {
     }
 
     fn skip(&mut self, wire: u64) -> std::io::Result<()> {
-        let len = match wire {
+        let end = match wire {
             0 => return self.varint().map(drop),
-            1 => 8,
-            2 => self.varint()?,
-            5 => 4,
+            1 => self.at + 8,
+            2 => self.length()?,
+            5 => self.at + 4,
             _ => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("protobuf wire type {wire}"))),
         };
-        self.inner.seek_relative(len as i64)?;
-        self.at += len;
+        // Lengths are bounded by the file's size, so the step fits an i64.
+        self.inner.seek_relative((end - self.at) as i64)?;
+        self.at = end;
         Ok(())
     }
 }
@@ -152,6 +202,34 @@ mod tests {
         assert_eq!(signature.inputs[0].name, "pixel_values");
         let names: Vec<&str> = signature.outputs.iter().map(|o| o.name.as_str()).collect();
         assert!(names.contains(&"logits") && names.contains(&"pred_boxes"), "{names:?}");
+        assert!(signature.operators.contains("Conv") && !signature.operators.contains("TopK"), "{:?}", signature.operators);
+    }
+
+    #[test]
+    fn a_real_time_detr_shows_its_query_selection() {
+        let signature = super::read(&tiny("rtdetr-tiny-random.onnx")).expect("signature");
+        assert!(signature.operators.contains("TopK"), "{:?}", signature.operators);
+    }
+
+    #[test]
+    fn a_length_past_the_end_of_the_file_is_an_error_not_a_seek() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cut.onnx");
+        // Field 1, length-delimited, with a length of 2^63 + 1: wraps an i64 and overflows `at`.
+        let mut bytes = vec![0x0a];
+        bytes.extend([0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]);
+        std::fs::write(&path, bytes).expect("write");
+        let error = super::read(&path).expect_err("a corrupt length").to_string();
+        assert!(error.contains("past the end of the file"), "{error}");
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_being_opened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pipe.onnx");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let error = super::read(&path).expect_err("a FIFO is not a model").to_string();
+        assert!(error.contains("not a regular file"), "{error}");
     }
 
     #[test]

@@ -143,7 +143,7 @@ def tiny_clip():
 
 
 class ClipTextEmbeds(torch.nn.Module):
-    """CLIP text tower + text projection: text_embeds [B,D] from input_ids [B,77], not yet
+    """CLIP text tower + text projection: text_embeds [B,D] from input_ids [B,T], T <= 77, not yet
     L2-normalised. The pooled token is the first end-of-text token (eos_token_id = 49407)."""
 
     def __init__(self, model):
@@ -165,9 +165,49 @@ def export_text(model, path):
     with torch.no_grad():
         torch.onnx.export(
             module, (example,), str(path), input_names=["input_ids"], output_names=["text_embeds"],
-            dynamic_axes={"input_ids": {0: "batch"}, "text_embeds": {0: "batch"}}, opset_version=OPSET, dynamo=False,
+            dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "text_embeds": {0: "batch"}}, opset_version=OPSET, dynamo=False,
         )
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
+    check_short_equals_padded(path)
+
+
+def check_short_equals_padded(path):
+    """The tower on a query's ids up to its end token gives what it gives on all 77 (CLIP's
+    text tower is causal and pools at the first end token): Glimpse runs only those ids."""
+    import numpy as np
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ids = [49406, 320, 1746, 1615, END_OF_TEXT]
+    padded = np.array([ids + [END_OF_TEXT] * (CONTEXT - len(ids))], dtype=np.int64)
+    full, short = (session.run(None, {"input_ids": x})[0] for x in (padded, np.array([ids], dtype=np.int64)))
+    difference = float(np.abs(full - short).max())
+    assert difference < 1e-5, f"{path}: 5 ids and 77 padded ids give embeddings {difference} apart"
+    print(f"{path}: 5 ids against 77 padded: largest difference {difference:.2e}", file=sys.stderr)
+
+
+def symbolic_tokens(path):
+    """Makes an older export's fixed 77-token input symbolic, in place, once a short input is
+    shown to give the padded input's embedding (torch's export already computes every shape
+    from the input; only the declared input dimension was fixed). The file is replaced only
+    when the check passes."""
+    import os
+
+    import onnx
+
+    model = onnx.load(str(path))
+    dim = model.graph.input[0].type.tensor_type.shape.dim[1]
+    dim.ClearField("dim_value")
+    dim.dim_param = "tokens"
+    del model.graph.value_info[:]  # shapes the export recorded for 77 tokens; engines infer them
+    edited = path.with_name(path.name + ".symbolic")
+    onnx.save(model, str(edited))
+    try:
+        check_short_equals_padded(edited)
+    except BaseException:
+        edited.unlink()
+        raise
+    os.replace(edited, path)
 
 
 def tiny_clip_text():
@@ -424,7 +464,7 @@ def write_realtime_golden(models, photos_dir, out):
             ]
         golden["images"][photo.name] = {"size": [image.width, image.height], "detections": detections}
         print(f"golden: {photo.name} -> {[len(d) for d in detections.values()]} detections", file=sys.stderr)
-    out.write_text(json.dumps(golden, indent=1))
+    out.write_text(json.dumps(golden, indent=1) + "\n")
     print(f"wrote {out}", file=sys.stderr)
 
 
@@ -447,7 +487,7 @@ def write_manifest(out, files):
 
 
 TEXT_EXTRA = {
-    "input": '"input_ids int64 [batch, 77]: start token, tokens, end token, padded with the end token"',
+    "input": '"input_ids int64 [batch, tokens <= 77]: start token, tokens, end token (Glimpse runs the ids up to the end token)"',
     "output_dim": 512,
 }
 
@@ -538,14 +578,21 @@ def main():
     parser.add_argument("--detr", help="DETR checkpoint (hub id or directory)")
     parser.add_argument("--clip", help="CLIP checkpoint: b32 (ViT-B/32, 512-d), l14 (ViT-L/14, 768-d), a hub id or a directory")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=pathlib.Path, required=True)
+    parser.add_argument("--out", type=pathlib.Path, help="the folder to write to (all but --symbolic-tokens)")
     parser.add_argument("--golden", type=pathlib.Path, help="with --tiny: also write reference outputs on photos to this JSON file")
     parser.add_argument("--photos", type=pathlib.Path, default=pathlib.Path("tests/media/photos"))
     parser.add_argument("--tiny-text", action="store_true", help="only the tiny text tower and the tokenizer (the other tiny files stay)")
     parser.add_argument("--text-golden", type=pathlib.Path, help="with --tiny: write token ids and text embeddings to this JSON file")
+    parser.add_argument("--symbolic-tokens", type=pathlib.Path, metavar="FILE",
+                        help="make an older text tower's fixed 77-token input symbolic, in place (Glimpse then runs only a query's tokens)")
     parser.add_argument("--realtime", action="store_true", help="only the tiny RT-DETR, RT-DETRv2 and D-FINE (the other tiny files stay)")
     parser.add_argument("--realtime-golden", type=pathlib.Path, help="write the real-time DETRs' reference detections to this JSON file")
     args = parser.parse_args()
+    if args.symbolic_tokens:
+        symbolic_tokens(args.symbolic_tokens)
+        return
+    if args.out is None:
+        parser.error("--out is required")
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
 

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::model::{Engine, Input, Model, ModelError, Shapes};
+use crate::model::{signature, Engine, Input, Model, ModelError, Shapes};
 
 /// CLIP's context length, tokens.
 pub const CONTEXT: usize = 77;
@@ -24,19 +24,48 @@ pub struct TextEmbedder {
     tokenizer_path: PathBuf,
     model: Model,
     dimension: usize,
+    /// Whether the model takes ids of any length. Then only the ids up to the first end token
+    /// run: CLIP's text tower is causal and pools at that token, so the padding after it
+    /// changes nothing, and a short query costs a fraction of 77 tokens.
+    trims: bool,
 }
 
 impl TextEmbedder {
     /// Loads the tokenizer and the model, and embeds an empty text once (which also measures
-    /// the output dimension).
+    /// the output dimension). A model of any length runs only a query's own ids once a sample
+    /// shows that the padding changes nothing.
     pub fn load(model: &Path, tokenizer: &Path, engine: &Engine) -> Result<Self, TextError> {
         let tokenizer_path = tokenizer.to_owned();
         let tokenizer = tokenizers::Tokenizer::from_file(tokenizer)
             .map_err(|e| TextError::Tokenizer { path: tokenizer_path.clone(), reason: e.to_string() })?;
-        let model = Model::open(engine, model, Shapes::TokenIds([1, CONTEXT]))?;
-        let mut embedder = Self { tokenizer, tokenizer_path, model, dimension: 0 };
+        let any_length = matches!(signature::read(model)?.inputs[0].dims[..], [_, None]);
+        let shapes = if any_length { Shapes::AnyTokens } else { Shapes::TokenIds([1, CONTEXT]) };
+        let model = Model::open(engine, model, shapes)?;
+        let mut embedder = Self { tokenizer, tokenizer_path, model, dimension: 0, trims: false };
         embedder.dimension = embedder.embed("")?.len();
+        if any_length {
+            embedder.trims = embedder.trimming_changes_nothing()?;
+        }
         Ok(embedder)
+    }
+
+    /// Whether a sample query's embedding is the same on its own ids as on all 77: true for
+    /// CLIP's causal tower, which pools at the first end token; a tower that pools otherwise
+    /// keeps running every query padded.
+    fn trimming_changes_nothing(&mut self) -> Result<bool, TextError> {
+        const SAMPLE: &str = "a red bicycle by the gate";
+        let padded = self.embed(SAMPLE)?;
+        self.trims = true;
+        let trimmed = self.embed(SAMPLE)?;
+        self.trims = false;
+        let apart = padded.iter().zip(&trimmed).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        if apart > 1e-5 {
+            tracing::warn!(
+                model = %self.model.path().display(), apart,
+                "the text tower's embedding of a short query changes with its padding (it does not pool at the first end token): every query runs all 77 tokens"
+            );
+        }
+        Ok(apart <= 1e-5)
     }
 
     pub fn dimension(&self) -> usize {
@@ -65,8 +94,12 @@ impl TextEmbedder {
 
     /// The L2-normalised embedding of `text`.
     pub fn embed(&mut self, text: &str) -> Result<Vec<f32>, TextError> {
-        let ids: Vec<i64> = self.token_ids(text)?.into_iter().map(i64::from).collect();
-        let outputs = self.model.run(Input::TokenIds { shape: [1, CONTEXT], data: ids })?;
+        let mut ids: Vec<i64> = self.token_ids(text)?.into_iter().map(i64::from).collect();
+        if self.trims {
+            let end = ids.iter().position(|&id| id == i64::from(END_OF_TEXT)).map_or(ids.len(), |at| at + 1);
+            ids.truncate(end);
+        }
+        let outputs = self.model.run(Input::TokenIds { shape: [1, ids.len()], data: ids })?;
         let mut v = self.model.embedding(outputs, "text_embeds")?;
         super::l2_normalise(&mut v);
         Ok(v)
@@ -111,6 +144,32 @@ mod tests {
             tokens.len(),
             &differ[..differ.len().min(5)]
         );
+    }
+
+    #[test]
+    fn a_tower_of_any_length_runs_only_the_query_s_own_tokens() {
+        // The committed tower's length is symbolic (models/export.py --symbolic-tokens); the
+        // golden embeddings were made on all 77 padded ids, and the next test holds both paths
+        // to them.
+        for engine in crate::model::test_engines() {
+            let embedder = embedder(&engine);
+            assert!(embedder.trims, "{}", embedder.model.provider());
+        }
+    }
+
+    #[test]
+    fn a_tower_of_fixed_length_gets_all_77_ids_and_the_same_embeddings() {
+        let path = repo("models/tiny/clip-text-tiny-random.onnx");
+        let mut fixed = embedder(&Engine::Tract);
+        fixed.model = Model::open(&Engine::Tract, &path, Shapes::TokenIds([1, CONTEXT])).expect("a fixed-length plan");
+        fixed.trims = false;
+        let mut trimmed = embedder(&Engine::Tract);
+        for entry in golden()["embeddings"].as_array().expect("embeddings") {
+            let text = entry["text"].as_str().expect("text");
+            let (a, b) = (fixed.embed(text).expect("embeds"), trimmed.embed(text).expect("embeds"));
+            let apart = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+            assert!(apart < 1e-5, "{text:?}: {apart}");
+        }
     }
 
     #[test]

@@ -159,8 +159,11 @@ impl Output {
 pub enum Shapes {
     /// Always these pixels (a CLIP image tower): prepared once, at load.
     Pixels([usize; 4]),
-    /// Always these token ids (a CLIP text tower): prepared once, at load.
+    /// Always these token ids (a CLIP text tower of fixed length): prepared once, at load.
     TokenIds([usize; 2]),
+    /// `[1, n]` token ids of any length `n` (a CLIP text tower exported with a symbolic
+    /// length): one plan for every length, prepared at load.
+    AnyTokens,
     /// Pixels of varying size (DETR): tract keeps at most `max_plans` prepared sizes.
     VaryingPixels { max_plans: usize },
 }

@@ -44,6 +44,13 @@ impl OnnxFile {
         Ok(Self { path: path.to_owned(), model })
     }
 
+    /// One plan for `[1, tokens]` ids of any length.
+    pub fn plan_any_tokens(&self) -> Result<Plan, ModelError> {
+        let tokens = TDim::from(self.model.symbols.sym("tokens"));
+        let shape: TVec<TDim> = tvec![1.into(), tokens];
+        self.plan_for(i64::fact(&shape).into(), &[1, 0])
+    }
+
     /// Specialises the model to a `[batch, 3, height, width]` float input and optimises it.
     pub fn plan(&self, shape: [usize; 4]) -> Result<Plan, ModelError> {
         self.plan_for(f32::fact(shape).into(), &shape)
@@ -60,7 +67,7 @@ impl OnnxFile {
         self.model.clone().with_input_fact(0, fact).and_then(|m| m.into_optimized()).and_then(|m| m.into_runnable()).map_err(|e| {
             ModelError::Shape {
                 path: self.path.clone(),
-                reason: format!("cannot run on an input of shape {shape:?} (pixel_values [batch, 3, height, width], or input_ids [batch, 77] for a text model): {e:#}"),
+                reason: format!("cannot run on an input of shape {shape:?}, 0 for a symbol (pixel_values [batch, 3, height, width], or input_ids [batch, tokens ≤ 77] for a text model): {e:#}"),
             }
         })
     }
@@ -79,15 +86,21 @@ pub struct TractModel {
     /// Plans by input shape, most recently used last; at most `max_plans`.
     plans: Vec<(Vec<usize>, Plan)>,
     max_plans: usize,
+    /// The one plan for token ids of every length (`Shapes::AnyTokens`).
+    any_length: Option<Plan>,
 }
 
 impl TractModel {
     pub fn open(path: &Path, shapes: Shapes) -> Result<Self, ModelError> {
         let file = OnnxFile::open(path)?;
-        let mut model = Self { path: path.to_owned(), file: None, plans: Vec::new(), max_plans: 1 };
+        let mut model = Self { path: path.to_owned(), file: None, plans: Vec::new(), max_plans: 1, any_length: None };
         let fixed: Option<(Vec<usize>, InferenceFact)> = match shapes {
             Shapes::Pixels(shape) => Some((shape.to_vec(), f32::fact(shape).into())),
             Shapes::TokenIds(shape) => Some((shape.to_vec(), i64::fact(shape).into())),
+            Shapes::AnyTokens => {
+                model.any_length = Some(file.plan_any_tokens()?);
+                return Ok(model);
+            }
             Shapes::VaryingPixels { max_plans } => {
                 model.max_plans = max_plans.max(1);
                 None
@@ -104,7 +117,7 @@ impl TractModel {
     }
 
     pub fn plans_held(&self) -> usize {
-        self.plans.len()
+        self.plans.len() + usize::from(self.any_length.is_some())
     }
 
     /// Frees every plan of a model of varying input size (one of a fixed size keeps its own).
@@ -141,6 +154,9 @@ impl TractModel {
     /// The plan for `input`'s shape, from the cache or made (evicting the least recently used
     /// one when the cache is full).
     fn plan(&mut self, input: &Input) -> Result<Plan, ModelError> {
+        if let Some(plan) = &self.any_length {
+            return Ok(plan.clone());
+        }
         let shape = input.shape();
         if let Some(at) = self.plans.iter().position(|(s, _)| *s == shape) {
             let entry = self.plans.remove(at);

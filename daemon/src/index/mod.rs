@@ -196,6 +196,14 @@ impl DurableMark {
     }
 }
 
+/// What a reopen already knows of a segment.
+enum Known {
+    /// Wholly durable and followed by another: taken as it was.
+    Whole(Segment),
+    /// The newest: its first rows as counted before.
+    Prefix(segment::Extent),
+}
+
 /// The index, open for appending (the keeper) or searching (`glimpse search`).
 pub struct Index {
     dir: PathBuf,
@@ -237,9 +245,13 @@ impl Index {
     pub fn reopen_to_search(&self, durable: &DurableMark) -> Result<Self, IndexError> {
         let newest = self.segments.keys().next_back().copied();
         let reuse = |number: u64| {
-            let old = self.segments.get(&number).filter(|_| Some(number) < newest)?;
+            let old = self.segments.get(&number)?;
+            if Some(number) == newest {
+                // It grew: only its new rows are read (`self` counted the first ones, durable).
+                return self.bound.is_some().then(|| Known::Prefix(old.extent()));
+            }
             let durable = self.bound.is_some_and(|bound| old.last_seq().is_some_and(|seq| seq < bound));
-            durable.then(|| old.copy_to_search())
+            durable.then(|| Known::Whole(old.copy_to_search()))
         };
         let data_dir = self.dir.parent().unwrap_or(&self.dir);
         Self::search_with(data_dir, &self.config, Some(durable), &reuse)
@@ -249,7 +261,7 @@ impl Index {
         data_dir: &Path,
         config: &SearchConfig,
         durable: Option<&DurableMark>,
-        reuse: &dyn Fn(u64) -> Option<Segment>,
+        reuse: &dyn Fn(u64) -> Option<Known>,
     ) -> Result<Self, IndexError> {
         let mut index = Self::open_with(data_dir, config, false, reuse)?;
         if let Some(durable) = durable {
@@ -271,12 +283,12 @@ impl Index {
         self.published = Some(durable);
     }
 
-    /// The index in `data_dir`, each segment read from its files unless `reuse` gives it.
+    /// The index in `data_dir`, each segment read from its files unless `reuse` knows it.
     fn open_with(
         data_dir: &Path,
         config: &SearchConfig,
         report_cut: bool,
-        reuse: &dyn Fn(u64) -> Option<Segment>,
+        reuse: &dyn Fn(u64) -> Option<Known>,
     ) -> Result<Self, IndexError> {
         let dir = data_dir.join("index");
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
@@ -293,7 +305,8 @@ impl Index {
             let name = entry.file_name().to_string_lossy().into_owned();
             if let Some(number) = name.strip_suffix(".vec").and_then(|n| n.parse::<u64>().ok()) {
                 let segment = match reuse(number) {
-                    Some(segment) => segment,
+                    Some(Known::Whole(segment)) => segment,
+                    Some(Known::Prefix(extent)) => Segment::open_after(&dir, number, Some(extent))?,
                     None => Segment::open(&dir, number)?,
                 };
                 if report_cut && segment.cut() > 0 {

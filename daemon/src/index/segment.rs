@@ -35,6 +35,8 @@ pub struct Segment {
     appending: Option<[File; 3]>,
     /// Bytes of the vector file that were not whole rows at open.
     cut: u64,
+    /// The first rows, as an earlier copy counted them: their newest time is not read again.
+    known: Option<Extent>,
 }
 
 impl Segment {
@@ -44,7 +46,8 @@ impl Segment {
 
     pub fn create(dir: &Path, number: u64, dimension: usize) -> Result<Self, IndexError> {
         let paths = Self::paths(dir, number);
-        let segment = Self { paths, dimension: Some(dimension), rows: 0, meta_end: 0, newest_ts: None, appending: None, cut: 0 };
+        let segment =
+            Self { paths, dimension: Some(dimension), rows: 0, meta_end: 0, newest_ts: None, appending: None, cut: 0, known: None };
         // The .vec file last: a segment exists (is found at open) only once all three do; and
         // their directory entries are durable before any row the index's mark may pass.
         for path in segment.paths.iter().rev() {
@@ -59,10 +62,17 @@ impl Segment {
     /// zero-filled at the end (or a zero-filled first row) is not counted, and reported in
     /// [`Segment::cut`]: those rows were never synced, so the outbox still holds them.
     pub fn open(dir: &Path, number: u64) -> Result<Self, IndexError> {
+        Self::open_after(dir, number, None)
+    }
+
+    /// [`Segment::open`] for a segment whose first rows `known` counted (an earlier copy of it,
+    /// opened to search): only the rows past them are read for their times. Rows below the
+    /// durable mark are never cut, so a segment at least as long still begins with them.
+    pub fn open_after(dir: &Path, number: u64, known: Option<Extent>) -> Result<Self, IndexError> {
         let paths = Self::paths(dir, number);
         let len = |p: &PathBuf| std::fs::metadata(p).map(|m| m.len()).map_err(io(p));
         let (vec_len, f32_len, meta_len) = (len(&paths[0])?, len(&paths[1])?, len(&paths[2])?);
-        let mut segment = Self { paths, dimension: None, rows: 0, meta_end: 0, newest_ts: None, appending: None, cut: 0 };
+        let mut segment = Self { paths, dimension: None, rows: 0, meta_end: 0, newest_ts: None, appending: None, cut: 0, known: None };
         if vec_len == 0 {
             return Ok(segment);
         }
@@ -86,7 +96,8 @@ impl Segment {
         segment.rows = rows;
         segment.meta_end =
             if rows == 0 { 0 } else { meta_span(&vec_map, rows - 1, dimension).0 + meta_span(&vec_map, rows - 1, dimension).1 };
-        segment.newest_ts = (0..rows).map(|r| row_ts(&vec_map, r, dimension)).max();
+        segment.known = known.filter(|k| k.rows <= rows);
+        segment.newest_ts = segment.newest_ts_until(&vec_map, rows);
         Ok(segment)
     }
 
@@ -110,8 +121,18 @@ impl Segment {
         }
         self.rows = low;
         self.meta_end = if low == 0 { 0 } else { meta_span(&vec_map, low - 1, dimension).0 + meta_span(&vec_map, low - 1, dimension).1 };
-        self.newest_ts = (0..low).map(|r| row_ts(&vec_map, r, dimension)).max();
+        self.newest_ts = self.newest_ts_until(&vec_map, low);
         true
+    }
+
+    /// The newest time of rows `0..rows`, reading only those past the known first rows.
+    fn newest_ts_until(&self, vec_map: &[u8], rows: u64) -> Option<i64> {
+        let dimension = self.dimension?;
+        let (from, before) = match self.known {
+            Some(known) if known.rows <= rows => (known.rows, known.newest_ts),
+            _ => (0, None),
+        };
+        (from..rows).map(|r| row_ts(vec_map, r, dimension)).max().max(before)
     }
 
     /// How far the segment's complete part goes.
@@ -134,7 +155,7 @@ impl Segment {
     /// for an empty segment or rows written before sequence numbers were kept.
     /// The segment as it stands, to search (never to append to).
     pub fn copy_to_search(&self) -> Self {
-        let Self { paths, dimension, rows, meta_end, newest_ts, appending: _, cut } = self;
+        let Self { paths, dimension, rows, meta_end, newest_ts, appending: _, cut, known } = self;
         Self {
             paths: paths.clone(),
             dimension: *dimension,
@@ -143,6 +164,7 @@ impl Segment {
             newest_ts: *newest_ts,
             appending: None,
             cut: *cut,
+            known: *known,
         }
     }
 

@@ -217,3 +217,25 @@ fn reopening_to_search_reads_only_newer_segments_and_finds_what_a_fresh_open_fin
     assert!(!after.segments.contains_key(&oldest));
     assert_eq!(after.len(), Index::open_to_search(dir.path(), &config, Some(&durable)).expect("open").len());
 }
+
+#[test]
+fn a_reopened_newest_segment_knows_its_new_rows_newest_time_as_a_fresh_open_does() {
+    // Reopening reads only the newest segment's rows past those counted before; their times
+    // must still count (retention and the stats read the segment's newest time).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = SearchConfig::default();
+    let mut keeper = Index::open(dir.path(), &config).expect("open");
+    let durable = DurableMark::default();
+    keeper.publish_mark_to(durable.clone());
+    let now = crate::clock::unix_ms();
+    let records: Vec<Record> = (0..150).map(|i| record(i, unit(i as u64, 16), "gate", now - if i < 100 { 5000 } else { 1000 })).collect();
+    keeper.add(numbered(&records[..100], 0)).expect("add");
+    let searching = Index::open_to_search(dir.path(), &config, Some(&durable)).expect("open");
+    keeper.add(numbered(&records[100..], 100)).expect("add");
+    let reopened = searching.reopen_to_search(&durable).expect("reopen");
+    let fresh = Index::open_to_search(dir.path(), &config, Some(&durable)).expect("open");
+    let newest = |index: &Index| index.segments.values().next_back().and_then(Segment::newest_ts);
+    assert_eq!(reopened.len(), 150);
+    assert_eq!(newest(&reopened), newest(&fresh));
+    assert_eq!(newest(&reopened), Some(now - 1000));
+}

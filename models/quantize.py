@@ -3,7 +3,7 @@
 check each quantized model against its fp32 source.
 
     python models/quantize.py --detr models/dist/detr.onnx --clip models/dist/clip_vision.onnx --manifest models/manifest.toml
-    python models/quantize.py --rtdetr models/tiny/rtdetr-tiny-random.onnx --min-conv-k 0 --manifest models/manifest.toml
+    python models/quantize.py --rtdetr models/tiny/rtdetr-tiny-random.onnx --min-conv-k 0 --forms tract --manifest models/manifest.toml
 
 writes, beside each input (`--forms` chooses; both by default):
 
@@ -65,22 +65,24 @@ def detr_input(image, size=None):
     return processor(images=image, return_tensors="np")["pixel_values"].astype(np.float32)
 
 
-def rtdetr_input(image, path):
-    """RTDetrImageProcessor's input at the size `path`'s input is fixed to."""
+def rtdetr_inputs(images, path):
+    """RTDetrImageProcessor's inputs at the size `path`'s input is fixed to (640 if it is not)."""
     from transformers import RTDetrImageProcessor
 
     dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
-    size = {"height": dims[2].dim_value or 640, "width": dims[3].dim_value or 640}
-    return RTDetrImageProcessor(size=size)(images=image, return_tensors="np")["pixel_values"].astype(np.float32)
+    processor = RTDetrImageProcessor(size={"height": dims[2].dim_value or 640, "width": dims[3].dim_value or 640})
+    return [processor(images=image, return_tensors="np")["pixel_values"].astype(np.float32) for image in images]
 
 
-def check_rtdetr(fp32, int8, inputs):
+def report_rtdetr(fp32, int8, inputs):
+    """How far the int8 file's scores and boxes are from fp32's (no bound: a random model's
+    scaled class head magnifies quantization's error; the e2e tests hold int8 files to
+    onnxruntime on themselves)."""
     for i, x in enumerate(inputs):
         (la, ba), (lb, bb) = run(fp32, x), run(int8, x)
         sigmoid = lambda l: 1 / (1 + np.exp(-l))  # noqa: E731
         print(f"{int8.name}: photo {i}: max |score difference| {np.abs(sigmoid(la) - sigmoid(lb)).max():.4f}, "
               f"max |box difference| {np.abs(ba - bb).max():.4f} (fractions of the image)", file=sys.stderr)
-    return True
 
 
 def clip_input(image):
@@ -307,9 +309,9 @@ def main():
             entries.append((target, "detector", f"int8:{args.detr.name}", form, export.DETR_EXTRA))
         if args.rtdetr:
             target = args.rtdetr.with_name(args.rtdetr.stem + suffix)
-            calibration = [rtdetr_input(i, args.rtdetr) for i in images]
+            calibration = rtdetr_inputs(images, args.rtdetr)
             make(args.rtdetr, target, calibration)
-            ok &= check_rtdetr(args.rtdetr, target, calibration)
+            report_rtdetr(args.rtdetr, target, calibration)
             entries.append((target, "detector", f"int8:{args.rtdetr.name}", form, export.REALTIME_EXTRA))
     if args.manifest:
         add_to_manifest(args.manifest,

@@ -156,64 +156,86 @@ fn input_side(dim: usize) -> Option<u32> {
 /// height and width are symbols.
 fn rt_detr(input: &signature::Value) -> Result<RtDetr, String> {
     match input.dims[..] {
-        [_, _, None, None] => Ok(RtDetr { width: rtdetr::DEFAULT_SIDE, height: rtdetr::DEFAULT_SIDE }),
-        [_, _, Some(height), Some(width)] => match (input_side(height), input_side(width)) {
+        [_, Some(3) | None, None, None] => Ok(RtDetr { width: rtdetr::DEFAULT_SIDE, height: rtdetr::DEFAULT_SIDE }),
+        [_, Some(3) | None, Some(height), Some(width)] => match (input_side(height), input_side(width)) {
             (Some(height), Some(width)) => Ok(RtDetr { width, height }),
             _ => Err(format!("an RT-DETR input of {width}×{height} is outside {MIN_INPUT_SIDE}..={MAX_INPUT_SIDE} pixels a side")),
         },
-        ref dims => Err(format!("an RT-DETR model needs an input [batch, 3, height, width], found {dims:?}")),
+        ref dims => Err(format!(
+            "an RT-DETR model needs an input [batch, 3, height, width], its height and width both fixed or both symbolic; found {dims:?}"
+        )),
     }
 }
 
-/// DETR's outputs: named `logits` and `pred_boxes` by transformers' exports, or by shape,
-/// `[batch, Q, C+1]` and `[batch, Q, 4]` (NanoDet's box maps have at least 8 channels).
-fn detr_outputs(outputs: &[signature::Value]) -> bool {
-    let named = ["logits", "pred_boxes"].iter().all(|name| outputs.iter().any(|o| o.name == *name));
-    let shaped = match outputs {
+/// A NanoDet's fixed input.
+fn nanodet(input: &signature::Value) -> Result<NanoDet, String> {
+    match input.dims[..] {
+        [_, Some(3), Some(height), Some(width)] => match (input_side(height), input_side(width)) {
+            (Some(height), Some(width)) => Ok(NanoDet { width, height }),
+            _ => Err(format!("a NanoDet input of {width}×{height} is outside {MIN_INPUT_SIDE}..={MAX_INPUT_SIDE} pixels a side")),
+        },
+        ref dims => Err(format!("a NanoDet model needs a fixed input [1, 3, height, width], found {dims:?}")),
+    }
+}
+
+/// DETR's logits for COCO: 91 ids and no-object.
+const DETR_COCO_LOGITS: usize = 92;
+
+/// The logits of DETR-shaped outputs: named `logits` and `pred_boxes` (transformers' exports),
+/// or two outputs `[batch, Q, 92]` and `[batch, Q, 4]` (a shape alone, with other class counts,
+/// could be any detector's).
+fn detr_logits(outputs: &[signature::Value]) -> Option<&signature::Value> {
+    let named = |name: &str| outputs.iter().find(|o| o.name == name);
+    if let (Some(logits), Some(_)) = (named("logits"), named("pred_boxes")) {
+        return Some(logits);
+    }
+    match outputs {
         [a, b] if a.dims.len() == 3 && b.dims.len() == 3 => {
             let (logits, boxes) = if a.dims[2] == Some(4) { (b, a) } else { (a, b) };
-            boxes.dims[2] == Some(4) && logits.dims[1] == boxes.dims[1] && logits.dims[2] != Some(4)
+            let fits = boxes.dims[2] == Some(4) && logits.dims[1] == boxes.dims[1] && logits.dims[2] == Some(DETR_COCO_LOGITS);
+            fits.then_some(logits)
         }
-        _ => false,
-    };
-    named || shaped
+        _ => None,
+    }
+}
+
+/// `family = "auto"`: the family the model's outputs and operators show. The real-time DETRs'
+/// outputs look like DETR's; the encoder's query selection (a TopK, which DETR has none of)
+/// tells them apart.
+fn auto(signature: &signature::Signature, detr: Detr) -> Result<Head, String> {
+    let outputs = || signature.outputs.iter().map(|o| format!("{} {:?}", o.name, o.dims)).collect::<Vec<_>>().join(", ");
+    match detr_logits(&signature.outputs) {
+        Some(_) if signature.operators.contains("TopK") => rt_detr(&signature.inputs[0]).map(Head::RtDetr),
+        Some(logits) if logits.dims.get(2) == Some(&Some(labels::COCO80_CLASSES)) => Err(format!(
+            "outputs {} have 80 classes and the graph no TopK: a real-time DETR whose query selection is hidden, or a DETR \
+             without a no-object class; set [detector] family to \"rt-detr\" or \"detr\"",
+            outputs()
+        )),
+        Some(_) => Ok(Head::Detr(detr)),
+        None if signature.outputs.len().is_multiple_of(2) && signature.outputs.iter().all(|o| o.dims.len() == 3) => {
+            nanodet(&signature.inputs[0]).map(Head::NanoDet)
+        }
+        None => Err(format!(
+            "cannot tell the detector family from its outputs ({}); set [detector] family to \"detr\", \"rt-detr\" or \"nanodet\"",
+            outputs()
+        )),
+    }
 }
 
 impl Head {
-    /// The family `config` names, or for `auto` the one `path`'s outputs show.
+    /// The family `config` names, or for `auto` the one `path`'s outputs and operators show.
     pub fn of(config: &DetectorConfig, path: &Path) -> Result<Self, ModelError> {
         let detr = Detr { shortest_edge: config.shortest_edge, longest_edge: config.longest_edge };
         if config.family == Family::Detr {
             return Ok(Head::Detr(detr));
         }
         let signature = signature::read(path)?;
-        let unknown = |reason: String| ModelError::Shape { path: path.to_owned(), reason };
-        let outputs = || signature.outputs.iter().map(|o| format!("{} {:?}", o.name, o.dims)).collect::<Vec<_>>().join(", ");
-        // The real-time DETRs' outputs look like DETR's; the encoder's query selection (a TopK,
-        // which DETR has none of) tells them apart.
-        let detr_like = detr_outputs(&signature.outputs);
-        match config.family {
-            Family::RtDetr => rt_detr(&signature.inputs[0]).map(Head::RtDetr).map_err(unknown),
-            Family::Auto if detr_like && signature.operators.contains("TopK") => {
-                rt_detr(&signature.inputs[0]).map(Head::RtDetr).map_err(unknown)
-            }
-            Family::Auto if detr_like => Ok(Head::Detr(detr)),
-            Family::Auto if signature.outputs.len() % 2 == 1 || signature.outputs.iter().any(|o| o.dims.len() != 3) => {
-                Err(unknown(format!(
-                    "cannot tell the detector family from its outputs ({}); set [detector] family to \"detr\", \"rt-detr\" or \"nanodet\"",
-                    outputs()
-                )))
-            }
-            _ => match signature.inputs[0].dims[..] {
-                [_, Some(3), Some(height), Some(width)] => match (input_side(height), input_side(width)) {
-                    (Some(height), Some(width)) => Ok(Head::NanoDet(NanoDet { width, height })),
-                    _ => Err(unknown(format!(
-                        "a NanoDet input of {width}×{height} is outside {MIN_INPUT_SIDE}..={MAX_INPUT_SIDE} pixels a side"
-                    ))),
-                },
-                ref dims => Err(unknown(format!("a NanoDet model needs a fixed input [1, 3, height, width], found {dims:?}"))),
-            },
-        }
+        let head = match config.family {
+            Family::RtDetr => rt_detr(&signature.inputs[0]).map(Head::RtDetr),
+            Family::Nanodet => nanodet(&signature.inputs[0]).map(Head::NanoDet),
+            Family::Auto | Family::Detr => auto(&signature, detr),
+        };
+        head.map_err(|reason| ModelError::Shape { path: path.to_owned(), reason })
     }
 
     /// The threshold a family's scores are read against when `threshold` is not set: DETR's
@@ -322,14 +344,26 @@ mod tests {
     fn detr_is_told_by_its_output_names_or_by_its_shapes() {
         let named = [value("logits", &[None, None, None]), value("pred_boxes", &[None, None, None])];
         let shaped = [value("out_1", &[Some(1), Some(100), Some(4)]), value("out_0", &[Some(1), Some(100), Some(92)])];
-        assert!(detr_outputs(&named) && detr_outputs(&shaped));
+        assert!(detr_logits(&named).is_some() && detr_logits(&shaped).is_some());
     }
 
     #[test]
     fn a_single_stride_nanodet_is_not_taken_for_detr() {
         let nanodet = [value("scores", &[Some(1), Some(2704), Some(80)]), value("boxes", &[Some(1), Some(2704), Some(44)])];
         let queries_differ = [value("a", &[Some(1), Some(100), Some(92)]), value("b", &[Some(1), Some(50), Some(4)])];
-        assert!(!detr_outputs(&nanodet) && !detr_outputs(&queries_differ));
+        let other_classes = [value("a", &[Some(1), Some(100), Some(80)]), value("b", &[Some(1), Some(100), Some(4)])];
+        assert!(detr_logits(&nanodet).is_none() && detr_logits(&queries_differ).is_none() && detr_logits(&other_classes).is_none());
+    }
+
+    #[test]
+    fn a_real_time_detr_is_named_rt_detr_or_told_by_its_top_k() {
+        let tiny = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/tiny/rtdetr-tiny-random.onnx");
+        let named: DetectorConfig = toml::from_str(&format!("model = {:?}\nfamily = \"rt-detr\"", tiny)).expect("config");
+        assert_eq!(named.family, Family::RtDetr);
+        let auto = DetectorConfig { family: Family::Auto, ..named.clone() };
+        for config in [named, auto] {
+            assert_eq!(Head::of(&config, &tiny).expect("a head"), Head::RtDetr(RtDetr { width: 320, height: 320 }));
+        }
     }
 
     #[test]

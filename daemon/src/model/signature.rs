@@ -1,6 +1,7 @@
-//! The names and shapes of an ONNX file's inputs and outputs, read without loading its weights:
-//! the protobuf is walked field by field and only the graph's `input` and `output` entries are
-//! decoded, so a 160 MB DETR costs a few kilobytes to identify (`[detector] family = "auto"`).
+//! The names and shapes of an ONNX file's inputs and outputs, and the operators its graph uses,
+//! read without loading its weights: the protobuf is walked field by field and only the graph's
+//! `input` and `output` entries and each node's `op_type` are decoded, so a 160 MB DETR costs a
+//! few kilobytes to identify (`[detector] family = "auto"`).
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -38,7 +39,7 @@ pub struct Signature {
     pub operators: std::collections::BTreeSet<String>,
 }
 
-/// Reads `path`'s graph inputs and outputs.
+/// Reads `path`'s graph inputs, outputs and operators.
 pub fn read(path: &Path) -> Result<Signature, ModelError> {
     let invalid = |reason: String| ModelError::Invalid { path: path.to_owned(), reason };
     let unreadable = |e: std::io::Error| ModelError::Unreadable { path: path.to_owned(), reason: e.to_string() };
@@ -54,7 +55,7 @@ pub fn read(path: &Path) -> Result<Signature, ModelError> {
         let (field, wire) = reader.key().map_err(|e| invalid(e.to_string()))?;
         if field == MODEL_GRAPH && wire == 2 {
             let graph_end = reader.length().map_err(|e| invalid(e.to_string()))?;
-            read_graph(&mut reader, graph_end, &mut signature).map_err(invalid)?;
+            reader.within(graph_end, |reader| read_graph(reader, &mut signature)).map_err(invalid)?;
         } else {
             reader.skip(wire).map_err(|e| invalid(e.to_string()))?;
         }
@@ -65,13 +66,13 @@ pub fn read(path: &Path) -> Result<Signature, ModelError> {
     Ok(signature)
 }
 
-fn read_graph(reader: &mut Walker, end: u64, signature: &mut Signature) -> Result<(), String> {
-    while reader.at < end {
+fn read_graph(reader: &mut Walker, signature: &mut Signature) -> Result<(), String> {
+    while reader.at < reader.end {
         let (field, wire) = reader.key().map_err(|e| e.to_string())?;
         let list = match (field, wire) {
             (GRAPH_NODE, 2) => {
                 let node_end = reader.length().map_err(|e| e.to_string())?;
-                if let Some(operator) = read_op_type(reader, node_end)? {
+                if let Some(operator) = reader.within(node_end, read_op_type)? {
                     signature.operators.insert(operator);
                 }
                 continue;
@@ -96,9 +97,9 @@ fn read_graph(reader: &mut Walker, end: u64, signature: &mut Signature) -> Resul
 }
 
 /// A NodeProto's `op_type`, skipping the rest of it (a Constant node may hold a large tensor).
-fn read_op_type(reader: &mut Walker, end: u64) -> Result<Option<String>, String> {
+fn read_op_type(reader: &mut Walker) -> Result<Option<String>, String> {
     let mut operator = None;
-    while reader.at < end {
+    while reader.at < reader.end {
         let (field, wire) = reader.key().map_err(|e| e.to_string())?;
         if (field, wire) != (NODE_OP_TYPE, 2) {
             reader.skip(wire).map_err(|e| e.to_string())?;
@@ -131,11 +132,12 @@ fn value(info: ValueInfoProto) -> Value {
 }
 
 /// A protobuf reader that knows where it is, and skips without reading what it skips. Every
-/// length it is given is checked against the file's end, so a corrupt file is an error, not a
-/// seek backwards or an overflow.
+/// length it is given and every field it skips is checked against the end of the message it is
+/// in, so a corrupt file is an error, not a seek backwards, an overflow or a read across fields.
 struct Walker {
     inner: BufReader<File>,
     at: u64,
+    /// The end of the message being read: the file's, or a nested message's within it.
     end: u64,
 }
 
@@ -157,9 +159,26 @@ impl Walker {
     /// Reads a length-delimited field's length and returns where the field ends.
     fn length(&mut self) -> std::io::Result<u64> {
         let len = self.varint()?;
+        self.end_of(len)
+    }
+
+    /// Where a field of `len` bytes from here ends, if it ends within the message.
+    fn end_of(&self, len: u64) -> std::io::Result<u64> {
         self.at.checked_add(len).filter(|&end| end <= self.end).ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("a field of {len} bytes runs past the end of the file"))
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("a field of {len} bytes runs past the end of its message"))
         })
+    }
+
+    /// Runs `read` on the nested message that ends at `end`, then goes on with the outer one.
+    fn within<T>(&mut self, end: u64, read: impl FnOnce(&mut Self) -> Result<T, String>) -> Result<T, String> {
+        let outer = std::mem::replace(&mut self.end, end);
+        let result = read(self);
+        self.end = outer;
+        match result {
+            // A key or varint read across the nested message's end.
+            Ok(_) if self.at != end => Err("a field runs past the end of its message".into()),
+            result => result,
+        }
     }
 
     fn key(&mut self) -> std::io::Result<(u64, u64)> {
@@ -176,9 +195,9 @@ impl Walker {
     fn skip(&mut self, wire: u64) -> std::io::Result<()> {
         let end = match wire {
             0 => return self.varint().map(drop),
-            1 => self.at + 8,
+            1 => self.end_of(8)?,
             2 => self.length()?,
-            5 => self.at + 4,
+            5 => self.end_of(4)?,
             _ => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("protobuf wire type {wire}"))),
         };
         // Lengths are bounded by the file's size, so the step fits an i64.
@@ -220,7 +239,7 @@ mod tests {
         bytes.extend([0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]);
         std::fs::write(&path, bytes).expect("write");
         let error = super::read(&path).expect_err("a corrupt length").to_string();
-        assert!(error.contains("past the end of the file"), "{error}");
+        assert!(error.contains("past the end of its message"), "{error}");
     }
 
     #[test]

@@ -227,6 +227,10 @@ enum BenchWhat {
         /// tract or onnxruntime (ONNX Runtime's library from ORT_DYLIB_PATH).
         #[arg(long, default_value = "tract")]
         engine: String,
+        /// Regression guard: exit 1 when one core keeps up with fewer cameras at 1 fps than this
+        /// (measured on the box it guards; docs/benchmarks.md).
+        #[arg(long, value_parser = positive_number)]
+        min_cameras_per_core: Option<f64>,
     },
     /// Time per tract operator and node for one model file (where inference time goes).
     Profile {
@@ -408,7 +412,9 @@ fn main() -> ExitCode {
         Command::Bench { what: BenchWhat::Overhead { detector, embedder, image, crops, runs, engine } } => {
             exit_code(glimpse::cli::bench::overhead(&detector, &embedder, &image, crops, runs, &engine))
         }
-        Command::Bench { what: BenchWhat::Frames { detector, embedder, frames, shortest_edge, longest_edge, runs, engine } } => {
+        Command::Bench {
+            what: BenchWhat::Frames { detector, embedder, frames, shortest_edge, longest_edge, runs, engine, min_cameras_per_core },
+        } => {
             let detector = glimpse::detect::DetectorConfig {
                 model: detector,
                 family: glimpse::detect::Family::Auto,
@@ -418,7 +424,16 @@ fn main() -> ExitCode {
                 min_box_px: 8,
                 form: glimpse::model::FormPolicy::AsConfigured,
             };
-            exit_code(glimpse::cli::bench::frames(&detector, &embedder, &frames, runs, &engine))
+            match glimpse::cli::bench::frames(&detector, &embedder, &frames, runs, &engine) {
+                Ok(cameras) => match glimpse::cli::bench::keeps_up(cameras, min_cameras_per_core) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(shortfall) => {
+                        eprintln!("{shortfall}");
+                        ExitCode::from(1)
+                    }
+                },
+                Err(e) => exit_code(Err(e)),
+            }
         }
         Command::Bench { what: BenchWhat::Search { records, dim, queries, dir } } => {
             exit_code(glimpse::cli::bench::search(records, dim, queries, &dir))
@@ -457,6 +472,14 @@ fn main() -> ExitCode {
 }
 
 /// 0 on success; 2 with the error (and its causes) on stderr.
+/// A finite number above 0 (a guard of NaN or 0 would pass everything).
+fn positive_number(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 => Ok(n),
+        _ => Err(format!("{text:?} is not a number above 0")),
+    }
+}
+
 fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -205,7 +205,8 @@ fn median_ms_of<T>(runs: usize, mut prepare: impl FnMut() -> T, mut work: impl F
 
 /// `glimpse bench frames`: the whole per-frame time on real frames, one thread: detection with
 /// `config`'s family, then every detection of at least `min_box_px` cropped and embedded.
-pub fn frames(config: &DetectorConfig, embedder: &Path, frames: &[PathBuf], runs: usize, engine: &str) -> anyhow::Result<()> {
+/// Prints the report and returns the cameras at 1 fps that one core keeps up with.
+pub fn frames(config: &DetectorConfig, embedder: &Path, frames: &[PathBuf], runs: usize, engine: &str) -> anyhow::Result<f64> {
     use crate::detect::{Detector, ObjectDetector};
     use crate::embed::{clamp_box, Embedder, EmbedderConfig};
     use crate::model::FormPolicy;
@@ -240,7 +241,18 @@ pub fn frames(config: &DetectorConfig, embedder: &Path, frames: &[PathBuf], runs
         "cameras_per_core_at_1_fps": 1000.0 / per_frame,
     });
     println!("{report}");
-    Ok(())
+    Ok(1000.0 / per_frame)
+}
+
+/// The regression guard of `glimpse bench frames --min-cameras-per-core`: `Err` names the
+/// shortfall when this box keeps up with fewer cameras than `wanted`.
+pub fn keeps_up(cameras: f64, wanted: Option<f64>) -> Result<(), String> {
+    match wanted {
+        Some(wanted) if cameras < wanted => {
+            Err(format!("regression: one core keeps up with {cameras:.2} cameras at 1 fps, below --min-cameras-per-core {wanted}"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `glimpse bench overhead`: what the daemon does per frame beyond the model calls.
@@ -649,4 +661,15 @@ pub fn triggers(embedder: &Path, photo: &Path, triggers: usize, records: usize) 
     });
     println!("{report:#}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_guard_fails_only_below_the_cameras_asked_for() {
+        assert!(super::keeps_up(3.09, Some(3.0)).is_ok());
+        assert!(super::keeps_up(3.09, None).is_ok());
+        let shortfall = super::keeps_up(2.5, Some(3.0)).expect_err("a regression");
+        assert!(shortfall.contains("2.50 cameras") && shortfall.contains("--min-cameras-per-core 3"), "{shortfall}");
+    }
 }

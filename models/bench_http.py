@@ -123,15 +123,17 @@ def frames(port):
     return call(port, "/api/stats")["cameras"]["gate"]["frames_processed"]
 
 
-def next_frame(port, after=None):
+def next_frame(port, after=None, timeout=120):
     """Waits for a frame to end and returns (frames so far, when): the phases run from frame end
     to frame end, so that a phase's length holds whole frames (a frame is ~4 % of 20 s)."""
     count = frames(port) if after is None else after
-    while True:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         now, seen = time.monotonic(), frames(port)
         if seen > count:
             return seen, now
         time.sleep(0.02)
+    raise SystemExit(f"no frame analysed in {timeout} s: is the daemon's camera running?")
 
 
 def frame_time_ms(port, seconds, load=None):

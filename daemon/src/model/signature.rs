@@ -84,12 +84,7 @@ fn read_graph(reader: &mut Walker, signature: &mut Signature) -> Result<(), Stri
                 continue;
             }
         };
-        let len = reader.length().map_err(|e| e.to_string())? - reader.at;
-        if len > MAX_VALUE_INFO {
-            return Err(format!("a graph input or output description of {len} bytes"));
-        }
-        let mut bytes = vec![0; len as usize];
-        reader.bytes(&mut bytes).map_err(|e| e.to_string())?;
+        let bytes = reader.field_bytes(MAX_VALUE_INFO, "a graph input or output description")?;
         let info = ValueInfoProto::decode(bytes.as_slice()).map_err(|e| e.to_string())?;
         list.push(value(info));
     }
@@ -105,12 +100,7 @@ fn read_op_type(reader: &mut Walker) -> Result<Option<String>, String> {
             reader.skip(wire).map_err(|e| e.to_string())?;
             continue;
         }
-        let len = reader.length().map_err(|e| e.to_string())? - reader.at;
-        if len > MAX_OP_TYPE {
-            return Err(format!("an operator name of {len} bytes"));
-        }
-        let mut bytes = vec![0; len as usize];
-        reader.bytes(&mut bytes).map_err(|e| e.to_string())?;
+        let bytes = reader.field_bytes(MAX_OP_TYPE, "an operator name")?;
         operator = Some(String::from_utf8(bytes).map_err(|_| "an operator name that is not UTF-8".to_string())?);
     }
     Ok(operator)
@@ -186,10 +176,16 @@ impl Walker {
         Ok((key >> 3, key & 7))
     }
 
-    fn bytes(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
-        self.inner.read_exact(buf)?;
-        self.at += buf.len() as u64;
-        Ok(())
+    /// A length-delimited field's bytes, at most `max` of them (`what` names it in the error).
+    fn field_bytes(&mut self, max: u64, what: &str) -> Result<Vec<u8>, String> {
+        let len = self.length().map_err(|e| e.to_string())? - self.at;
+        if len > max {
+            return Err(format!("{what} of {len} bytes"));
+        }
+        let mut bytes = vec![0; len as usize];
+        self.inner.read_exact(&mut bytes).map_err(|e| e.to_string())?;
+        self.at += len;
+        Ok(bytes)
     }
 
     fn skip(&mut self, wire: u64) -> std::io::Result<()> {

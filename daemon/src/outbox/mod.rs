@@ -161,7 +161,7 @@ impl Outbox {
         let path = data_dir.join("outbox");
         let lock = lock_exclusively(data_dir, &path)?;
         let open_err = |source: sled::Error| OutboxError::Open { path: path.clone(), source };
-        let db = sled::Config::new().path(&path).open().map_err(open_err)?;
+        let db = open_sled(&path).map_err(open_err)?;
         let pending = db.open_tree("pending").map_err(open_err)?;
         let dead = db.open_tree("dead").map_err(open_err)?;
         let quarantine = db.open_tree("quarantine").map_err(open_err)?;
@@ -491,6 +491,21 @@ fn key_seq(key: &[u8]) -> u64 {
 /// and the index are held to before the keeper writes them (the outbox checks on every append).
 pub fn below_min_free(dir: &Path, min_free: u64) -> bool {
     free_disk(dir).is_some_and(|free| free < min_free)
+}
+
+/// Opens sled's database at `path`. Our own exclusive lock is held by then, so a busy sled lock
+/// can only be this process's previous database, whose flusher thread is still letting go of
+/// its file after the drop: that takes moments, so the open is tried again for up to 2 s.
+fn open_sled(path: &Path) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match sled::Config::new().path(path).open() {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            opened => return opened,
+        }
+    }
 }
 
 /// Bytes available to unprivileged users on the filesystem holding `dir`.

@@ -56,11 +56,12 @@ def main():
 
         detr, clip = full_size.full_size_models(work)
     pictures = frames(work)
-    nanodet = REPO / "models/coco/nanodet-m.onnx"
+    nanodet, ssd = REPO / "models/coco/nanodet-m.onnx", REPO / "models/coco/ssd-mobilenet-v2.onnx"
     rows = [
         ("DETR-R50, 800/1333", detr, ()),
         ("DETR-R50, 320/533", detr, ("--shortest-edge", "320", "--longest-edge", "533")),
         ("NanoDet-m, 416×416", nanodet, ()),
+        ("SSD-MobileNet-v2 uint8, 300×300", ssd, ()),
     ]
     engines = ["tract"] + (["onnxruntime"] if os.environ.get("ORT_DYLIB_PATH") else [])
     results = []

@@ -10,13 +10,13 @@ fn the_committed_models_match_their_manifest() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     // Every committed file is listed: in tiny/, the three fp32 test models, two int8 versions for
     // each engine, the text tower and CLIP's tokenizer, the three real-time DETRs (RT-DETR,
-    // RT-DETRv2, D-FINE) and two of them in int8; in coco/, the real NanoDet-m.
+    // RT-DETRv2, D-FINE) and two of them in int8; in coco/, the real NanoDet-m and SSD-MobileNet-v2.
     let committed = ["models/tiny", "models/coco"]
         .iter()
         .flat_map(|dir| std::fs::read_dir(repo().join(dir)).expect(dir))
         .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "onnx" || x == "json")))
         .count();
-    assert_eq!(committed, 15);
+    assert_eq!(committed, 16);
     assert_eq!(String::from_utf8_lossy(&out.stdout).matches("ok: ").count(), committed);
 }
 

@@ -1,8 +1,8 @@
 //! Object detection (on the configured engine) by detector family, each with its own
 //! pre-processing, decoding and label map: DETR (`detr.rs`: DetrImageProcessor and
 //! `post_process_object_detection`), the real-time DETRs (`rtdetr.rs`: RT-DETR, RT-DETRv2 and
-//! D-FINE, RTDetrImageProcessor's) and NanoDet (`nanodet.rs`: its letterbox, GFL head and NMS).
-//! `family = "auto"` tells them apart by the model's outputs and operators, read without
+//! D-FINE, RTDetrImageProcessor's), NanoDet (`nanodet.rs`: its letterbox, GFL head and NMS) and
+//! SSD (`ssd.rs`: TFLite's detection post-processing). `family = "auto"` tells them apart by the model's outputs and operators, read without
 //! loading it.
 //!
 //! Pure computation: no I/O beyond loading the model, no knowledge of cameras or the outbox.
@@ -11,11 +11,13 @@ mod detr;
 mod labels;
 mod nanodet;
 mod rtdetr;
+mod ssd;
 
 pub use detr::{resize_size, Detr};
 pub use labels::is_label;
 pub use nanodet::NanoDet;
 pub use rtdetr::RtDetr;
+pub use ssd::Ssd;
 
 use std::path::{Path, PathBuf};
 
@@ -29,7 +31,7 @@ use crate::validate::{KeyPath, Problem};
 pub struct DetectorConfig {
     /// Path of the ONNX file.
     pub model: PathBuf,
-    /// `auto` (default): told by the model's outputs and operators; `detr`, `rt-detr` or `nanodet`.
+    /// `auto` (default): told by the model's outputs and operators; `detr`, `rt-detr`, `nanodet` or `ssd`.
     #[serde(default)]
     pub family: Family,
     /// Minimum class probability for a detection. Default: the family's ([`Head::default_threshold`]).
@@ -88,6 +90,9 @@ pub enum Family {
     RtDetr,
     /// NanoDet-m: per stride, `[1, cells, 80]` scores and `[1, cells, 4 × bins]` boxes.
     Nanodet,
+    /// SSD-MobileNet (TensorFlow's, cut before TFLite's post-processing): `box_encodings
+    /// [1, A, 4]`, `scores [1, A, 91]` and `anchors [A, 4]`.
+    Ssd,
 }
 
 /// One object found in a frame, in pixels of the original frame.
@@ -131,6 +136,7 @@ pub enum Head {
     Detr(Detr),
     RtDetr(RtDetr),
     NanoDet(NanoDet),
+    Ssd(Ssd),
 }
 
 impl std::fmt::Display for Head {
@@ -139,6 +145,7 @@ impl std::fmt::Display for Head {
             Head::Detr(d) => write!(f, "detr (resized to shortest_edge {}, longest_edge {})", d.shortest_edge, d.longest_edge),
             Head::RtDetr(r) => write!(f, "rt-detr (input {}×{}, COCO's 80 labels)", r.width, r.height),
             Head::NanoDet(n) => write!(f, "nanodet (input {}×{}, COCO's 80 labels)", n.width, n.height),
+            Head::Ssd(s) => write!(f, "ssd (input {}×{}, COCO's labels)", s.width, s.height),
         }
     }
 }
@@ -167,15 +174,28 @@ fn rt_detr(input: &signature::Value) -> Result<RtDetr, String> {
     }
 }
 
-/// A NanoDet's fixed input.
-fn nanodet(input: &signature::Value) -> Result<NanoDet, String> {
+/// The fixed input `(width, height)` of a `family` model (NanoDet, SSD).
+fn fixed_input(input: &signature::Value, family: &str) -> Result<(u32, u32), String> {
     match input.dims[..] {
         [_, Some(3), Some(height), Some(width)] => match (input_side(height), input_side(width)) {
-            (Some(height), Some(width)) => Ok(NanoDet { width, height }),
-            _ => Err(format!("a NanoDet input of {width}×{height} is outside {MIN_INPUT_SIDE}..={MAX_INPUT_SIDE} pixels a side")),
+            (Some(height), Some(width)) => Ok((width, height)),
+            _ => Err(format!("a {family} input of {width}×{height} is outside {MIN_INPUT_SIDE}..={MAX_INPUT_SIDE} pixels a side")),
         },
-        ref dims => Err(format!("a NanoDet model needs a fixed input [1, 3, height, width], found {dims:?}")),
+        ref dims => Err(format!("a {family} model needs a fixed input [1, 3, height, width], found {dims:?}")),
     }
+}
+
+fn nanodet(input: &signature::Value) -> Result<NanoDet, String> {
+    fixed_input(input, "NanoDet").map(|(width, height)| NanoDet { width, height })
+}
+
+fn ssd(input: &signature::Value) -> Result<Ssd, String> {
+    fixed_input(input, "SSD").map(|(width, height)| Ssd { width, height })
+}
+
+/// SSD's outputs: three, one of them the anchors `[A, 4]`.
+fn ssd_outputs(outputs: &[signature::Value]) -> bool {
+    outputs.len() == 3 && outputs.iter().any(|o| o.dims.len() == 2 && o.dims[1] == Some(4))
 }
 
 /// DETR's logits for COCO: 91 ids and no-object.
@@ -212,11 +232,12 @@ fn auto(signature: &signature::Signature, detr: Detr) -> Result<Head, String> {
             outputs()
         )),
         Some(_) => Ok(Head::Detr(detr)),
+        None if ssd_outputs(&signature.outputs) => ssd(&signature.inputs[0]).map(Head::Ssd),
         None if signature.outputs.len().is_multiple_of(2) && signature.outputs.iter().all(|o| o.dims.len() == 3) => {
             nanodet(&signature.inputs[0]).map(Head::NanoDet)
         }
         None => Err(format!(
-            "cannot tell the detector family from its outputs ({}); set [detector] family to \"detr\", \"rt-detr\" or \"nanodet\"",
+            "cannot tell the detector family from its outputs ({}); set [detector] family to \"detr\", \"rt-detr\", \"nanodet\" or \"ssd\"",
             outputs()
         )),
     }
@@ -233,18 +254,21 @@ impl Head {
         let head = match config.family {
             Family::RtDetr => rt_detr(&signature.inputs[0]).map(Head::RtDetr),
             Family::Nanodet => nanodet(&signature.inputs[0]).map(Head::NanoDet),
+            Family::Ssd => ssd(&signature.inputs[0]).map(Head::Ssd),
             Family::Auto | Family::Detr => auto(&signature, detr),
         };
         head.map_err(|reason| ModelError::Shape { path: path.to_owned(), reason })
     }
 
     /// The threshold a family's scores are read against when `threshold` is not set: DETR's
-    /// softmax probabilities run high; NanoDet's quality scores sit near 0.5 for real objects.
+    /// softmax probabilities run high; NanoDet's quality scores sit near 0.5 for real objects;
+    /// SSD's 0.5 is Frigate's `min_score`.
     pub fn default_threshold(&self) -> f32 {
         match self {
             Head::Detr(_) => 0.9,
             Head::RtDetr(_) => 0.5,
             Head::NanoDet(_) => 0.4,
+            Head::Ssd(_) => 0.5,
         }
     }
 
@@ -253,6 +277,7 @@ impl Head {
             Head::Detr(detr) => detr.input(frame, resize),
             Head::RtDetr(rt) => rt.input(frame, resize),
             Head::NanoDet(nanodet) => nanodet.input(frame, resize),
+            Head::Ssd(ssd) => ssd.input(frame, resize),
         }
     }
 
@@ -262,6 +287,7 @@ impl Head {
             Head::Detr(detr) => detr.blank(),
             Head::RtDetr(rt) => rt.blank(),
             Head::NanoDet(nanodet) => nanodet.blank(),
+            Head::Ssd(ssd) => ssd.blank(),
         }
     }
 
@@ -270,6 +296,7 @@ impl Head {
             Head::Detr(_) => Shapes::VaryingPixels { max_plans: MAX_PLANS },
             Head::RtDetr(r) => Shapes::Pixels([1, 3, r.height as usize, r.width as usize]),
             Head::NanoDet(n) => Shapes::Pixels([1, 3, n.height as usize, n.width as usize]),
+            Head::Ssd(s) => Shapes::Pixels([1, 3, s.height as usize, s.width as usize]),
         }
     }
 
@@ -278,6 +305,7 @@ impl Head {
             Head::Detr(_) => Detr::decode(outputs, width, height, threshold),
             Head::RtDetr(_) => RtDetr::decode(outputs, width, height, threshold),
             Head::NanoDet(nanodet) => nanodet.decode(outputs, width, height, threshold),
+            Head::Ssd(_) => Ssd::decode(outputs, width, height, threshold),
         }
     }
 }

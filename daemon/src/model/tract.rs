@@ -79,9 +79,12 @@ impl OnnxFile {
 
 /// A model on tract: its plans by input shape, made on first use.
 pub struct TractModel {
-    /// Kept to make plans for new input sizes; `None` for a fixed shape once its plan is made
-    /// (the parsed weights are as large as the file, and the plan holds its own copy).
+    /// The parsed file, held only while a plan is made: its weights are as large as the file and
+    /// each plan holds its own copy. A model of varying size parses the file again for a size
+    /// it has no plan for (rare: a camera's size is fixed, and making the plan costs more).
     file: Option<OnnxFile>,
+    /// Whether inputs may come in new sizes (`Shapes::VaryingPixels`).
+    varying: bool,
     path: PathBuf,
     /// Plans by input shape, most recently used last; at most `max_plans`.
     plans: Vec<(Vec<usize>, Plan)>,
@@ -93,7 +96,7 @@ pub struct TractModel {
 impl TractModel {
     pub fn open(path: &Path, shapes: Shapes) -> Result<Self, ModelError> {
         let file = OnnxFile::open(path)?;
-        let mut model = Self { path: path.to_owned(), file: None, plans: Vec::new(), max_plans: 1, any_length: None };
+        let mut model = Self { path: path.to_owned(), file: None, varying: false, plans: Vec::new(), max_plans: 1, any_length: None };
         let fixed: Option<(Vec<usize>, InferenceFact)> = match shapes {
             Shapes::Pixels(shape) => Some((shape.to_vec(), f32::fact(shape).into())),
             Shapes::TokenIds(shape) => Some((shape.to_vec(), i64::fact(shape).into())),
@@ -103,6 +106,7 @@ impl TractModel {
             }
             Shapes::VaryingPixels { max_plans } => {
                 model.max_plans = max_plans.max(1);
+                model.varying = true;
                 None
             }
         };
@@ -122,7 +126,7 @@ impl TractModel {
 
     /// Frees every plan of a model of varying input size (one of a fixed size keeps its own).
     pub fn release_plans(&mut self) {
-        if self.file.is_some() {
+        if self.varying {
             self.plans.clear();
         }
     }
@@ -162,15 +166,24 @@ impl TractModel {
             let entry = self.plans.remove(at);
             self.plans.push(entry);
         } else {
-            let file = self.file.as_ref().ok_or_else(|| ModelError::Shape {
-                path: self.path.clone(),
-                reason: format!("this model takes one input shape, prepared at load, not {shape:?}"),
-            })?;
+            if !self.varying {
+                return Err(ModelError::Shape {
+                    path: self.path.clone(),
+                    reason: format!("this model takes one input shape, prepared at load, not {shape:?}"),
+                });
+            }
+            let file = match self.file.take() {
+                Some(file) => file,
+                None => OnnxFile::open(&self.path)?,
+            };
             let fact = match input {
                 Input::Pixels { .. } => f32::fact(&shape).into(),
                 Input::TokenIds { .. } => i64::fact(&shape).into(),
             };
             let plan = file.plan_for(fact, &shape)?;
+            // Dropped before the plan runs, so that the parsed weights and the run's activations
+            // are never held at once.
+            drop(file);
             if self.plans.len() == self.max_plans {
                 self.plans.remove(0);
             }
@@ -192,6 +205,7 @@ mod tests {
         for (h, w) in [(64, 64), (64, 96), (96, 64), (64, 128), (64, 96)] {
             model.run(pixels(h, w)).expect("runs");
             assert!(model.plans_held() <= 3, "{} plans held", model.plans_held());
+            assert!(model.file.is_none(), "the parsed file is held beside the plans");
         }
         // The least recently used size (64x64) made way; 64x96, used again, is now the newest.
         let sizes: Vec<_> = model.plans.iter().map(|(s, _)| (s[2], s[3])).collect();

@@ -4,6 +4,8 @@
 //! scores and a distribution of 4 × (reg_max + 1) bins per side whose expectation is the
 //! distance from the cell's centre; then per-class NMS, as `GFLHead.get_bboxes_single` does.
 
+use std::sync::LazyLock;
+
 use super::{labels, Detection};
 use crate::model::{packed_chw, ChannelOrder, Input, Output, Resize, ResizeFilter};
 
@@ -46,8 +48,9 @@ impl NanoDet {
         let inner = resize.to(frame, fit.inner.0, fit.inner.1, ResizeFilter::Bilinear);
         let mut canvas = image::RgbImage::new(self.width, self.height);
         image::imageops::replace(&mut canvas, &inner, i64::from(fit.offset.0), i64::from(fit.offset.1));
-        let table: [[f32; 256]; 3] = std::array::from_fn(|c| std::array::from_fn(|v| (v as f32 - MEAN[c]) / STD[c]));
-        packed_chw(&canvas, &table, ChannelOrder::Bgr)
+        static NORMALISED: LazyLock<[[f32; 256]; 3]> =
+            LazyLock::new(|| std::array::from_fn(|c| std::array::from_fn(|v| (v as f32 - MEAN[c]) / STD[c])));
+        packed_chw(&canvas, &NORMALISED, ChannelOrder::Bgr)
     }
 
     /// A blank frame of the input's size.

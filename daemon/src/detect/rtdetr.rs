@@ -4,6 +4,8 @@
 //! its `post_process_object_detection` with focal loss: sigmoid scores, the Q best
 //! (query, class) pairs over all of them, centre boxes → pixel corners. Labels are COCO's 80.
 
+use std::sync::LazyLock;
+
 use super::{labels, Detection};
 use crate::model::{packed_chw, ChannelOrder, Input, Output, Resize, ResizeFilter};
 
@@ -20,8 +22,8 @@ pub struct RtDetr {
 impl RtDetr {
     /// `frame` stretched to the input, on 0..1.
     pub fn input(&self, frame: &image::RgbImage, resize: &mut Resize) -> Input {
-        let table: [[f32; 256]; 3] = std::array::from_fn(|_| std::array::from_fn(|v| v as f32 / 255.0));
-        packed_chw(&resize.to(frame, self.width, self.height, ResizeFilter::Bilinear), &table, ChannelOrder::Rgb)
+        static ON_0_TO_1: LazyLock<[[f32; 256]; 3]> = LazyLock::new(|| std::array::from_fn(|_| std::array::from_fn(|v| v as f32 / 255.0)));
+        packed_chw(&resize.to(frame, self.width, self.height, ResizeFilter::Bilinear), &ON_0_TO_1, ChannelOrder::Rgb)
     }
 
     /// A blank frame of the input's size.
@@ -38,8 +40,13 @@ impl RtDetr {
         // first (stably, so exact ties keep query-then-class order), at most Q of them.
         let mut best: Vec<(usize, f32)> =
             logits.data[..queries * classes].iter().map(|&l| sigmoid(l)).enumerate().filter(|&(_, s)| s > threshold).collect();
-        best.sort_by(|a, b| b.1.total_cmp(&a.1));
-        best.truncate(queries);
+        // Best first, exact ties in index order: what a stable sort gives, on the Q best only.
+        let order = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if best.len() > queries {
+            best.select_nth_unstable_by(queries, order);
+            best.truncate(queries);
+        }
+        best.sort_unstable_by(order);
         let (w, h) = (width as f32, height as f32);
         Ok(best
             .into_iter()

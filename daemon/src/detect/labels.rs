@@ -1,6 +1,6 @@
 //! COCO label names as facebook/detr-resnet-50 numbers them (91 ids, some unused: "N/A").
 
-const COCO: [&str; 91] = [
+const COCO: [&str; COCO91_COLUMNS] = [
     "N/A",
     "person",
     "bicycle",
@@ -97,14 +97,18 @@ const COCO: [&str; 91] = [
 /// The name of class `id` for a model with `classes` real classes; models that are not
 /// COCO-shaped get `"unknown"` rather than a wrong name.
 pub fn coco_label(id: usize, classes: usize) -> &'static str {
-    if classes == COCO.len() {
+    if classes == COCO91_COLUMNS {
         COCO.get(id).copied().unwrap_or("unknown")
     } else {
         "unknown"
     }
 }
 
-/// Classes of the detectors trained on COCO's 80 (NanoDet, SSD): DETR's names without "N/A".
+/// Score columns of a detector numbering COCO as DETR does (SSD: column 0 is its background).
+pub const COCO91_COLUMNS: usize = 91;
+
+/// Classes of the detectors trained on COCO's 80 (NanoDet, the real-time DETRs): DETR's names
+/// without "N/A".
 pub const COCO80_CLASSES: usize = 80;
 
 /// The name of class `index` of an 80-class COCO detector.

@@ -1,8 +1,8 @@
 //! Object detection (on the configured engine) by detector family, each with its own
 //! pre-processing, decoding and label map: DETR (`detr.rs`: DetrImageProcessor and
 //! `post_process_object_detection`), the real-time DETRs (`rtdetr.rs`: RT-DETR, RT-DETRv2 and
-//! D-FINE, RTDetrImageProcessor's), NanoDet (`nanodet.rs`: its letterbox, GFL head and NMS) and
-//! SSD (`ssd.rs`: TFLite's detection post-processing). `family = "auto"` tells them apart by the model's outputs and operators, read without
+//! D-FINE, RTDetrImageProcessor's), NanoDet (`nanodet.rs`: its letterbox, GFL head and NMS)
+//! and SSD (`ssd.rs`: TFLite's detection post-processing). `family = "auto"` tells them apart by the model's outputs and operators, read without
 //! loading it.
 //!
 //! Pure computation: no I/O beyond loading the model, no knowledge of cameras or the outbox.
@@ -145,7 +145,7 @@ impl std::fmt::Display for Head {
             Head::Detr(d) => write!(f, "detr (resized to shortest_edge {}, longest_edge {})", d.shortest_edge, d.longest_edge),
             Head::RtDetr(r) => write!(f, "rt-detr (input {}×{}, COCO's 80 labels)", r.width, r.height),
             Head::NanoDet(n) => write!(f, "nanodet (input {}×{}, COCO's 80 labels)", n.width, n.height),
-            Head::Ssd(s) => write!(f, "ssd (input {}×{}, COCO's labels)", s.width, s.height),
+            Head::Ssd(s) => write!(f, "ssd (input {}×{}, COCO's 91 ids)", s.width, s.height),
         }
     }
 }
@@ -193,9 +193,15 @@ fn ssd(input: &signature::Value) -> Result<Ssd, String> {
     fixed_input(input, "SSD").map(|(width, height)| Ssd { width, height })
 }
 
-/// SSD's outputs: three, one of them the anchors `[A, 4]`.
+/// SSD's outputs: `box_encodings [1, A, 4]`, `scores [1, A, 91]` and `anchors [A, 4]`, in any
+/// order (a model with NMS built in, `boxes [N, 4]` beside its scores and labels, is not one).
 fn ssd_outputs(outputs: &[signature::Value]) -> bool {
-    outputs.len() == 3 && outputs.iter().any(|o| o.dims.len() == 2 && o.dims[1] == Some(4))
+    let anchors = outputs.iter().find_map(|o| match o.dims[..] {
+        [Some(count), Some(4)] => Some(count),
+        _ => None,
+    });
+    let has = |last: usize| outputs.iter().any(|o| matches!(o.dims[..], [_, Some(a), Some(l)] if Some(a) == anchors && l == last));
+    outputs.len() == 3 && anchors.is_some() && has(4) && has(labels::COCO91_COLUMNS)
 }
 
 /// DETR's logits for COCO: 91 ids and no-object.
@@ -392,6 +398,22 @@ mod tests {
         for config in [named, auto] {
             assert_eq!(Head::of(&config, &tiny).expect("a head"), Head::RtDetr(RtDetr { width: 320, height: 320 }));
         }
+    }
+
+    #[test]
+    fn ssd_is_told_by_its_anchors_beside_encodings_and_scores_for_as_many_anchors() {
+        let ssd = [
+            value("box_encodings", &[Some(1), Some(1917), Some(4)]),
+            value("scores", &[Some(1), Some(1917), Some(91)]),
+            value("anchors", &[Some(1917), Some(4)]),
+        ];
+        assert!(ssd_outputs(&ssd));
+        let nms_built_in = [value("boxes", &[Some(100), Some(4)]), value("scores", &[Some(100)]), value("labels", &[Some(100)])];
+        let other_count =
+            [value("a", &[Some(1), Some(1917), Some(4)]), value("b", &[Some(1), Some(1917), Some(91)]), value("c", &[Some(100), Some(4)])];
+        assert!(!ssd_outputs(&nms_built_in) && !ssd_outputs(&other_count));
+        let tiny_detr = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/tiny/detr-tiny-random.onnx");
+        assert!(!ssd_outputs(&signature::read(&tiny_detr).expect("a signature").outputs));
     }
 
     #[test]

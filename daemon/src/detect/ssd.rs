@@ -17,8 +17,8 @@ const SCALES: [f32; 4] = [10.0, 10.0, 5.0, 5.0];
 /// The kernel's `nms_iou_threshold` and `max_detections`.
 const IOU_THRESHOLD: f32 = 0.6;
 const MAX_DETECTIONS: usize = 20;
-/// Score columns: the background, then COCO's 91 ids less the background's.
-const COLUMNS: usize = 91;
+/// Score columns: the background, then COCO's ids 1 to 90.
+const COLUMNS: usize = labels::COCO91_COLUMNS;
 
 /// An SSD model's fixed input size.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -49,18 +49,8 @@ impl Ssd {
         // Stably, so that equal scores (they are uint8 steps) keep the anchors' order, as TFLite.
         candidates.sort_by(|&a, &b| best[b].1.total_cmp(&best[a].1));
         let corners = |a: usize| decoded(&encodings.data[a * 4..a * 4 + 4], &anchors.data[a * 4..a * 4 + 4]);
-        let mut kept: Vec<(usize, [f32; 4])> = Vec::new();
-        for anchor in candidates {
-            if kept.len() == MAX_DETECTIONS {
-                break;
-            }
-            let box_ = corners(anchor);
-            if kept.iter().all(|(_, k)| iou(k, &box_) <= IOU_THRESHOLD) {
-                kept.push((anchor, box_));
-            }
-        }
         let (w, h) = (width as f32, height as f32);
-        Ok(kept
+        Ok(suppress(candidates, corners)
             .into_iter()
             .map(|(anchor, [y0, x0, y1, x1])| Detection {
                 label: labels::coco_label(best[anchor].0, COLUMNS),
@@ -72,6 +62,22 @@ impl Ssd {
             })
             .collect())
     }
+}
+
+/// Greedy NMS over `candidates` (anchors, best first) whatever their classes: each kept unless
+/// it overlaps a kept one by more than [`IOU_THRESHOLD`], at most [`MAX_DETECTIONS`].
+fn suppress(candidates: Vec<usize>, corners: impl Fn(usize) -> [f32; 4]) -> Vec<(usize, [f32; 4])> {
+    let mut kept: Vec<(usize, [f32; 4])> = Vec::new();
+    for anchor in candidates {
+        if kept.len() == MAX_DETECTIONS {
+            break;
+        }
+        let box_ = corners(anchor);
+        if kept.iter().all(|(_, k)| iou(k, &box_) <= IOU_THRESHOLD) {
+            kept.push((anchor, box_));
+        }
+    }
+    kept
 }
 
 /// The column and score of an anchor's best class, the background left out; the first of equals.
@@ -106,12 +112,24 @@ fn parts(outputs: &[Output]) -> Result<(&Output, &Output, &Output), String> {
     let batched =
         |last: usize| outputs.iter().find(|o| o.shape.len() == 3 && o.shape[0] == 1 && Some(o.shape[1]) == count && o.shape[2] == last);
     match (batched(4), batched(COLUMNS), anchors) {
-        (Some(encodings), Some(scores), Some(anchors)) if outputs.len() == 3 => Ok((encodings, scores, anchors)),
+        (Some(encodings), Some(scores), Some(anchors)) if outputs.len() == 3 => {
+            check_anchors(anchors)?;
+            Ok((encodings, scores, anchors))
+        }
         _ => Err(format!(
             "SSD outputs must be box_encodings [1, anchors, 4], scores [1, anchors, {COLUMNS}] (background and COCO's ids) and \
              anchors [anchors, 4], found {}",
             found()
         )),
+    }
+}
+
+/// Anchors `(y, x, h, w)` whose sides are positive, as TFLite's kernel requires (it fails the
+/// run otherwise): a box decoded from any other is inverted or empty.
+fn check_anchors(anchors: &Output) -> Result<(), String> {
+    match anchors.data.chunks_exact(4).position(|a| !(a[2] > 0.0 && a[3] > 0.0)) {
+        Some(at) => Err(format!("SSD anchor {at} has a height or width that is not positive: {:?}", &anchors.data[at * 4..at * 4 + 4])),
+        None => Ok(()),
     }
 }
 
@@ -196,6 +214,14 @@ mod tests {
                 assert!(corners.iter().all(|(a, b)| (a - b).abs() < 1e-3), "{photo}: {corners:?}");
             }
         }
+    }
+
+    #[test]
+    fn an_anchor_without_a_positive_side_is_refused() {
+        let mut wrong = outputs(&[(0.5, 0.5), (0.1, 0.1)], &[(1, 0.9), (1, 0.9)]);
+        wrong[0].data[7] = 0.0;
+        let error = Ssd::decode(&wrong, 10, 10, 0.5).expect_err("a zero width");
+        assert!(error.contains("anchor 1"), "{error}");
     }
 
     #[test]

@@ -187,7 +187,7 @@ impl Model {
         }
         let inner = match engine {
             Engine::Tract => Inner::Tract(tract::TractModel::open(path, shapes)?),
-            Engine::OnnxRuntime(runtime) => Inner::OnnxRuntime(runtime.open(path)?),
+            Engine::OnnxRuntime(runtime) => Inner::OnnxRuntime(runtime.open(path, shapes)?),
         };
         Ok(Self { path: path.to_owned(), inner })
     }

@@ -12,7 +12,7 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 use serde::Deserialize;
 
-use super::{InferenceConfig, Input, ModelError, Output};
+use super::{InferenceConfig, Input, ModelError, Output, Shapes};
 
 /// The oldest library ort 2.0.0-rc.15 can use: it needs ONNX Runtime's 1.31 C API.
 const MINIMUM_MINOR: u32 = ort::MINOR_VERSION;
@@ -124,10 +124,16 @@ impl OnnxRuntime {
 
     /// A session for `path` on the first provider that can run it; the ones that cannot are
     /// logged (once each) and named in the error when none can.
-    pub fn open(&self, path: &Path) -> Result<OrtModel, ModelError> {
+    pub fn open(&self, path: &Path, shapes: Shapes) -> Result<OrtModel, ModelError> {
+        // The memory pattern pre-plans one block for a run's activations and keeps it. With
+        // inputs of varying size (DETR) it costs memory and saves nothing: on DETR-R50 at
+        // 1333×750 it raised the peak by 202 MB (819 against 617) for the same time
+        // (docs/benchmarks.md, "SSD-MobileNet-v2, and the memory levers"). Fixed sizes keep
+        // ONNX Runtime's default.
+        let memory_pattern = !matches!(shapes, Shapes::VaryingPixels { .. });
         let mut reasons = Vec::new();
         for &provider in &self.providers {
-            match self.session(path, provider) {
+            match self.session(path, provider, memory_pattern) {
                 Ok(session) => return Ok(OrtModel { path: path.to_owned(), session, provider }),
                 // The CPU provider is always there: when it fails, the file is at fault.
                 Err(reason) if provider == Provider::Cpu => return Err(ModelError::Invalid { path: path.to_owned(), reason }),
@@ -146,7 +152,7 @@ impl OnnxRuntime {
         })
     }
 
-    fn session(&self, path: &Path, provider: Provider) -> Result<Session, String> {
+    fn session(&self, path: &Path, provider: Provider, memory_pattern: bool) -> Result<Session, String> {
         if !available(provider)? {
             return Err("not in this ONNX Runtime library (it was built without it)".to_owned());
         }
@@ -156,10 +162,7 @@ impl OnnxRuntime {
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
             // Spinning threads would take the cores decoding and sync share with inference.
             .and_then(|b| b.with_intra_op_spinning(false).map_err(Into::into))
-            // The memory pattern pre-plans one block for a run's activations and keeps it: on
-            // DETR-R50 at 1333×750 it raised the peak by 202 MB (819 against 617) and saved no
-            // time (docs/benchmarks.md, "Memory levers").
-            .and_then(|b| b.with_memory_pattern(false).map_err(Into::into))
+            .and_then(|b| b.with_memory_pattern(memory_pattern).map_err(Into::into))
             .map_err(|e: ort::Error| e.to_string())?;
         provider.register(&mut builder).map_err(|e| e.to_string())?;
         builder.commit_from_file(path).map_err(|e| e.to_string())
@@ -284,9 +287,12 @@ mod tests {
             unreachable!()
         };
         let model = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/tiny/clip-tiny-random.onnx"));
-        assert_eq!(runtime.open(model).expect("runs on the CPU").provider(), "CPUExecutionProvider");
+        assert_eq!(
+            runtime.open(model, Shapes::VaryingPixels { max_plans: 1 }).expect("runs on the CPU").provider(),
+            "CPUExecutionProvider"
+        );
         let super::super::Engine::OnnxRuntime(cuda_only) = super::super::test_onnxruntime(vec![Provider::Cuda]) else { unreachable!() };
-        let error = cuda_only.open(model).err().expect("nothing can run it");
+        let error = cuda_only.open(model, Shapes::VaryingPixels { max_plans: 1 }).err().expect("nothing can run it");
         assert!(matches!(error, ModelError::Providers { .. }), "{error}");
         assert!(error.to_string().contains("CUDAExecutionProvider: not in this ONNX Runtime library"), "{error}");
     }

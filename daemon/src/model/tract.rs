@@ -1,5 +1,5 @@
-//! The tract engine: the ONNX file is parsed once, then specialised ("planned") to each input
-//! shape, which lets tract pick its best kernels (int8 ones included) for that shape.
+//! The tract engine: the ONNX file is parsed, then specialised ("planned") to each input shape,
+//! which lets tract pick its best kernels (int8 ones included) for that shape.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,8 +32,20 @@ pub struct OnnxFile {
 
 impl OnnxFile {
     pub fn open(path: &Path) -> Result<Self, ModelError> {
-        let model =
-            tract_onnx::onnx().model_for_path(path).map_err(|e| ModelError::Invalid { path: path.to_owned(), reason: format!("{e:#}") })?;
+        let model = tract_onnx::onnx().model_for_path(path);
+        Self::checked(path, model)
+    }
+
+    /// The file parsed again from `source`, a handle opened on `path` at load: the same bytes
+    /// even if the path has since been replaced or removed.
+    fn parse_again(path: &Path, source: &mut std::fs::File) -> Result<Self, ModelError> {
+        use std::io::{Seek, SeekFrom};
+        let model = source.seek(SeekFrom::Start(0)).map_err(TractError::from).and_then(|_| tract_onnx::onnx().model_for_read(source));
+        Self::checked(path, model)
+    }
+
+    fn checked(path: &Path, model: TractResult<InferenceModel>) -> Result<Self, ModelError> {
+        let model = model.map_err(|e| ModelError::Invalid { path: path.to_owned(), reason: format!("{e:#}") })?;
         let inputs = model.input_outlets().map_err(|e| ModelError::Invalid { path: path.to_owned(), reason: e.to_string() })?.len();
         if inputs != 1 {
             return Err(ModelError::Shape {
@@ -79,12 +91,13 @@ impl OnnxFile {
 
 /// A model on tract: its plans by input shape, made on first use.
 pub struct TractModel {
-    /// The parsed file, held only while a plan is made: its weights are as large as the file and
-    /// each plan holds its own copy. A model of varying size parses the file again for a size
-    /// it has no plan for (rare: a camera's size is fixed, and making the plan costs more).
+    /// The parsed file, held only until a plan is made: its weights are as large as the file and
+    /// each plan holds its own copy. A model of varying size parses it again, from `source`,
+    /// for a size it has no plan for (at the first frame after load, then only when a camera of
+    /// a new size comes; making the plan costs more than the parse).
     file: Option<OnnxFile>,
-    /// Whether inputs may come in new sizes (`Shapes::VaryingPixels`).
-    varying: bool,
+    /// For a model of varying size (`Shapes::VaryingPixels`): the file as opened at load.
+    source: Option<std::fs::File>,
     path: PathBuf,
     /// Plans by input shape, most recently used last; at most `max_plans`.
     plans: Vec<(Vec<usize>, Plan)>,
@@ -96,7 +109,7 @@ pub struct TractModel {
 impl TractModel {
     pub fn open(path: &Path, shapes: Shapes) -> Result<Self, ModelError> {
         let file = OnnxFile::open(path)?;
-        let mut model = Self { path: path.to_owned(), file: None, varying: false, plans: Vec::new(), max_plans: 1, any_length: None };
+        let mut model = Self { path: path.to_owned(), file: None, source: None, plans: Vec::new(), max_plans: 1, any_length: None };
         let fixed: Option<(Vec<usize>, InferenceFact)> = match shapes {
             Shapes::Pixels(shape) => Some((shape.to_vec(), f32::fact(shape).into())),
             Shapes::TokenIds(shape) => Some((shape.to_vec(), i64::fact(shape).into())),
@@ -106,7 +119,9 @@ impl TractModel {
             }
             Shapes::VaryingPixels { max_plans } => {
                 model.max_plans = max_plans.max(1);
-                model.varying = true;
+                let source =
+                    std::fs::File::open(path).map_err(|e| ModelError::Unreadable { path: path.to_owned(), reason: e.to_string() })?;
+                model.source = Some(source);
                 None
             }
         };
@@ -126,7 +141,7 @@ impl TractModel {
 
     /// Frees every plan of a model of varying input size (one of a fixed size keeps its own).
     pub fn release_plans(&mut self) {
-        if self.varying {
+        if self.source.is_some() {
             self.plans.clear();
         }
     }
@@ -166,24 +181,24 @@ impl TractModel {
             let entry = self.plans.remove(at);
             self.plans.push(entry);
         } else {
-            if !self.varying {
+            let Some(source) = self.source.as_mut() else {
                 return Err(ModelError::Shape {
                     path: self.path.clone(),
                     reason: format!("this model takes one input shape, prepared at load, not {shape:?}"),
                 });
-            }
+            };
             let file = match self.file.take() {
                 Some(file) => file,
-                None => OnnxFile::open(&self.path)?,
+                None => OnnxFile::parse_again(&self.path, source)?,
             };
             let fact = match input {
                 Input::Pixels { .. } => f32::fact(&shape).into(),
                 Input::TokenIds { .. } => i64::fact(&shape).into(),
             };
-            let plan = file.plan_for(fact, &shape)?;
-            // Dropped before the plan runs, so that the parsed weights and the run's activations
-            // are never held at once.
-            drop(file);
+            // Kept when planning fails, so that a size that cannot run does not cost a parse a frame.
+            let plan = file.plan_for(fact, &shape).inspect_err(|_| self.file = Some(file))?;
+            // Otherwise dropped before the plan runs: the parsed weights and the run's
+            // activations are never held at once.
             if self.plans.len() == self.max_plans {
                 self.plans.remove(0);
             }
@@ -210,5 +225,18 @@ mod tests {
         // The least recently used size (64x64) made way; 64x96, used again, is now the newest.
         let sizes: Vec<_> = model.plans.iter().map(|(s, _)| (s[2], s[3])).collect();
         assert_eq!(sizes, [(96, 64), (64, 128), (64, 96)]);
+    }
+
+    #[test]
+    fn a_new_size_is_planned_from_the_file_as_opened_even_once_its_path_is_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("detr.onnx");
+        std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/tiny/detr-tiny-random.onnx"), &path).expect("copy");
+        let mut model = TractModel::open(&path, Shapes::VaryingPixels { max_plans: 3 }).expect("the tiny DETR loads");
+        let pixels = |h, w| Input::Pixels { shape: [1, 3, h, w], data: vec![0.0; 3 * h * w] };
+        model.run(pixels(64, 64)).expect("runs");
+        std::fs::remove_file(&path).expect("remove");
+        model.run(pixels(64, 96)).expect("a new size runs, parsed from the handle");
+        assert_eq!(model.plans_held(), 2);
     }
 }

@@ -4,7 +4,8 @@
     python models/bench_detectors.py --glimpse target/release/glimpse --work target/bench-detectors
 
 Needs gst-launch-1.0 (the frames), full-size random DETR-R50 and CLIP-B/32 in --work (made by
-models/bench.py's full_size_models when missing; torch and transformers then), and
+models/bench.py's full_size_models when missing; torch and transformers then), optionally a
+random RT-DETR-R18 there (models/export.py --realtime-full --out WORK), and
 ORT_DYLIB_PATH for the onnxruntime rows (scripts/onnxruntime.sh prints it). Prints a markdown
 table whose ratios are against DETR-R50 at 800/1333 on tract, measured in the same run.
 """
@@ -63,6 +64,9 @@ def main():
         ("NanoDet-m, 416×416", nanodet, ()),
         ("SSD-MobileNet-v2 uint8, 300×300", ssd, ()),
     ]
+    # A full-size random RT-DETR, when made (models/export.py --realtime-full --out WORK).
+    if (work / "rtdetr-r18-random.onnx").exists():
+        rows.append(("RT-DETR-R18 (random), 640×640", work / "rtdetr-r18-random.onnx", ()))
     engines = ["tract"] + (["onnxruntime"] if os.environ.get("ORT_DYLIB_PATH") else [])
     results = []
     for engine in engines:

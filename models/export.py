@@ -388,6 +388,26 @@ REALTIME = {
 }
 
 
+def full_realtime():
+    """A random-weight RT-DETR shaped as PekingU/rtdetr_r18vd (ResNet-18 backbone, 300 queries,
+    3 decoder layers; ~20M parameters), for benchmarks: the real-time DETR an edge box would run."""
+    import transformers as t
+
+    resnet = t.RTDetrResNetConfig(
+        embedding_size=64, hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2], layer_type="basic", out_features=["stage2", "stage3", "stage4"],
+    )
+    config = t.RTDetrConfig(backbone_config=resnet, encoder_in_channels=[128, 256, 512], decoder_layers=3, num_denoising=0, id2label=dict(enumerate(coco80())))
+    return t.RTDetrForObjectDetection(config).eval()
+
+
+def export_full_realtime(out):
+    """`rtdetr-r18-random.onnx` in `out`, at RTDetrImageProcessor's 640×640 (not in the manifest)."""
+    export(
+        DetrOutputs(full_realtime()), torch.rand(1, 3, 640, 640), out / "rtdetr-r18-random.onnx", ["logits", "pred_boxes"],
+        {"pixel_values": {0: "batch"}, "logits": {0: "batch"}, "pred_boxes": {0: "batch"}},
+    )
+
+
 def export_realtime(out):
     """The three tiny real-time DETRs, fixed input, into `out` and the manifest."""
     for kind, (name, _) in REALTIME.items():
@@ -586,6 +606,7 @@ def main():
     parser.add_argument("--symbolic-tokens", type=pathlib.Path, metavar="FILE",
                         help="make an older text tower's fixed 77-token input symbolic, in place (Glimpse then runs only a query's tokens)")
     parser.add_argument("--realtime", action="store_true", help="only the tiny RT-DETR, RT-DETRv2 and D-FINE (the other tiny files stay)")
+    parser.add_argument("--realtime-full", action="store_true", help="only a full-size random RT-DETR-R18 for benchmarks, rtdetr-r18-random.onnx")
     parser.add_argument("--realtime-golden", type=pathlib.Path, help="write the real-time DETRs' reference detections to this JSON file")
     args = parser.parse_args()
     if args.symbolic_tokens:
@@ -596,6 +617,9 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
 
+    if args.realtime_full:
+        export_full_realtime(args.out)
+        return
     if args.realtime or args.realtime_golden:
         if args.realtime:
             export_realtime(args.out)

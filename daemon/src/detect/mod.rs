@@ -2,8 +2,8 @@
 //! pre-processing, decoding and label map: DETR (`detr.rs`: DetrImageProcessor and
 //! `post_process_object_detection`), the real-time DETRs (`rtdetr.rs`: RT-DETR, RT-DETRv2 and
 //! D-FINE, RTDetrImageProcessor's), NanoDet (`nanodet.rs`: its letterbox, GFL head and NMS)
-//! and SSD (`ssd.rs`: TFLite's detection post-processing). `family = "auto"` tells them apart by the model's outputs and operators, read without
-//! loading it.
+//! and SSD (`ssd.rs`: TFLite's detection post-processing). `family = "auto"` tells them apart
+//! by the model's outputs and operators, read without loading it.
 //!
 //! Pure computation: no I/O beyond loading the model, no knowledge of cameras or the outbox.
 
